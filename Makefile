@@ -1,0 +1,47 @@
+# Stovepipe developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install Stovepipe with its dev tools
+
+demo: $(STAMP)  ## Run the embedded stack on a sample repository and print which commit is green
+	$(BIN)/stovepipe demo
+
+test: $(STAMP)  ## Lint, type-check and run the whole test suite (starts a broker and PostgreSQL)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy -p stovepipe
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff and mypy only
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy -p stovepipe
+
+proto: $(STAMP)  ## Regenerate the Python stubs from proto/
+	$(BIN)/python scripts/gen_proto.py
+
+fmt: $(STAMP)  ## Format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## Run the pipeline latency benchmark (not part of the tests)
+	$(BIN)/python benchmarks/pipeline_latency.py
+
+clean:  ## Remove caches and build output (keeps .venv)
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: help install demo test lint proto fmt bench clean

@@ -1,0 +1,50 @@
+"""The domain model: Queues, Requests, Builds and ValidationFacts, free of I/O."""
+
+from stovepipe.domain.build import Build, BuildStatus, TargetOutcome
+from stovepipe.domain.errors import (
+    IllegalTransition,
+    InvalidInput,
+    InvalidQueueName,
+    StovepipeError,
+)
+from stovepipe.domain.fact import BROKEN, GREEN, WHOLE_REPO, FactOrigin, ValidationFact
+from stovepipe.domain.queue import QueueState
+from stovepipe.domain.queue_name import MAX_QUEUE_NAME_LENGTH, validate_queue_name
+from stovepipe.domain.request import (
+    TERMINAL_STATES,
+    BuildStrategy,
+    Request,
+    RequestId,
+    RequestState,
+    can_transition,
+    is_newer,
+    transition,
+    with_build,
+)
+
+__all__ = [
+    "BROKEN",
+    "GREEN",
+    "MAX_QUEUE_NAME_LENGTH",
+    "TERMINAL_STATES",
+    "WHOLE_REPO",
+    "Build",
+    "BuildStatus",
+    "BuildStrategy",
+    "FactOrigin",
+    "IllegalTransition",
+    "InvalidInput",
+    "InvalidQueueName",
+    "QueueState",
+    "Request",
+    "RequestId",
+    "RequestState",
+    "StovepipeError",
+    "TargetOutcome",
+    "ValidationFact",
+    "can_transition",
+    "is_newer",
+    "transition",
+    "validate_queue_name",
+    "with_build",
+]
