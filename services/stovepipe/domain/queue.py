@@ -1,4 +1,11 @@
-"""The runtime state of a Queue (its configuration lives in stovepipe.config)."""
+"""The runtime state of a Queue (its configuration lives in stovepipe.config).
+
+Build slots are recorded as the set of Request ids holding one, not as a bare
+counter: taking a slot a Request already holds, or releasing one it does not
+hold, is then a no-op. That makes both idempotent under redelivery and lets a
+crash between the queue write and the Request write be repaired by replaying
+the same steps. ``in_flight_count`` is derived from the set.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +24,23 @@ class QueueState:
     last_green_uri: str | None = None
     last_green_request_id: str | None = None
     latest_request_id: str | None = None
-    in_flight_count: int = 0
+    slot_holders: tuple[str, ...] = ()
+
+    @property
+    def in_flight_count(self) -> int:
+        return len(self.slot_holders)
+
+    def holds_slot(self, request_id: str) -> bool:
+        return request_id in self.slot_holders
 
     def evolve(self, *, now: datetime, **changes: object) -> QueueState:
         """Return a copy with ``changes`` applied and ``version + 1``."""
         return dataclasses.replace(self, version=self.version + 1, updated_at=now, **changes)  # type: ignore[arg-type]
+
+    def with_slot_taken(self, request_id: str, *, now: datetime) -> QueueState:
+        holders = tuple(sorted({*self.slot_holders, request_id}))
+        return self.evolve(now=now, slot_holders=holders)
+
+    def with_slot_released(self, request_id: str, *, now: datetime) -> QueueState:
+        holders = tuple(h for h in self.slot_holders if h != request_id)
+        return self.evolve(now=now, slot_holders=holders)

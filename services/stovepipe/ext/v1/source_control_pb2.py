@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%stovepipe/ext/v1/source_control.proto\x12\x10stovepipe.ext.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0bQueueSource\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\"C\n\x12ResolveHeadRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\"\"\n\x13ResolveHeadResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\"p\n\x11IsAncestorRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x14\n\x0c\x61ncestor_uri\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65scendant_uri\x18\x03 \x01(\t\"B\n\x12IsAncestorResponse\x12,\n\x08\x61ncestry\x18\x01 \x01(\x0e\x32\x1a.stovepipe.ext.v1.Ancestry\"v\n\x12ListCommitsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"#\n\x13ListCommitsResponse\x12\x0c\n\x04uris\x18\x01 \x03(\t\"h\n\x13\x43hangedFilesRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\"%\n\x14\x43hangedFilesResponse\x12\r\n\x05paths\x18\x01 \x03(\t\"S\n\x15\x44\x65scribeCommitRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x0b\n\x03uri\x18\x02 \x01(\t\"|\n\x16\x44\x65scribeCommitResponse\x12/\n\x0b\x63ommit_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nshort_name\x18\x04 \x01(\t\"c\n\x0ePromoteRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x15\n\rpromotion_ref\x18\x03 \x01(\t\"6\n\x0fPromoteResponse\x12\x14\n\x0cprevious_uri\x18\x01 \x01(\t\x12\r\n\x05moved\x18\x02 \x01(\x08*l\n\x08\x41ncestry\x12\x18\n\x14\x41NCESTRY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41NCESTRY_ANCESTOR\x10\x01\x12\x19\n\x15\x41NCESTRY_NOT_ANCESTOR\x10\x02\x12\x14\n\x10\x41NCESTRY_UNKNOWN\x10\x03\x32\xbb\x04\n\x14SourceControlService\x12Z\n\x0bResolveHead\x12$.stovepipe.ext.v1.ResolveHeadRequest\x1a%.stovepipe.ext.v1.ResolveHeadResponse\x12W\n\nIsAncestor\x12#.stovepipe.ext.v1.IsAncestorRequest\x1a$.stovepipe.ext.v1.IsAncestorResponse\x12Z\n\x0bListCommits\x12$.stovepipe.ext.v1.ListCommitsRequest\x1a%.stovepipe.ext.v1.ListCommitsResponse\x12]\n\x0c\x43hangedFiles\x12%.stovepipe.ext.v1.ChangedFilesRequest\x1a&.stovepipe.ext.v1.ChangedFilesResponse\x12\x63\n\x0e\x44\x65scribeCommit\x12\'.stovepipe.ext.v1.DescribeCommitRequest\x1a(.stovepipe.ext.v1.DescribeCommitResponse\x12N\n\x07Promote\x12 .stovepipe.ext.v1.PromoteRequest\x1a!.stovepipe.ext.v1.PromoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%stovepipe/ext/v1/source_control.proto\x12\x10stovepipe.ext.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0bQueueSource\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x12\n\nrepository\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\"C\n\x12ResolveHeadRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\"\"\n\x13ResolveHeadResponse\x12\x0b\n\x03uri\x18\x01 \x01(\t\"p\n\x11IsAncestorRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x14\n\x0c\x61ncestor_uri\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65scendant_uri\x18\x03 \x01(\t\"B\n\x12IsAncestorResponse\x12,\n\x08\x61ncestry\x18\x01 \x01(\x0e\x32\x1a.stovepipe.ext.v1.Ancestry\"v\n\x12ListCommitsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"#\n\x13ListCommitsResponse\x12\x0c\n\x04uris\x18\x01 \x03(\t\"h\n\x13\x43hangedFilesRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\"%\n\x14\x43hangedFilesResponse\x12\r\n\x05paths\x18\x01 \x03(\t\"S\n\x15\x44\x65scribeCommitRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x0b\n\x03uri\x18\x02 \x01(\t\"\x8e\x01\n\x16\x44\x65scribeCommitResponse\x12/\n\x0b\x63ommit_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nshort_name\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\t\"c\n\x0ePromoteRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x15\n\rpromotion_ref\x18\x03 \x01(\t\"6\n\x0fPromoteResponse\x12\x14\n\x0cprevious_uri\x18\x01 \x01(\t\x12\r\n\x05moved\x18\x02 \x01(\x08*l\n\x08\x41ncestry\x12\x18\n\x14\x41NCESTRY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41NCESTRY_ANCESTOR\x10\x01\x12\x19\n\x15\x41NCESTRY_NOT_ANCESTOR\x10\x02\x12\x14\n\x10\x41NCESTRY_UNKNOWN\x10\x03\x32\xbb\x04\n\x14SourceControlService\x12Z\n\x0bResolveHead\x12$.stovepipe.ext.v1.ResolveHeadRequest\x1a%.stovepipe.ext.v1.ResolveHeadResponse\x12W\n\nIsAncestor\x12#.stovepipe.ext.v1.IsAncestorRequest\x1a$.stovepipe.ext.v1.IsAncestorResponse\x12Z\n\x0bListCommits\x12$.stovepipe.ext.v1.ListCommitsRequest\x1a%.stovepipe.ext.v1.ListCommitsResponse\x12]\n\x0c\x43hangedFiles\x12%.stovepipe.ext.v1.ChangedFilesRequest\x1a&.stovepipe.ext.v1.ChangedFilesResponse\x12\x63\n\x0e\x44\x65scribeCommit\x12\'.stovepipe.ext.v1.DescribeCommitRequest\x1a(.stovepipe.ext.v1.DescribeCommitResponse\x12N\n\x07Promote\x12 .stovepipe.ext.v1.PromoteRequest\x1a!.stovepipe.ext.v1.PromoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.ext.v1.source_control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANCESTRY']._serialized_start=1112
-  _globals['_ANCESTRY']._serialized_end=1220
+  _globals['_ANCESTRY']._serialized_start=1131
+  _globals['_ANCESTRY']._serialized_end=1239
   _globals['_QUEUESOURCE']._serialized_start=92
   _globals['_QUEUESOURCE']._serialized_end=153
   _globals['_RESOLVEHEADREQUEST']._serialized_start=155
@@ -54,12 +54,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGEDFILESRESPONSE']._serialized_end=742
   _globals['_DESCRIBECOMMITREQUEST']._serialized_start=744
   _globals['_DESCRIBECOMMITREQUEST']._serialized_end=827
-  _globals['_DESCRIBECOMMITRESPONSE']._serialized_start=829
-  _globals['_DESCRIBECOMMITRESPONSE']._serialized_end=953
-  _globals['_PROMOTEREQUEST']._serialized_start=955
-  _globals['_PROMOTEREQUEST']._serialized_end=1054
-  _globals['_PROMOTERESPONSE']._serialized_start=1056
-  _globals['_PROMOTERESPONSE']._serialized_end=1110
-  _globals['_SOURCECONTROLSERVICE']._serialized_start=1223
-  _globals['_SOURCECONTROLSERVICE']._serialized_end=1794
+  _globals['_DESCRIBECOMMITRESPONSE']._serialized_start=830
+  _globals['_DESCRIBECOMMITRESPONSE']._serialized_end=972
+  _globals['_PROMOTEREQUEST']._serialized_start=974
+  _globals['_PROMOTEREQUEST']._serialized_end=1073
+  _globals['_PROMOTERESPONSE']._serialized_start=1075
+  _globals['_PROMOTERESPONSE']._serialized_end=1129
+  _globals['_SOURCECONTROLSERVICE']._serialized_start=1242
+  _globals['_SOURCECONTROLSERVICE']._serialized_end=1813
 # @@protoc_insertion_point(module_scope)

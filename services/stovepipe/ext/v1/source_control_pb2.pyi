@@ -283,10 +283,13 @@ class DescribeCommitResponse(_message.Message):
     AUTHOR_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     SHORT_NAME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     author: _builtins.str
     title: _builtins.str
     short_name: _builtins.str
     """A short, human-readable commit name (for example an abbreviated hash)."""
+    revision: _builtins.str
+    """The VCS-native revision a runner checks out (for git, the full commit hash)."""
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -296,10 +299,11 @@ class DescribeCommitResponse(_message.Message):
         author: _builtins.str = ...,
         title: _builtins.str = ...,
         short_name: _builtins.str = ...,
+        revision: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "commit_time", b"commit_time", "short_name", b"short_name", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "commit_time", b"commit_time", "revision", b"revision", "short_name", b"short_name", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,83 @@
+"""Domain objects to their protobuf form (the API's wire types)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stovepipe.domain import BuildStrategy, FactOrigin, Request, RequestState, ValidationFact
+from stovepipe.v1 import types_pb2
+
+_STATES = {
+    RequestState.ACCEPTED: types_pb2.REQUEST_STATE_ACCEPTED,
+    RequestState.PROCESSING: types_pb2.REQUEST_STATE_PROCESSING,
+    RequestState.SUPERSEDED: types_pb2.REQUEST_STATE_SUPERSEDED,
+    RequestState.SUCCEEDED: types_pb2.REQUEST_STATE_SUCCEEDED,
+    RequestState.FAILED: types_pb2.REQUEST_STATE_FAILED,
+    RequestState.CANCELLED: types_pb2.REQUEST_STATE_CANCELLED,
+}
+_STATES_BACK = {v: k for k, v in _STATES.items()}
+_STRATEGIES = {
+    BuildStrategy.FULL: types_pb2.BUILD_STRATEGY_FULL,
+    BuildStrategy.INCREMENTAL: types_pb2.BUILD_STRATEGY_INCREMENTAL,
+}
+_STRATEGIES_BACK = {v: k for k, v in _STRATEGIES.items()}
+_ORIGINS = {
+    FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
+    FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+}
+_ORIGINS_BACK = {v: k for k, v in _ORIGINS.items()}
+
+
+def timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def request_to_pb(request: Request) -> types_pb2.Request:
+    return types_pb2.Request(
+        id=request.id,
+        queue=request.queue,
+        uri=request.uri,
+        state=_STATES[request.state],
+        build_strategy=(
+            _STRATEGIES[request.build_strategy]
+            if request.build_strategy
+            else types_pb2.BUILD_STRATEGY_UNSPECIFIED
+        ),
+        base_uri=request.base_uri or "",
+        build_id=request.build_id or "",
+        reason=request.reason,
+        trigger=request.trigger,
+        version=request.version,
+        created_at=timestamp(request.created_at),
+        updated_at=timestamp(request.updated_at),
+        attempt=request.attempt,
+    )
+
+
+def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
+    return types_pb2.ValidationFact(
+        queue=fact.queue,
+        uri=fact.uri,
+        project=fact.project,
+        degree=fact.degree,
+        request_id=fact.request_id,
+        created_at=timestamp(fact.created_at),
+        origin=_ORIGINS[fact.origin],
+        reason=fact.reason,
+    )
+
+
+def state_from_pb(value: int) -> RequestState:
+    return _STATES_BACK[value]  # type: ignore[index]
+
+
+def strategy_from_pb(value: int) -> BuildStrategy | None:
+    return _STRATEGIES_BACK.get(value)  # type: ignore[call-overload, no-any-return]
+
+
+def origin_from_pb(value: int) -> FactOrigin:
+    return _ORIGINS_BACK[value]  # type: ignore[index]

@@ -1,0 +1,188 @@
+"""The public gRPC API, ``stovepipe.v1.StovepipeService``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Protocol
+
+import grpc
+
+from stovepipe.api import convert
+from stovepipe.api.auth import TokenAuthInterceptor
+from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
+from stovepipe.grpcutil import GrpcServer, start_server
+from stovepipe.stages import HeadIngester
+from stovepipe.stages.ports import QueueDirectory
+from stovepipe.storage import Store
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+from stovepipe.v1 import topics_pb2
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StovepipeService"].full_name
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+class EventFeed(Protocol):
+    """A live feed of recorded events; each subscriber gets its own iterator."""
+
+    def subscribe(self) -> AsyncIterator[topics_pb2.HookEvent]: ...
+
+
+class StovepipeApi(pb_grpc.StovepipeServiceServicer):
+    """Thin translation between the wire and the stages/storage; no logic of its own."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: QueueDirectory,
+        ingester: HeadIngester,
+        events: EventFeed | None = None,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._ingester = ingester
+        self._events = events
+
+    async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
+        return pb.PingResponse(
+            version=version("stovepipe"), server_time=convert.timestamp(datetime.now(UTC))
+        )
+
+    async def Ingest(self, request: pb.IngestRequest, context: Context) -> pb.IngestResponse:
+        async def call() -> pb.IngestResponse:
+            result = await self._ingester.ingest(request.queue, request.trigger)
+            return pb.IngestResponse(
+                request_id=result.request.id, duplicate=result.duplicate, uri=result.request.uri
+            )
+
+        return await guarded(context, call)
+
+    async def GetRequest(
+        self, request: pb.GetRequestRequest, context: Context
+    ) -> pb.GetRequestResponse:
+        async def call() -> pb.GetRequestResponse:
+            rid = RequestId.parse(request.request_id)
+            self._queues.queue(rid.queue)
+            found = await self._store.get_request(str(rid))
+            if found is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {rid}")
+            assert found is not None
+            return pb.GetRequestResponse(request=convert.request_to_pb(found))
+
+        return await guarded(context, call)
+
+    async def GetLastGreen(
+        self, request: pb.GetLastGreenRequest, context: Context
+    ) -> pb.GetLastGreenResponse:
+        async def call() -> pb.GetLastGreenResponse:
+            self._check_scope(request.queue, request.project)
+            if request.project:
+                return pb.GetLastGreenResponse(found=False)
+            queue = await self._store.get_queue(request.queue)
+            if queue is None or not queue.last_green_uri or not queue.last_green_request_id:
+                return pb.GetLastGreenResponse(found=False)
+            fact = await self._store.get_fact(request.queue, queue.last_green_uri, "")
+            return pb.GetLastGreenResponse(
+                found=True,
+                uri=queue.last_green_uri,
+                request_id=queue.last_green_request_id,
+                fact=convert.fact_to_pb(fact) if fact else None,
+            )
+
+        return await guarded(context, call)
+
+    async def GetGreenness(
+        self, request: pb.GetGreennessRequest, context: Context
+    ) -> pb.GetGreennessResponse:
+        async def call() -> pb.GetGreennessResponse:
+            self._check_scope(request.queue, request.project)
+            if not request.uri:
+                raise InvalidInput("uri is empty; pass the commit URI returned by Ingest")
+            fact = await self._store.get_fact(request.queue, request.uri, request.project)
+            if fact is None:
+                return pb.GetGreennessResponse(status=pb.GREENNESS_STATUS_NOT_RECORDED)
+            return pb.GetGreennessResponse(
+                status=pb.GREENNESS_STATUS_RECORDED, fact=convert.fact_to_pb(fact)
+            )
+
+        return await guarded(context, call)
+
+    async def ListFacts(
+        self, request: pb.ListFactsRequest, context: Context
+    ) -> pb.ListFactsResponse:
+        async def call() -> pb.ListFactsResponse:
+            self._check_scope(request.queue, request.project)
+            if request.page_size < 0:
+                raise InvalidInput("page_size must not be negative")
+            size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            facts, token = await self._store.list_facts(
+                request.queue, request.project, page_size=size, page_token=request.page_token
+            )
+            return pb.ListFactsResponse(
+                facts=[convert.fact_to_pb(f) for f in facts], next_page_token=token
+            )
+
+        return await guarded(context, call)
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEventsResponse]:
+        if self._events is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server has no event feed")
+            return
+        for queue in request.queues:
+            validate_queue_name(queue)
+        queues, projects = set(request.queues), set(request.projects)
+
+        async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
+            assert self._events is not None
+            async for event in self._events.subscribe():
+                if queues and event.data.queue not in queues:
+                    continue
+                if projects and event.data.project not in projects:
+                    continue
+                yield pb.WatchEventsResponse(event=event)
+
+        async for item in guarded_stream(context, matching()):
+            yield item
+
+    def _check_scope(self, queue: str, project: str) -> None:
+        validate_queue_name(queue)
+        config = self._queues.queue(queue)
+        if project and project not in {p.name for p in config.projects}:
+            known = ", ".join(sorted(p.name for p in config.projects)) or "none"
+            raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
+
+
+def page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+async def serve_api(
+    api: StovepipeApi,
+    address: str,
+    *,
+    tokens: Mapping[str, str] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> GrpcServer:
+    """Start the API with health checking, reflection and (optional) token auth."""
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_StovepipeServiceServicer_to_server(api, server)
+
+    interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
+    return await start_server(
+        address, [register], [SERVICE_NAME], interceptors=interceptors, credentials=credentials
+    )
+
+
+async def wait_forever() -> None:
+    await asyncio.Event().wait()

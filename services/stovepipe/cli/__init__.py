@@ -1,0 +1,1 @@
+"""The ``stovepipe`` console script."""

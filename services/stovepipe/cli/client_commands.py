@@ -1,0 +1,210 @@
+"""Commands that talk to a running API: ingest, status, last-green, gate.
+
+Exit codes: 0 success (for ``gate``: recorded green), 1 recorded not green,
+2 not recorded / still in flight, 3 the API refused or could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import grpc
+import typer
+from rich.console import Console
+
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+from stovepipe.v1 import types_pb2
+
+EXIT_GREEN = 0
+EXIT_NOT_GREEN = 1
+EXIT_NOT_RECORDED = 2
+EXIT_ERROR = 3
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+ApiOption = Annotated[
+    str, typer.Option("--api", envvar="STOVEPIPE_API", help="API address host:port.")
+]
+TokenEnvOption = Annotated[
+    str,
+    typer.Option(
+        "--token-env",
+        help="Name of the environment variable that holds the bearer token (if any).",
+    ),
+]
+
+_TERMINAL = {
+    types_pb2.REQUEST_STATE_SUPERSEDED,
+    types_pb2.REQUEST_STATE_SUCCEEDED,
+    types_pb2.REQUEST_STATE_FAILED,
+    types_pb2.REQUEST_STATE_CANCELLED,
+}
+
+
+def _state_name(state: int) -> str:
+    return types_pb2.RequestState.Name(state).removeprefix("REQUEST_STATE_").lower()  # type: ignore[arg-type]
+
+
+def _origin_name(origin: int) -> str:
+    return types_pb2.FactOrigin.Name(origin).removeprefix("FACT_ORIGIN_").lower()  # type: ignore[arg-type]
+
+
+def _call(
+    api: str,
+    token_env: str,
+    fn: Callable[[pb_grpc.StovepipeServiceStub, list[tuple[str, str]]], Awaitable[T]],
+) -> T:
+    async def run() -> T:
+        metadata: list[tuple[str, str]] = []
+        token = os.environ.get(token_env, "") if token_env else ""
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
+        async with grpc.aio.insecure_channel(api) as channel:
+            return await fn(pb_grpc.StovepipeServiceStub(channel), metadata)
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        err_console.print(f"[red]error[/red] {exc.code().name}: {exc.details()}")
+        if exc.code() is grpc.StatusCode.UNAVAILABLE:
+            err_console.print(f"is the API running at {api}? (`stovepipe up` starts one)")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ingest(
+        queue: Annotated[str, typer.Argument(help="Queue name, e.g. monorepo/main.")],
+        trigger: Annotated[str, typer.Option(help="Who reports the head.")] = "cli",
+        wait: Annotated[bool, typer.Option(help="Wait until the Request is terminal.")] = False,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+        api: ApiOption = "127.0.0.1:50051",
+        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+    ) -> None:
+        """Report that QUEUE moved: resolve its head and start validating it."""
+        response = _call(
+            api,
+            token_env,
+            lambda stub, md: stub.Ingest(
+                pb.IngestRequest(queue=queue, trigger=trigger), metadata=md
+            ),
+        )
+        note = " (already known)" if response.duplicate else ""
+        console.print(f"{response.request_id}  {response.uri}{note}")
+        if wait:
+            raise typer.Exit(_wait_and_show(api, token_env, response.request_id, timeout))
+
+    @app.command()
+    def status(
+        request_id: Annotated[str, typer.Argument(help="request/<queue>/<n>")],
+        wait: Annotated[bool, typer.Option(help="Wait until the Request is terminal.")] = False,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+        api: ApiOption = "127.0.0.1:50051",
+        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+    ) -> None:
+        """Show one Request: state, strategy, build and reason."""
+        if wait:
+            raise typer.Exit(_wait_and_show(api, token_env, request_id, timeout))
+        request = _call(
+            api,
+            token_env,
+            lambda stub, md: stub.GetRequest(
+                pb.GetRequestRequest(request_id=request_id), metadata=md
+            ),
+        ).request
+        _show_request(request)
+
+    @app.command("last-green")
+    def last_green(
+        queue: Annotated[str, typer.Argument(help="Queue name.")],
+        project: Annotated[str, typer.Option(help="Project (default: whole repository).")] = "",
+        api: ApiOption = "127.0.0.1:50051",
+        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+    ) -> None:
+        """Print the newest green commit URI of QUEUE (exit 2 when there is none yet)."""
+        response = _call(
+            api,
+            token_env,
+            lambda stub, md: stub.GetLastGreen(
+                pb.GetLastGreenRequest(queue=queue, project=project), metadata=md
+            ),
+        )
+        if not response.found:
+            err_console.print(f"{queue}: no green commit recorded yet")
+            raise typer.Exit(EXIT_NOT_RECORDED)
+        console.print(response.uri)
+
+    @app.command()
+    def gate(
+        queue: Annotated[str, typer.Argument(help="Queue name.")],
+        uri: Annotated[str, typer.Argument(help="Commit URI to check.")],
+        project: Annotated[str, typer.Option(help="Project (default: whole repository).")] = "",
+        api: ApiOption = "127.0.0.1:50051",
+        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+    ) -> None:
+        """Exit 0 only when URI is recorded green; 1 when recorded not green; 2 when not recorded."""
+        response = _call(
+            api,
+            token_env,
+            lambda stub, md: stub.GetGreenness(
+                pb.GetGreennessRequest(queue=queue, uri=uri, project=project), metadata=md
+            ),
+        )
+        if response.status != pb.GREENNESS_STATUS_RECORDED:
+            err_console.print(f"NOT RECORDED: {uri} has no verdict yet (absence is not green)")
+            raise typer.Exit(EXIT_NOT_RECORDED)
+        fact = response.fact
+        if fact.degree == 0.0:
+            console.print(f"GREEN: {uri} ({fact.request_id})")
+            raise typer.Exit(EXIT_GREEN)
+        console.print(
+            f"NOT GREEN: {uri} degree={fact.degree:g} origin={_origin_name(fact.origin)} "
+            f"{fact.reason}"
+        )
+        raise typer.Exit(EXIT_NOT_GREEN)
+
+
+def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) -> int:
+    async def poll(
+        stub: pb_grpc.StovepipeServiceStub, md: list[tuple[str, str]]
+    ) -> types_pb2.Request:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with console.status(f"waiting for {request_id}") as spinner:
+            while True:
+                response = await stub.GetRequest(
+                    pb.GetRequestRequest(request_id=request_id), metadata=md
+                )
+                request = response.request
+                spinner.update(f"{request_id}: {_state_name(request.state)}")
+                if request.state in _TERMINAL or loop.time() > deadline:
+                    return request
+                await asyncio.sleep(0.2)
+
+    request = _call(api, token_env, poll)
+    _show_request(request)
+    if request.state not in _TERMINAL:
+        err_console.print(f"still {_state_name(request.state)} after {timeout:g}s")
+        return EXIT_NOT_RECORDED
+    return EXIT_GREEN if request.state == types_pb2.REQUEST_STATE_SUCCEEDED else EXIT_NOT_GREEN
+
+
+def _show_request(request: types_pb2.Request) -> None:
+    strategy = (
+        types_pb2.BuildStrategy.Name(request.build_strategy).removeprefix("BUILD_STRATEGY_").lower()
+    )  # type: ignore[arg-type]
+    console.print(f"[bold]{request.id}[/bold]  {_state_name(request.state)}")
+    console.print(f"  uri       {request.uri}")
+    console.print(
+        f"  strategy  {strategy}" + (f" (base {request.base_uri})" if request.base_uri else "")
+    )
+    if request.build_id:
+        console.print(f"  build     {request.build_id}")
+    if request.reason:
+        console.print(f"  reason    {request.reason}")

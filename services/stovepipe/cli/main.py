@@ -1,0 +1,136 @@
+"""``stovepipe``: one console script for servers, workers, operators and gates.
+
+Imports of heavy modules happen inside commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stovepipe.cli import client_commands
+
+app = typer.Typer(
+    name="stovepipe",
+    help="Tells you at which commit each branch, and each project in it, is green.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+ext_app = typer.Typer(help="Run a reference extension server.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ext_app, name="ext")
+client_commands.register(app)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Path to stovepipe.yaml (default: ./stovepipe.yaml if present, else defaults).",
+        envvar="STOVEPIPE_CONFIG",
+    ),
+]
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(dist_version("stovepipe"))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    config: ConfigOption = None,
+    url: Annotated[
+        str | None, typer.Option(help="Database URL; overrides the config and environment.")
+    ] = None,
+) -> None:
+    """Create or migrate the schema to the newest revision."""
+    from stovepipe.cli.loading import load_settings
+    from stovepipe.storage.migrate import current_revision, upgrade
+
+    target = url or load_settings(config).storage.url
+    upgrade(target)
+    typer.echo(f"schema at revision {current_revision(target)} ({_safe_url(target)})")
+
+
+@ext_app.command("git", context_settings=PASSTHROUGH)
+def ext_git(ctx: typer.Context) -> None:
+    """SourceControl over git (local paths or URLs). Options: --listen, --cache-dir."""
+    from stovepipe.extensions.sourcecontrol.git import main as git_main
+
+    raise typer.Exit(git_main(list(ctx.args)))
+
+
+@ext_app.command("local-runner", context_settings=PASSTHROUGH)
+def ext_local_runner(ctx: typer.Context) -> None:
+    """BuildRunner that runs targets as local subprocesses. Options: --listen,
+    --source-control, --work-dir."""
+    from stovepipe.extensions.buildrunner.local import main as runner_main
+
+    raise typer.Exit(runner_main(list(ctx.args)))
+
+
+@app.command()
+def api(config: ConfigOption = None) -> None:
+    """Serve the gRPC API (StovepipeService, health, reflection)."""
+    from stovepipe.cli.loading import load_settings
+    from stovepipe.runtime.api_process import run_api
+
+    asyncio.run(run_api(load_settings(config)))
+
+
+@app.command()
+def worker(
+    stage: Annotated[str, typer.Argument(help="process | build | buildsignal | record")],
+    config: ConfigOption = None,
+) -> None:
+    """Run one pipeline stage as a Kafka consumer until SIGTERM."""
+    from stovepipe.cli.loading import load_settings
+    from stovepipe.runtime.worker_process import STAGES, run_worker
+
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    asyncio.run(run_worker(load_settings(config), stage))
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the embedded stack keeps its database, logs and worktrees.")
+    ] = Path(".stovepipe"),
+) -> None:
+    """Run everything on embedded defaults: broker, SQLite, extensions, workers and API."""
+    from stovepipe.cli.loading import load_settings
+    from stovepipe.runtime.embedded import run_embedded_stack
+
+    raise typer.Exit(asyncio.run(run_embedded_stack(load_settings(config), state_dir)))
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo's temporary directory.")] = False,
+) -> None:
+    """Build a sample repository, validate three commits end to end, print the verdicts."""
+    from stovepipe.runtime.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(keep=keep)))
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,143 @@
+"""The delay forwarder: holds each tier message until it is due, then delivers it.
+
+It consumes every tier topic with aiokafka directly (not through a FastStream
+handler) because waiting is done by *pausing the partition* and resuming it on
+a timer, never by sleeping inside a handler: heartbeats, other partitions and
+shutdown all keep working while a partition waits.
+
+Order of effects per message: produce to the target topic and await the ack,
+then commit the tier offset. A crash in between re-delivers the message to the
+target (handlers are idempotent); nothing is lost and nothing arrives early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
+
+log = logging.getLogger(__name__)
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return str(value.decode("utf-8", "replace"))
+    return None
+
+
+class DelayForwarder:
+    """Forwards due messages from tier topics to the topic named in their headers."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        tier_topics: Sequence[str],
+        *,
+        group_id: str,
+        fetch_max_wait_ms: int = 20,
+        allowed_targets: frozenset[str] | None = None,
+        client_id: str = "stovepipe-delay-forwarder",
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topics = list(tier_topics)
+        self._group_id = group_id
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._allowed = allowed_targets
+        self._client_id = client_id
+        self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self._stopping = asyncio.Event()
+        self.forwarded = 0
+
+    async def run(self) -> None:
+        """Forward until :meth:`stop` is called."""
+        consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            enable_idempotence=False,
+            acks="all",
+        )
+        await producer.start()
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=500)
+                for tp, records in batch.items():
+                    await self._drain(consumer, producer, tp, records)
+        finally:
+            for handle in self._resume_handles.values():
+                handle.cancel()
+            await asyncio.wait_for(consumer.stop(), 10)
+            await asyncio.wait_for(producer.stop(), 10)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _drain(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        for record in records:
+            wait_s = self._wait_for(record)
+            if wait_s > 0:
+                consumer.seek(tp, record.offset)
+                consumer.pause(tp)
+                loop = asyncio.get_running_loop()
+                self._resume_handles[tp] = loop.call_later(wait_s, self._resume, consumer, tp)
+                return
+            target = _header(record, HEADER_TARGET)
+            if target and (self._allowed is None or target in self._allowed):
+                headers = [(k, v) for k, v in record.headers or () if k not in _DELAY_HEADERS]
+                await producer.send_and_wait(target, record.value, key=record.key, headers=headers)
+                self.forwarded += 1
+            else:
+                log.error(
+                    "dropping delay message without a valid target: topic=%s partition=%s "
+                    "offset=%s target=%r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    target,
+                )
+            try:
+                await consumer.commit({tp: record.offset + 1})
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("commit failed (%s); the message may be forwarded again", exc)
+                return
+
+    @staticmethod
+    def _wait_for(record: ConsumerRecord[bytes, bytes]) -> float:
+        raw = _header(record, HEADER_NOT_BEFORE)
+        if raw is None:
+            return 0.0
+        try:
+            due_ms = int(raw)
+        except ValueError:
+            return 0.0
+        return max(0.0, due_ms / 1000.0 - time.time())
+
+    def _resume(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        self._resume_handles.pop(tp, None)
+        if tp in consumer.assignment():
+            consumer.resume(tp)
+
+
+_DELAY_HEADERS = frozenset({HEADER_TARGET, HEADER_NOT_BEFORE})

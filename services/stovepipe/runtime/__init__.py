@@ -1,0 +1,1 @@
+"""Processes: the composition root, worker and API processes, and the embedded stack."""

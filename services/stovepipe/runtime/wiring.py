@@ -1,0 +1,76 @@
+"""The composition root: the only place that builds engines, clients and brokers.
+
+Everything a process needs is assembled here from the configuration and
+handed to the stages; stages never read settings or the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from stovepipe.config import StovepipeConfig
+from stovepipe.runtime.extension_registry import ExtensionRegistry
+from stovepipe.stages import (
+    BuildSignalPoller,
+    BuildTrigger,
+    HeadIngester,
+    RequestAdmitter,
+    VerdictRecorder,
+)
+from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, utc_now
+from stovepipe.storage import Store, create_engine
+
+
+@dataclass
+class Collaborators:
+    """What every stage is built from."""
+
+    config: StovepipeConfig
+    store: Store
+    extensions: Extensions
+    publisher: Publisher
+    delayed: DelayedPublisher
+    clock: Clock = utc_now
+
+    def ingester(self) -> HeadIngester:
+        return HeadIngester(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+    def admitter(self) -> RequestAdmitter:
+        return RequestAdmitter(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+    def build_trigger(self) -> BuildTrigger:
+        return BuildTrigger(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+    def build_signal_poller(self) -> BuildSignalPoller:
+        return BuildSignalPoller(
+            self.store,
+            self.config,
+            self.extensions,
+            self.publisher,
+            self.delayed,
+            self.clock,
+            poll_interval_s=self.config.workers.buildsignal_poll_interval_seconds,
+        )
+
+    def verdict_recorder(self) -> VerdictRecorder:
+        return VerdictRecorder(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+
+@asynccontextmanager
+async def open_store(config: StovepipeConfig) -> AsyncIterator[Store]:
+    engine = create_engine(config.storage.url)
+    try:
+        yield Store(engine)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def open_extensions(config: StovepipeConfig) -> AsyncIterator[ExtensionRegistry]:
+    registry = ExtensionRegistry(config)
+    try:
+        yield registry
+    finally:
+        await registry.close()

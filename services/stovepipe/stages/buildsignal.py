@@ -1,0 +1,146 @@
+"""buildsignal: follow a build to its end, then settle the Request.
+
+Input: ``BuildSignalMessage`` (build id, request id, queue), keyed by build id.
+
+While the build runs, the same message is handed to the delay machinery and
+comes back after the poll interval; the partition is never held. Once the
+runner reports a terminal state: store status and target graph, release the
+Request's build slot (a no-op when already released), stamp the Request's
+outcome (first writer wins), wake the Queue's latest waiting head, and publish
+to record. Each step recognises its own earlier effect, so redelivery at any
+point converges on the same end state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from stovepipe.domain import (
+    Build,
+    BuildStatus,
+    Request,
+    RequestState,
+    TargetOutcome,
+    transition,
+)
+from stovepipe.extensions.buildrunner.client import BuildReport
+from stovepipe.failures import NonRetryable, Retryable
+from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, QueueDirectory
+from stovepipe.storage import Store, VersionMismatch
+from stovepipe.v1 import topics_pb2
+
+log = logging.getLogger(__name__)
+
+_OUTCOME = {
+    BuildStatus.SUCCEEDED: RequestState.SUCCEEDED,
+    BuildStatus.FAILED: RequestState.FAILED,
+    BuildStatus.ERRORED: RequestState.FAILED,
+    BuildStatus.CANCELLED: RequestState.CANCELLED,
+}
+
+
+class BuildSignalPoller:
+    """Polls one build at a cadence and settles its Request when it ends."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: QueueDirectory,
+        extensions: Extensions,
+        publisher: Publisher,
+        delayed: DelayedPublisher,
+        clock: Clock,
+        poll_interval_s: float,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._extensions = extensions
+        self._publisher = publisher
+        self._delayed = delayed
+        self._clock = clock
+        self._poll_interval_s = poll_interval_s
+
+    async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:
+        build = await self._store.get_build(message.queue, message.build_id)
+        if build is None:
+            raise Retryable(f"build {message.build_id} of {message.queue} not found")
+        if build.request_id != message.request_id:
+            raise NonRetryable(f"build {build.build_id} belongs to {build.request_id}")
+        if not build.status.terminal:
+            build = await self._refresh(build)
+            if not build.status.terminal:
+                await self._delayed.publish_after(
+                    topics.BUILDSIGNAL, message, self._poll_interval_s
+                )
+                return
+        await self._settle(build, message)
+
+    async def _refresh(self, build: Build) -> Build:
+        config = self._queues.queue(build.queue)
+        report = await self._extensions.build_runner(config).status(build.build_id)
+        status = BuildStatus(report.state.value)
+        if status == build.status and not status.terminal:
+            return build
+        updated = dataclasses.replace(
+            build,
+            status=status,
+            targets=_target_graph(report),
+            message=report.message,
+            version=build.version + 1,
+            updated_at=self._clock(),
+        )
+        try:
+            return await self._store.update_build(build, updated)
+        except VersionMismatch as exc:
+            raise Retryable(f"build {build.build_id} changed concurrently") from exc
+
+    async def _settle(self, build: Build, message: topics_pb2.BuildSignalMessage) -> None:
+        request = await self._store.get_request(build.request_id)
+        if request is None:
+            raise Retryable(f"{build.request_id} not found (not yet visible?)")
+        queue = await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+        request = await self._stamp_outcome(request, build)
+        if queue.latest_request_id and queue.latest_request_id != request.id:
+            await self._publisher.publish(
+                topics.PROCESS,
+                topics_pb2.ProcessMessage(request_id=queue.latest_request_id, queue=request.queue),
+            )
+        await self._publisher.publish(
+            topics.RECORD,
+            topics_pb2.RecordMessage(
+                request_id=request.id, queue=request.queue, scope=message.scope
+            ),
+        )
+
+    async def _stamp_outcome(self, request: Request, build: Build) -> Request:
+        while not request.terminal:
+            outcome = _OUTCOME[build.status]
+            reason = f"build {build.build_id} {build.status}"
+            if build.message:
+                reason += f": {build.message}"
+            try:
+                return await self._store.update_request(
+                    request,
+                    transition(request, outcome, now=self._clock(), reason=reason, slot_held=False),
+                )
+            except VersionMismatch:
+                reloaded = await self._store.get_request(request.id)
+                if reloaded is None:
+                    raise Retryable(f"{request.id} vanished while being settled") from None
+                request = reloaded
+        return request
+
+
+def _target_graph(report: BuildReport) -> tuple[TargetOutcome, ...]:
+    return tuple(
+        TargetOutcome(
+            name=t.name,
+            state=t.state.value,
+            exit_code=t.exit_code,
+            duration_seconds=t.duration_seconds,
+            paths=tuple(t.paths),
+        )
+        for t in report.targets
+    )

@@ -1,0 +1,61 @@
+"""ingest: turn "Queue Q moved" into a Request and hand it to process.
+
+Runs inside the API server (``Ingest`` RPC), not on a topic. Steps: resolve
+the head through SourceControl, mint or find the Request for ``(queue, uri)``,
+advance the Queue's ``latest_request_id`` by CAS, publish to process.
+
+A crash after the Request is stored but before the publish leaves it
+``accepted``; re-reporting the same head publishes again (the Request is
+returned as a duplicate), and the sweeper re-drives it otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stovepipe.domain import Request, validate_queue_name
+from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
+from stovepipe.storage import Store
+from stovepipe.v1 import topics_pb2
+
+MAX_TRIGGER_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    request: Request
+    duplicate: bool
+
+
+class HeadIngester:
+    """Mints (or finds) the Request for a Queue's current head."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: QueueDirectory,
+        extensions: Extensions,
+        publisher: Publisher,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._extensions = extensions
+        self._publisher = publisher
+        self._clock = clock
+
+    async def ingest(self, queue: str, trigger: str) -> IngestResult:
+        validate_queue_name(queue)
+        config = self._queues.queue(queue)
+        trigger = (trigger or "unspecified")[:MAX_TRIGGER_LENGTH]
+        uri = await self._extensions.source_control(config).resolve_head(queue_source(config))
+        request, created = await self._store.create_request(
+            queue, uri, trigger=trigger, now=self._clock()
+        )
+        await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
+        if not request.terminal:
+            await self._publisher.publish(
+                topics.PROCESS, topics_pb2.ProcessMessage(request_id=request.id, queue=queue)
+            )
+        return IngestResult(request=request, duplicate=not created)

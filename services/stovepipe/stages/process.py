@@ -1,0 +1,144 @@
+"""process: coalesce, gate and admit one Request of a Queue.
+
+Input: ``ProcessMessage`` (request id, queue), keyed by queue so one consumer
+sees a Queue's messages in order. It is published by ingest, by whoever frees
+a build slot (a wake-up for the Queue's latest head) and by the sweeper.
+
+A Request that meets a closed gate stays ``accepted`` and the delivery is
+acknowledged: nothing blocks the partition. The next slot release publishes a
+wake-up for the Queue's latest head.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from stovepipe.domain import BuildStrategy, Request, RequestState, is_newer, transition
+from stovepipe.extensions.sourcecontrol.client import Ancestry
+from stovepipe.failures import NonRetryable, Retryable
+from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
+from stovepipe.storage import Store, VersionMismatch
+from stovepipe.v1 import topics_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    strategy: BuildStrategy
+    base_uri: str | None
+    why: str
+
+
+class RequestAdmitter:
+    """Moves an ``accepted`` Request to ``superseded`` or ``processing``, or leaves it waiting."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: QueueDirectory,
+        extensions: Extensions,
+        publisher: Publisher,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._extensions = extensions
+        self._publisher = publisher
+        self._clock = clock
+
+    async def __call__(self, message: topics_pb2.ProcessMessage) -> None:
+        request = await self._store.get_request(message.request_id)
+        if request is None:
+            raise Retryable(f"{message.request_id} not found (not yet visible?)")
+        if request.queue != message.queue:
+            raise NonRetryable(f"{request.id} belongs to {request.queue}, not {message.queue}")
+        if request.terminal:
+            return
+        if request.state is RequestState.PROCESSING:
+            await self._publish_build(request)
+            return
+        await self._coalesce_gate_admit(request)
+
+    async def _coalesce_gate_admit(self, request: Request) -> None:
+        config = self._queues.queue(request.queue)
+        queue = await self._store.ensure_queue(request.queue)
+        if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
+            await self._supersede(request, queue.latest_request_id)
+            return
+        await self._supersede_older_waiting(request)
+        admission = await self._decide_strategy(request, queue.last_green_uri)
+        if not await queue_ops.take_slot(
+            self._store, request.queue, request.id, config.max_concurrent, self._clock
+        ):
+            log.info("%s waits: %s has no free build slot", request.id, request.queue)
+            return
+        try:
+            admitted = await self._store.update_request(
+                request,
+                transition(
+                    request,
+                    RequestState.PROCESSING,
+                    now=self._clock(),
+                    reason=admission.why,
+                    build_strategy=admission.strategy,
+                    base_uri=admission.base_uri,
+                    slot_held=True,
+                ),
+            )
+        except VersionMismatch as exc:
+            raise Retryable(f"{request.id} changed while being admitted") from exc
+        log.info("%s admitted: %s (%s)", admitted.id, admission.strategy, admission.why)
+        await self._publish_build(admitted)
+
+    async def _supersede(self, request: Request, latest: str) -> None:
+        # Release before the state change: a crash in between leaves an accepted
+        # Request without a slot, which the redelivery supersedes; the other
+        # order could leave a terminal Request holding a slot forever.
+        await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+        try:
+            await self._store.update_request(
+                request,
+                transition(
+                    request,
+                    RequestState.SUPERSEDED,
+                    now=self._clock(),
+                    reason=f"superseded by {latest}",
+                ),
+            )
+        except VersionMismatch as exc:
+            raise Retryable(f"{request.id} changed while being superseded") from exc
+
+    async def _supersede_older_waiting(self, latest: Request) -> None:
+        """Older heads that met a closed gate before ``latest`` arrived never get a
+        wake-up of their own (wake-ups name the latest head), so they are settled here."""
+        waiting = await self._store.list_requests(
+            latest.queue, states=[RequestState.ACCEPTED], limit=1000
+        )
+        for older in waiting:
+            if older.id != latest.id and is_newer(latest.id, older.id):
+                await self._supersede(older, latest.id)
+
+    async def _decide_strategy(self, request: Request, last_green: str | None) -> Admission:
+        if not last_green:
+            return Admission(BuildStrategy.FULL, None, "cold start: no green commit yet")
+        config = self._queues.queue(request.queue)
+        source_control = self._extensions.source_control(config)
+        ancestry = await source_control.is_ancestor(queue_source(config), last_green, request.uri)
+        if ancestry is Ancestry.ANCESTOR:
+            return Admission(BuildStrategy.INCREMENTAL, last_green, "incremental since last green")
+        if ancestry is Ancestry.NOT_ANCESTOR:
+            return Admission(
+                BuildStrategy.FULL, None, "history rewrite: last green not an ancestor"
+            )
+        return Admission(BuildStrategy.FULL, None, "ancestry of last green unknown")
+
+    async def _publish_build(self, request: Request) -> None:
+        await self._publisher.publish(
+            topics.BUILD,
+            topics_pb2.BuildMessage(
+                request_id=request.id, queue=request.queue, scope=types_pb2.Scope(project="")
+            ),
+        )

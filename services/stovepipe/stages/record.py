@@ -1,0 +1,153 @@
+"""record: store the verdict of a settled Request and move the bookmark.
+
+Input: ``RecordMessage`` (request id, queue, scope), keyed by request id.
+
+Steps, each recognise-and-skip on redelivery: map the outcome to a degree;
+create the fact (or adopt the one this Request already wrote); if green,
+advance the last-green bookmark by ingest order under CAS; promote the ref
+when this Request holds the bookmark; publish the HookEvent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stovepipe.domain import (
+    BROKEN,
+    GREEN,
+    BuildStatus,
+    FactOrigin,
+    Request,
+    RequestState,
+    ValidationFact,
+)
+from stovepipe.failures import NonRetryable, Retryable
+from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
+from stovepipe.storage import AlreadyExists, Store
+from stovepipe.v1 import topics_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+EVENT_GREEN = "dev.stovepipe.greenness.green"
+EVENT_NOT_GREEN = "dev.stovepipe.greenness.not_green"
+
+
+class VerdictRecorder:
+    """Turns a settled Request into an immutable fact, a bookmark move and an event."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: QueueDirectory,
+        extensions: Extensions,
+        publisher: Publisher,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._queues = queues
+        self._extensions = extensions
+        self._publisher = publisher
+        self._clock = clock
+
+    async def __call__(self, message: topics_pb2.RecordMessage) -> None:
+        request = await self._store.get_request(message.request_id)
+        if request is None:
+            raise Retryable(f"{message.request_id} not found (not yet visible?)")
+        if request.state in (RequestState.SUPERSEDED, RequestState.CANCELLED):
+            return
+        if not request.terminal:
+            raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
+        fact = await self._create_or_adopt_fact(request, message.scope.project)
+        took_bookmark = False
+        if fact.green and fact.request_id == request.id:
+            queue = await queue_ops.advance_bookmark(
+                self._store, request.queue, request.id, request.uri, self._clock
+            )
+            took_bookmark = queue.last_green_request_id == request.id
+            if took_bookmark:
+                await self._promote(request)
+        await self._publisher.publish(topics.HOOK, _hook_event(fact, took_bookmark, self._clock))
+
+    async def _create_or_adopt_fact(self, request: Request, project: str) -> ValidationFact:
+        degree, origin, reason = await self._verdict(request)
+        try:
+            return await self._store.create_fact(
+                ValidationFact(
+                    queue=request.queue,
+                    uri=request.uri,
+                    project=project,
+                    degree=degree,
+                    request_id=request.id,
+                    origin=origin,
+                    created_at=self._clock(),
+                    reason=reason,
+                )
+            )
+        except AlreadyExists as exc:
+            existing: ValidationFact = exc.existing
+            if existing.request_id != request.id:
+                log.warning(
+                    "%s: %s already has a fact from %s; it stands",
+                    request.id,
+                    request.uri,
+                    existing.request_id,
+                )
+            return existing
+
+    async def _verdict(self, request: Request) -> tuple[float, FactOrigin, str]:
+        if request.state is RequestState.SUCCEEDED:
+            return GREEN, FactOrigin.BUILD, request.reason
+        if request.state is not RequestState.FAILED:
+            raise NonRetryable(f"{request.id} ended {request.state}; it has no verdict")
+        build = (
+            await self._store.get_build(request.queue, request.build_id)
+            if request.build_id
+            else None
+        )
+        if build is not None and build.status is BuildStatus.FAILED:
+            return BROKEN, FactOrigin.BUILD, request.reason
+        return BROKEN, FactOrigin.FAIL_CLOSED, request.reason
+
+    async def _promote(self, request: Request) -> None:
+        config = self._queues.queue(request.queue)
+        if not config.promotion_ref:
+            return
+        result = await self._extensions.source_control(config).promote(
+            queue_source(config), request.uri, config.promotion_ref
+        )
+        log.info(
+            "%s: %s -> %s (moved=%s)", request.id, config.promotion_ref, request.uri, result.moved
+        )
+
+
+def _hook_event(fact: ValidationFact, took_bookmark: bool, clock: Clock) -> topics_pb2.HookEvent:
+    digest = hashlib.sha256(f"{fact.queue}\0{fact.uri}\0{fact.project}".encode()).hexdigest()
+    when = Timestamp()
+    when.FromDatetime(clock())
+    return topics_pb2.HookEvent(
+        id=digest[:32],
+        source=f"stovepipe/{fact.queue}",
+        type=EVENT_GREEN if fact.green else EVENT_NOT_GREEN,
+        spec_version="1.0",
+        time=when,
+        subject=fact.uri,
+        data=topics_pb2.GreennessEventData(
+            queue=fact.queue,
+            uri=fact.uri,
+            project=fact.project,
+            degree=fact.degree,
+            origin=(
+                types_pb2.FACT_ORIGIN_BUILD
+                if fact.origin is FactOrigin.BUILD
+                else types_pb2.FACT_ORIGIN_FAIL_CLOSED
+            ),
+            request_id=fact.request_id,
+            green=fact.green,
+            took_bookmark=took_bookmark,
+            reason=fact.reason,
+        ),
+    )

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+import pytest
+
+from stovepipe.domain import (
+    TERMINAL_STATES,
+    BuildStrategy,
+    IllegalTransition,
+    InvalidInput,
+    Request,
+    RequestId,
+    RequestState,
+    can_transition,
+    is_newer,
+    transition,
+    with_build,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _request(state: RequestState = RequestState.ACCEPTED) -> Request:
+    return Request(
+        id="request/mono/main/3",
+        queue="mono/main",
+        uri="u3",
+        state=state,
+        version=1,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_request_ids_round_trip_and_order_by_ingest_number() -> None:
+    rid = RequestId.parse("request/mono/main/12")
+    assert rid == RequestId("mono/main", 12)
+    assert str(rid) == "request/mono/main/12"
+    assert RequestId("mono/main", 9) < rid  # numeric, not lexicographic
+    assert is_newer("request/mono/main/10", "request/mono/main/9")
+    assert not is_newer("request/mono/main/9", "request/mono/main/10")
+    assert is_newer("request/mono/main/1", None)
+
+
+@pytest.mark.parametrize("text", ["", "request/x", "request/mono/main/0", "req/a/1", "request//1"])
+def test_malformed_request_ids_are_rejected(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        RequestId.parse(text)
+
+
+def test_ids_of_different_queues_do_not_compare() -> None:
+    with pytest.raises(InvalidInput, match="different queues"):
+        _ = RequestId("a", 1) < RequestId("b", 2)
+
+
+def test_legal_transitions_are_exactly_the_lifecycle() -> None:
+    legal = {
+        (src, dst)
+        for src, dst in itertools.product(RequestState, RequestState)
+        if can_transition(src, dst)
+    }
+    assert legal == {
+        (RequestState.ACCEPTED, RequestState.PROCESSING),
+        (RequestState.ACCEPTED, RequestState.SUPERSEDED),
+        (RequestState.ACCEPTED, RequestState.FAILED),
+        (RequestState.ACCEPTED, RequestState.CANCELLED),
+        (RequestState.PROCESSING, RequestState.SUCCEEDED),
+        (RequestState.PROCESSING, RequestState.FAILED),
+        (RequestState.PROCESSING, RequestState.CANCELLED),
+    }
+    assert all(not can_transition(t, d) for t in TERMINAL_STATES for d in RequestState)
+
+
+def test_admission_sets_strategy_once_and_bumps_version() -> None:
+    admitted = transition(
+        _request(),
+        RequestState.PROCESSING,
+        now=NOW,
+        build_strategy=BuildStrategy.INCREMENTAL,
+        base_uri="u1",
+        slot_held=True,
+    )
+    assert (admitted.state, admitted.version) == (RequestState.PROCESSING, 2)
+    assert (admitted.build_strategy, admitted.base_uri, admitted.slot_held) == (
+        BuildStrategy.INCREMENTAL,
+        "u1",
+        True,
+    )
+    with pytest.raises(IllegalTransition, match="only at admission"):
+        transition(admitted, RequestState.SUCCEEDED, now=NOW, build_strategy=BuildStrategy.FULL)
+    done = transition(with_build(admitted, "b1", now=NOW), RequestState.SUCCEEDED, now=NOW)
+    assert (done.build_id, done.build_strategy, done.version) == ("b1", BuildStrategy.INCREMENTAL, 4)
+
+
+def test_admission_without_strategy_or_incremental_without_base_is_refused() -> None:
+    with pytest.raises(IllegalTransition, match="needs a build strategy"):
+        transition(_request(), RequestState.PROCESSING, now=NOW)
+    with pytest.raises(IllegalTransition, match="needs a base URI"):
+        transition(
+            _request(), RequestState.PROCESSING, now=NOW, build_strategy=BuildStrategy.INCREMENTAL
+        )
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL_STATES:
+        with pytest.raises(IllegalTransition, match="not a legal transition"):
+            transition(_request(state), RequestState.PROCESSING, now=NOW)
