@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import re
 
 import grpc
 
 from stovepipe.domain.errors import IllegalTransition, InvalidInput, StovepipeError
+from stovepipe.redaction import redact
 
 
 class Verdict(enum.StrEnum):
@@ -70,10 +70,6 @@ def classify(exc: BaseException) -> Verdict:
     return Verdict.RETRYABLE
 
 
-_SECRETISH = re.compile(r"(?i)((?:token|secret|password|passwd|authorization)\s*[=:]\s*)\S+")
-_URL_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
-
-
 def short_reason(exc: BaseException, limit: int = 300) -> str:
     """A one-line, redacted description fit for a header, a log line or an event."""
     if isinstance(exc, grpc.aio.AioRpcError):
@@ -81,6 +77,5 @@ def short_reason(exc: BaseException, limit: int = 300) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    text = _SECRETISH.sub(r"\1***", text)
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,35 @@
+"""``stovepipe api``: the gRPC API as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from stovepipe.api.server import StovepipeApi, serve_api
+from stovepipe.config import StovepipeConfig
+from stovepipe.runtime.bus import open_bus
+from stovepipe.runtime.logs import configure_logging
+from stovepipe.runtime.wiring import Collaborators, open_extensions, open_store
+
+log = logging.getLogger(__name__)
+
+
+async def run_api(config: StovepipeConfig) -> None:
+    configure_logging("api")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with (
+        open_store(config) as store,
+        open_extensions(config) as extensions,
+        open_bus(config, client_id="stovepipe-api") as bus,
+    ):
+        parts = Collaborators(config, store, extensions, bus, bus)
+        api = StovepipeApi(store, config, parts.ingester(), events=bus.event_feed())
+        server = await serve_api(api, config.api.listen, tokens=config.api_tokens())
+        log.info("API listening on %s", server.address)
+        print(f"listening on {config.api.listen}", flush=True)
+        await stop.wait()
+        await server.stop(grace=5.0)

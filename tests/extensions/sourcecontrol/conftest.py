@@ -1,0 +1,53 @@
+"""Fixtures for the SourceControl suites: git identity, servers, clients, harnesses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sourcecontrol_git import AUTHOR_EMAIL, AUTHOR_NAME
+from sourcecontrol_harness import FakeHarness, GitHarness, Harness, History, build_history
+
+from stovepipe.extensions.sourcecontrol import SourceControlClient
+from stovepipe.extensions.sourcecontrol.git import serve
+from stovepipe.grpcutil import GrpcServer, open_channel
+
+
+@pytest.fixture(autouse=True)
+def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commits work without a user's git config, and no user config leaks in."""
+    config = tmp_path / "gitconfig"
+    config.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", AUTHOR_NAME)
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", AUTHOR_EMAIL)
+
+
+@pytest.fixture
+async def git_server(tmp_path: Path) -> AsyncIterator[GrpcServer]:
+    server = await serve("127.0.0.1:0", cache_dir=tmp_path / "cache")
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def client(git_server: GrpcServer) -> AsyncIterator[SourceControlClient]:
+    channel = open_channel(git_server.address)
+    yield SourceControlClient(channel, timeout_s=60.0)
+    await channel.close(None)
+
+
+@pytest.fixture(params=["fake", "git-local", "git-remote"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    if request.param == "fake":
+        return FakeHarness()
+    client: SourceControlClient = request.getfixturevalue("client")
+    return GitHarness(client, tmp_path, remote=request.param == "git-remote")
+
+
+@pytest.fixture
+async def history(harness: Harness) -> History:
+    return await build_history(harness)

@@ -1,0 +1,182 @@
+"""Stage behaviour on real storage (SQLite and PostgreSQL) with extension fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from stovepipe.domain import BuildStrategy, FactOrigin, RequestState
+from stovepipe.extensions.buildrunner.fake import Outcome
+from stovepipe.stages import topics
+from stovepipe.storage import Store
+from stovepipe.v1 import topics_pb2
+
+from .harness import Pipeline, queue_config
+
+pytestmark = pytest.mark.postgres
+
+Q = "mono/main"
+
+
+@pytest.fixture
+def pipe(store: Store) -> Pipeline:
+    return Pipeline(store, [queue_config(Q)])
+
+
+async def _ingest_head(pipe: Pipeline, files: dict[str, str | None], title: str) -> str:
+    pipe.repo().advance("main", files, title=title)
+    result = await pipe.ingester.ingest(Q, "test")
+    return result.request.id
+
+
+async def test_green_broken_fixed_rewrite(pipe: Pipeline) -> None:
+    store = pipe.store
+    r1 = await _ingest_head(pipe, {"src/a.py": "1"}, "green")
+    await pipe.drain(twice=True)
+    r2_uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "2"}))
+    pipe.runner.script(r2_uri, Outcome.fail("unit"))
+    r2 = (await pipe.ingester.ingest(Q, "test")).request.id
+    await pipe.drain(twice=True)
+    r3 = await _ingest_head(pipe, {"src/a.py": "3"}, "fix")
+    await pipe.drain(twice=True)
+    # force push: replace the tip with a commit that does not descend from it
+    repo = pipe.repo()
+    head = repo.head("main")
+    assert head is not None
+    parent = repo.get(head).parents[0]
+    rewritten = repo.commit({"src/a.py": "3b"}, parents=[parent], title="rewrite")
+    repo.force_push("main", rewritten)
+    r4 = (await pipe.ingester.ingest(Q, "test")).request.id
+    await pipe.drain(twice=True)
+
+    requests = [await store.get_request(r) for r in (r1, r2, r3, r4)]
+    assert all(r is not None for r in requests)
+    states = [r.state for r in requests if r]
+    strategies = [r.build_strategy for r in requests if r]
+    assert states == [
+        RequestState.SUCCEEDED,
+        RequestState.FAILED,
+        RequestState.SUCCEEDED,
+        RequestState.SUCCEEDED,
+    ]
+    assert strategies == [
+        BuildStrategy.FULL,
+        BuildStrategy.INCREMENTAL,
+        BuildStrategy.INCREMENTAL,
+        BuildStrategy.FULL,
+    ]
+    assert requests[1] and requests[0] and requests[1].base_uri == requests[0].uri
+    assert requests[2] and requests[2].base_uri == requests[0].uri
+    degrees = []
+    for r in requests:
+        assert r is not None
+        fact = await store.get_fact(Q, r.uri, "")
+        assert fact is not None and fact.request_id == r.id and fact.origin is FactOrigin.BUILD
+        degrees.append(fact.degree)
+    assert degrees == [0.0, 1.0, 0.0, 0.0]
+    queue = await store.get_queue(Q)
+    assert queue is not None and requests[3] is not None
+    assert (queue.last_green_request_id, queue.last_green_uri) == (r4, requests[3].uri)
+    assert queue.in_flight_count == 0
+    assert repo.head("verified-main") == rewritten
+    assert len(pipe.runner.triggers) == 4  # duplicates started no extra build
+    assert [e.data.green for e in pipe.hook_events][::2] == [True, False, True, True]
+
+
+async def test_heads_reported_while_one_builds_are_coalesced(pipe: Pipeline) -> None:
+    first_uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "A"}))
+    pipe.runner.script(first_uri, Outcome.hang("unit"))
+    first = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()
+    later = [await _ingest_head(pipe, {"src/a.py": c}, c) for c in "BCDEF"]
+    await pipe.drain()
+    (build_id, _target), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    await pipe.drain()
+
+    final = {rid: await pipe.store.get_request(rid) for rid in [first, *later]}
+    assert final[first] and final[first].state is RequestState.SUCCEEDED
+    latest = final[later[-1]]
+    assert latest and latest.state is RequestState.SUCCEEDED
+    for rid in later[:-1]:
+        r = final[rid]
+        assert r and r.state is RequestState.SUPERSEDED, rid
+        assert await pipe.store.get_fact(Q, r.uri, "") is None
+    assert len(pipe.runner.triggers) == 2
+
+
+async def test_re_reported_head_is_deduplicated(pipe: Pipeline) -> None:
+    pipe.repo().advance("main", {"src/a.py": "1"})
+    first = await pipe.ingester.ingest(Q, "poller")
+    again = await pipe.ingester.ingest(Q, "webhook")
+    assert not first.duplicate and again.duplicate
+    assert again.request.id == first.request.id
+    await pipe.drain()
+    third = await pipe.ingester.ingest(Q, "poller")
+    assert third.duplicate and third.request.state is RequestState.SUCCEEDED
+    assert pipe.outbox.counts[topics.PROCESS] == 2  # the terminal duplicate publishes nothing
+
+
+async def test_max_concurrent_is_never_exceeded(store: Store) -> None:
+    pipe = Pipeline(store, [queue_config(Q, max_concurrent=2)])
+    uris = []
+    for c in "ABCD":
+        uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": c}))
+        pipe.runner.script(uri, Outcome.hang("unit"))
+        uris.append(uri)
+        await pipe.ingester.ingest(Q, "poller")
+        await pipe.drain()
+        queue = await store.get_queue(Q)
+        assert queue is not None and queue.in_flight_count <= 2
+        assert len(pipe.runner.running()) <= 2
+    assert len(pipe.runner.running()) == 2
+    waiting = await store.list_requests(Q, states=[RequestState.ACCEPTED])
+    assert [r.uri for r in waiting] == [uris[3]]
+    for build_id, _ in pipe.runner.running():
+        pipe.runner.release(build_id)
+    await pipe.drain()
+    for build_id, _ in pipe.runner.running():
+        pipe.runner.release(build_id)
+    await pipe.drain()
+    done = await store.list_requests(Q)
+    assert {r.state for r in done} <= {RequestState.SUCCEEDED, RequestState.SUPERSEDED}
+    last = await store.find_request(Q, uris[3])
+    assert last and last.state is RequestState.SUCCEEDED
+    queue = await store.get_queue(Q)
+    assert queue is not None and queue.in_flight_count == 0
+
+
+async def test_errored_build_fails_closed(pipe: Pipeline) -> None:
+    uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "1"}))
+    pipe.runner.script(uri, Outcome.errored("runner lost the checkout"))
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()
+    request = await pipe.store.get_request(rid)
+    assert request and request.state is RequestState.FAILED
+    fact = await pipe.store.get_fact(Q, uri, "")
+    assert fact and fact.degree == 1.0 and fact.origin is FactOrigin.FAIL_CLOSED
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.last_green_uri is None and queue.in_flight_count == 0
+
+
+async def test_bookmark_never_moves_backwards(pipe: Pipeline) -> None:
+    older = await _ingest_head(pipe, {"src/a.py": "1"}, "one")
+    await pipe.drain()
+    newer = await _ingest_head(pipe, {"src/a.py": "2"}, "two")
+    await pipe.drain()
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.last_green_request_id == newer
+    await pipe.handlers[topics.RECORD](topics_pb2.RecordMessage(request_id=older, queue=Q))
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.last_green_request_id == newer
+    older_req = await pipe.store.get_request(older)
+    assert older_req and pipe.repo().head("verified-main") != older_req.uri.rsplit("@", 1)[-1]
+
+
+async def test_unknown_queue_and_bad_names_are_rejected(pipe: Pipeline) -> None:
+    from stovepipe.config import UnknownQueue
+    from stovepipe.domain import InvalidQueueName
+
+    with pytest.raises(UnknownQueue, match="mono/main"):
+        await pipe.ingester.ingest("other/main", "cli")
+    with pytest.raises(InvalidQueueName):
+        await pipe.ingester.ingest("Bad Name", "cli")
