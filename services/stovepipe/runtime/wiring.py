@@ -6,7 +6,8 @@ handed to the stages; stages never read settings or the environment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,9 +19,13 @@ from stovepipe.stages import (
     HeadIngester,
     RequestAdmitter,
     VerdictRecorder,
+    topics,
 )
 from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, utc_now
 from stovepipe.storage import Store, create_engine
+
+
+Handler = Callable[[Any], Awaitable[None]]
 
 
 @dataclass
@@ -56,6 +61,16 @@ class Collaborators:
 
     def verdict_recorder(self) -> VerdictRecorder:
         return VerdictRecorder(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+
+def stage_handlers(parts: Collaborators) -> dict[str, tuple[str, Handler]]:
+    """Each stage's input topic and handler, by stage name."""
+    return {
+        "process": (topics.PROCESS, parts.admitter()),
+        "build": (topics.BUILD, parts.build_trigger()),
+        "buildsignal": (topics.BUILDSIGNAL, parts.build_signal_poller()),
+        "record": (topics.RECORD, parts.verdict_recorder()),
+    }
 
 
 @asynccontextmanager

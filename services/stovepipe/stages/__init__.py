@@ -5,6 +5,7 @@ one decoded payload, reloads state from storage, advances one entity under
 CAS and publishes to the next topic.
 """
 
+from stovepipe.stages import topics
 from stovepipe.stages.build import BuildTrigger
 from stovepipe.stages.buildsignal import BuildSignalPoller
 from stovepipe.stages.ingest import HeadIngester, IngestResult
@@ -18,4 +19,5 @@ __all__ = [
     "IngestResult",
     "RequestAdmitter",
     "VerdictRecorder",
+    "topics",
 ]

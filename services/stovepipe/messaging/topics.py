@@ -1,0 +1,46 @@
+"""Topics: each bound to exactly one payload type and one partition-key rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from stovepipe.v1 import topics_pb2
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    payload: type[Message]
+    key: Callable[[Any], str]
+
+
+PROCESS = TopicSpec("stovepipe.process", topics_pb2.ProcessMessage, lambda m: m.queue)
+BUILD = TopicSpec("stovepipe.build", topics_pb2.BuildMessage, lambda m: m.request_id)
+BUILDSIGNAL = TopicSpec(
+    "stovepipe.buildsignal", topics_pb2.BuildSignalMessage, lambda m: m.build_id
+)
+RECORD = TopicSpec("stovepipe.record", topics_pb2.RecordMessage, lambda m: m.request_id)
+ANALYZE = TopicSpec("stovepipe.analyze", topics_pb2.AnalyzeMessage, lambda m: m.request_id)
+HOOK = TopicSpec("stovepipe.hook", topics_pb2.HookEvent, lambda m: m.data.request_id)
+
+PIPELINE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK)
+BY_NAME: dict[str, TopicSpec] = {t.name: t for t in PIPELINE_TOPICS}
+
+
+def spec(name: str) -> TopicSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown topic {name!r}; known: {', '.join(BY_NAME)}") from None
+
+
+def dlq(name: str) -> str:
+    return f"{name}.dlq"
+
+
+def poison(name: str) -> str:
+    return f"{name}.dlq.poison"

@@ -1,0 +1,162 @@
+"""``stovepipe demo``: the README's main job.
+
+Creates a sample repository (green, broken, fixed), starts the embedded stack
+on it, reports each head the way a poller would, waits for each verdict with a
+progress display, and prints commit → greenness and the last green commit.
+Exit code 0 only when every verdict is the one the sample history implies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stovepipe.config import StovepipeConfig, config_from_mapping
+from stovepipe.runtime.embedded import embedded_stack, free_port
+from stovepipe.runtime.sample_repo import STEPS, SampleRepo, build_targets
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+from stovepipe.v1 import types_pb2
+
+QUEUE = "demo/main"
+PROMOTION_REF = "verified-main"
+VERDICT_TIMEOUT_S = 180.0
+
+_TERMINAL = {
+    types_pb2.REQUEST_STATE_SUPERSEDED,
+    types_pb2.REQUEST_STATE_SUCCEEDED,
+    types_pb2.REQUEST_STATE_FAILED,
+    types_pb2.REQUEST_STATE_CANCELLED,
+}
+
+
+@dataclass
+class Row:
+    sha: str
+    title: str
+    expect_green: bool
+    request: types_pb2.Request | None = None
+    greenness: pb.GetGreennessResponse | None = None
+
+
+def demo_config(repo: Path, api_port: int) -> StovepipeConfig:
+    return config_from_mapping(
+        {
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "queues": [
+                {
+                    "name": QUEUE,
+                    "source": {"repository": str(repo), "ref": "main"},
+                    "build": {"targets": build_targets()},
+                    "promotion_ref": PROMOTION_REF,
+                }
+            ],
+        },
+        source="demo",
+    )
+
+
+async def _wait_terminal(
+    stub: pb_grpc.StovepipeServiceStub, request_id: str, progress: Progress, task: int
+) -> types_pb2.Request:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + VERDICT_TIMEOUT_S
+    while True:
+        request = (await stub.GetRequest(pb.GetRequestRequest(request_id=request_id))).request
+        state = types_pb2.RequestState.Name(request.state).removeprefix("REQUEST_STATE_").lower()
+        progress.update(task, description=f"{request_id}: {state}")
+        if request.state in _TERMINAL:
+            return request
+        if loop.time() > deadline:
+            raise TimeoutError(f"{request_id} still {state} after {VERDICT_TIMEOUT_S:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def run_demo(keep: bool = False, console: Console | None = None) -> int:
+    console = console or Console()
+    workdir = Path(tempfile.mkdtemp(prefix="stovepipe-demo-"))
+    try:
+        repo = SampleRepo(workdir / "repo").init()
+        config = demo_config(repo.path, free_port())
+        console.print(f"[bold]Stovepipe demo[/bold] in {workdir}")
+        rows: list[Row] = []
+        async with embedded_stack(config, workdir / "state", console) as stack:
+            console.print(stack.table())
+            async with grpc.aio.insecure_channel(stack.api_address) as channel:
+                stub = pb_grpc.StovepipeServiceStub(channel)
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total} commits"),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    overall = progress.add_task("validating", total=len(STEPS))
+                    for step in STEPS:
+                        sha = repo.commit(step)
+                        row = Row(sha, step.title, step.expect_green)
+                        rows.append(row)
+                        ingest = await stub.Ingest(pb.IngestRequest(queue=QUEUE, trigger="demo"))
+                        row.request = await _wait_terminal(
+                            stub, ingest.request_id, progress, overall
+                        )
+                        row.greenness = await stub.GetGreenness(
+                            pb.GetGreennessRequest(queue=QUEUE, uri=ingest.uri)
+                        )
+                        progress.advance(overall)
+                last_green = await stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))
+        return _report(console, rows, last_green, repo)
+    finally:
+        if keep:
+            console.print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _report(
+    console: Console, rows: list[Row], last_green: pb.GetLastGreenResponse, repo: SampleRepo
+) -> int:
+    table = Table(title=f"greenness of {QUEUE}")
+    for column in ("commit", "title", "request", "strategy", "greenness", "origin"):
+        table.add_column(column)
+    ok = True
+    for row in rows:
+        request, greenness = row.request, row.greenness
+        assert request is not None and greenness is not None
+        strategy = types_pb2.BuildStrategy.Name(request.build_strategy)
+        if greenness.status == pb.GREENNESS_STATUS_RECORDED:
+            green = greenness.fact.degree == 0.0
+            verdict = "[green]green[/green]" if green else f"[red]broken ({greenness.fact.degree:g})[/red]"
+            origin = types_pb2.FactOrigin.Name(greenness.fact.origin).removeprefix("FACT_ORIGIN_")
+        else:
+            green, verdict, origin = False, "[yellow]not recorded[/yellow]", "-"
+        ok &= green == row.expect_green
+        table.add_row(
+            row.sha[:10],
+            row.title,
+            request.id,
+            strategy.removeprefix("BUILD_STRATEGY_").lower(),
+            verdict,
+            origin.lower(),
+        )
+    console.print(table)
+    promoted = repo.ref(PROMOTION_REF)
+    if last_green.found:
+        sha = last_green.uri.rsplit("@", 1)[-1]
+        console.print(f"last green commit: [bold]{sha[:10]}[/bold] ({last_green.request_id})")
+        console.print(f"{PROMOTION_REF} -> {promoted[:10] if promoted else '(not set)'}")
+        ok &= promoted == sha == rows[-1].sha
+    else:
+        console.print("[red]no green commit recorded[/red]")
+        ok = False
+    console.print("[green]demo OK[/green]" if ok else "[red]demo verdicts differ from expected[/red]")
+    return 0 if ok else 1

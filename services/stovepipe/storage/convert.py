@@ -1,0 +1,162 @@
+"""Rows to domain objects and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from stovepipe.domain import (
+    Build,
+    BuildStatus,
+    BuildStrategy,
+    FactOrigin,
+    QueueState,
+    Request,
+    RequestState,
+    TargetOutcome,
+    ValidationFact,
+)
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def queue_from_row(row: Mapping[str, Any]) -> QueueState:
+    return QueueState(
+        name=row["queue"],
+        version=row["version"],
+        updated_at=utc(row["updated_at"]),
+        last_green_uri=row["last_green_uri"],
+        last_green_request_id=row["last_green_request_id"],
+        latest_request_id=row["latest_request_id"],
+        slot_holders=tuple(row["slot_holders"] or ()),
+    )
+
+
+def queue_values(q: QueueState) -> dict[str, Any]:
+    return {
+        "queue": q.name,
+        "version": q.version,
+        "updated_at": q.updated_at,
+        "last_green_uri": q.last_green_uri,
+        "last_green_request_id": q.last_green_request_id,
+        "latest_request_id": q.latest_request_id,
+        "slot_holders": list(q.slot_holders),
+        "in_flight_count": q.in_flight_count,
+    }
+
+
+def request_from_row(row: Mapping[str, Any]) -> Request:
+    return Request(
+        id=row["id"],
+        queue=row["queue"],
+        uri=row["uri"],
+        state=RequestState(row["state"]),
+        version=row["version"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        trigger=row["trigger"],
+        build_strategy=BuildStrategy(row["build_strategy"]) if row["build_strategy"] else None,
+        base_uri=row["base_uri"],
+        build_id=row["build_id"],
+        reason=row["reason"],
+        attempt=row["attempt"],
+        slot_held=bool(row["slot_held"]),
+    )
+
+
+def request_values(r: Request) -> dict[str, Any]:
+    return {
+        "queue": r.queue,
+        "n": r.request_id.n,
+        "id": r.id,
+        "uri": r.uri,
+        "state": r.state.value,
+        "version": r.version,
+        "trigger": r.trigger,
+        "build_strategy": r.build_strategy.value if r.build_strategy else None,
+        "base_uri": r.base_uri,
+        "build_id": r.build_id,
+        "reason": r.reason,
+        "attempt": r.attempt,
+        "slot_held": r.slot_held,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def build_from_row(row: Mapping[str, Any]) -> Build:
+    return Build(
+        queue=row["queue"],
+        build_id=row["build_id"],
+        request_id=row["request_id"],
+        project=row["project"],
+        status=BuildStatus(row["status"]),
+        version=row["version"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        targets=tuple(
+            TargetOutcome(
+                name=t["name"],
+                state=t["state"],
+                exit_code=t.get("exit_code", 0),
+                duration_seconds=t.get("duration_seconds", 0.0),
+                paths=tuple(t.get("paths", ())),
+            )
+            for t in row["targets"] or ()
+        ),
+        message=row["message"],
+    )
+
+
+def build_values(b: Build) -> dict[str, Any]:
+    return {
+        "queue": b.queue,
+        "build_id": b.build_id,
+        "request_id": b.request_id,
+        "project": b.project,
+        "status": b.status.value,
+        "version": b.version,
+        "created_at": b.created_at,
+        "updated_at": b.updated_at,
+        "targets": [
+            {
+                "name": t.name,
+                "state": t.state,
+                "exit_code": t.exit_code,
+                "duration_seconds": t.duration_seconds,
+                "paths": list(t.paths),
+            }
+            for t in b.targets
+        ],
+        "message": b.message,
+    }
+
+
+def fact_from_row(row: Mapping[str, Any]) -> ValidationFact:
+    return ValidationFact(
+        queue=row["queue"],
+        uri=row["uri"],
+        project=row["project"],
+        degree=row["degree"],
+        request_id=row["request_id"],
+        origin=FactOrigin(row["origin"]),
+        created_at=utc(row["created_at"]),
+        reason=row["reason"],
+    )
+
+
+def fact_values(f: ValidationFact) -> dict[str, Any]:
+    return {
+        "queue": f.queue,
+        "uri": f.uri,
+        "project": f.project,
+        "degree": f.degree,
+        "request_id": f.request_id,
+        "origin": f.origin.value,
+        "created_at": f.created_at,
+        "reason": f.reason,
+    }
