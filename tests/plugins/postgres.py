@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from plugins.announce import announce
 from sqlalchemy.engine import make_url
 
 from stovepipe.storage import Store, create_engine
@@ -36,11 +36,6 @@ class PostgresServer:
         return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
 
 
-def _announce(text: str) -> None:
-    sys.__stderr__.write(f"\n[stovepipe tests] {text}\n")  # type: ignore[union-attr]
-    sys.__stderr__.flush()  # type: ignore[union-attr]
-
-
 def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
@@ -49,10 +44,13 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
     url = os.environ.get("STOVEPIPE_DATABASE_URL")
     if url:
-        _announce(f"PostgreSQL: using STOVEPIPE_DATABASE_URL ({make_url(url).render_as_string()})")
+        announce(
+            pytestconfig,
+            f"PostgreSQL: using STOVEPIPE_DATABASE_URL ({make_url(url).render_as_string()})",
+        )
         yield PostgresServer(url, "external")
         return
     if _docker_answers():
@@ -60,14 +58,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 
         with PostgresContainer("postgres:15", driver="asyncpg") as container:
             url = container.get_connection_url()
-            _announce(f"PostgreSQL: testcontainers postgres:15 at {make_url(url).render_as_string()}")
+            announce(
+                pytestconfig,
+                f"PostgreSQL: testcontainers postgres:15 at {make_url(url).render_as_string()}",
+            )
             yield PostgresServer(url, "testcontainers")
         return
     try:
         cluster = PostgresCluster().start()
     except PostgresUnavailable as exc:
         pytest.fail(f"cannot start PostgreSQL for the tests: {exc}", pytrace=False)
-    _announce(f"PostgreSQL 15: started a throwaway cluster at 127.0.0.1:{cluster.port} ({cluster.root})")
+    announce(
+        pytestconfig,
+        f"PostgreSQL 15: started a throwaway cluster at 127.0.0.1:{cluster.port} ({cluster.root})",
+    )
     try:
         yield PostgresServer(cluster.url, "local cluster")
     finally:
@@ -77,7 +81,10 @@ def postgres_server() -> Iterator[PostgresServer]:
 async def _admin(url: str, sql: str) -> None:
     parsed = make_url(url)
     conn = await asyncpg.connect(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password,
         database=parsed.database,
     )
     try:
