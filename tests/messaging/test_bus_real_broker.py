@@ -40,7 +40,9 @@ async def _committed(settings: KafkaSettings, topic: str, group: str) -> dict[in
         await consumer.stop()
 
 
-async def _with_bus(settings: KafkaSettings, setup: Callable[[Bus], None], body: Callable[[Bus], Awaitable[None]]) -> None:
+async def _with_bus(
+    settings: KafkaSettings, setup: Callable[[Bus], None], body: Callable[[Bus], Awaitable[None]]
+) -> None:
     await ensure_topics(settings, ["stovepipe.process"])
     bus = Bus(settings)
     setup(bus)
@@ -58,10 +60,14 @@ async def test_published_protobuf_is_consumed(kafka_settings: KafkaSettings) -> 
         seen.append(message)
 
     async def body(bus: Bus) -> None:
-        await bus.publish("stovepipe.process", topics_pb2.ProcessMessage(request_id="request/q/1", queue="q"))
+        await bus.publish(
+            "stovepipe.process", topics_pb2.ProcessMessage(request_id="request/q/1", queue="q")
+        )
         await _until(lambda: len(seen) == 1)
 
-    await _with_bus(kafka_settings, lambda b: b.subscribe("stovepipe.process", handler, group="t"), body)
+    await _with_bus(
+        kafka_settings, lambda b: b.subscribe("stovepipe.process", handler, group="t"), body
+    )
     assert seen[0] == topics_pb2.ProcessMessage(request_id="request/q/1", queue="q")
 
 
@@ -83,7 +89,9 @@ async def test_failed_handler_sees_the_message_again_and_offset_waits(
             release.set()
 
     async def body(bus: Bus) -> None:
-        await bus.publish("stovepipe.process", topics_pb2.ProcessMessage(request_id="request/q/7", queue="q"))
+        await bus.publish(
+            "stovepipe.process", topics_pb2.ProcessMessage(request_id="request/q/7", queue="q")
+        )
         await _until(release.is_set)
         await _until(lambda: len(calls) >= 2)
 
@@ -91,7 +99,9 @@ async def test_failed_handler_sees_the_message_again_and_offset_waits(
         kafka_settings, lambda b: b.subscribe("stovepipe.process", handler, group="fail-once"), body
     )
     assert calls[:2] == ["request/q/7", "request/q/7"]
-    assert all(offset in (None, 0) for offset in committed_during_retry.values()), committed_during_retry
+    assert all(offset in (None, 0) for offset in committed_during_retry.values()), (
+        committed_during_retry
+    )
     after = await _committed(kafka_settings, "stovepipe.process", "fail-once")
     assert sorted(o for o in after.values() if o) == [1]
 
@@ -112,16 +122,23 @@ async def test_trace_context_travels_with_the_message(kafka_settings: KafkaSetti
         try:
             with tracer.start_as_current_span("producer") as span:
                 sent = span.get_span_context().trace_id
-                await bus.publish("stovepipe.process", topics_pb2.ProcessMessage(request_id="request/q/2", queue="q"))
+                await bus.publish(
+                    "stovepipe.process",
+                    topics_pb2.ProcessMessage(request_id="request/q/2", queue="q"),
+                )
             await _until(lambda: len(seen_trace) == 1)
         finally:
             bus_module.tracer = original
         assert seen_trace == [sent]
 
-    await _with_bus(kafka_settings, lambda b: b.subscribe("stovepipe.process", handler, group="trace"), body)
+    await _with_bus(
+        kafka_settings, lambda b: b.subscribe("stovepipe.process", handler, group="trace"), body
+    )
 
 
-async def test_topics_are_created_with_the_configured_partitions(kafka_settings: KafkaSettings) -> None:
+async def test_topics_are_created_with_the_configured_partitions(
+    kafka_settings: KafkaSettings,
+) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     await ensure_topics(kafka_settings, ["stovepipe.record"])

@@ -12,10 +12,14 @@ from stovepipe.v1 import topics_pb2
 SAMPLES: dict[str, Message] = {
     "stovepipe.process": topics_pb2.ProcessMessage(request_id="request/q/1", queue="q"),
     "stovepipe.build": topics_pb2.BuildMessage(request_id="request/q/1", queue="q"),
-    "stovepipe.buildsignal": topics_pb2.BuildSignalMessage(build_id="b1", request_id="request/q/1", queue="q"),
+    "stovepipe.buildsignal": topics_pb2.BuildSignalMessage(
+        build_id="b1", request_id="request/q/1", queue="q"
+    ),
     "stovepipe.record": topics_pb2.RecordMessage(request_id="request/q/1", queue="q"),
     "stovepipe.analyze": topics_pb2.AnalyzeMessage(request_id="request/q/1", queue="q"),
-    "stovepipe.hook": topics_pb2.HookEvent(id="e", data=topics_pb2.GreennessEventData(request_id="request/q/1", queue="q")),
+    "stovepipe.hook": topics_pb2.HookEvent(
+        id="e", data=topics_pb2.GreennessEventData(request_id="request/q/1", queue="q")
+    ),
 }
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from stage_harness import Pipeline, queue_config
 
 from stovepipe.domain import BuildStrategy, FactOrigin, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
 from stovepipe.storage import Store
 from stovepipe.v1 import topics_pb2
-
-from stage_harness import Pipeline, queue_config
 
 pytestmark = pytest.mark.postgres
 

@@ -17,7 +17,9 @@ from stovepipe.storage.tables import metadata
 pytestmark = pytest.mark.postgres
 
 
-async def test_upgrade_creates_the_schema_idempotently_and_matches_the_metadata(store_url: str) -> None:
+async def test_upgrade_creates_the_schema_idempotently_and_matches_the_metadata(
+    store_url: str,
+) -> None:
     await asyncio.to_thread(upgrade, store_url)
     await asyncio.to_thread(upgrade, store_url)
     assert await asyncio.to_thread(current_revision, store_url) == "0001"
@@ -33,8 +35,13 @@ async def test_upgrade_creates_the_schema_idempotently_and_matches_the_metadata(
 
             assert await conn.run_sync(diff) == []
             assert {
-                "queues", "request_counters", "requests", "request_dedup", "builds",
-                "validation_facts", "hook_deliveries",
+                "queues",
+                "request_counters",
+                "requests",
+                "request_dedup",
+                "builds",
+                "validation_facts",
+                "hook_deliveries",
             } <= await conn.run_sync(tables)
     finally:
         await engine.dispose()

@@ -26,10 +26,17 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 Q = "mono/main"
 
 
-def _fact(uri: str, degree: float = 0.0, request_id: str = "request/mono/main/1", at: datetime = NOW) -> ValidationFact:
+def _fact(
+    uri: str, degree: float = 0.0, request_id: str = "request/mono/main/1", at: datetime = NOW
+) -> ValidationFact:
     return ValidationFact(
-        queue=Q, uri=uri, project="", degree=degree, request_id=request_id,
-        origin=FactOrigin.BUILD, created_at=at,
+        queue=Q,
+        uri=uri,
+        project="",
+        degree=degree,
+        request_id=request_id,
+        origin=FactOrigin.BUILD,
+        created_at=at,
     )
 
 
@@ -40,7 +47,9 @@ async def test_queue_is_created_once_and_cas_protects_it(store: Store) -> None:
     moved = await store.update_queue(first, first.with_slot_taken("request/mono/main/1", now=NOW))
     assert moved.version == 2 and moved.in_flight_count == 1
     with pytest.raises(VersionMismatch):
-        await store.update_queue(first, first.evolve(now=NOW, latest_request_id="request/mono/main/9"))
+        await store.update_queue(
+            first, first.evolve(now=NOW, latest_request_id="request/mono/main/9")
+        )
     stored = await store.get_queue(Q)
     assert stored is not None and stored.slot_holders == ("request/mono/main/1",)
     assert stored.updated_at.tzinfo is not None
@@ -96,16 +105,28 @@ async def test_request_create_dedup_and_cas(store: Store) -> None:
 
 async def test_builds_are_create_only_and_cas_updated(store: Store) -> None:
     build = Build(
-        queue=Q, build_id="b-1", request_id="request/mono/main/1", project="",
-        status=BuildStatus.PENDING, version=1, created_at=NOW, updated_at=NOW,
+        queue=Q,
+        build_id="b-1",
+        request_id="request/mono/main/1",
+        project="",
+        status=BuildStatus.PENDING,
+        version=1,
+        created_at=NOW,
+        updated_at=NOW,
     )
     await store.create_build(build)
     with pytest.raises(AlreadyExists) as exc:
         await store.create_build(dataclasses.replace(build, status=BuildStatus.RUNNING))
     assert exc.value.existing == build
     done = dataclasses.replace(
-        build, status=BuildStatus.FAILED, version=2,
-        targets=(TargetOutcome(name="unit", state="failed", exit_code=1, duration_seconds=0.5, paths=("src/**",)),),
+        build,
+        status=BuildStatus.FAILED,
+        version=2,
+        targets=(
+            TargetOutcome(
+                name="unit", state="failed", exit_code=1, duration_seconds=0.5, paths=("src/**",)
+            ),
+        ),
         message="unit failed",
     )
     await store.update_build(build, done)
@@ -118,7 +139,9 @@ async def test_facts_are_never_overwritten(store: Store) -> None:
     green = _fact("u1", 0.0)
     await store.create_fact(green)
     with pytest.raises(AlreadyExists) as exc:
-        await store.create_fact(dataclasses.replace(green, degree=1.0, request_id="request/mono/main/2"))
+        await store.create_fact(
+            dataclasses.replace(green, degree=1.0, request_id="request/mono/main/2")
+        )
     assert exc.value.existing == green
     assert await store.get_fact(Q, "u1", "") == green
     assert await store.get_fact(Q, "u1", "web") is None

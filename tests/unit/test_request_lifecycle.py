@@ -91,7 +91,11 @@ def test_admission_sets_strategy_once_and_bumps_version() -> None:
     with pytest.raises(IllegalTransition, match="only at admission"):
         transition(admitted, RequestState.SUCCEEDED, now=NOW, build_strategy=BuildStrategy.FULL)
     done = transition(with_build(admitted, "b1", now=NOW), RequestState.SUCCEEDED, now=NOW)
-    assert (done.build_id, done.build_strategy, done.version) == ("b1", BuildStrategy.INCREMENTAL, 4)
+    assert (done.build_id, done.build_strategy, done.version) == (
+        "b1",
+        BuildStrategy.INCREMENTAL,
+        4,
+    )
 
 
 def test_admission_without_strategy_or_incremental_without_base_is_refused() -> None:

@@ -41,9 +41,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
         if not self._tokens or not method.startswith(SERVICE):
             return await continuation(handler_call_details)
@@ -58,7 +60,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         return await continuation(handler_call_details)
 
 
-def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler[Any, Any]:
     async def abort(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(code, details)
 

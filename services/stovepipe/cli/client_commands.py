@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
 import typer
@@ -25,6 +25,7 @@ EXIT_NOT_RECORDED = 2
 EXIT_ERROR = 3
 
 T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 console = Console()
 err_console = Console(stderr=True)
 
@@ -55,18 +56,15 @@ def _origin_name(origin: int) -> str:
     return types_pb2.FactOrigin.Name(origin).removeprefix("FACT_ORIGIN_").lower()  # type: ignore[arg-type]
 
 
-def _call(
-    api: str,
-    token_env: str,
-    fn: Callable[[pb_grpc.StovepipeServiceStub, list[tuple[str, str]]], Awaitable[T]],
-) -> T:
+def _call(api: str, token_env: str, fn: Callable[[Any, Metadata], Awaitable[T]]) -> T:
     async def run() -> T:
-        metadata: list[tuple[str, str]] = []
+        metadata: Metadata = ()
         token = os.environ.get(token_env, "") if token_env else ""
         if token:
-            metadata.append(("authorization", f"Bearer {token}"))
+            metadata = (("authorization", f"Bearer {token}"),)
         async with grpc.aio.insecure_channel(api) as channel:
-            return await fn(pb_grpc.StovepipeServiceStub(channel), metadata)
+            stub: Any = pb_grpc.StovepipeServiceStub(channel)
+            return await fn(stub, metadata)
 
     try:
         return asyncio.run(run())
@@ -171,9 +169,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) -> int:
-    async def poll(
-        stub: pb_grpc.StovepipeServiceStub, md: list[tuple[str, str]]
-    ) -> types_pb2.Request:
+    async def poll(stub: Any, md: Metadata) -> types_pb2.Request:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with console.status(f"waiting for {request_id}") as spinner:
@@ -181,7 +177,7 @@ def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) ->
                 response = await stub.GetRequest(
                     pb.GetRequestRequest(request_id=request_id), metadata=md
                 )
-                request = response.request
+                request: types_pb2.Request = response.request
                 spinner.update(f"{request_id}: {_state_name(request.state)}")
                 if request.state in _TERMINAL or loop.time() > deadline:
                     return request
@@ -198,7 +194,7 @@ def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) ->
 def _show_request(request: types_pb2.Request) -> None:
     strategy = (
         types_pb2.BuildStrategy.Name(request.build_strategy).removeprefix("BUILD_STRATEGY_").lower()
-    )  # type: ignore[arg-type]
+    )
     console.print(f"[bold]{request.id}[/bold]  {_state_name(request.state)}")
     console.print(f"  uri       {request.uri}")
     console.print(

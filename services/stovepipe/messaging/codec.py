@@ -34,7 +34,9 @@ def decode(topic: TopicSpec, data: bytes | None, max_bytes: int = DEFAULT_MAX_BY
         message.ParseFromString(data)
     except (DecodeError, ValueError) as exc:
         raise MalformedMessage(f"{topic.name}: not a {topic.payload.__name__}: {exc}") from None
-    required = [f.name for f in message.DESCRIPTOR.fields if f.name in ("request_id", "queue", "build_id")]
+    required = [
+        f.name for f in message.DESCRIPTOR.fields if f.name in ("request_id", "queue", "build_id")
+    ]
     missing = [name for name in required if not getattr(message, name)]
     if missing:
         raise MalformedMessage(f"{topic.name}: {topic.payload.__name__} lacks {', '.join(missing)}")

@@ -13,10 +13,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from stovepipe.config import StovepipeConfig, config_from_mapping
@@ -51,6 +59,7 @@ def demo_config(repo: Path, api_port: int) -> StovepipeConfig:
     return config_from_mapping(
         {
             "api": {"listen": f"127.0.0.1:{api_port}"},
+            "workers": {"buildsignal_poll_interval_seconds": 0.2},
             "queues": [
                 {
                     "name": QUEUE,
@@ -65,12 +74,14 @@ def demo_config(repo: Path, api_port: int) -> StovepipeConfig:
 
 
 async def _wait_terminal(
-    stub: pb_grpc.StovepipeServiceStub, request_id: str, progress: Progress, task: int
+    stub: Any, request_id: str, progress: Progress, task: TaskID
 ) -> types_pb2.Request:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + VERDICT_TIMEOUT_S
     while True:
-        request = (await stub.GetRequest(pb.GetRequestRequest(request_id=request_id))).request
+        request: types_pb2.Request = (
+            await stub.GetRequest(pb.GetRequestRequest(request_id=request_id))
+        ).request
         state = types_pb2.RequestState.Name(request.state).removeprefix("REQUEST_STATE_").lower()
         progress.update(task, description=f"{request_id}: {state}")
         if request.state in _TERMINAL:
@@ -91,7 +102,7 @@ async def run_demo(keep: bool = False, console: Console | None = None) -> int:
         async with embedded_stack(config, workdir / "state", console) as stack:
             console.print(stack.table())
             async with grpc.aio.insecure_channel(stack.api_address) as channel:
-                stub = pb_grpc.StovepipeServiceStub(channel)
+                stub: Any = pb_grpc.StovepipeServiceStub(channel)
                 with Progress(
                     SpinnerColumn(),
                     TextColumn("{task.description}"),
@@ -135,7 +146,11 @@ def _report(
         strategy = types_pb2.BuildStrategy.Name(request.build_strategy)
         if greenness.status == pb.GREENNESS_STATUS_RECORDED:
             green = greenness.fact.degree == 0.0
-            verdict = "[green]green[/green]" if green else f"[red]broken ({greenness.fact.degree:g})[/red]"
+            verdict = (
+                "[green]green[/green]"
+                if green
+                else f"[red]broken ({greenness.fact.degree:g})[/red]"
+            )
             origin = types_pb2.FactOrigin.Name(greenness.fact.origin).removeprefix("FACT_ORIGIN_")
         else:
             green, verdict, origin = False, "[yellow]not recorded[/yellow]", "-"
@@ -158,5 +173,7 @@ def _report(
     else:
         console.print("[red]no green commit recorded[/red]")
         ok = False
-    console.print("[green]demo OK[/green]" if ok else "[red]demo verdicts differ from expected[/red]")
+    console.print(
+        "[green]demo OK[/green]" if ok else "[red]demo verdicts differ from expected[/red]"
+    )
     return 0 if ok else 1

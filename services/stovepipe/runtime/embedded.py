@@ -50,7 +50,7 @@ async def _grpc_serving(address: str) -> bool:
         )
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
     finally:
-        await channel.close()
+        await channel.close(None)
 
 
 def _cli(*args: str) -> list[str]:

@@ -46,5 +46,5 @@ class ExtensionRegistry:
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(None)
         self._channels.clear()

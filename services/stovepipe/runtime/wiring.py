@@ -6,8 +6,7 @@ handed to the stages; stages never read settings or the environment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -21,11 +20,15 @@ from stovepipe.stages import (
     VerdictRecorder,
     topics,
 )
-from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, utc_now
+from stovepipe.stages.ports import (
+    Clock,
+    DelayedPublisher,
+    Extensions,
+    Handler,
+    Publisher,
+    utc_now,
+)
 from stovepipe.storage import Store, create_engine
-
-
-Handler = Callable[[Any], Awaitable[None]]
 
 
 @dataclass

@@ -6,9 +6,9 @@ never build clients, read settings or touch the environment themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
@@ -17,6 +17,7 @@ from stovepipe.extensions.buildrunner.client import BuildRunner
 from stovepipe.extensions.sourcecontrol.client import QueueSource, SourceControl
 
 Clock = Callable[[], datetime]
+Handler = Callable[[Any], Awaitable[None]]
 
 
 def utc_now() -> datetime:

@@ -24,7 +24,7 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def queue_from_row(row: Mapping[str, Any]) -> QueueState:
+def queue_from_row(row: Mapping[Any, Any]) -> QueueState:
     return QueueState(
         name=row["queue"],
         version=row["version"],
@@ -49,7 +49,7 @@ def queue_values(q: QueueState) -> dict[str, Any]:
     }
 
 
-def request_from_row(row: Mapping[str, Any]) -> Request:
+def request_from_row(row: Mapping[Any, Any]) -> Request:
     return Request(
         id=row["id"],
         queue=row["queue"],
@@ -88,7 +88,7 @@ def request_values(r: Request) -> dict[str, Any]:
     }
 
 
-def build_from_row(row: Mapping[str, Any]) -> Build:
+def build_from_row(row: Mapping[Any, Any]) -> Build:
     return Build(
         queue=row["queue"],
         build_id=row["build_id"],
@@ -136,7 +136,7 @@ def build_values(b: Build) -> dict[str, Any]:
     }
 
 
-def fact_from_row(row: Mapping[str, Any]) -> ValidationFact:
+def fact_from_row(row: Mapping[Any, Any]) -> ValidationFact:
     return ValidationFact(
         queue=row["queue"],
         uri=row["uri"],
