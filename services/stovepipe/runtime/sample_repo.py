@@ -32,7 +32,7 @@ GIT_IDENTITY = {
 @dataclass(frozen=True)
 class Step:
     title: str
-    files: dict[str, str]
+    files: dict[str, str | None]
     expect_green: bool
 
 
@@ -90,13 +90,16 @@ class SampleRepo:
         """Write the step's files, commit on the branch, return the full hash."""
         for rel, content in step.files.items():
             target = self.path / rel
+            if content is None:
+                target.unlink(missing_ok=True)
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
         self.git("add", "--all")
         self.git("commit", "--quiet", "-m", step.title)
         return self.git("rev-parse", "HEAD")
 
-    def rewrite_last(self, title: str, files: dict[str, str]) -> str:
+    def rewrite_last(self, title: str, files: dict[str, str | None]) -> str:
         """Replace the branch tip with a different commit (a force push)."""
         self.git("reset", "--quiet", "--hard", "HEAD~1")
         return self.commit(Step(title, files, True))

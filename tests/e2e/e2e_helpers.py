@@ -1,0 +1,165 @@
+"""A live pipeline on the real broker and PostgreSQL, in this process.
+
+The git SourceControl server, the local BuildRunner, every stage worker, the
+delay forwarder and the API run as asyncio tasks talking over real gRPC and
+real Kafka; storage is a fresh PostgreSQL database per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from stovepipe.api.server import StovepipeApi, serve_api
+from stovepipe.config import StovepipeConfig, config_from_mapping
+from stovepipe.extensions.buildrunner.local import serve as serve_runner
+from stovepipe.extensions.sourcecontrol.git import serve as serve_git
+from stovepipe.runtime.bus import PipelineBus, open_bus, run_delay_forwarder
+from stovepipe.runtime.sample_repo import SampleRepo, build_targets
+from stovepipe.runtime.wiring import Collaborators, open_extensions, stage_handlers
+from stovepipe.storage import Store, create_engine
+from stovepipe.storage.migrate import upgrade
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+from stovepipe.v1 import types_pb2
+
+QUEUE = "e2e/main"
+TERMINAL = {
+    types_pb2.REQUEST_STATE_SUPERSEDED,
+    types_pb2.REQUEST_STATE_SUCCEEDED,
+    types_pb2.REQUEST_STATE_FAILED,
+    types_pb2.REQUEST_STATE_CANCELLED,
+}
+
+
+async def until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Live:
+    config: StovepipeConfig
+    store: Store
+    bus: PipelineBus
+    repo: SampleRepo
+    stub: Any
+    tmp: Path
+
+    async def ingest(self, queue: str = QUEUE) -> pb.IngestResponse:
+        response: pb.IngestResponse = await self.stub.Ingest(
+            pb.IngestRequest(queue=queue, trigger="e2e")
+        )
+        return response
+
+    async def request(self, request_id: str) -> types_pb2.Request:
+        response = await self.stub.GetRequest(pb.GetRequestRequest(request_id=request_id))
+        request: types_pb2.Request = response.request
+        return request
+
+    async def wait_terminal(self, request_id: str, timeout_s: float = 90.0) -> types_pb2.Request:
+        """Wait until the Request is terminal and, when it has a verdict, the fact is recorded."""
+        async def done() -> types_pb2.Request | None:
+            request = await self.request(request_id)
+            if request.state not in TERMINAL:
+                return None
+            if request.state in (types_pb2.REQUEST_STATE_SUCCEEDED, types_pb2.REQUEST_STATE_FAILED):
+                greenness = await self.stub.GetGreenness(
+                    pb.GetGreennessRequest(queue=request.queue, uri=request.uri)
+                )
+                if greenness.status != pb.GREENNESS_STATUS_RECORDED:
+                    return None
+            return request
+
+        result: types_pb2.Request = await until(done, timeout_s, f"{request_id} terminal")
+        return result
+
+
+def live_config(
+    repo: Path, *, bootstrap: str, database_url: str, git: str, runner: str, **queue: Any
+) -> StovepipeConfig:
+    targets = queue.pop("targets", None) or build_targets()
+    return config_from_mapping(
+        {
+            "storage": {"url": database_url},
+            "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": f"e{uuid.uuid4().hex[:8]}.", "partitions": 2},
+            "extensions": {
+                "sourcecontrol": {"git": {"address": git}},
+                "buildrunner": {"local": {"address": runner}},
+            },
+            "workers": {"buildsignal_poll_interval_seconds": 0.2},
+            "queues": [
+                {
+                    "name": QUEUE,
+                    "source": {"repository": str(repo), "ref": "main"},
+                    "build": {"targets": targets},
+                    "promotion_ref": "verified-main",
+                    **queue,
+                }
+            ],
+        },
+        source="e2e",
+    )
+
+
+@contextlib.asynccontextmanager
+async def live_stack(
+    tmp_path: Path, kafka_bootstrap: str, database_url: str, **queue: Any
+) -> AsyncIterator[Live]:
+    repo = SampleRepo(tmp_path / "repo").init()
+    await asyncio.to_thread(upgrade, database_url)
+    async with AsyncExitStack() as stack:
+        git = await serve_git("127.0.0.1:0", cache_dir=tmp_path / "git-cache")
+        stack.push_async_callback(git.stop)
+        runner = await serve_runner(
+            "127.0.0.1:0", source_control=git.address, work_dir=tmp_path / "builds"
+        )
+        stack.push_async_callback(runner.stop)
+        config = live_config(
+            repo.path,
+            bootstrap=kafka_bootstrap,
+            database_url=database_url,
+            git=git.address,
+            runner=runner.address,
+            **queue,
+        )
+        engine = create_engine(database_url)
+        stack.push_async_callback(engine.dispose)
+        store = Store(engine)
+        extensions = await stack.enter_async_context(open_extensions(config))
+        bus = await stack.enter_async_context(open_bus(config, client_id="e2e"))
+        parts = Collaborators(config, store, extensions, bus, bus)
+        for stage, (topic, handler) in stage_handlers(parts).items():
+            await stack.enter_async_context(bus.consume(topic, handler, group=stage))
+        stop = asyncio.Event()
+        forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
+
+        async def stop_forwarder() -> None:
+            stop.set()
+            await forwarder
+
+        stack.push_async_callback(stop_forwarder)
+        api = await serve_api(
+            StovepipeApi(store, config, parts.ingester(), events=bus.event_feed()), "127.0.0.1:0"
+        )
+        stack.push_async_callback(api.stop)
+        channel = grpc.aio.insecure_channel(api.address)
+        stack.push_async_callback(channel.close)
+        yield Live(config, store, bus, repo, pb_grpc.StovepipeServiceStub(channel), tmp_path)

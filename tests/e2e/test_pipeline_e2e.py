@@ -1,0 +1,167 @@
+"""Phase 1 end to end on the real broker, PostgreSQL, git and subprocess builds."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from stovepipe.runtime.sample_repo import STEPS, Step
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import topics_pb2, types_pb2
+
+from e2e_helpers import Live, live_stack, until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]
+
+QUEUE = "e2e/main"
+FULL, INCREMENTAL = types_pb2.BUILD_STRATEGY_FULL, types_pb2.BUILD_STRATEGY_INCREMENTAL
+
+
+async def _step(live: Live, step: Step) -> types_pb2.Request:
+    live.repo.commit(step)
+    ingest = await live.ingest()
+    assert not ingest.duplicate
+    return await live.wait_terminal(ingest.request_id)
+
+
+async def _greenness(live: Live, uri: str) -> pb.GetGreennessResponse:
+    response: pb.GetGreennessResponse = await live.stub.GetGreenness(
+        pb.GetGreennessRequest(queue=QUEUE, uri=uri)
+    )
+    return response
+
+
+async def test_green_broken_fixed_then_force_push(live: Live) -> None:
+    requests = [await _step(live, step) for step in STEPS]
+    rewritten_sha = live.repo.rewrite_last("fix add() differently", {"src/calc.py": "def add(a, b):\n    return b + a\n"})
+    rewrite = await live.ingest()
+    requests.append(await live.wait_terminal(rewrite.request_id))
+
+    assert [r.state for r in requests] == [
+        types_pb2.REQUEST_STATE_SUCCEEDED,
+        types_pb2.REQUEST_STATE_FAILED,
+        types_pb2.REQUEST_STATE_SUCCEEDED,
+        types_pb2.REQUEST_STATE_SUCCEEDED,
+    ]
+    assert [r.build_strategy for r in requests] == [FULL, INCREMENTAL, INCREMENTAL, FULL]
+    assert requests[1].base_uri == requests[0].uri and requests[2].base_uri == requests[0].uri
+    degrees = []
+    for request in requests:
+        greenness = await _greenness(live, request.uri)
+        assert greenness.status == pb.GREENNESS_STATUS_RECORDED
+        assert greenness.fact.origin == types_pb2.FACT_ORIGIN_BUILD
+        degrees.append(greenness.fact.degree)
+    assert degrees == [0.0, 1.0, 0.0, 0.0]
+    last = await live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))
+    assert last.found and last.request_id == requests[3].id and last.uri == requests[3].uri
+    assert live.repo.ref("verified-main") == rewritten_sha
+    unknown = await _greenness(live, requests[3].uri.replace(rewritten_sha, "0" * 40))
+    assert unknown.status == pb.GREENNESS_STATUS_NOT_RECORDED
+
+
+def _slow_targets(release: Path) -> list[dict[str, object]]:
+    wait = f"while [ -f slow ] && [ ! -f {release} ]; do sleep 0.05; done"
+    return [{"name": "unit-tests", "command": f"{wait}; {sys.executable} tests/test_calc.py", "timeout_seconds": 120}]
+
+
+async def test_heads_reported_while_one_builds_are_superseded(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    release = tmp_path / "release"
+    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release)) as live:
+        live.repo.commit(Step("A", {**STEPS[0].files, "slow": "1"}, True))
+        first = await live.ingest()
+        await until(
+            lambda: _is(live, first.request_id, types_pb2.REQUEST_STATE_PROCESSING), what="A processing"
+        )
+        later = []
+        for name in "BCDEF":
+            live.repo.commit(Step(name, {"slow": None} if name == "B" else {f"notes/{name}": name}, True))
+            later.append((await live.ingest()).request_id)
+        release.write_text("go")
+        final = [await live.wait_terminal(rid) for rid in [first.request_id, *later]]
+        assert final[0].state == types_pb2.REQUEST_STATE_SUCCEEDED
+        assert final[-1].state == types_pb2.REQUEST_STATE_SUCCEEDED
+        assert [r.state for r in final[1:-1]] == [types_pb2.REQUEST_STATE_SUPERSEDED] * 4
+        for request in final[1:-1]:
+            assert (await _greenness(live, request.uri)).status == pb.GREENNESS_STATUS_NOT_RECORDED
+
+
+async def _is(live: Live, request_id: str, state: int) -> bool:
+    return (await live.request(request_id)).state == state
+
+
+async def test_re_reported_head_is_deduplicated(live: Live) -> None:
+    live.repo.commit(STEPS[0])
+    first = await live.ingest()
+    again = await live.ingest()
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert again.request_id == first.request_id and again.uri == first.uri
+    await live.wait_terminal(first.request_id)
+    after = await live.ingest()
+    assert after.duplicate and after.request_id == first.request_id
+
+
+async def test_every_stage_message_delivered_twice_has_no_extra_effect(live: Live) -> None:
+    request = await _step(live, STEPS[0])
+    fact_before = (await _greenness(live, request.uri)).fact
+    queue_before = await live.store.get_queue(QUEUE)
+    build_before = await live.store.get_build(QUEUE, request.build_id)
+    rid, scope = request.id, types_pb2.Scope(project="")
+    await live.bus.publish("stovepipe.process", topics_pb2.ProcessMessage(request_id=rid, queue=QUEUE))
+    await live.bus.publish("stovepipe.build", topics_pb2.BuildMessage(request_id=rid, queue=QUEUE, scope=scope))
+    await live.bus.publish(
+        "stovepipe.buildsignal",
+        topics_pb2.BuildSignalMessage(build_id=request.build_id, request_id=rid, queue=QUEUE, scope=scope),
+    )
+    await live.bus.publish("stovepipe.record", topics_pb2.RecordMessage(request_id=rid, queue=QUEUE, scope=scope))
+    marker = await _step(live, STEPS[1])  # processed after the duplicates on every partition
+    assert marker.state == types_pb2.REQUEST_STATE_FAILED
+    assert (await _greenness(live, request.uri)).fact == fact_before
+    after = await live.request(rid)
+    assert (after.state, after.build_id, after.version) == (request.state, request.build_id, request.version)
+    assert await live.store.get_build(QUEUE, request.build_id) == build_before
+    queue_after = await live.store.get_queue(QUEUE)
+    assert queue_before and queue_after
+    assert queue_after.last_green_request_id == queue_before.last_green_request_id
+    assert queue_after.in_flight_count == 0
+
+
+async def test_max_concurrent_two_never_runs_more_than_two_builds(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    running, peaks, release = tmp_path / "running", tmp_path / "peaks", tmp_path / "release"
+    running.mkdir()
+    command = (
+        f"touch {running}/$STOVEPIPE_BUILD_ID; ls {running} | wc -l >> {peaks}; "
+        f"while [ ! -f {release} ]; do sleep 0.05; done; rm -f {running}/$STOVEPIPE_BUILD_ID"
+    )
+    targets = [{"name": "hold", "command": command, "timeout_seconds": 120}]
+    async with live_stack(
+        tmp_path, kafka_bootstrap, pg_database_url, targets=targets, max_concurrent=2
+    ) as live:
+        ids = []
+        for i in range(5):
+            live.repo.commit(Step(f"c{i}", {f"f{i}": str(i)}, True))
+            ids.append((await live.ingest()).request_id)
+            if i < 2:
+                await until(
+                    lambda rid=ids[-1]: _is(live, rid, types_pb2.REQUEST_STATE_PROCESSING),
+                    what=f"{ids[-1]} admitted",
+                )
+        await until(lambda: peaks.exists() and len(peaks.read_text().split()) >= 2, what="two builds")
+        queue = await live.store.get_queue(QUEUE)
+        assert queue is not None and queue.in_flight_count == 2
+        assert (await live.request(ids[4])).state == types_pb2.REQUEST_STATE_ACCEPTED
+        release.write_text("go")
+        final = [await live.wait_terminal(rid) for rid in ids]
+        assert [r.state for r in final] == [types_pb2.REQUEST_STATE_SUCCEEDED] * 2 + [
+            types_pb2.REQUEST_STATE_SUPERSEDED
+        ] * 2 + [types_pb2.REQUEST_STATE_SUCCEEDED]
+        counts = [int(n) for n in peaks.read_text().split()]
+        assert max(counts) == 2, counts
+        queue = await live.store.get_queue(QUEUE)
+        assert queue is not None and queue.in_flight_count == 0
