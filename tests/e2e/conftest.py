@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_helpers import Live, live_stack
+from stovepipe.testing.live import Live, live_stack
 
 
 @pytest.fixture

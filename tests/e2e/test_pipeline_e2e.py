@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import pytest
 
 from stovepipe.runtime.sample_repo import STEPS, Step
+from stovepipe.testing.live import Live, live_stack, until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
-
-from e2e_helpers import Live, live_stack, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]
 
@@ -36,7 +34,9 @@ async def _greenness(live: Live, uri: str) -> pb.GetGreennessResponse:
 
 async def test_green_broken_fixed_then_force_push(live: Live) -> None:
     requests = [await _step(live, step) for step in STEPS]
-    rewritten_sha = live.repo.rewrite_last("fix add() differently", {"src/calc.py": "def add(a, b):\n    return b + a\n"})
+    rewritten_sha = live.repo.rewrite_last(
+        "fix add() differently", {"src/calc.py": "def add(a, b):\n    return b + a\n"}
+    )
     rewrite = await live.ingest()
     requests.append(await live.wait_terminal(rewrite.request_id))
 
@@ -64,22 +64,33 @@ async def test_green_broken_fixed_then_force_push(live: Live) -> None:
 
 def _slow_targets(release: Path) -> list[dict[str, object]]:
     wait = f"while [ -f slow ] && [ ! -f {release} ]; do sleep 0.05; done"
-    return [{"name": "unit-tests", "command": f"{wait}; {sys.executable} tests/test_calc.py", "timeout_seconds": 120}]
+    return [
+        {
+            "name": "unit-tests",
+            "command": f"{wait}; {sys.executable} tests/test_calc.py",
+            "timeout_seconds": 120,
+        }
+    ]
 
 
 async def test_heads_reported_while_one_builds_are_superseded(
     tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
 ) -> None:
     release = tmp_path / "release"
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release)) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release)
+    ) as live:
         live.repo.commit(Step("A", {**STEPS[0].files, "slow": "1"}, True))
         first = await live.ingest()
         await until(
-            lambda: _is(live, first.request_id, types_pb2.REQUEST_STATE_PROCESSING), what="A processing"
+            lambda: _is(live, first.request_id, types_pb2.REQUEST_STATE_PROCESSING),
+            what="A processing",
         )
         later = []
         for name in "BCDEF":
-            live.repo.commit(Step(name, {"slow": None} if name == "B" else {f"notes/{name}": name}, True))
+            live.repo.commit(
+                Step(name, {"slow": None} if name == "B" else {f"notes/{name}": name}, True)
+            )
             later.append((await live.ingest()).request_id)
         release.write_text("go")
         final = [await live.wait_terminal(rid) for rid in [first.request_id, *later]]
@@ -111,18 +122,30 @@ async def test_every_stage_message_delivered_twice_has_no_extra_effect(live: Liv
     queue_before = await live.store.get_queue(QUEUE)
     build_before = await live.store.get_build(QUEUE, request.build_id)
     rid, scope = request.id, types_pb2.Scope(project="")
-    await live.bus.publish("stovepipe.process", topics_pb2.ProcessMessage(request_id=rid, queue=QUEUE))
-    await live.bus.publish("stovepipe.build", topics_pb2.BuildMessage(request_id=rid, queue=QUEUE, scope=scope))
+    await live.bus.publish(
+        "stovepipe.process", topics_pb2.ProcessMessage(request_id=rid, queue=QUEUE)
+    )
+    await live.bus.publish(
+        "stovepipe.build", topics_pb2.BuildMessage(request_id=rid, queue=QUEUE, scope=scope)
+    )
     await live.bus.publish(
         "stovepipe.buildsignal",
-        topics_pb2.BuildSignalMessage(build_id=request.build_id, request_id=rid, queue=QUEUE, scope=scope),
+        topics_pb2.BuildSignalMessage(
+            build_id=request.build_id, request_id=rid, queue=QUEUE, scope=scope
+        ),
     )
-    await live.bus.publish("stovepipe.record", topics_pb2.RecordMessage(request_id=rid, queue=QUEUE, scope=scope))
+    await live.bus.publish(
+        "stovepipe.record", topics_pb2.RecordMessage(request_id=rid, queue=QUEUE, scope=scope)
+    )
     marker = await _step(live, STEPS[1])  # processed after the duplicates on every partition
     assert marker.state == types_pb2.REQUEST_STATE_FAILED
     assert (await _greenness(live, request.uri)).fact == fact_before
     after = await live.request(rid)
-    assert (after.state, after.build_id, after.version) == (request.state, request.build_id, request.version)
+    assert (after.state, after.build_id, after.version) == (
+        request.state,
+        request.build_id,
+        request.version,
+    )
     assert await live.store.get_build(QUEUE, request.build_id) == build_before
     queue_after = await live.store.get_queue(QUEUE)
     assert queue_before and queue_after
@@ -152,7 +175,9 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
                     lambda rid=ids[-1]: _is(live, rid, types_pb2.REQUEST_STATE_PROCESSING),
                     what=f"{ids[-1]} admitted",
                 )
-        await until(lambda: peaks.exists() and len(peaks.read_text().split()) >= 2, what="two builds")
+        await until(
+            lambda: peaks.exists() and len(peaks.read_text().split()) >= 2, what="two builds"
+        )
         queue = await live.store.get_queue(QUEUE)
         assert queue is not None and queue.in_flight_count == 2
         assert (await live.request(ids[4])).state == types_pb2.REQUEST_STATE_ACCEPTED

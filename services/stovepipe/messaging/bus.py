@@ -83,6 +83,7 @@ class Bus:
             acks="all",
             request_timeout_ms=settings.request_timeout_ms,
             graceful_timeout=settings.graceful_timeout_s,
+            log_level=logging.DEBUG,
         )
         self._started = False
 

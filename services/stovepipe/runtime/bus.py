@@ -141,12 +141,24 @@ class PipelineBus:
 
     @asynccontextmanager
     async def consume(self, topic: str, handler: Handler, *, group: str) -> AsyncIterator[None]:
-        subscriber = self.bus.subscribe(topic, handler, group=group)
-        await subscriber.start()
+        async with self.consume_all({group: (topic, handler)}):
+            yield
+
+    @asynccontextmanager
+    async def consume_all(self, by_group: dict[str, tuple[str, Handler]]) -> AsyncIterator[None]:
+        """Start one subscriber per group at once (group joins overlap), stop them on exit."""
+        subscribers = [
+            self.bus.subscribe(topic, handler, group=group)
+            for group, (topic, handler) in by_group.items()
+        ]
+        await asyncio.gather(*(s.start() for s in subscribers))
         try:
             yield
         finally:
-            await asyncio.wait_for(subscriber.stop(), self.settings.graceful_timeout_s + 5)
+            await asyncio.wait_for(
+                asyncio.gather(*(s.stop() for s in subscribers)),
+                self.settings.graceful_timeout_s + 5,
+            )
 
     def event_feed(self) -> EventFeed:
         return EventFeed(self.settings)

@@ -1,8 +1,8 @@
-"""A live pipeline on the real broker and PostgreSQL, in this process.
+"""A live pipeline on a real broker and real storage, in this process.
 
 The git SourceControl server, the local BuildRunner, every stage worker, the
 delay forwarder and the API run as asyncio tasks talking over real gRPC and
-real Kafka; storage is a fresh PostgreSQL database per test.
+real Kafka. Used by the end-to-end tests and the latency benchmark.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Live:
 
     async def wait_terminal(self, request_id: str, timeout_s: float = 90.0) -> types_pb2.Request:
         """Wait until the Request is terminal and, when it has a verdict, the fact is recorded."""
+
         async def done() -> types_pb2.Request | None:
             request = await self.request(request_id)
             if request.state not in TERMINAL:
@@ -93,13 +94,24 @@ class Live:
 
 
 def live_config(
-    repo: Path, *, bootstrap: str, database_url: str, git: str, runner: str, **queue: Any
+    repo: Path,
+    *,
+    bootstrap: str,
+    database_url: str,
+    git: str,
+    runner: str,
+    queues: int = 1,
+    **queue: Any,
 ) -> StovepipeConfig:
     targets = queue.pop("targets", None) or build_targets()
     return config_from_mapping(
         {
             "storage": {"url": database_url},
-            "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": f"e{uuid.uuid4().hex[:8]}.", "partitions": 2},
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "topic_prefix": f"e{uuid.uuid4().hex[:8]}.",
+                "partitions": 2,
+            },
             "extensions": {
                 "sourcecontrol": {"git": {"address": git}},
                 "buildrunner": {"local": {"address": runner}},
@@ -107,12 +119,13 @@ def live_config(
             "workers": {"buildsignal_poll_interval_seconds": 0.2},
             "queues": [
                 {
-                    "name": QUEUE,
-                    "source": {"repository": str(repo), "ref": "main"},
+                    "name": QUEUE if i == 0 else f"{QUEUE}-{i}",
+                    "source": {"repository": str(repo), "ref": "main" if i == 0 else f"q{i}"},
                     "build": {"targets": targets},
-                    "promotion_ref": "verified-main",
+                    "promotion_ref": "verified-main" if i == 0 else f"verified-q{i}",
                     **queue,
                 }
+                for i in range(queues)
             ],
         },
         source="e2e",
@@ -121,7 +134,7 @@ def live_config(
 
 @contextlib.asynccontextmanager
 async def live_stack(
-    tmp_path: Path, kafka_bootstrap: str, database_url: str, **queue: Any
+    tmp_path: Path, kafka_bootstrap: str, database_url: str, queues: int = 1, **queue: Any
 ) -> AsyncIterator[Live]:
     repo = SampleRepo(tmp_path / "repo").init()
     await asyncio.to_thread(upgrade, database_url)
@@ -138,6 +151,7 @@ async def live_stack(
             database_url=database_url,
             git=git.address,
             runner=runner.address,
+            queues=queues,
             **queue,
         )
         engine = create_engine(database_url)
@@ -146,8 +160,7 @@ async def live_stack(
         extensions = await stack.enter_async_context(open_extensions(config))
         bus = await stack.enter_async_context(open_bus(config, client_id="e2e"))
         parts = Collaborators(config, store, extensions, bus, bus)
-        for stage, (topic, handler) in stage_handlers(parts).items():
-            await stack.enter_async_context(bus.consume(topic, handler, group=stage))
+        await stack.enter_async_context(bus.consume_all(stage_handlers(parts)))
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 
