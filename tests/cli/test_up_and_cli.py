@@ -22,7 +22,9 @@ CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=180, check=False)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env, timeout=180, check=False
+    )
 
 
 async def _wait_healthy(api: str, up: subprocess.Popen[str], env: dict[str, str]) -> None:
@@ -78,7 +80,9 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
         broken_uri = broken.stdout.split()[1]
         gate = await asyncio.to_thread(_cli, "gate", "up/main", broken_uri, env=env)
         assert gate.returncode == 1 and "NOT GREEN" in gate.stdout
-        unknown = await asyncio.to_thread(_cli, "gate", "up/main", uri.replace("@", "@0", 1)[:-1], env=env)
+        unknown = await asyncio.to_thread(
+            _cli, "gate", "up/main", uri.replace("@", "@0", 1)[:-1], env=env
+        )
         assert unknown.returncode in (2, 3)
         last = await asyncio.to_thread(_cli, "last-green", "up/main", env=env)
         assert last.returncode == 0 and last.stdout.strip() == uri

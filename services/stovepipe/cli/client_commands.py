@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
     ) -> None:
-        """Exit 0 only when URI is recorded green; 1 when recorded not green; 2 when not recorded."""
+        """Exit 0 only when URI is recorded green (1 recorded not green, 2 not recorded)."""
         response = _call(
             api,
             token_env,

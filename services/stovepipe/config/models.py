@@ -210,7 +210,8 @@ class StovepipeConfig(_Model):
         for q in self.queues:
             if q.source.extension not in self.extensions.sourcecontrol:
                 problems.append(
-                    f"queue {q.name}: sourcecontrol extension {q.source.extension!r} is not declared"
+                    f"queue {q.name}: sourcecontrol extension {q.source.extension!r} "
+                    "is not declared"
                 )
             if q.build.runner not in self.extensions.buildrunner:
                 problems.append(f"queue {q.name}: buildrunner {q.build.runner!r} is not declared")

@@ -72,7 +72,7 @@ class EmbeddedBroker:
         ]
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(
+            self._process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )
         finally:

@@ -142,7 +142,8 @@ def _report(
     ok = True
     for row in rows:
         request, greenness = row.request, row.greenness
-        assert request is not None and greenness is not None
+        assert request is not None
+        assert greenness is not None
         strategy = types_pb2.BuildStrategy.Name(request.build_strategy)
         if greenness.status == pb.GREENNESS_STATUS_RECORDED:
             green = greenness.fact.degree == 0.0

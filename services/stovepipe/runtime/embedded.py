@@ -104,7 +104,7 @@ async def embedded_stack(
 ) -> AsyncIterator[RunningStack]:
     """Start everything, yield where it runs, and stop it all on exit."""
     console = console or Console(stderr=True)
-    state_dir = state_dir.resolve()
+    state_dir = state_dir.resolve()  # noqa: ASYNC240 - start-up only
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None

@@ -205,7 +205,7 @@ class Store:
     async def list_unfinished_requests(
         self, updated_before: datetime, limit: int = 100
     ) -> list[Request]:
-        """Non-terminal Requests that have not changed since ``updated_before`` (for the sweeper)."""
+        """Non-terminal Requests unchanged since ``updated_before`` (for the sweeper)."""
         terminal = [s.value for s in TERMINAL_STATES]
         stmt = (
             select(requests)

@@ -174,5 +174,5 @@ async def live_stack(
         )
         stack.push_async_callback(api.stop)
         channel = grpc.aio.insecure_channel(api.address)
-        stack.push_async_callback(channel.close)
+        stack.push_async_callback(channel.close, None)
         yield Live(config, store, bus, repo, pb_grpc.StovepipeServiceStub(channel), tmp_path)
