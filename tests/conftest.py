@@ -5,6 +5,7 @@ service); each honours an environment variable that points at a running one.
 """
 
 pytest_plugins = [
+    "plugins.harness_path",
     "plugins.postgres",
     "plugins.broker",
 ]
