@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from stage_harness import Pipeline, queue_config
 
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
@@ -16,8 +17,6 @@ from stovepipe.storage import Store
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
-
-from stage_harness import Pipeline, queue_config
 
 pytestmark = pytest.mark.postgres
 Q = "mono/main"

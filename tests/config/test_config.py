@@ -116,7 +116,7 @@ def test_yaml_syntax_errors_give_line_and_column(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_files_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found; copy stovepipe.example.yaml"):
+    with pytest.raises(ConfigError, match=r"file not found; copy stovepipe\.example\.yaml"):
         load_config(tmp_path / "nope.yaml", env={})
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
