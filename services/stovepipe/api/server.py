@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -162,10 +160,6 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
 
 
-def page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
-
-
 async def serve_api(
     api: StovepipeApi,
     address: str,
@@ -182,7 +176,3 @@ async def serve_api(
     return await start_server(
         address, [register], [SERVICE_NAME], interceptors=interceptors, credentials=credentials
     )
-
-
-async def wait_forever() -> None:
-    await asyncio.Event().wait()

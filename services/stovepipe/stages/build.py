@@ -15,8 +15,9 @@ from stovepipe.domain import Build, BuildStatus, Request, RequestState, with_bui
 from stovepipe.extensions.buildrunner.client import TargetSpec, TriggerSpec
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import topics
-from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
-from stovepipe.storage import AlreadyExists, Store, VersionMismatch
+from stovepipe.stages.base import StageBase
+from stovepipe.stages.ports import queue_source
+from stovepipe.storage import AlreadyExists, VersionMismatch
 from stovepipe.v1 import topics_pb2, types_pb2
 
 
@@ -24,22 +25,8 @@ def idempotency_key(request: Request, project: str) -> str:
     return f"{request.id}#{request.attempt}#{project or '-'}"
 
 
-class BuildTrigger:
+class BuildTrigger(StageBase):
     """Starts exactly one build per (Request attempt, scope) and hands it to buildsignal."""
-
-    def __init__(
-        self,
-        store: Store,
-        queues: QueueDirectory,
-        extensions: Extensions,
-        publisher: Publisher,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._queues = queues
-        self._extensions = extensions
-        self._publisher = publisher
-        self._clock = clock
 
     async def __call__(self, message: topics_pb2.BuildMessage) -> None:
         request = await self._store.get_request(message.request_id)

@@ -27,6 +27,7 @@ from stovepipe.domain import (
 from stovepipe.extensions.buildrunner.client import BuildReport
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.base import StageBase
 from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, QueueDirectory
 from stovepipe.storage import Store, VersionMismatch
 from stovepipe.v1 import topics_pb2
@@ -41,7 +42,7 @@ _OUTCOME = {
 }
 
 
-class BuildSignalPoller:
+class BuildSignalPoller(StageBase):
     """Polls one build at a cadence and settles its Request when it ends."""
 
     def __init__(
@@ -54,12 +55,8 @@ class BuildSignalPoller:
         clock: Clock,
         poll_interval_s: float,
     ) -> None:
-        self._store = store
-        self._queues = queues
-        self._extensions = extensions
-        self._publisher = publisher
+        super().__init__(store, queues, extensions, publisher, clock)
         self._delayed = delayed
-        self._clock = clock
         self._poll_interval_s = poll_interval_s
 
     async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:

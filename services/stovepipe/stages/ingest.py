@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from stovepipe.domain import Request, validate_queue_name
 from stovepipe.stages import queue_ops, topics
-from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
-from stovepipe.storage import Store
+from stovepipe.stages.base import StageBase
+from stovepipe.stages.ports import queue_source
 from stovepipe.v1 import topics_pb2
 
 MAX_TRIGGER_LENGTH = 64
@@ -28,22 +28,8 @@ class IngestResult:
     duplicate: bool
 
 
-class HeadIngester:
+class HeadIngester(StageBase):
     """Mints (or finds) the Request for a Queue's current head."""
-
-    def __init__(
-        self,
-        store: Store,
-        queues: QueueDirectory,
-        extensions: Extensions,
-        publisher: Publisher,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._queues = queues
-        self._extensions = extensions
-        self._publisher = publisher
-        self._clock = clock
 
     async def ingest(self, queue: str, trigger: str) -> IngestResult:
         validate_queue_name(queue)

@@ -18,8 +18,9 @@ from stovepipe.domain import BuildStrategy, Request, RequestState, is_newer, tra
 from stovepipe.extensions.sourcecontrol.client import Ancestry
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
-from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
-from stovepipe.storage import Store, VersionMismatch
+from stovepipe.stages.base import StageBase
+from stovepipe.stages.ports import queue_source
+from stovepipe.storage import VersionMismatch
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -32,22 +33,8 @@ class Admission:
     why: str
 
 
-class RequestAdmitter:
+class RequestAdmitter(StageBase):
     """Moves an ``accepted`` Request to ``superseded`` or ``processing``, or leaves it waiting."""
-
-    def __init__(
-        self,
-        store: Store,
-        queues: QueueDirectory,
-        extensions: Extensions,
-        publisher: Publisher,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._queues = queues
-        self._extensions = extensions
-        self._publisher = publisher
-        self._clock = clock
 
     async def __call__(self, message: topics_pb2.ProcessMessage) -> None:
         request = await self._store.get_request(message.request_id)

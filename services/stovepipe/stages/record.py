@@ -26,8 +26,9 @@ from stovepipe.domain import (
 )
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
-from stovepipe.stages.ports import Clock, Extensions, Publisher, QueueDirectory, queue_source
-from stovepipe.storage import AlreadyExists, Store
+from stovepipe.stages.base import StageBase
+from stovepipe.stages.ports import Clock, queue_source
+from stovepipe.storage import AlreadyExists
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -36,22 +37,8 @@ EVENT_GREEN = "dev.stovepipe.greenness.green"
 EVENT_NOT_GREEN = "dev.stovepipe.greenness.not_green"
 
 
-class VerdictRecorder:
+class VerdictRecorder(StageBase):
     """Turns a settled Request into an immutable fact, a bookmark move and an event."""
-
-    def __init__(
-        self,
-        store: Store,
-        queues: QueueDirectory,
-        extensions: Extensions,
-        publisher: Publisher,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._queues = queues
-        self._extensions = extensions
-        self._publisher = publisher
-        self._clock = clock
 
     async def __call__(self, message: topics_pb2.RecordMessage) -> None:
         request = await self._store.get_request(message.request_id)
