@@ -190,3 +190,22 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
         assert max(counts) == 2, counts
         queue = await live.store.get_queue(QUEUE)
         assert queue is not None and queue.in_flight_count == 0
+
+
+async def test_runner_down_exhausts_retries_and_fails_closed(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    fast_retries = {"build": {"max_attempts": 2, "backoff_initial_seconds": 0.2}}
+    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, workers=fast_retries) as live:
+        await live.runner.stop()
+        live.repo.commit(STEPS[0])
+        ingest = await live.ingest()
+        request = await live.wait_terminal(ingest.request_id)
+        assert request.state == types_pb2.REQUEST_STATE_FAILED
+        assert "fail closed" in request.reason
+        greenness = await _greenness(live, request.uri)
+        assert greenness.fact.degree == 1.0
+        assert greenness.fact.origin == types_pb2.FACT_ORIGIN_FAIL_CLOSED
+        assert not (await live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))).found
+        queue = await live.store.get_queue(QUEUE)
+        assert queue is not None and queue.in_flight_count == 0

@@ -88,6 +88,7 @@ class Pipeline:
         self.outbox = Outbox()
         self.clock = ManualClock()
         ext = FixedExtensions(self.sc, self.runner)
+        self.extensions = ext
         args = (store, self.config, ext, self.outbox, self.clock)
         self.ingester = HeadIngester(*args)
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {

@@ -182,3 +182,34 @@ async def test_unknown_queue_and_bad_names_are_rejected(pipe: Pipeline) -> None:
         await pipe.ingester.ingest("other/main", "cli")
     with pytest.raises(InvalidQueueName):
         await pipe.ingester.ingest("Bad Name", "cli")
+
+
+async def test_dead_letter_fails_closed_and_frees_the_queue(pipe: Pipeline) -> None:
+    from stovepipe.stages.reconcile import DeadLetterReconciler
+
+    uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "1"}))
+    pipe.runner.script(uri, Outcome.hang("unit"))
+    stuck = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()
+    pipe.repo().advance("main", {"src/a.py": "2"})
+    waiting = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()
+    assert (await pipe.store.get_request(waiting)).state is RequestState.ACCEPTED  # type: ignore[union-attr]
+    reconciler = DeadLetterReconciler(
+        pipe.store, pipe.config, FixedExt(pipe), pipe.outbox, pipe.clock
+    )
+    message = topics_pb2.BuildSignalMessage(build_id="b", request_id=stuck, queue=Q)
+    await reconciler.reconcile(message, "UNAVAILABLE: runner gone")
+    await reconciler.reconcile(message, "UNAVAILABLE: runner gone")  # a redelivered dead letter
+    (build_id, _), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    await pipe.drain()
+    failed = await pipe.store.get_request(stuck)
+    assert failed and failed.state is RequestState.FAILED and "runner gone" in failed.reason
+    fact = await pipe.store.get_fact(Q, uri, "")
+    assert fact and fact.degree == 1.0 and fact.origin is FactOrigin.FAIL_CLOSED
+    assert "runner gone" in fact.reason
+    woken = await pipe.store.get_request(waiting)
+    assert woken and woken.state is RequestState.SUCCEEDED
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.in_flight_count == 0 and queue.last_green_request_id == waiting

@@ -90,7 +90,9 @@ def api(config: ConfigOption = None) -> None:
 
 @app.command()
 def worker(
-    stage: Annotated[str, typer.Argument(help="process | build | buildsignal | record | delay")],
+    stage: Annotated[
+        str, typer.Argument(help="process | build | buildsignal | record | reconcile | delay")
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Run one pipeline stage as a Kafka consumer until SIGTERM."""

@@ -5,14 +5,23 @@ from stovepipe.messaging.bus import (
     Delivery,
     FailurePolicy,
     Outcome,
+    current_delivery,
     ensure_topics,
     redeliver,
 )
 from stovepipe.messaging.codec import MalformedMessage, decode, encode
 from stovepipe.messaging.settings import KafkaSettings
-from stovepipe.messaging.topics import PIPELINE_TOPICS, TopicSpec, dlq, poison, spec
+from stovepipe.messaging.topics import (
+    DEAD_LETTER_TOPICS,
+    PIPELINE_TOPICS,
+    TopicSpec,
+    dlq,
+    poison,
+    spec,
+)
 
 __all__ = [
+    "DEAD_LETTER_TOPICS",
     "PIPELINE_TOPICS",
     "Bus",
     "Delivery",
@@ -21,6 +30,7 @@ __all__ = [
     "MalformedMessage",
     "Outcome",
     "TopicSpec",
+    "current_delivery",
     "decode",
     "dlq",
     "encode",

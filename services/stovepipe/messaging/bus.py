@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,10 @@ class Delivery:
     @property
     def attempt(self) -> int:
         return hdr.attempt_of(self.headers)
+
+
+current_delivery: contextvars.ContextVar[Delivery] = contextvars.ContextVar("current_delivery")
+"""The record being handled, for handlers that need its headers (e.g. dead-letter reasons)."""
 
 
 class Outcome(enum.Enum):
@@ -160,6 +165,7 @@ class Bus:
         )
         context = hdr.trace_context(delivery.headers)
         with tracer.start_as_current_span(f"consume {topic.name}", context=context):
+            token = current_delivery.set(delivery)
             try:
                 payload = decode(topic, delivery.value, self.settings.max_message_bytes)
                 await handler(payload)
@@ -169,6 +175,8 @@ class Bus:
             except Exception as exc:
                 await self._fail(exc, topic, delivery, msg)
                 return
+            finally:
+                current_delivery.reset(token)
         await msg.ack()
 
     async def _fail(

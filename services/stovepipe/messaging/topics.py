@@ -28,7 +28,12 @@ ANALYZE = TopicSpec("stovepipe.analyze", topics_pb2.AnalyzeMessage, lambda m: m.
 HOOK = TopicSpec("stovepipe.hook", topics_pb2.HookEvent, lambda m: m.data.request_id)
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK)
-BY_NAME: dict[str, TopicSpec] = {t.name: t for t in PIPELINE_TOPICS}
+STAGE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD)
+DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
+    TopicSpec(f"{t.name}.dlq", t.payload, t.key) for t in STAGE_TOPICS
+)
+"""A stage's dead letters keep the stage's payload type, so they decode the same way."""
+BY_NAME: dict[str, TopicSpec] = {t.name: t for t in (*PIPELINE_TOPICS, *DEAD_LETTER_TOPICS)}
 
 
 def spec(name: str) -> TopicSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,11 +40,14 @@ from stovepipe.messaging import (
     dlq,
     encode,
     ensure_topics,
+    poison,
     spec,
 )
 from stovepipe.messaging import headers as hdr
 from stovepipe.stages.ports import Handler
 from stovepipe.v1 import topics_pb2
+
+log = logging.getLogger(__name__)
 
 STAGE_OF_TOPIC = {
     "stovepipe.process": "process",
@@ -70,7 +74,12 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
 
 def all_topics() -> list[str]:
     names = [t.name for t in PIPELINE_TOPICS]
-    return [*names, *(dlq(n) for n in names), *(tier_topic(t) for t in DEFAULT_TIERS_S)]
+    return [
+        *names,
+        *(dlq(n) for n in names),
+        *(poison(n) for n in names),
+        *(tier_topic(t) for t in DEFAULT_TIERS_S),
+    ]
 
 
 class PipelineBus:
@@ -117,6 +126,8 @@ class PipelineBus:
         self, exc: BaseException, topic: TopicSpec, delivery: Delivery
     ) -> Outcome:
         """Produce to the delay tier or the DLQ first; the caller then commits the original."""
+        if topic.name.endswith(".dlq"):
+            return await self._on_dead_letter_failure(exc, topic, delivery)
         stage = STAGE_OF_TOPIC.get(topic.name)
         policy = getattr(self.config.workers, stage) if stage else None
         reason = short_reason(exc)
@@ -136,6 +147,28 @@ class PipelineBus:
         }
         await self.bus.publish_raw(
             self.settings.topic(dlq(topic.name)), delivery.value, key=delivery.key, headers=headers
+        )
+        return Outcome.SETTLED
+
+    async def _on_dead_letter_failure(
+        self, exc: BaseException, topic: TopicSpec, delivery: Delivery
+    ) -> Outcome:
+        """A dead letter is never dropped: unreadable ones are parked, others retried."""
+        if not isinstance(exc, MalformedMessage):
+            return Outcome.REDELIVER
+        source = topic.name.removesuffix(".dlq")
+        log.error(
+            "poison dead letter parked: topic=%s partition=%d offset=%d: %s",
+            delivery.topic,
+            delivery.partition,
+            delivery.offset,
+            short_reason(exc),
+        )
+        await self.bus.publish_raw(
+            self.settings.topic(poison(source)),
+            delivery.value,
+            key=delivery.key,
+            headers={**delivery.headers, hdr.FAILURE_REASON: short_reason(exc)},
         )
         return Outcome.SETTLED
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from stovepipe.config import StovepipeConfig
+from stovepipe.messaging import DEAD_LETTER_TOPICS, current_delivery
+from stovepipe.messaging.headers import FAILURE_REASON
 from stovepipe.runtime.extension_registry import ExtensionRegistry
 from stovepipe.stages import (
     BuildSignalPoller,
@@ -28,6 +31,7 @@ from stovepipe.stages.ports import (
     Publisher,
     utc_now,
 )
+from stovepipe.stages.reconcile import DeadLetterReconciler
 from stovepipe.storage import Store, create_engine
 
 
@@ -64,6 +68,20 @@ class Collaborators:
 
     def verdict_recorder(self) -> VerdictRecorder:
         return VerdictRecorder(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+
+def reconcile_handlers(parts: Collaborators) -> dict[str, tuple[str, Handler]]:
+    """One handler per stage's dead-letter topic, each with its own consumer group."""
+    reconciler = DeadLetterReconciler(
+        parts.store, parts.config, parts.extensions, parts.publisher, parts.clock
+    )
+
+    async def handle(message: Any) -> None:
+        delivery = current_delivery.get(None)
+        reason = delivery.headers.get(FAILURE_REASON, "") if delivery else ""
+        await reconciler.reconcile(message, reason or "dead-lettered")
+
+    return {f"reconcile-{t.name.split('.')[1]}": (t.name, handle) for t in DEAD_LETTER_TOPICS}
 
 
 def stage_handlers(parts: Collaborators) -> dict[str, tuple[str, Handler]]:

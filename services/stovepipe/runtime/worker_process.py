@@ -9,11 +9,17 @@ import signal
 from stovepipe.config import StovepipeConfig
 from stovepipe.runtime.bus import open_bus, run_delay_forwarder
 from stovepipe.runtime.logs import configure_logging
-from stovepipe.runtime.wiring import Collaborators, open_extensions, open_store, stage_handlers
+from stovepipe.runtime.wiring import (
+    Collaborators,
+    open_extensions,
+    open_store,
+    reconcile_handlers,
+    stage_handlers,
+)
 
 log = logging.getLogger(__name__)
 
-STAGES = ("process", "build", "buildsignal", "record")
+STAGES = ("process", "build", "buildsignal", "record", "reconcile")
 
 
 async def run_worker(config: StovepipeConfig, stage: str) -> None:
@@ -32,9 +38,12 @@ async def run_worker(config: StovepipeConfig, stage: str) -> None:
         open_bus(config, client_id=f"stovepipe-{stage}") as bus,
     ):
         parts = Collaborators(config, store, extensions, bus, bus)
-        topic, handler = stage_handlers(parts)[stage]
-        async with bus.consume(topic, handler, group=f"stovepipe-{stage}"):
-            log.info("worker %s consuming %s", stage, topic)
+        if stage == "reconcile":
+            handlers = reconcile_handlers(parts)
+        else:
+            handlers = {stage: stage_handlers(parts)[stage]}
+        async with bus.consume_all(handlers):
+            log.info("worker %s consuming %s", stage, ", ".join(t for t, _ in handlers.values()))
             print(f"worker {stage} ready", flush=True)
             await stop.wait()
             log.info("worker %s draining", stage)

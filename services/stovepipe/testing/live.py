@@ -24,7 +24,12 @@ from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.runtime.bus import PipelineBus, open_bus, run_delay_forwarder
 from stovepipe.runtime.sample_repo import SampleRepo, build_targets
-from stovepipe.runtime.wiring import Collaborators, open_extensions, stage_handlers
+from stovepipe.runtime.wiring import (
+    Collaborators,
+    open_extensions,
+    reconcile_handlers,
+    stage_handlers,
+)
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -62,6 +67,7 @@ class Live:
     repo: SampleRepo
     stub: Any
     tmp: Path
+    runner: Any = None
 
     async def ingest(self, queue: str = QUEUE) -> pb.IngestResponse:
         response: pb.IngestResponse = await self.stub.Ingest(
@@ -101,6 +107,7 @@ def live_config(
     git: str,
     runner: str,
     queues: int = 1,
+    workers: dict[str, Any] | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     targets = queue.pop("targets", None) or build_targets()
@@ -116,7 +123,7 @@ def live_config(
                 "sourcecontrol": {"git": {"address": git}},
                 "buildrunner": {"local": {"address": runner}},
             },
-            "workers": {"buildsignal_poll_interval_seconds": 0.2},
+            "workers": {"buildsignal_poll_interval_seconds": 0.2, **(workers or {})},
             "queues": [
                 {
                     "name": QUEUE if i == 0 else f"{QUEUE}-{i}",
@@ -134,7 +141,12 @@ def live_config(
 
 @contextlib.asynccontextmanager
 async def live_stack(
-    tmp_path: Path, kafka_bootstrap: str, database_url: str, queues: int = 1, **queue: Any
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    database_url: str,
+    queues: int = 1,
+    workers: dict[str, Any] | None = None,
+    **queue: Any,
 ) -> AsyncIterator[Live]:
     repo = SampleRepo(tmp_path / "repo").init()
     await asyncio.to_thread(upgrade, database_url)
@@ -152,6 +164,7 @@ async def live_stack(
             git=git.address,
             runner=runner.address,
             queues=queues,
+            workers=workers,
             **queue,
         )
         engine = create_engine(database_url)
@@ -160,7 +173,9 @@ async def live_stack(
         extensions = await stack.enter_async_context(open_extensions(config))
         bus = await stack.enter_async_context(open_bus(config, client_id="e2e"))
         parts = Collaborators(config, store, extensions, bus, bus)
-        await stack.enter_async_context(bus.consume_all(stage_handlers(parts)))
+        await stack.enter_async_context(
+            bus.consume_all({**stage_handlers(parts), **reconcile_handlers(parts)})
+        )
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 
@@ -175,4 +190,5 @@ async def live_stack(
         stack.push_async_callback(api.stop)
         channel = grpc.aio.insecure_channel(api.address)
         stack.push_async_callback(channel.close, None)
-        yield Live(config, store, bus, repo, pb_grpc.StovepipeServiceStub(channel), tmp_path)
+        stub = pb_grpc.StovepipeServiceStub(channel)
+        yield Live(config, store, bus, repo, stub, tmp_path, runner=runner)

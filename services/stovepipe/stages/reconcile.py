@@ -1,0 +1,77 @@
+"""reconcile: dead letters fail closed.
+
+Input: the original record of any stage topic, from ``<topic>.dlq`` (retries
+exhausted, or a permanent error). The Request it names must not stay
+``accepted``/``processing`` forever holding a build slot, and must not look
+green: the reconciler releases the slot, drives the Request to ``failed`` by
+CAS with the dead-letter reason, wakes the Queue's latest head, and asks record
+to write the verdict — which, with no failed build behind it, is a broken fact
+with ``origin = fail_closed``. A Request that already ended is only re-recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from google.protobuf.message import Message
+
+from stovepipe.domain import Request, RequestState, transition
+from stovepipe.failures import Retryable
+from stovepipe.stages import queue_ops, topics
+from stovepipe.stages.base import StageBase
+from stovepipe.storage import VersionMismatch
+from stovepipe.v1 import topics_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterReconciler(StageBase):
+    """Settles the Request named by a dead-lettered message as failed (fail closed)."""
+
+    async def reconcile(self, message: Message, reason: str) -> None:
+        request_id = str(getattr(message, "request_id", ""))
+        queue = str(getattr(message, "queue", ""))
+        request = await self._store.get_request(request_id)
+        if request is None:
+            log.error(
+                "dead letter names unknown request %r (%s); nothing to settle", request_id, reason
+            )
+            return
+        if not request.terminal:
+            await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+            request = await self._fail(request, reason)
+            state = await self._store.get_queue(request.queue)
+            if state and state.latest_request_id and state.latest_request_id != request.id:
+                await self._publisher.publish(
+                    topics.PROCESS,
+                    topics_pb2.ProcessMessage(request_id=state.latest_request_id, queue=queue),
+                )
+        if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
+            await self._publisher.publish(
+                topics.RECORD,
+                topics_pb2.RecordMessage(
+                    request_id=request.id, queue=request.queue, scope=types_pb2.Scope(project="")
+                ),
+            )
+
+    async def _fail(self, request: Request, reason: str) -> Request:
+        for _ in range(queue_ops.MAX_CAS_ATTEMPTS):
+            if request.terminal:
+                return request
+            try:
+                return await self._store.update_request(
+                    request,
+                    transition(
+                        request,
+                        RequestState.FAILED,
+                        now=self._clock(),
+                        reason=f"fail closed: {reason}"[:500],
+                        slot_held=False,
+                    ),
+                )
+            except VersionMismatch:
+                reloaded = await self._store.get_request(request.id)
+                if reloaded is None:
+                    break
+                request = reloaded
+        raise Retryable(f"{request.id}: could not settle the dead letter")
