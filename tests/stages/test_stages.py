@@ -196,7 +196,7 @@ async def test_dead_letter_fails_closed_and_frees_the_queue(pipe: Pipeline) -> N
     await pipe.drain()
     assert (await pipe.store.get_request(waiting)).state is RequestState.ACCEPTED  # type: ignore[union-attr]
     reconciler = DeadLetterReconciler(
-        pipe.store, pipe.config, FixedExt(pipe), pipe.outbox, pipe.clock
+        pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock
     )
     message = topics_pb2.BuildSignalMessage(build_id="b", request_id=stuck, queue=Q)
     await reconciler.reconcile(message, "UNAVAILABLE: runner gone")
