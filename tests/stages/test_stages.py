@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from stage_harness import Pipeline, queue_config
 
@@ -213,3 +215,49 @@ async def test_dead_letter_fails_closed_and_frees_the_queue(pipe: Pipeline) -> N
     assert woken and woken.state is RequestState.SUCCEEDED
     queue = await pipe.store.get_queue(Q)
     assert queue and queue.in_flight_count == 0 and queue.last_green_request_id == waiting
+
+
+async def test_sweeper_redrives_requests_whose_messages_were_lost(pipe: Pipeline) -> None:
+    from datetime import timedelta
+
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    sweeper = StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+    pipe.repo().advance("main", {"src/a.py": "1"})
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    pipe.outbox.messages.clear()  # the broker lost the process message
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == []  # not stale yet
+    pipe.clock.now += timedelta(minutes=10)
+    both = await asyncio.gather(
+        sweeper.sweep_once(timedelta(minutes=5)), sweeper.sweep_once(timedelta(minutes=5))
+    )
+    assert sorted(both[0] + both[1]) == [rid]  # two replicas: exactly one re-drives it
+    await pipe.drain()
+    request = await pipe.store.get_request(rid)
+    assert request and request.state is RequestState.SUCCEEDED
+
+
+async def test_sweeper_leaves_a_followed_build_alone_and_rescues_an_orphan(pipe: Pipeline) -> None:
+    from datetime import timedelta
+
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    sweeper = StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+    uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "1"}))
+    pipe.runner.script(uri, Outcome.hang("unit"))
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()  # admitted, build running, a poll is pending
+    pipe.clock.now += timedelta(minutes=10)
+    poller = pipe.handlers[topics.BUILDSIGNAL]
+    for _, message, _ in list(pipe.outbox.delayed):
+        await poller(message)  # buildsignal is alive: its heartbeat refreshes the build
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == []
+    pipe.outbox.delayed.clear()  # now the poll chain is lost with the broker
+    pipe.clock.now += timedelta(minutes=10)
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == [rid]
+    (build_id, _), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    await pipe.drain()
+    request = await pipe.store.get_request(rid)
+    assert request and request.state is RequestState.SUCCEEDED
+    assert len(pipe.runner.triggers) == 1  # re-driving did not start a second build

@@ -91,7 +91,8 @@ def api(config: ConfigOption = None) -> None:
 @app.command()
 def worker(
     stage: Annotated[
-        str, typer.Argument(help="process | build | buildsignal | record | reconcile | delay")
+        str,
+        typer.Argument(help="process | build | buildsignal | record | reconcile | delay | sweeper"),
     ],
     config: ConfigOption = None,
 ) -> None:
@@ -99,8 +100,8 @@ def worker(
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.worker_process import STAGES, run_worker
 
-    if stage not in (*STAGES, "delay"):
-        choices = ", ".join((*STAGES, "delay"))
+    if stage not in (*STAGES, "delay", "sweeper"):
+        choices = ", ".join((*STAGES, "delay", "sweeper"))
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {choices}")
     asyncio.run(run_worker(load_settings(config), stage))
 

@@ -31,7 +31,7 @@ from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
 from stovepipe.runtime.worker_process import STAGES
 from stovepipe.storage.migrate import upgrade
 
-WORKERS = (*STAGES, "delay")
+WORKERS = (*STAGES, "delay", "sweeper")
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ from stovepipe.stages.ports import (
     utc_now,
 )
 from stovepipe.stages.reconcile import DeadLetterReconciler
+from stovepipe.stages.sweep import StaleRequestSweeper
 from stovepipe.storage import Store, create_engine
 
 
@@ -64,6 +65,12 @@ class Collaborators:
             self.delayed,
             self.clock,
             poll_interval_s=self.config.workers.buildsignal_poll_interval_seconds,
+            heartbeat_s=self.config.workers.sweeper_stale_after_seconds / 3,
+        )
+
+    def sweeper(self) -> StaleRequestSweeper:
+        return StaleRequestSweeper(
+            self.store, self.config, self.extensions, self.publisher, self.clock
         )
 
     def verdict_recorder(self) -> VerdictRecorder:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from datetime import timedelta
 
 from stovepipe.config import StovepipeConfig
 from stovepipe.runtime.bus import open_bus, run_delay_forwarder
@@ -32,6 +34,9 @@ async def run_worker(config: StovepipeConfig, stage: str) -> None:
     if stage == "delay":
         await run_delay_forwarder(config, stop)
         return
+    if stage == "sweeper":
+        await run_sweeper(config, stop)
+        return
     async with (
         open_store(config) as store,
         open_extensions(config) as extensions,
@@ -47,3 +52,22 @@ async def run_worker(config: StovepipeConfig, stage: str) -> None:
             print(f"worker {stage} ready", flush=True)
             await stop.wait()
             log.info("worker %s draining", stage)
+
+
+async def run_sweeper(config: StovepipeConfig, stop: asyncio.Event) -> None:
+    """Sweep every ``stale_after / 4`` until stopped; safe with several replicas."""
+    stale_after = timedelta(seconds=config.workers.sweeper_stale_after_seconds)
+    async with (
+        open_store(config) as store,
+        open_extensions(config) as extensions,
+        open_bus(config, client_id="stovepipe-sweeper") as bus,
+    ):
+        sweeper = Collaborators(config, store, extensions, bus, bus).sweeper()
+        print("worker sweeper ready", flush=True)
+        while not stop.is_set():
+            try:
+                await sweeper.sweep_once(stale_after)
+            except Exception:  # a failed pass is retried on the next tick
+                log.exception("sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), stale_after.total_seconds() / 4)

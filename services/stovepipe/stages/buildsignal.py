@@ -3,7 +3,9 @@
 Input: ``BuildSignalMessage`` (build id, request id, queue), keyed by build id.
 
 While the build runs, the same message is handed to the delay machinery and
-comes back after the poll interval; the partition is never held. Once the
+comes back after the poll interval; the partition is never held. Polls refresh
+the Build's ``updated_at`` at least once per heartbeat, which tells the sweeper
+the build is still being followed. Once the
 runner reports a terminal state: store status and target graph, release the
 Request's build slot (a no-op when already released), stamp the Request's
 outcome (first writer wins), wake the Queue's latest waiting head, and publish
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import timedelta
 
 from stovepipe.domain import (
     Build,
@@ -54,10 +57,12 @@ class BuildSignalPoller(StageBase):
         delayed: DelayedPublisher,
         clock: Clock,
         poll_interval_s: float,
+        heartbeat_s: float = 60.0,
     ) -> None:
         super().__init__(store, queues, extensions, publisher, clock)
         self._delayed = delayed
         self._poll_interval_s = poll_interval_s
+        self._heartbeat = timedelta(seconds=heartbeat_s)
 
     async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:
         build = await self._store.get_build(message.queue, message.build_id)
@@ -78,7 +83,9 @@ class BuildSignalPoller(StageBase):
         config = self._queues.queue(build.queue)
         report = await self._extensions.build_runner(config).status(build.build_id)
         status = BuildStatus(report.state.value)
-        if status == build.status and not status.terminal:
+        now = self._clock()
+        fresh = now - build.updated_at < self._heartbeat
+        if status == build.status and not status.terminal and fresh:
             return build
         updated = dataclasses.replace(
             build,
@@ -86,7 +93,7 @@ class BuildSignalPoller(StageBase):
             targets=_target_graph(report),
             message=report.message,
             version=build.version + 1,
-            updated_at=self._clock(),
+            updated_at=now,
         )
         try:
             return await self._store.update_build(build, updated)
