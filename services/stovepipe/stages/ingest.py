@@ -6,7 +6,7 @@ advance the Queue's ``latest_request_id`` by CAS, publish to process.
 
 A crash after the Request is stored but before the publish leaves it
 ``accepted``; re-reporting the same head publishes again (the Request is
-returned as a duplicate); the planned sweeper will re-drive it otherwise.
+returned as a duplicate), and the sweeper re-drives it otherwise.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Input: ``ProcessMessage`` (request id, queue), keyed by queue so one consumer
 sees a Queue's messages in order. It is published by ingest, by whoever frees
-a build slot (a wake-up for the Queue's latest head) and, once it exists, by the sweeper (issue 4).
+a build slot (a wake-up for the Queue's latest head) and by the sweeper.
 
 A Request that meets a closed gate stays ``accepted`` and the delivery is
 acknowledged: nothing blocks the partition. The next slot release publishes a
