@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -209,3 +210,36 @@ async def test_runner_down_exhausts_retries_and_fails_closed(
         assert not (await live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))).found
         queue = await live.store.get_queue(QUEUE)
         assert queue is not None and queue.in_flight_count == 0
+
+
+async def test_watch_events_streams_recorded_verdicts(live: Live) -> None:
+    await _step(live, STEPS[0])
+    stream = live.stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+    received: list[topics_pb2.HookEvent] = []
+
+    async def read_one() -> None:
+        async for response in stream:
+            received.append(response.event)
+            return
+
+    reader = asyncio.create_task(read_one())
+    try:
+        for i in range(20):  # the feed joins its consumer group in the background
+            live.repo.commit(
+                Step(f"w{i}", {"src/calc.py": f"def add(a, b):\n    return a + b  # {i}\n"}, True)
+            )
+            request = await live.wait_terminal((await live.ingest()).request_id)
+            done, _ = await asyncio.wait({reader}, timeout=2.0)
+            if done:
+                break
+        assert received, "no event arrived"
+        event = received[0]
+        assert event.type == "dev.stovepipe.greenness.green"
+        assert event.data.queue == QUEUE and event.data.green
+        assert event.subject.startswith("git+") and event.data.request_id.startswith(
+            f"request/{QUEUE}/"
+        )
+        assert request.state == types_pb2.REQUEST_STATE_SUCCEEDED
+    finally:
+        reader.cancel()
+        stream.cancel()
