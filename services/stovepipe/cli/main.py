@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from stovepipe.cli import client_commands
+from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
     name="stovepipe",
@@ -24,6 +25,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ext_app = typer.Typer(help="Run a reference extension server.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ext_app, name="ext")
+app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
 
 ConfigOption = Annotated[
