@@ -1,52 +1,63 @@
-"""Configuration errors that list every problem with its field path."""
+"""Configuration errors.
+
+Hierarchy::
+
+    InvalidInput                (stovepipe.domain.errors)
+    ├── ConfigError             the configuration cannot be used; lists every problem
+    │   └── SecretUnavailable   a secret named by the configuration cannot be read
+    └── UnknownQueue            no configured Queue has the requested name
+
+A problem is rendered as ``<source>: <field path>: <problem>``, one per line,
+so an operator fixes everything in one pass. No message carries a secret.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from pydantic import ValidationError
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from stovepipe.domain.errors import InvalidInput
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the configuration.
+
+    ``path`` is the field path (``queues[1] (monorepo/main).max_concurrent``),
+    empty for a problem with the whole file; ``line`` is the 1-based YAML line
+    when the configuration came from a file.
+    """
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}: {self.path}: " if self.path else f"{source}: "
+        at = f" (line {self.line})" if self.line is not None else ""
+        return f"{where}{self.message}{at}"
+
+
 class ConfigError(InvalidInput):
-    """The configuration cannot be used; ``problems`` holds one line per problem."""
+    """The configuration cannot be used; ``problems`` holds every reason."""
 
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
+    def __init__(self, source: str, problems: Iterable[ConfigProblem | str]) -> None:
         self.source = source
-        self.problems = list(problems)
-        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+        self.problems: tuple[ConfigProblem, ...] = tuple(
+            p if isinstance(p, ConfigProblem) else ConfigProblem("", p) for p in problems
+        )
+        super().__init__("\n".join(p.render(source) for p in self.problems))
 
 
-def field_path(loc: Sequence[int | str], data: Any) -> str:
-    """``('queues', 1, 'build')`` → ``queues[1] (mono/main).build`` using the raw data for names."""
-    out = ""
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, Sequence) and part < len(node) else None
-            if isinstance(node, Mapping) and isinstance(node.get("name"), str):
-                out += f" ({node['name']})"
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, Mapping) else None
-    return out
+class SecretUnavailable(ConfigError):
+    """A token or signing secret could not be read; names where it was looked for."""
 
 
-def from_validation_error(source: str, exc: ValidationError, data: Any) -> ConfigError:
-    problems = []
-    errors = exc.errors(include_url=False)
-    locs = [tuple(e["loc"]) for e in errors]
-    for err in errors:
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        here = tuple(err["loc"])
-        if err["type"] == "too_short" and any(o[: len(here)] == here and o != here for o in locs):
-            continue
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against stovepipe.example.yaml)"
-        where = field_path(loc, data) or "(top level)"
-        problems.append(f"{where}: {message}")
-    return ConfigError(source, problems)
+class UnknownQueue(InvalidInput):
+    """A Queue name that no configured Queue has; the message lists the known names."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        listed = ", ".join(self.known) or "none configured"
+        super().__init__(f"unknown queue {name!r} (known: {listed})")

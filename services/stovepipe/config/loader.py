@@ -1,91 +1,113 @@
-"""Load ``stovepipe.yaml``: YAML → environment overrides → validated models.
+"""Build a ``StovepipeConfig``: file (YAML) → environment overrides → validation.
 
-Precedence: environment > file > defaults. Recognised variables:
-``STOVEPIPE_DATABASE_URL`` (storage.url), ``KAFKA_BOOTSTRAP_SERVERS``
-(kafka.bootstrap_servers), ``STOVEPIPE_API_LISTEN`` (api.listen) and the
-nested form ``STOVEPIPE__<SECTION>__<KEY>`` for scalar settings outside
-``queues`` (e.g. ``STOVEPIPE__KAFKA__PARTITIONS=6``).
+Precedence is environment > file > defaults. Relative paths in the file
+(a local repository, token and TLS files, a hook's secret file) are taken
+relative to the file's directory, so the same file works whatever directory a
+process starts in; ``~`` is expanded. The SQLite URL is left as written (it is
+relative to the working directory; ``stovepipe up`` moves it into its state
+directory).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from stovepipe.config.errors import ConfigError, from_validation_error
+from stovepipe.config.base import Loc
+from stovepipe.config.document import read_document
+from stovepipe.config.env import read_env_overrides
+from stovepipe.config.errors import ConfigError, ConfigProblem
+from stovepipe.config.fields import is_remote
 from stovepipe.config.models import StovepipeConfig
-
-SHORTHANDS = {
-    "STOVEPIPE_DATABASE_URL": ("storage", "url"),
-    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
-    "STOVEPIPE_API_LISTEN": ("api", "listen"),
-}
-NESTED_PREFIX = "STOVEPIPE__"
+from stovepipe.config.problems import problems_from
 
 
-def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = copy.deepcopy(dict(data))
-    overrides: list[tuple[tuple[str, ...], str]] = []
-    for key, value in env.items():
-        if key.startswith(NESTED_PREFIX):
-            path = tuple(p.lower() for p in key[len(NESTED_PREFIX) :].split("__") if p)
-            if path and path[0] != "queues":
-                overrides.append((path, value))
-    overrides.extend((path, env[var]) for var, path in SHORTHANDS.items() if env.get(var))
-    for path, value in overrides:
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-    return out
+def _build(
+    data: Any, source: str, env: Mapping[str, str], line_of: Callable[[Loc], int | None] | None
+) -> StovepipeConfig:
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            source, ["expected a mapping at the top level (storage, kafka, queues...)"]
+        )
+    overrides = read_env_overrides(env)
+    merged = overrides.apply(data)
+    problems: list[ConfigProblem] = list(overrides.problems)
+    try:
+        config = StovepipeConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, merged, StovepipeConfig, line_of, overrides.origin_of))
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config
 
 
 def config_from_mapping(
-    data: Mapping[str, Any] | None, source: str = "<config>", env: Mapping[str, str] | None = None
+    data: Mapping[str, Any] | None,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
 ) -> StovepipeConfig:
-    raw = apply_env(data or {}, env or {})
-    try:
-        return StovepipeConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(source, exc, raw) from None
+    """Validate ``data`` shaped like ``stovepipe.yaml``; ``source`` names it in errors.
+
+    The environment applies only when ``env`` is given, so programmatic and test
+    configurations mean exactly what they say.
+    """
+    return _build({} if data is None else data, source, env or {}, None)
 
 
 def default_config(env: Mapping[str, str] | None = None) -> StovepipeConfig:
-    return config_from_mapping({}, "<defaults>", env)
+    """The built-in defaults (no Queues) with ``env`` (default: the process environment)
+    applied: what a command runs with when there is no file."""
+    return _build({}, "<defaults>", os.environ if env is None else env, None)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> StovepipeConfig:
+    """Load and validate ``path`` with ``env`` (default: the process environment) applied.
+
+    Raises ``ConfigError`` listing every problem as ``<file>: <field path>: <problem>``.
+    """
     path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(
-            source, ["file not found; copy stovepipe.example.yaml to start one"]
-        ) from None
-    except OSError as exc:
-        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [f"{where}YAML syntax error: {problem}"]) from None
-    if data is None:
-        raise ConfigError(source, ["the file is empty; expected a mapping with a 'queues' list"])
+    document = read_document(path)
+    data = resolve_relative_paths(document.data, path.parent.absolute())
+    return _build(data, str(path), os.environ if env is None else env, document.line_of)
+
+
+def _resolved(value: object, base: Path) -> object:
+    if not isinstance(value, str) or not value.strip() or is_remote(value):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else Path(os.path.normpath(base / path)))
+
+
+def _entries(node: object, key: str) -> list[Any]:
+    value = node.get(key) if isinstance(node, Mapping) else None
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+def resolve_relative_paths(data: Any, base: Path) -> Any:
+    """A copy of ``data`` with its file-system paths made absolute against ``base``."""
     if not isinstance(data, dict):
-        raise ConfigError(
-            source, ["expected a mapping at the top level (storage, kafka, queues ...)"]
-        )
-    return config_from_mapping(data, source, os.environ if env is None else env)
+        return data
+    data = copy.deepcopy(data)
+    api = data.get("api")
+    tls = api.get("tls") if isinstance(api, dict) else None
+    if isinstance(tls, dict):
+        for key in ("cert_file", "key_file"):
+            if key in tls:
+                tls[key] = _resolved(tls[key], base)
+    for token in _entries(api, "tokens"):
+        if "token_file" in token:
+            token["token_file"] = _resolved(token["token_file"], base)
+    for queue in _entries(data, "queues"):
+        source = queue.get("source")
+        if isinstance(source, dict) and "repository" in source:
+            source["repository"] = _resolved(source["repository"], base)
+        for hook in _entries(queue, "hooks"):
+            if "secret_file" in hook:
+                hook["secret_file"] = _resolved(hook["secret_file"], base)
+    return data

@@ -1,33 +1,107 @@
-"""Read secrets named by the configuration; never echo their values."""
+"""Read the secrets the configuration names; never echo their values.
+
+The file only says *where* a secret lives (an environment variable or a file);
+the value is read when a component needs it, so a config dump, a log line or
+an error can never contain it.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from stovepipe.config.errors import ConfigError
-from stovepipe.config.models import TokenConfig
+from stovepipe.config.errors import ConfigProblem, SecretUnavailable
 
 
-def resolve_secret(token: TokenConfig, env: Mapping[str, str] | None = None) -> str:
-    """The secret of ``token`` from its environment variable or file."""
-    env = os.environ if env is None else env
-    if token.token_env:
-        value = env.get(token.token_env, "")
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one secret lives: exactly one of ``env`` or ``file``; ``owner`` names its user."""
+
+    owner: str
+    env: str | None = None
+    file: str | None = None
+
+
+class HasSecret(Protocol):
+    def secret_ref(self) -> SecretRef | None: ...
+
+
+class RoleToken(HasSecret, Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+def _read(ref: SecretRef, env: Mapping[str, str]) -> str:
+    if ref.env is not None:
+        value = env.get(ref.env, "")
         if not value:
-            raise ConfigError(
-                "api.tokens", [f"{token.name}: environment variable {token.token_env} is not set"]
+            raise SecretUnavailable(
+                ref.owner, [f"environment variable {ref.env} is not set or is empty"]
             )
         return value
-    assert token.token_file is not None
-    path = Path(token.token_file)
+    if ref.file is None:
+        raise SecretUnavailable(ref.owner, ["names neither an environment variable nor a file"])
+    path = Path(ref.file)
     try:
-        value = path.read_text().strip()
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise SecretUnavailable(ref.owner, [f"secret file {path} does not exist"]) from None
+    except UnicodeDecodeError:
+        raise SecretUnavailable(ref.owner, [f"secret file {path} is not UTF-8 text"]) from None
     except OSError as exc:
-        raise ConfigError(
-            "api.tokens", [f"{token.name}: cannot read {path}: {exc.strerror}"]
+        raise SecretUnavailable(
+            ref.owner, [f"cannot read secret file {path}: {exc.strerror}"]
         ) from None
     if not value:
-        raise ConfigError("api.tokens", [f"{token.name}: {path} is empty"])
+        raise SecretUnavailable(ref.owner, [f"secret file {path} is empty"])
     return value
+
+
+def resolve_secret(holder: HasSecret | SecretRef, env: Mapping[str, str] | None = None) -> str:
+    """The secret ``holder`` names, from ``env`` (default: the process environment) or a file.
+
+    Raises ``SecretUnavailable`` naming the variable or file, never a value.
+    """
+    ref = holder if isinstance(holder, SecretRef) else holder.secret_ref()
+    if ref is None:
+        raise SecretUnavailable("secret", ["this setting names no secret"])
+    return _read(ref, os.environ if env is None else env)
+
+
+def resolve_role_tokens(
+    tokens: Iterable[RoleToken], env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Secret token → role for every token, reporting every unreadable one at once.
+
+    Two tokens that resolve to the same secret are refused: a caller's role would
+    depend on which entry happened to be read last.
+    """
+    resolved: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    problems: list[ConfigProblem] = []
+    for token in tokens:
+        try:
+            secret = resolve_secret(token, env)
+        except SecretUnavailable as exc:
+            problems.extend(ConfigProblem(exc.source, p.message) for p in exc.problems)
+            continue
+        if secret in owners:
+            problems.append(
+                ConfigProblem(
+                    f"api token {token.name!r}",
+                    f"has the same secret as api token {owners[secret]!r}; "
+                    "give every caller its own token",
+                )
+            )
+            continue
+        owners[secret] = token.name
+        resolved[secret] = token.role
+    if problems:
+        raise SecretUnavailable("api.tokens", problems)
+    return resolved

@@ -1,0 +1,329 @@
+"""Every class of mistake is reported at its field path, with what to do about it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from config_factory import problems_of, queue
+
+ONE_TARGET_TIMEOUT_ZERO = {"targets": [{"name": "unit", "command": "x", "timeout_seconds": 0}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            {"queues": [queue("Mono/Main")]},
+            "queues[0] (Mono/Main).name: queue name 'Mono/Main' contains 'M'; allowed are "
+            "lower-case letters, digits, '.', '_', '-' and '/'",
+            id="bad-queue-name",
+        ),
+        pytest.param(
+            {"queues": [queue("/main")]},
+            "queues[0] (/main).name: queue name '/main' has an empty segment; '/' must "
+            "separate non-empty parts",
+            id="empty-segment",
+        ),
+        pytest.param(
+            {"queues": [queue(), queue("b/main"), queue()]},
+            "queues[2] (mono/main).name: queue name 'mono/main' is already used by queues[0]",
+            id="duplicate-queue",
+        ),
+        pytest.param(
+            {"queues": [queue(max_concurent=2)]},
+            "queues[0] (mono/main).max_concurent: unknown key; did you mean 'max_concurrent'?",
+            id="typo-in-queue",
+        ),
+        pytest.param(
+            {"kafak": {"partitions": 2}},
+            "kafak: unknown key; did you mean 'kafka'?",
+            id="typo-in-section",
+        ),
+        pytest.param(
+            {"queues": [queue(colour="red")]},
+            "queues[0] (mono/main).colour: unknown key (check the spelling against "
+            "stovepipe.example.yaml)",
+            id="unknown-key-without-suggestion",
+        ),
+        pytest.param(
+            {"queues": [queue(poll={"schedule": "every tuesday"})]},
+            "queues[0] (mono/main).poll.schedule: 'every tuesday' is not a five-field cron "
+            "expression (minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'); "
+            "for sub-minute polling use every: <seconds>",
+            id="cron-not-five-fields",
+        ),
+        pytest.param(
+            {"queues": [queue(poll={"schedule": "61 * * * *"})]},
+            "queues[0] (mono/main).poll.schedule: '61 * * * *' is not a valid cron expression: ",
+            id="cron-out-of-range",
+        ),
+        pytest.param(
+            {"queues": [queue(poll={"schedule": "*/5 * * * *", "every": 60})]},
+            "queues[0] (mono/main).poll: give either schedule (cron) or every (seconds), not both",
+            id="cron-and-every",
+        ),
+        pytest.param(
+            {"queues": [queue(poll={"enabled": True})]},
+            "queues[0] (mono/main).poll: give schedule (a cron expression) or every (seconds)",
+            id="poll-without-schedule",
+        ),
+        pytest.param(
+            {"queues": [queue(), queue("b/main", build=ONE_TARGET_TIMEOUT_ZERO)]},
+            "queues[1] (b/main).build.targets[0] (unit).timeout_seconds: must be greater than 0",
+            id="timeout-zero",
+        ),
+        pytest.param(
+            {"queues": [queue(build={"targets": []})]},
+            "queues[0] (mono/main).build.targets: needs at least 1 entry",
+            id="no-targets",
+        ),
+        pytest.param(
+            {
+                "queues": [
+                    queue(
+                        build={
+                            "targets": [
+                                {"name": "unit", "command": "a"},
+                                {"name": "unit", "command": "b"},
+                            ]
+                        }
+                    )
+                ]
+            },
+            "queues[0] (mono/main).build.targets[1] (unit).name: target name 'unit' is already "
+            "used by targets[0]",
+            id="duplicate-target",
+        ),
+        pytest.param(
+            {"api": {"tokens": [{"name": "p", "role": "ingest", "token": "s3cret"}]}},
+            "api.tokens[0] (p).token: a literal token is not allowed in the file; name the "
+            "environment variable that holds it with token_env, or a file with token_file",
+            id="literal-token",
+        ),
+        pytest.param(
+            {"api": {"tokens": [{"name": "p", "role": "ingest"}]}},
+            "api.tokens[0] (p): give exactly one of token_env or token_file",
+            id="token-without-source",
+        ),
+        pytest.param(
+            {"api": {"tokens": [{"name": "p", "role": "writer", "token_env": "T"}]}},
+            "api.tokens[0] (p).role: must be 'ingest', 'read' or 'admin'",
+            id="unknown-role",
+        ),
+        pytest.param(
+            {"queues": [queue(depends_on=["nope/main"])]},
+            "queues[0] (mono/main).depends_on[0]: 'nope/main' is not a configured queue "
+            "(known: mono/main)",
+            id="unknown-depends-on",
+        ),
+        pytest.param(
+            {"queues": [queue(depends_on=["mono/main"])]},
+            "queues[0] (mono/main).depends_on[0]: a queue cannot depend on itself",
+            id="self-dependency",
+        ),
+        pytest.param(
+            {
+                "queues": [
+                    queue("a", depends_on=["b"]),
+                    queue("b", depends_on=["c"]),
+                    queue("c", depends_on=["a"]),
+                ]
+            },
+            "queues[0] (a).depends_on: forms a cycle: a -> b -> c -> a",
+            id="cycle",
+        ),
+        pytest.param(
+            {"queues": [queue(promotion_ref="main")]},
+            "queues[0] (mono/main).promotion_ref: must differ from source.ref ('main'): "
+            "Stovepipe would move the branch it validates",
+            id="promotion-equals-ref",
+        ),
+        pytest.param(
+            {"queues": [queue(promotion_ref="refs/heads/main")]},
+            "queues[0] (mono/main).promotion_ref: must differ from source.ref ('main')",
+            id="promotion-equals-ref-spelt-in-full",
+        ),
+        pytest.param(
+            {
+                "queues": [
+                    queue("a/main", promotion_ref="verified"),
+                    queue(
+                        "a/next",
+                        source={"repository": "/srv/git/mono.git", "ref": "next"},
+                        promotion_ref="verified",
+                    ),
+                ]
+            },
+            "queues[1] (a/next).promotion_ref: queues[0] already promotes 'verified' in the "
+            "same repository",
+            id="shared-promotion-ref",
+        ),
+        pytest.param(
+            {"queues": [queue(max_concurrent=0)]},
+            "queues[0] (mono/main).max_concurrent: must be at least 1",
+            id="max-concurrent-zero",
+        ),
+        pytest.param(
+            {"queues": [queue(source={"repository": "/r", "extension": "github"})]},
+            "queues[0] (mono/main).source.extension: 'github' is not declared under "
+            "extensions.sourcecontrol (declared: git)",
+            id="undeclared-sourcecontrol",
+        ),
+        pytest.param(
+            {
+                "extensions": {"buildrunner": {"buildkite": {"address": "bk:50062"}}},
+                "queues": [queue()],
+            },
+            "queues[0] (mono/main).build.runner: 'local' is not declared under "
+            "extensions.buildrunner (declared: buildkite)",
+            id="declaring-a-kind-replaces-its-default",
+        ),
+        pytest.param(
+            {
+                "extensions": {"hooks": {"webhook": {}}},
+                "queues": [queue(hooks=[{"name": "k", "kind": "kafka", "topic": "t"}])],
+            },
+            "queues[0] (mono/main).hooks[0] (k).kind: 'kafka' is not declared under "
+            "extensions.hooks (declared: webhook)",
+            id="undeclared-hook-extension",
+        ),
+        pytest.param(
+            {"queues": [queue(hooks=[{"name": "w", "kind": "webhook"}])]},
+            "queues[0] (mono/main).hooks[0] (w).url: a webhook hook needs url",
+            id="webhook-without-url",
+        ),
+        pytest.param(
+            {"queues": [queue(hooks=[{"name": "k", "kind": "kafka", "topic": ""}])]},
+            "queues[0] (mono/main).hooks[0] (k).topic: must not be empty",
+            id="kafka-hook-empty-topic",
+        ),
+        pytest.param(
+            {"queues": [queue(hooks=[{"name": "l", "kind": "log", "secret_env": "K"}])]},
+            "queues[0] (mono/main).hooks[0] (l).secret_env: signs webhook deliveries only",
+            id="secret-on-a-log-hook",
+        ),
+        pytest.param(
+            {"queues": [queue(hooks=[{"name": "w", "kind": "webhook", "url": "ftp://x"}])]},
+            "queues[0] (mono/main).hooks[0] (w).url: must be an http:// or https:// URL",
+            id="webhook-url-scheme",
+        ),
+        pytest.param(
+            {"queues": [queue(projects=[{"name": "web"}])]},
+            "queues[0] (mono/main).projects[0] (web): give paths, target_patterns or both; "
+            "this project matches nothing",
+            id="project-matching-nothing",
+        ),
+        pytest.param(
+            {"queues": [queue(projects=[{"name": "web", "paths": ["w/**"], "weight": 0}])]},
+            "queues[0] (mono/main).projects[0] (web).weight: must be greater than 0",
+            id="project-weight",
+        ),
+        pytest.param(
+            {"api": {"listen": "localhost"}},
+            "api.listen: 'localhost' is not an address; expected host:port such as 127.0.0.1:50051",
+            id="listen-without-port",
+        ),
+        pytest.param(
+            {"kafka": {"bootstrap_servers": "PLAINTEXT://kafka:9092"}},
+            "kafka.bootstrap_servers: 'PLAINTEXT://kafka:9092': drop the scheme; expected "
+            "host:port such as kafka:9092",
+            id="bootstrap-with-scheme",
+        ),
+        pytest.param(
+            {"storage": {"url": "mysql://db/stovepipe"}},
+            "storage.url: unsupported database 'mysql'; use PostgreSQL (postgresql+asyncpg://) "
+            "or SQLite (sqlite+aiosqlite:///)",
+            id="unsupported-database",
+        ),
+        pytest.param(
+            {"workers": {"record": {"backoff_initial_seconds": 600}}},
+            "workers.record.backoff_initial_seconds: must not exceed backoff_max_seconds",
+            id="backoff-order",
+        ),
+        pytest.param(
+            {"queues": [queue(max_concurrent="two")]},
+            "queues[0] (mono/main).max_concurrent: must be a whole number",
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"queues": {"mono/main": {}}},
+            "queues: must be a list",
+            id="queues-as-a-mapping",
+        ),
+    ],
+)
+def test_each_problem_names_its_field_path_and_what_is_wrong(
+    data: dict[str, Any], expected: str
+) -> None:
+    problems = problems_of(data)
+    assert any(line.startswith(f"stovepipe.yaml: {expected}") for line in problems), problems
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    problems = problems_of(
+        {
+            "kafka": {"partitions": 0},
+            "queues": [
+                queue("Bad"),
+                queue(max_concurrent=0, depends_on=["ghost/main"]),
+                queue(),
+            ],
+        }
+    )
+    assert problems == [
+        "stovepipe.yaml: kafka.partitions: must be at least 1",
+        "stovepipe.yaml: queues[0] (Bad).name: queue name 'Bad' contains 'B'; allowed are "
+        "lower-case letters, digits, '.', '_', '-' and '/'",
+        "stovepipe.yaml: queues[1] (mono/main).max_concurrent: must be at least 1",
+        "stovepipe.yaml: queues[2] (mono/main).name: queue name 'mono/main' is already used "
+        "by queues[1]",
+        "stovepipe.yaml: queues[1] (mono/main).depends_on[0]: 'ghost/main' is not a configured "
+        "queue (known: Bad, mono/main)",
+    ]
+
+
+def test_paths_use_list_indexes_not_dotted_numbers() -> None:
+    problems = problems_of({"queues": [queue(), queue("b/main", max_concurrent=0)]})
+    assert problems == ["stovepipe.yaml: queues[1] (b/main).max_concurrent: must be at least 1"]
+    assert "queues.1" not in problems[0]
+
+
+def test_an_invalid_list_entry_is_not_also_reported_as_a_short_list() -> None:
+    problems = problems_of({"queues": [queue(build={"targets": ["make test"]})]})
+    assert problems == [
+        "stovepipe.yaml: queues[0] (mono/main).build.targets[0]: must be a mapping of settings "
+        "(key: value)"
+    ]
+
+
+def test_messages_never_echo_a_value_that_may_be_a_secret() -> None:
+    pasted = "ghp_0123456789abcdefSECRET"
+    problems = "\n".join(
+        problems_of(
+            {
+                "api": {
+                    "tokens": [
+                        {"name": "a", "role": "read", "token": pasted},
+                        {"name": "b", "role": "read", "token_env": pasted + "-x"},
+                    ]
+                },
+                "storage": {"url": f"oracle://app:{pasted}@db/x"},
+            }
+        )
+    )
+    assert "api.tokens[0] (a).token: a literal token is not allowed" in problems
+    assert "api.tokens[1] (b).token_env: must be the name of an environment variable" in problems
+    assert "storage.url: unsupported database 'oracle'" in problems
+    assert pasted not in problems
+
+
+def test_credentials_in_a_repository_url_are_refused() -> None:
+    problems = problems_of(
+        {"queues": [queue(source={"repository": "https://bot:hunter2@git.example.com/m.git"})]}
+    )
+    assert problems == [
+        "stovepipe.yaml: queues[0] (mono/main).source.repository: the URL embeds a password; "
+        "the file must not hold secrets (use an SSH key or a git credential helper for "
+        "repositories, secret_env for hooks)"
+    ]
