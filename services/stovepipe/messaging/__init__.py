@@ -1,41 +1,71 @@
-"""Kafka messaging: topics bound to payload types, codec, headers and the Bus."""
+"""Kafka messaging: topics bound to protobuf payloads, publish, subscribe, commit after success.
 
-from stovepipe.messaging.bus import (
-    Bus,
-    Delivery,
-    FailurePolicy,
-    Outcome,
-    current_delivery,
-    ensure_topics,
-    redeliver,
-)
-from stovepipe.messaging.codec import MalformedMessage, decode, encode
+Exceptions::
+
+    ValueError
+    └── MalformedMessage      garbage, wrong payload type, oversize, missing ids, empty key
+    RuntimeError
+    └── TopicCreationFailed   the cluster refused to create a topic
+"""
+
+from stovepipe.messaging.admin import TopicCreationFailed, ensure_topics, topic_partitions
+from stovepipe.messaging.broker import kafka_broker
+from stovepipe.messaging.bus import Bus, PayloadHandler
+from stovepipe.messaging.codec import MalformedMessage, decode, encode, payload_type_name
+from stovepipe.messaging.consumer import Consumer, DeliveryHandler, Subscription
+from stovepipe.messaging.delivery import Delivery, current_delivery
+from stovepipe.messaging.failure import FailurePolicy, Outcome, redeliver
+from stovepipe.messaging.publisher import Published, Publisher
 from stovepipe.messaging.settings import KafkaSettings
 from stovepipe.messaging.topics import (
+    ANALYZE,
+    BUILD,
+    BUILDSIGNAL,
     DEAD_LETTER_TOPICS,
+    HOOK,
     PIPELINE_TOPICS,
+    PROCESS,
+    RECORD,
     TopicSpec,
+    all_topic_names,
     dlq,
     poison,
     spec,
 )
 
 __all__ = [
+    "ANALYZE",
+    "BUILD",
+    "BUILDSIGNAL",
     "DEAD_LETTER_TOPICS",
+    "HOOK",
     "PIPELINE_TOPICS",
+    "PROCESS",
+    "RECORD",
     "Bus",
+    "Consumer",
     "Delivery",
+    "DeliveryHandler",
     "FailurePolicy",
     "KafkaSettings",
     "MalformedMessage",
     "Outcome",
+    "PayloadHandler",
+    "Published",
+    "Publisher",
+    "Subscription",
+    "TopicCreationFailed",
     "TopicSpec",
+    "all_topic_names",
     "current_delivery",
     "decode",
     "dlq",
     "encode",
     "ensure_topics",
+    "kafka_broker",
+    "payload_type_name",
     "poison",
     "redeliver",
     "spec",
+    "topic_partitions",
 ]

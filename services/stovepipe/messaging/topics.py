@@ -1,4 +1,14 @@
-"""Topics: each bound to exactly one payload type and one partition-key rule."""
+"""Topics: each bound to exactly one protobuf payload type and one partition-key rule.
+
+Names here are *logical*; :meth:`KafkaSettings.topic` turns one into the
+physical name (with the configured prefix). The key decides the partition, and
+with it what is processed in order: a Queue's ``process`` messages by one
+consumer at a time, everything about one Request (or one build) in order.
+
+A dead-letter topic ``<topic>.dlq`` carries the original bytes of its source
+topic, so it is bound to the same payload type and key. ``<topic>.dlq.poison``
+holds dead letters that could not even be decoded: raw bytes, no binding.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +20,103 @@ from google.protobuf.message import Message
 
 from stovepipe.v1 import topics_pb2
 
+DLQ_SUFFIX = ".dlq"
+POISON_SUFFIX = ".dlq.poison"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A logical topic, the one payload type it carries, and how its key is derived.
+
+    ``required`` lists the fields (dotted for nested ones) a payload must set to
+    be meaningful; a payload without them is malformed.
+    """
+
     name: str
     payload: type[Message]
     key: Callable[[Any], str]
+    required: tuple[str, ...] = ()
 
 
-PROCESS = TopicSpec("stovepipe.process", topics_pb2.ProcessMessage, lambda m: m.queue)
-BUILD = TopicSpec("stovepipe.build", topics_pb2.BuildMessage, lambda m: m.request_id)
-BUILDSIGNAL = TopicSpec(
-    "stovepipe.buildsignal", topics_pb2.BuildSignalMessage, lambda m: m.build_id
+def _queue(message: topics_pb2.ProcessMessage) -> str:
+    return message.queue
+
+
+def _request_id(
+    message: topics_pb2.BuildMessage | topics_pb2.RecordMessage | topics_pb2.AnalyzeMessage,
+) -> str:
+    return message.request_id
+
+
+def _build_id(message: topics_pb2.BuildSignalMessage) -> str:
+    return message.build_id
+
+
+def _event_request_id(message: topics_pb2.HookEvent) -> str:
+    return message.data.request_id
+
+
+PROCESS: TopicSpec = TopicSpec(
+    "stovepipe.process", topics_pb2.ProcessMessage, _queue, ("request_id", "queue")
 )
-RECORD = TopicSpec("stovepipe.record", topics_pb2.RecordMessage, lambda m: m.request_id)
-ANALYZE = TopicSpec("stovepipe.analyze", topics_pb2.AnalyzeMessage, lambda m: m.request_id)
-HOOK = TopicSpec("stovepipe.hook", topics_pb2.HookEvent, lambda m: m.data.request_id)
+BUILD: TopicSpec = TopicSpec(
+    "stovepipe.build", topics_pb2.BuildMessage, _request_id, ("request_id", "queue")
+)
+BUILDSIGNAL: TopicSpec = TopicSpec(
+    "stovepipe.buildsignal",
+    topics_pb2.BuildSignalMessage,
+    _build_id,
+    ("build_id", "request_id", "queue"),
+)
+RECORD: TopicSpec = TopicSpec(
+    "stovepipe.record", topics_pb2.RecordMessage, _request_id, ("request_id", "queue")
+)
+ANALYZE: TopicSpec = TopicSpec(
+    "stovepipe.analyze", topics_pb2.AnalyzeMessage, _request_id, ("request_id", "queue")
+)
+HOOK: TopicSpec = TopicSpec(
+    "stovepipe.hook",
+    topics_pb2.HookEvent,
+    _event_request_id,
+    ("id", "data.request_id", "data.queue"),
+)
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK)
 STAGE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD)
-DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(
-    TopicSpec(f"{t.name}.dlq", t.payload, t.key) for t in STAGE_TOPICS
-)
-"""A stage's dead letters keep the stage's payload type, so they decode the same way."""
-BY_NAME: dict[str, TopicSpec] = {t.name: t for t in (*PIPELINE_TOPICS, *DEAD_LETTER_TOPICS)}
+"""The Phase-1 stage inputs."""
+
+
+def dlq(name: str) -> str:
+    """The dead-letter topic of a logical topic."""
+    return f"{name}{DLQ_SUFFIX}"
+
+
+def poison(name: str) -> str:
+    """Where undecodable dead letters of a logical topic are parked."""
+    return f"{name}{POISON_SUFFIX}"
+
+
+def _dead_letters_of(topic: TopicSpec) -> TopicSpec:
+    return TopicSpec(dlq(topic.name), topic.payload, topic.key, topic.required)
+
+
+DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(_dead_letters_of(t) for t in STAGE_TOPICS)
+"""Dead-letter topics of the Phase-1 stage inputs (``spec`` knows all six)."""
+
+BY_NAME: dict[str, TopicSpec] = {
+    t.name: t for t in (*PIPELINE_TOPICS, *(_dead_letters_of(t) for t in PIPELINE_TOPICS))
+}
 
 
 def spec(name: str) -> TopicSpec:
+    """The binding of a logical topic name; ``ValueError`` for a name nobody declared."""
     try:
         return BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown topic {name!r}; known: {', '.join(BY_NAME)}") from None
 
 
-def dlq(name: str) -> str:
-    return f"{name}.dlq"
-
-
-def poison(name: str) -> str:
-    return f"{name}.dlq.poison"
+def all_topic_names() -> list[str]:
+    """Every logical topic the pipeline uses: inputs, dead letters and poison parking."""
+    names = [t.name for t in PIPELINE_TOPICS]
+    return [*names, *(dlq(n) for n in names), *(poison(n) for n in names)]
