@@ -58,7 +58,7 @@ async def test_green_broken_fixed_then_force_push(live: Live) -> None:
     assert degrees == [0.0, 1.0, 0.0, 0.0]
     last = await live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))
     assert last.found and last.request_id == requests[3].id and last.uri == requests[3].uri
-    assert live.repo.ref("verified-main") == rewritten_sha
+    await until(lambda: live.repo.ref("verified-main") == rewritten_sha, what="promotion")
     unknown = await _greenness(live, requests[3].uri.replace(rewritten_sha, "0" * 40))
     assert unknown.status == pb.GREENNESS_STATUS_NOT_RECORDED
 

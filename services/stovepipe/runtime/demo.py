@@ -73,6 +73,24 @@ def demo_config(repo: Path, api_port: int) -> StovepipeConfig:
     )
 
 
+async def _verdict_visible(stub: Any, request: types_pb2.Request) -> bool:
+    """A settled Request's fact is written by record a moment after it turns terminal."""
+    if request.state not in (types_pb2.REQUEST_STATE_SUCCEEDED, types_pb2.REQUEST_STATE_FAILED):
+        return True
+    greenness = await stub.GetGreenness(pb.GetGreennessRequest(queue=QUEUE, uri=request.uri))
+    return bool(greenness.status == pb.GREENNESS_STATUS_RECORDED)
+
+
+async def _wait_promoted(repo: SampleRepo, sha: str, timeout_s: float = 30.0) -> None:
+    """Promotion follows the bookmark; give it a bounded moment before reporting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if repo.ref(PROMOTION_REF) == sha:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _wait_terminal(
     stub: Any, request_id: str, progress: Progress, task: TaskID
 ) -> types_pb2.Request:
@@ -84,7 +102,7 @@ async def _wait_terminal(
         ).request
         state = types_pb2.RequestState.Name(request.state).removeprefix("REQUEST_STATE_").lower()
         progress.update(task, description=f"{request_id}: {state}")
-        if request.state in _TERMINAL:
+        if request.state in _TERMINAL and await _verdict_visible(stub, request):
             return request
         if loop.time() > deadline:
             raise TimeoutError(f"{request_id} still {state} after {VERDICT_TIMEOUT_S:.0f}s")
@@ -125,6 +143,8 @@ async def run_demo(keep: bool = False, console: Console | None = None) -> int:
                         )
                         progress.advance(overall)
                 last_green = await stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))
+                if last_green.found:
+                    await _wait_promoted(repo, last_green.uri.rsplit("@", 1)[-1])
         return _report(console, rows, last_green, repo)
     finally:
         if keep:
