@@ -1,47 +1,77 @@
-"""The Alembic migration is the schema, on both backends."""
+"""The Alembic migrations are the schema, on both backends."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from stovepipe.storage import create_engine
-from stovepipe.storage.migrate import current_revision, upgrade
+from stovepipe.storage.migrate import (
+    alembic_config,
+    current_revision,
+    current_revision_async,
+    upgrade,
+    upgrade_async,
+)
 from stovepipe.storage.tables import metadata
 
-pytestmark = pytest.mark.postgres
+TABLES = {
+    "queues",
+    "request_counters",
+    "requests",
+    "request_dedup",
+    "builds",
+    "validation_facts",
+    "hook_deliveries",
+}
 
 
-async def test_upgrade_creates_the_schema_idempotently_and_matches_the_metadata(
-    store_url: str,
-) -> None:
-    await asyncio.to_thread(upgrade, store_url)
-    await asyncio.to_thread(upgrade, store_url)
-    assert await asyncio.to_thread(current_revision, store_url) == "0001"
-    engine = create_engine(store_url)
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def schema_differences(url: str) -> tuple[list[object], set[str]]:
+    engine = create_engine(url)
     try:
         async with engine.connect() as conn:
 
-            def diff(sync_conn: Connection) -> list[object]:
-                return list(compare_metadata(MigrationContext.configure(sync_conn), metadata))
+            def inspect_schema(sync_conn: Connection) -> tuple[list[object], set[str]]:
+                diff = compare_metadata(MigrationContext.configure(sync_conn), metadata)
+                return list(diff), set(inspect(sync_conn).get_table_names())
 
-            def tables(sync_conn: Connection) -> set[str]:
-                return set(inspect(sync_conn).get_table_names())
-
-            assert await conn.run_sync(diff) == []
-            assert {
-                "queues",
-                "request_counters",
-                "requests",
-                "request_dedup",
-                "builds",
-                "validation_facts",
-                "hook_deliveries",
-            } <= await conn.run_sync(tables)
+            return await conn.run_sync(inspect_schema)
     finally:
         await engine.dispose()
+
+
+async def test_upgrade_builds_exactly_the_metadata_and_is_idempotent(store_url: str) -> None:
+    assert await current_revision_async(store_url) is None
+    await upgrade_async(store_url)
+    assert await current_revision_async(store_url) == head_revision()
+    await upgrade_async(store_url)
+    assert await current_revision_async(store_url) == head_revision()
+    diff, tables = await schema_differences(store_url)
+    assert diff == []
+    assert tables == TABLES | {"alembic_version"}
+
+
+async def test_concurrent_upgrades_of_one_database_all_succeed(store_url: str) -> None:
+    await asyncio.gather(*(upgrade_async(store_url) for _ in range(4)))
+    assert await current_revision_async(store_url) == head_revision()
+    diff, _ = await schema_differences(store_url)
+    assert diff == []
+
+
+async def test_the_synchronous_entry_points_work_outside_an_event_loop(store_url: str) -> None:
+    def upgrade_and_read() -> str | None:
+        upgrade(store_url)
+        return current_revision(store_url)
+
+    assert await asyncio.to_thread(upgrade_and_read) == head_revision()

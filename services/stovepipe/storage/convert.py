@@ -1,10 +1,10 @@
-"""Rows to domain objects and back."""
+"""Rows to domain objects and back, and the checks that make both backends refuse the same input."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import RowMapping, String, Table
 
 from stovepipe.domain import (
     Build,
@@ -17,18 +17,31 @@ from stovepipe.domain import (
     TargetOutcome,
     ValidationFact,
 )
+from stovepipe.domain.errors import InvalidInput
+from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
 
 
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def check_lengths(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Return ``values``, or raise ``InvalidInput`` when a string is longer than its column.
+
+    PostgreSQL enforces ``VARCHAR(n)`` and SQLite does not; checking here gives
+    one answer on both, and a message that names the field.
+    """
+    for column in table.columns:
+        value = values.get(column.name)
+        limit = column.type.length if isinstance(column.type, String) else None
+        if isinstance(value, str) and limit and len(value) > limit:
+            raise InvalidInput(
+                f"{table.name}.{column.name} is {len(value)} characters long; the limit is {limit}"
+            )
+    return values
 
 
-def queue_from_row(row: Mapping[Any, Any]) -> QueueState:
+def queue_from_row(row: RowMapping) -> QueueState:
     return QueueState(
         name=row["queue"],
         version=row["version"],
-        updated_at=utc(row["updated_at"]),
+        updated_at=row["updated_at"],
         last_green_uri=row["last_green_uri"],
         last_green_request_id=row["last_green_request_id"],
         latest_request_id=row["latest_request_id"],
@@ -49,15 +62,15 @@ def queue_values(q: QueueState) -> dict[str, Any]:
     }
 
 
-def request_from_row(row: Mapping[Any, Any]) -> Request:
+def request_from_row(row: RowMapping) -> Request:
     return Request(
         id=row["id"],
         queue=row["queue"],
         uri=row["uri"],
         state=RequestState(row["state"]),
         version=row["version"],
-        created_at=utc(row["created_at"]),
-        updated_at=utc(row["updated_at"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         trigger=row["trigger"],
         build_strategy=BuildStrategy(row["build_strategy"]) if row["build_strategy"] else None,
         base_uri=row["base_uri"],
@@ -69,9 +82,12 @@ def request_from_row(row: Mapping[Any, Any]) -> Request:
 
 
 def request_values(r: Request) -> dict[str, Any]:
+    rid = r.request_id
+    if rid.queue != r.queue:
+        raise InvalidInput(f"request {r.id} does not belong to queue {r.queue!r}")
     return {
         "queue": r.queue,
-        "n": r.request_id.n,
+        "n": rid.n,
         "id": r.id,
         "uri": r.uri,
         "state": r.state.value,
@@ -88,7 +104,7 @@ def request_values(r: Request) -> dict[str, Any]:
     }
 
 
-def build_from_row(row: Mapping[Any, Any]) -> Build:
+def build_from_row(row: RowMapping) -> Build:
     return Build(
         queue=row["queue"],
         build_id=row["build_id"],
@@ -96,8 +112,8 @@ def build_from_row(row: Mapping[Any, Any]) -> Build:
         project=row["project"],
         status=BuildStatus(row["status"]),
         version=row["version"],
-        created_at=utc(row["created_at"]),
-        updated_at=utc(row["updated_at"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         targets=tuple(
             TargetOutcome(
                 name=t["name"],
@@ -136,7 +152,7 @@ def build_values(b: Build) -> dict[str, Any]:
     }
 
 
-def fact_from_row(row: Mapping[Any, Any]) -> ValidationFact:
+def fact_from_row(row: RowMapping) -> ValidationFact:
     return ValidationFact(
         queue=row["queue"],
         uri=row["uri"],
@@ -144,7 +160,7 @@ def fact_from_row(row: Mapping[Any, Any]) -> ValidationFact:
         degree=row["degree"],
         request_id=row["request_id"],
         origin=FactOrigin(row["origin"]),
-        created_at=utc(row["created_at"]),
+        created_at=row["created_at"],
         reason=row["reason"],
     )
 
@@ -154,9 +170,37 @@ def fact_values(f: ValidationFact) -> dict[str, Any]:
         "queue": f.queue,
         "uri": f.uri,
         "project": f.project,
-        "degree": f.degree,
+        "degree": float(f.degree),
         "request_id": f.request_id,
         "origin": f.origin.value,
         "created_at": f.created_at,
         "reason": f.reason,
+    }
+
+
+def hook_delivery_from_row(row: RowMapping) -> HookDelivery:
+    return HookDelivery(
+        queue=row["queue"],
+        event_id=row["event_id"],
+        hook=row["hook"],
+        status=HookDeliveryStatus(row["status"]),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )
+
+
+def hook_delivery_values(d: HookDelivery) -> dict[str, Any]:
+    return {
+        "queue": d.queue,
+        "event_id": d.event_id,
+        "hook": d.hook,
+        "status": d.status.value,
+        "version": d.version,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
     }

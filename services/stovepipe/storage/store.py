@@ -1,22 +1,25 @@
-"""``Store``: every read and write Stovepipe makes, on either backend.
+"""``Store``: every read and write Stovepipe makes, with the same behaviour on both backends.
 
-Writes are single-row compare-and-swap (``WHERE version = :old`` plus a
-row-count check) or create-only inserts. The only multi-row transaction is the
-Request insert with its dedup row, which exists to make "one Request per
-(queue, uri)" hold under concurrency.
+Writes come in two shapes. A compare-and-swap updates one row
+``WHERE <key> AND version = :old`` and checks the affected row count; the
+caller computes the new row, ``version`` included, from the one it read. A
+create-only insert uses ``ON CONFLICT DO NOTHING`` and, when the row was
+already there, reads it back for the caller to adopt. The one write that
+touches two rows is a new Request together with its dedup row, in one
+transaction, so that a dedup row never points at a Request that is missing.
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert
 
 from stovepipe.domain import (
     TERMINAL_STATES,
@@ -28,10 +31,19 @@ from stovepipe.domain import (
     ValidationFact,
     validate_queue_name,
 )
+from stovepipe.domain.errors import InvalidInput
 from stovepipe.storage import convert
-from stovepipe.storage.errors import AlreadyExists, StorageError, VersionMismatch, translate
+from stovepipe.storage.errors import (
+    AlreadyExists,
+    StorageError,
+    VersionMismatch,
+    translate,
+)
+from stovepipe.storage.hook_deliveries import HookDelivery
+from stovepipe.storage.page_token import FactCursor, decode_page_token, encode_page_token
 from stovepipe.storage.tables import (
     builds,
+    hook_deliveries,
     queues,
     request_counters,
     request_dedup,
@@ -39,94 +51,94 @@ from stovepipe.storage.tables import (
     validation_facts,
 )
 
+_IMMUTABLE_COLUMNS = frozenset({"created_at"})
+
 
 class Store:
-    """Async storage over an ``AsyncEngine`` (PostgreSQL or SQLite)."""
+    """Async storage over an ``AsyncEngine`` from :func:`stovepipe.storage.create_engine`.
+
+    Every method runs in its own short transaction and raises only
+    ``stovepipe.storage.errors`` classes or ``InvalidInput`` for arguments
+    that can never be stored.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._dialect = engine.dialect.name
+        if self._dialect not in ("postgresql", "sqlite"):
+            raise InvalidInput(f"unsupported database dialect {self._dialect!r}")
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except StorageError:
-            raise
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+    async def close(self) -> None:
+        """Close the engine's pooled connections."""
+        await self.engine.dispose()
 
-    # Queues -------------------------------------------------------------
+    # Queues
 
-    async def get_queue(self, name: str) -> QueueState | None:
-        async with self._tx() as conn:
-            row = (
-                (await conn.execute(select(queues).where(queues.c.queue == name)))
-                .mappings()
-                .first()
-            )
-        return convert.queue_from_row(row) if row else None
-
-    async def ensure_queue(self, name: str) -> QueueState:
-        """The Queue's row, created empty on first use (idempotent under races)."""
+    async def ensure_queue(self, name: str, *, now: datetime | None = None) -> QueueState:
+        """The Queue's row, created at version 1 on first use; safe to race."""
         validate_queue_name(name)
         found = await self.get_queue(name)
         if found is not None:
             return found
-        fresh = QueueState(name=name, version=1, updated_at=datetime.now(UTC))
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(queues).values(**convert.queue_values(fresh)))
-        except IntegrityError:
-            pass
+        fresh = QueueState(name=name, version=1, updated_at=now or datetime.now(UTC))
+        await self._insert_if_absent(queues, convert.queue_values(fresh))
         found = await self.get_queue(name)
-        assert found is not None
+        if found is None:
+            raise StorageError(f"queue {name} vanished right after it was created")
         return found
 
+    async def get_queue(self, name: str) -> QueueState | None:
+        row = await self._one(select(queues).where(queues.c.queue == name))
+        return convert.queue_from_row(row) if row else None
+
     async def list_queues(self) -> list[QueueState]:
-        async with self._tx() as conn:
-            rows = (await conn.execute(select(queues).order_by(queues.c.queue))).mappings().all()
+        rows = await self._all(select(queues).order_by(queues.c.queue))
         return [convert.queue_from_row(r) for r in rows]
 
     async def update_queue(self, old: QueueState, new: QueueState) -> QueueState:
-        await self._cas(
-            queues, [queues.c.queue == old.name], old.version, convert.queue_values(new)
+        """CAS from ``old`` to ``new`` (``new.version == old.version + 1``)."""
+        await self._compare_and_swap(
+            queues, {"queue": old.name}, old.version, convert.queue_values(new)
         )
         return new
 
-    # Requests -----------------------------------------------------------
+    # Requests
 
     async def next_request_number(self, queue: str) -> int:
-        """The next value of the Queue's counter; unique under concurrency, gaps allowed."""
-        stmt = (
-            update(request_counters)
-            .where(request_counters.c.queue == queue)
-            .values(value=request_counters.c.value + 1)
+        """The Queue's next counter value: unique under any concurrency, starting at 1.
+
+        One atomic upsert, so the first call for a Queue needs no separate
+        create step and two callers can never read the same value.
+        """
+        validate_queue_name(queue)
+        statement = (
+            self._insert(request_counters)
+            .values(queue=queue, value=1)
+            .on_conflict_do_update(
+                index_elements=[request_counters.c.queue],
+                set_={"value": request_counters.c.value + 1},
+            )
             .returning(request_counters.c.value)
         )
-        for _ in range(3):
-            async with self._tx() as conn:
-                value = (await conn.execute(stmt)).scalar_one_or_none()
-            if value is not None:
-                return int(value)
-            try:
-                async with self._tx() as conn:
-                    await conn.execute(insert(request_counters).values(queue=queue, value=0))
-            except IntegrityError:
-                pass
-        raise StorageError(f"could not advance the request counter of {queue}")
+        async with self._transaction() as conn:
+            value = (await conn.execute(statement)).scalar_one()
+        return int(value)
 
     async def create_request(
         self, queue: str, uri: str, *, trigger: str, now: datetime
     ) -> tuple[Request, bool]:
-        """Create the Request for ``(queue, uri)``, or return the existing one (``False``)."""
+        """The Request for ``(queue, uri)`` and True, or the one already there and False.
+
+        Concurrent callers with the same head all get the same Request and
+        exactly one of them gets True. A caller that loses the race has spent
+        a counter value, so ``n`` may have gaps; it never repeats.
+        """
         validate_queue_name(queue)
-        existing = await self.find_request(queue, uri)
-        if existing is not None:
-            return existing, False
+        if not uri:
+            raise InvalidInput("a request needs a commit URI")
+        found = await self.find_request(queue, uri)
+        if found is not None:
+            return found, False
         n = await self.next_request_number(queue)
         request = Request(
             id=str(RequestId(queue, n)),
@@ -138,51 +150,50 @@ class Store:
             updated_at=now,
             trigger=trigger,
         )
-        try:
-            async with self._tx() as conn:
-                await conn.execute(
-                    insert(request_dedup).values(queue=queue, uri=uri, request_id=request.id)
-                )
-                await conn.execute(insert(requests).values(**convert.request_values(request)))
-        except IntegrityError:
-            existing = await self.find_request(queue, uri)
-            if existing is None:
-                raise
-            return existing, False
-        return request, True
+        row = convert.check_lengths(requests, convert.request_values(request))
+        dedup = convert.check_lengths(
+            request_dedup, {"queue": queue, "uri": uri, "request_id": request.id}
+        )
+        async with self._transaction() as conn:
+            claimed = await conn.execute(self._insert_or_skip(request_dedup, dedup))
+            created = claimed.first() is not None
+            if created:
+                await conn.execute(self._insert(requests).values(row))
+        if created:
+            return request, True
+        found = await self.find_request(queue, uri)
+        if found is None:
+            raise StorageError(f"{queue}: {uri} has a dedup row but no request")
+        return found, False
 
     async def get_request(self, request_id: str) -> Request | None:
+        """The Request, or None; ``InvalidInput`` when ``request_id`` is malformed."""
         rid = RequestId.parse(request_id)
-        async with self._tx() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(requests).where(requests.c.queue == rid.queue, requests.c.n == rid.n)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._one(select(requests).where(*_request_key(rid)))
         return convert.request_from_row(row) if row else None
 
     async def find_request(self, queue: str, uri: str) -> Request | None:
-        async with self._tx() as conn:
-            rid = (
+        """The Request that ``(queue, uri)`` was deduplicated to, if any."""
+        dedup = request_dedup.c
+        async with self._transaction() as conn:
+            request_id = (
                 await conn.execute(
-                    select(request_dedup.c.request_id).where(
-                        request_dedup.c.queue == queue, request_dedup.c.uri == uri
-                    )
+                    select(dedup.request_id).where(dedup.queue == queue, dedup.uri == uri)
                 )
             ).scalar_one_or_none()
-        return await self.get_request(rid) if rid else None
+            if request_id is None:
+                return None
+            rid = RequestId.parse(request_id)
+            row = (
+                (await conn.execute(select(requests).where(*_request_key(rid)))).mappings().first()
+            )
+        return convert.request_from_row(row) if row else None
 
     async def update_request(self, old: Request, new: Request) -> Request:
+        """CAS from ``old`` to ``new`` (``new.version == old.version + 1``)."""
         rid = old.request_id
-        await self._cas(
-            requests,
-            [requests.c.queue == rid.queue, requests.c.n == rid.n],
-            old.version,
-            convert.request_values(new),
+        await self._compare_and_swap(
+            requests, {"queue": rid.queue, "n": rid.n}, old.version, convert.request_values(new)
         )
         return new
 
@@ -194,149 +205,212 @@ class Store:
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[Request]:
-        stmt = select(requests).where(requests.c.queue == queue)
+        """A Queue's Requests in ingest order (newest first by default), optionally by state."""
+        _check_limit(limit)
+        statement = select(requests).where(requests.c.queue == queue)
         if states is not None:
-            stmt = stmt.where(requests.c.state.in_([s.value for s in states]))
+            statement = statement.where(requests.c.state.in_([s.value for s in states]))
         order = requests.c.n.desc() if newest_first else requests.c.n.asc()
-        async with self._tx() as conn:
-            rows = (await conn.execute(stmt.order_by(order).limit(limit))).mappings().all()
+        rows = await self._all(statement.order_by(order).limit(limit))
         return [convert.request_from_row(r) for r in rows]
 
     async def list_unfinished_requests(
         self, updated_before: datetime, limit: int = 100
     ) -> list[Request]:
-        """Non-terminal Requests unchanged since ``updated_before`` (for the sweeper)."""
-        terminal = [s.value for s in TERMINAL_STATES]
-        stmt = (
+        """Non-terminal Requests of every Queue unchanged since ``updated_before``, oldest first."""
+        _check_limit(limit)
+        c = requests.c
+        statement = (
             select(requests)
-            .where(~requests.c.state.in_(terminal), requests.c.updated_at < updated_before)
-            .order_by(requests.c.updated_at)
+            .where(c.state.not_in([s.value for s in TERMINAL_STATES]))
+            .where(c.updated_at < updated_before)
+            .order_by(c.updated_at, c.queue, c.n)
             .limit(limit)
         )
-        async with self._tx() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return [convert.request_from_row(r) for r in rows]
+        return [convert.request_from_row(r) for r in await self._all(statement)]
 
-    # Builds -------------------------------------------------------------
+    # Builds
 
     async def create_build(self, build: Build) -> Build:
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(builds).values(**convert.build_values(build)))
-        except IntegrityError:
+        """Create-only; ``AlreadyExists.existing`` is the stored Build when the id is taken."""
+        values = convert.build_values(build)
+        if not await self._insert_if_absent(builds, values):
             existing = await self.get_build(build.queue, build.build_id)
-            raise AlreadyExists(f"build {build.build_id} exists", existing) from None
+            raise AlreadyExists(f"build {build.build_id} of {build.queue} exists", existing)
         return build
 
     async def get_build(self, queue: str, build_id: str) -> Build | None:
-        async with self._tx() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(builds).where(builds.c.queue == queue, builds.c.build_id == build_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._one(
+            select(builds).where(builds.c.queue == queue, builds.c.build_id == build_id)
+        )
         return convert.build_from_row(row) if row else None
 
     async def update_build(self, old: Build, new: Build) -> Build:
-        await self._cas(
+        """CAS from ``old`` to ``new`` (``new.version == old.version + 1``)."""
+        await self._compare_and_swap(
             builds,
-            [builds.c.queue == old.queue, builds.c.build_id == old.build_id],
+            {"queue": old.queue, "build_id": old.build_id},
             old.version,
             convert.build_values(new),
         )
         return new
 
-    # Facts --------------------------------------------------------------
+    # Validation facts
 
     async def create_fact(self, fact: ValidationFact) -> ValidationFact:
-        """Create-only: an existing fact is never overwritten (``AlreadyExists.existing``)."""
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(validation_facts).values(**convert.fact_values(fact)))
-        except IntegrityError:
+        """Create-only: a stored fact is never overwritten; ``AlreadyExists.existing`` is it."""
+        if not await self._insert_if_absent(validation_facts, convert.fact_values(fact)):
             existing = await self.get_fact(fact.queue, fact.uri, fact.project)
-            raise AlreadyExists(f"{fact.uri} already has a fact", existing) from None
+            raise AlreadyExists(
+                f"{fact.queue}: {fact.uri} already has a fact for project {fact.project!r}",
+                existing,
+            )
         return fact
 
     async def get_fact(self, queue: str, uri: str, project: str) -> ValidationFact | None:
         c = validation_facts.c
-        async with self._tx() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(validation_facts).where(
-                            c.queue == queue, c.uri == uri, c.project == project
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._one(
+            select(validation_facts).where(c.queue == queue, c.uri == uri, c.project == project)
+        )
         return convert.fact_from_row(row) if row else None
 
     async def list_facts(
         self, queue: str, project: str, *, page_size: int, page_token: str = ""
     ) -> tuple[list[ValidationFact], str]:
-        """Newest first; the token is opaque to callers."""
-        offset = _decode_token(page_token)
+        """One page of a Queue's facts for ``project``, newest first, and the next page's token.
+
+        The token is empty on the last page. Facts created between two calls
+        never make a fact repeat or go missing across pages.
+        """
+        _check_limit(page_size)
+        cursor = decode_page_token(page_token)
         c = validation_facts.c
-        stmt = (
-            select(validation_facts)
-            .where(c.queue == queue, c.project == project)
-            .order_by(c.created_at.desc(), c.uri)
-            .offset(offset)
-            .limit(page_size + 1)
-        )
-        async with self._tx() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        facts = [convert.fact_from_row(r) for r in rows[:page_size]]
-        token = _encode_token(offset + page_size) if len(rows) > page_size else ""
-        return facts, token
-
-    async def count_facts(self, queue: str) -> int:
-        async with self._tx() as conn:
-            value = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(validation_facts)
-                    .where(validation_facts.c.queue == queue)
+        statement = select(validation_facts).where(c.queue == queue, c.project == project)
+        if cursor is not None:
+            statement = statement.where(
+                or_(
+                    c.created_at < cursor.created_at,
+                    and_(c.created_at == cursor.created_at, c.uri > cursor.uri),
                 )
-            ).scalar_one()
-        return int(value)
+            )
+        statement = statement.order_by(c.created_at.desc(), c.uri).limit(page_size + 1)
+        rows = await self._all(statement)
+        facts = [convert.fact_from_row(r) for r in rows[:page_size]]
+        if len(rows) <= page_size:
+            return facts, ""
+        last = facts[-1]
+        return facts, encode_page_token(FactCursor(last.created_at, last.uri))
 
-    # CAS ------------------------------------------------------------------
+    # Hook deliveries
 
-    async def _cas(
-        self, table: Table, key: list[Any], old_version: int, values: dict[str, Any]
+    async def create_hook_delivery(self, delivery: HookDelivery) -> HookDelivery:
+        """Create-only; ``AlreadyExists.existing`` is the stored row."""
+        values = convert.hook_delivery_values(delivery)
+        if not await self._insert_if_absent(hook_deliveries, values):
+            existing = await self.get_hook_delivery(
+                delivery.queue, delivery.event_id, delivery.hook
+            )
+            raise AlreadyExists(
+                f"{delivery.queue}: event {delivery.event_id} already has a delivery to "
+                f"{delivery.hook}",
+                existing,
+            )
+        return delivery
+
+    async def get_hook_delivery(self, queue: str, event_id: str, hook: str) -> HookDelivery | None:
+        c = hook_deliveries.c
+        row = await self._one(
+            select(hook_deliveries).where(c.queue == queue, c.event_id == event_id, c.hook == hook)
+        )
+        return convert.hook_delivery_from_row(row) if row else None
+
+    async def update_hook_delivery(self, old: HookDelivery, new: HookDelivery) -> HookDelivery:
+        """CAS from ``old`` to ``new`` (``new.version == old.version + 1``)."""
+        await self._compare_and_swap(
+            hook_deliveries,
+            {"queue": old.queue, "event_id": old.event_id, "hook": old.hook},
+            old.version,
+            convert.hook_delivery_values(new),
+        )
+        return new
+
+    # Plumbing
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def _one(self, statement: Select[Any]) -> RowMapping | None:
+        async with self._transaction() as conn:
+            row: RowMapping | None = (await conn.execute(statement)).mappings().first()
+        return row
+
+    async def _all(self, statement: Select[Any]) -> Sequence[RowMapping]:
+        async with self._transaction() as conn:
+            rows: Sequence[RowMapping] = (await conn.execute(statement)).mappings().all()
+        return rows
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _insert_or_skip(self, table: Table, values: dict[str, Any]) -> ReturningInsert[Any]:
+        key = list(table.primary_key.columns)
+        return (
+            self._insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=key)
+            .returning(*key)
+        )
+
+    async def _insert_if_absent(self, table: Table, values: dict[str, Any]) -> bool:
+        """Insert one row unless its primary key exists; True when this call inserted it."""
+        statement = self._insert_or_skip(table, convert.check_lengths(table, values))
+        async with self._transaction() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def _compare_and_swap(
+        self, table: Table, key: dict[str, Any], old_version: int, values: dict[str, Any]
     ) -> None:
         if values["version"] != old_version + 1:
             raise StorageError(
-                f"{table.name}: a CAS must write version {old_version + 1}, got {values['version']}"
+                f"{table.name}: a CAS from version {old_version} must write version "
+                f"{old_version + 1}, not {values['version']}"
             )
-        stmt = update(table).where(and_(*key, table.c.version == old_version)).values(**values)
-        async with self._tx() as conn:
-            result = await conn.execute(stmt)
-        if result.rowcount != 1:
-            raise VersionMismatch(f"{table.name}: version {old_version} is no longer current")
+        if any(values[name] != value for name, value in key.items()):
+            raise StorageError(f"{table.name}: a CAS cannot change the key {key}")
+        convert.check_lengths(table, values)
+        where = [table.c[name] == value for name, value in key.items()]
+        changes = {
+            name: value
+            for name, value in values.items()
+            if name not in key and name not in _IMMUTABLE_COLUMNS
+        }
+        statement = update(table).where(*where, table.c.version == old_version).values(changes)
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+            if result.rowcount == 1:
+                return
+            stored = (await conn.execute(select(table.c.version).where(*where))).scalar()
+        if stored is None:
+            raise StorageError(f"{table.name} {key}: no such row to update")
+        raise VersionMismatch(
+            f"{table.name} {key}: expected version {old_version}, the stored one is {stored}"
+        )
 
 
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o{offset}".encode()).decode()
+def _request_key(rid: RequestId) -> list[ColumnElement[bool]]:
+    return [requests.c.queue == rid.queue, requests.c.n == rid.n]
 
 
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        if not text.startswith("o"):
-            raise ValueError(text)
-        return max(0, int(text[1:]))
-    except (ValueError, UnicodeDecodeError):
-        from stovepipe.domain import InvalidInput
-
-        raise InvalidInput("page_token is not one this server issued") from None
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise InvalidInput(f"a page or limit must be at least 1, got {limit}")

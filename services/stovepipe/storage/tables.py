@@ -1,12 +1,22 @@
-"""Table definitions. Every primary key leads with the queue name (shardable by Queue)."""
+"""Table definitions; the migrations in ``migrations/versions`` create exactly these.
+
+Every primary key leads with the queue name, so the data can be sharded by
+Queue. Constraint and index names come from the naming convention below, so
+they are the same on every backend and a later migration can refer to them.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
+    Dialect,
     Float,
     Index,
     Integer,
@@ -14,7 +24,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+
+from stovepipe.domain import MAX_QUEUE_NAME_LENGTH
+from stovepipe.domain.errors import InvalidInput
 
 metadata = MetaData(
     naming_convention={
@@ -26,9 +40,38 @@ metadata = MetaData(
     }
 )
 
-QUEUE = 128
+QUEUE = MAX_QUEUE_NAME_LENGTH
+NAME = 256
 URI = 1024
-ID = 256
+STATE = 16
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware instant, stored and returned in UTC on every backend.
+
+    SQLite has no time zones: it would keep the wall-clock digits of whatever
+    offset it was given and hand back a naive value. Converting to UTC on the
+    way in and tagging UTC on the way out makes both backends agree, and keeps
+    SQLite's text timestamps in an order that compares correctly. A naive
+    datetime is refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(f"datetime {value.isoformat()} has no time zone; pass an aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 queues = Table(
     "queues",
@@ -36,11 +79,11 @@ queues = Table(
     Column("queue", String(QUEUE), primary_key=True),
     Column("version", Integer, nullable=False),
     Column("last_green_uri", String(URI)),
-    Column("last_green_request_id", String(ID)),
-    Column("latest_request_id", String(ID)),
+    Column("last_green_request_id", String(NAME)),
+    Column("latest_request_id", String(NAME)),
     Column("slot_holders", JSON, nullable=False),
     Column("in_flight_count", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 request_counters = Table(
@@ -55,44 +98,44 @@ requests = Table(
     metadata,
     Column("queue", String(QUEUE), primary_key=True),
     Column("n", Integer, primary_key=True, autoincrement=False),
-    Column("id", String(ID), nullable=False, unique=True),
+    Column("id", String(NAME), nullable=False),
     Column("uri", String(URI), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", String(STATE), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("trigger", String(64), nullable=False),
-    Column("build_strategy", String(16)),
+    Column("trigger", String(NAME), nullable=False),
+    Column("build_strategy", String(STATE)),
     Column("base_uri", String(URI)),
-    Column("build_id", String(ID)),
+    Column("build_id", String(NAME)),
     Column("reason", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("slot_held", Boolean, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_requests_queue_state", "queue", "state"),
-    Index("ix_requests_state_updated_at", "state", "updated_at"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
+Index(None, requests.c.queue, requests.c.state)
+Index(None, requests.c.state, requests.c.updated_at)
 
 request_dedup = Table(
     "request_dedup",
     metadata,
     Column("queue", String(QUEUE), primary_key=True),
     Column("uri", String(URI), primary_key=True),
-    Column("request_id", String(ID), nullable=False),
+    Column("request_id", String(NAME), nullable=False),
 )
 
 builds = Table(
     "builds",
     metadata,
     Column("queue", String(QUEUE), primary_key=True),
-    Column("build_id", String(ID), primary_key=True),
-    Column("request_id", String(ID), nullable=False),
-    Column("project", String(QUEUE), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("build_id", String(NAME), primary_key=True),
+    Column("request_id", String(NAME), nullable=False),
+    Column("project", String(NAME), nullable=False),
+    Column("status", String(STATE), nullable=False),
     Column("targets", JSON, nullable=False),
     Column("message", Text, nullable=False),
     Column("version", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 validation_facts = Table(
@@ -100,25 +143,32 @@ validation_facts = Table(
     metadata,
     Column("queue", String(QUEUE), primary_key=True),
     Column("uri", String(URI), primary_key=True),
-    Column("project", String(QUEUE), primary_key=True),
+    Column("project", String(NAME), primary_key=True),
     Column("degree", Float, nullable=False),
-    Column("request_id", String(ID), nullable=False),
-    Column("origin", String(16), nullable=False),
+    Column("request_id", String(NAME), nullable=False),
+    Column("origin", String(STATE), nullable=False),
     Column("reason", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_validation_facts_listing", "queue", "project", "created_at"),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("degree >= 0 AND degree <= 1", name="degree_in_unit_interval"),
+)
+Index(
+    None,
+    validation_facts.c.queue,
+    validation_facts.c.project,
+    validation_facts.c.created_at,
+    validation_facts.c.uri,
 )
 
 hook_deliveries = Table(
     "hook_deliveries",
     metadata,
     Column("queue", String(QUEUE), primary_key=True),
-    Column("event_id", String(ID), primary_key=True),
-    Column("hook", String(QUEUE), primary_key=True),
-    Column("status", String(16), nullable=False),
+    Column("event_id", String(NAME), primary_key=True),
+    Column("hook", String(NAME), primary_key=True),
+    Column("status", String(STATE), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text, nullable=False),
     Column("version", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -1,113 +1,294 @@
-"""A throwaway PostgreSQL cluster on a free loopback port.
+"""A throwaway PostgreSQL 15 cluster for tests, benchmarks and fault injection.
 
-PostgreSQL refuses to run as root, so when we are root the cluster's files are
-owned by ``postgres`` and every server command runs through ``runuser``.
+The cluster lives in a fresh temporary directory: data, server log and unix
+socket. It listens on 127.0.0.1 only, on a free port, with fsync and
+synchronous commit off (nothing in it needs to survive a power cut), and
+trusts every local connection. PostgreSQL refuses to run as root, so when the
+current user is root the directory is handed to the ``postgres`` account and
+every server command runs through ``runuser -u postgres --``.
+
+Usage::
+
+    with PostgresCluster() as cluster:
+        url = cluster.create_database("t1")
+        ...
+        cluster.restart()   # same data directory, same port
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import TracebackType
 
-DEFAULT_BIN = Path("/usr/lib/postgresql/15/bin")
+DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 INSTALL_HINT = (
-    "PostgreSQL 15 server binaries are needed under /usr/lib/postgresql/15/bin "
-    "(Debian: `apt-get install postgresql-15`), or set STOVEPIPE_DATABASE_URL to a running server"
+    "install the PostgreSQL 15 server (Debian/Ubuntu: `apt-get install postgresql-15`, "
+    "which puts initdb and pg_ctl under /usr/lib/postgresql/15/bin), or point "
+    "STOVEPIPE_DATABASE_URL at a running PostgreSQL"
 )
+SERVER_USER = "postgres"
+_TOOLS = ("initdb", "pg_ctl", "pg_isready", "createdb", "dropdb")
+_PORT_ATTEMPTS = 3
+_POLL_INTERVAL_S = 0.05
 
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL could be started; the message says what to install."""
+    """No cluster could be started or used; the message says what is missing."""
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 class PostgresCluster:
-    """initdb + pg_ctl in a temporary directory; ``url`` is ready after :meth:`start`."""
+    """initdb and pg_ctl in a temporary directory; :attr:`url` works after :meth:`start`.
 
-    def __init__(self, bin_dir: Path = DEFAULT_BIN, port: int | None = None) -> None:
+    ``start``/``stop``/``restart`` may be called any number of times (the
+    data survives them); ``destroy`` stops the server and removes everything.
+    """
+
+    def __init__(
+        self,
+        bin_dir: Path = DEFAULT_BIN_DIR,
+        *,
+        port: int | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
         self.bin_dir = bin_dir
         self.port = port or free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="stovepipe-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self._as_postgres = os.geteuid() == 0
+        self._fixed_port = port is not None
+        self._base_dir = base_dir
+        self._as_server_user = os.geteuid() == 0
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """The temporary directory holding ``data/``, ``server.log`` and the socket."""
+        if self._root is None:
+            raise PostgresUnavailable("the cluster has not been started")
+        return self._root
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        """The ``postgres`` maintenance database, for administration."""
+        return self.database_url("postgres")
 
     def database_url(self, name: str) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
 
-    def _cmd(self, tool: str, *args: str) -> list[str]:
-        argv = [str(self.bin_dir / tool), *args]
-        return ["runuser", "-u", "postgres", "--", *argv] if self._as_postgres else argv
-
-    def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(self._cmd(tool, *args), capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise PostgresUnavailable(f"{tool} failed ({done.returncode}): {done.stderr.strip()}")
+    @property
+    def running(self) -> bool:
+        if self._root is None or not (self.data_dir / "postmaster.pid").exists():
+            return False
+        status = subprocess.run(
+            self._command("pg_ctl", "status", "-D", str(self.data_dir)),
+            capture_output=True,
+            check=False,
+        )
+        return status.returncode == 0
 
     def start(self, timeout_s: float = 60.0) -> PostgresCluster:
-        if not (self.bin_dir / "initdb").exists():
-            raise PostgresUnavailable(INSTALL_HINT)
-        if self._as_postgres:
-            shutil.chown(self.root, "postgres", "postgres")
-        if not self.data.exists():
-            self._run(
-                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
-            )
-        self._start_server(timeout_s)
-        return self
-
-    def _start_server(self, timeout_s: float) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready = subprocess.run(
-                [str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                capture_output=True,
-                check=False,
-            )
-            if ready.returncode == 0:
-                return
-            time.sleep(0.05)
-        raise PostgresUnavailable(f"PostgreSQL did not accept connections in {timeout_s:.0f}s")
+        """Create the cluster on first use, start the server, wait until it accepts connections."""
+        self._check_installation()
+        if self._root is None:
+            self._root = self._make_root()
+            self._initdb()
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self._start_server(timeout_s)
+                return self
+            except PostgresUnavailable:
+                if self._fixed_port or attempt == _PORT_ATTEMPTS or not self._port_taken():
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
 
     def stop(self, mode: str = "fast") -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        """Stop the server (``fast``, ``smart`` or ``immediate``, which is a simulated crash)."""
+        if self._root is None or not (self.data_dir / "postmaster.pid").exists():
+            return
+        self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w")
 
-    def restart(self) -> None:
-        """Stop and start on the same data and port (fault injection)."""
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Stop and start on the same data directory and port."""
         self.stop()
-        self._start_server(60.0)
+        self._start_server(timeout_s)
 
     def destroy(self) -> None:
+        """Stop the server at once and delete the directory; safe to call twice."""
+        if self._root is None:
+            return
         try:
             self.stop("immediate")
         finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
     def create_database(self, name: str) -> str:
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        """Create database ``name`` and return its URL."""
+        self._run("createdb", *self._client_args(), name)
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
+        """Drop database ``name``, disconnecting whoever is still connected."""
+        self._run("dropdb", *self._client_args(), "--force", "--if-exists", name)
+
+    def __enter__(self) -> PostgresCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+    def _check_installation(self) -> None:
+        missing = [tool for tool in _TOOLS if not (self.bin_dir / tool).is_file()]
+        if missing:
+            raise PostgresUnavailable(
+                f"{', '.join(missing)} not found in {self.bin_dir}; {INSTALL_HINT}"
+            )
+        if not self._as_server_user:
+            return
+        if shutil.which("runuser") is None:
+            raise PostgresUnavailable(
+                "running as root, PostgreSQL must run as another user, and runuser "
+                "(util-linux) is not installed"
+            )
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise PostgresUnavailable(
+                f"running as root, and there is no {SERVER_USER!r} user to run PostgreSQL as; "
+                f"{INSTALL_HINT}"
+            ) from None
+
+    def _make_root(self) -> Path:
+        root = Path(tempfile.mkdtemp(prefix="stovepipe-pg-", dir=self._base_dir))
+        if self._as_server_user:
+            shutil.chown(root, SERVER_USER, SERVER_USER)
+            blocked = _first_untraversable_parent(root)
+            if blocked is not None:
+                shutil.rmtree(root, ignore_errors=True)
+                raise PostgresUnavailable(
+                    f"the {SERVER_USER} user cannot reach {root}: {blocked} is not "
+                    "world-searchable; pass base_dir (e.g. /tmp) or set TMPDIR"
+                )
+        return root
+
+    def _initdb(self) -> None:
         self._run(
-            "dropdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "--force", name
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SERVER_USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
         )
+
+    def _start_server(self, timeout_s: float) -> None:
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.root}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+            ]
+        )
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(max(1, int(timeout_s))),
+        )
+        self._wait_until_ready(timeout_s)
+
+    def _wait_until_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        probe = [str(self.bin_dir / "pg_isready"), *self._client_args(), "-d", "postgres"]
+        while True:
+            if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise PostgresUnavailable(
+                    f"PostgreSQL on 127.0.0.1:{self.port} did not accept connections within "
+                    f"{timeout_s:.0f}s; server log:\n{self._log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL_S)
+
+    def _port_taken(self) -> bool:
+        log = self._log_tail()
+        return "could not bind" in log or "Address already in use" in log
+
+    def _client_args(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", SERVER_USER]
+
+    def _command(self, tool: str, *args: str) -> list[str]:
+        argv = [str(self.bin_dir / tool), *args]
+        if self._as_server_user:
+            return ["runuser", "-u", SERVER_USER, "--", *argv]
+        return argv
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            self._command(tool, *args),
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self._root or None,
+        )
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()
+            log = self._log_tail() if tool == "pg_ctl" else ""
+            raise PostgresUnavailable(
+                f"{tool} exited with {done.returncode}: {output}"
+                + (f"\nserver log:\n{log}" if log else "")
+            )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except (OSError, PostgresUnavailable):
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _first_untraversable_parent(path: Path) -> Path | None:
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            return parent
+    return None
