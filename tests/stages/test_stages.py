@@ -261,3 +261,50 @@ async def test_sweeper_leaves_a_followed_build_alone_and_rescues_an_orphan(pipe:
     request = await pipe.store.get_request(rid)
     assert request and request.state is RequestState.SUCCEEDED
     assert len(pipe.runner.triggers) == 1  # re-driving did not start a second build
+
+
+async def test_sweeper_records_verdicts_whose_record_messages_were_lost(pipe: Pipeline) -> None:
+    from datetime import timedelta
+
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    sweeper = StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+    commit = pipe.repo().advance("main", {"src/a.py": "1"})
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    settled = await pipe.store.get_request(rid)
+    assert settled and settled.state is RequestState.SUCCEEDED
+    assert await pipe.store.get_fact(Q, settled.uri, "") is None
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == []  # not stale yet
+    pipe.clock.now += timedelta(minutes=10)
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == [rid]
+    await pipe.drain()
+    fact = await pipe.store.get_fact(Q, settled.uri, "")
+    assert fact and fact.green and fact.request_id == rid
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.last_green_request_id == rid
+    assert pipe.repo().head("verified-main") == commit
+    pipe.clock.now += timedelta(minutes=10)
+    assert await sweeper.sweep_once(timedelta(minutes=5)) == []  # nothing left to mend
+
+
+async def test_sweeper_moves_a_promotion_ref_left_behind_the_bookmark(pipe: Pipeline) -> None:
+    from datetime import timedelta
+
+    import grpc
+
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    sweeper = StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+    commit = pipe.repo().advance("main", {"src/a.py": "1"})
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    pipe.sc.fail("promote", grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await pipe.handlers[topics.RECORD](topics_pb2.RecordMessage(request_id=rid, queue=Q))
+    queue = await pipe.store.get_queue(Q)
+    assert queue and queue.last_green_request_id == rid  # the bookmark moved ...
+    assert pipe.repo().head("verified-main") is None  # ... and then the message was lost
+    pipe.clock.now += timedelta(minutes=10)
+    await sweeper.sweep_once(timedelta(minutes=5))
+    assert pipe.repo().head("verified-main") == commit

@@ -229,6 +229,29 @@ class Store:
         )
         return [convert.request_from_row(r) for r in await self._all(statement)]
 
+    async def list_unrecorded_requests(
+        self, updated_after: datetime, updated_before: datetime, limit: int = 100
+    ) -> list[Request]:
+        """Settled Requests (succeeded / failed) with no whole-repository fact yet, oldest first.
+
+        A verdict whose record message was lost (a broker that forgot its data)
+        would otherwise never be written; the sweeper asks for these. The window
+        keeps each pass from scanning the whole history.
+        """
+        _check_limit(limit)
+        c = requests.c
+        f = validation_facts.c
+        has_fact = select(f.uri).where(f.queue == c.queue, f.uri == c.uri, f.project == "").exists()
+        statement = (
+            select(requests)
+            .where(c.state.in_([RequestState.SUCCEEDED.value, RequestState.FAILED.value]))
+            .where(c.updated_at >= updated_after, c.updated_at < updated_before)
+            .where(~has_fact)
+            .order_by(c.updated_at, c.queue, c.n)
+            .limit(limit)
+        )
+        return [convert.request_from_row(r) for r in await self._all(statement)]
+
     # Builds
 
     async def create_build(self, build: Build) -> Build:
