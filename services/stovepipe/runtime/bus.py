@@ -44,6 +44,7 @@ from stovepipe.messaging import (
     spec,
 )
 from stovepipe.messaging import headers as hdr
+from stovepipe.runtime.broker_watch import EPOCH_TOPIC
 from stovepipe.stages.ports import Handler
 from stovepipe.v1 import topics_pb2
 
@@ -76,6 +77,7 @@ def all_topics() -> list[str]:
     names = [t.name for t in PIPELINE_TOPICS]
     return [
         *names,
+        EPOCH_TOPIC,
         *(dlq(n) for n in names),
         *(poison(n) for n in names),
         *(tier_topic(t) for t in DEFAULT_TIERS_S),

@@ -10,7 +10,6 @@ Children get one generated configuration file with every address filled in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import sys
@@ -27,6 +26,7 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
+from stovepipe.runtime.broker_watch import EXIT_RESTART
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
 from stovepipe.runtime.worker_process import STAGES
 from stovepipe.storage.migrate import upgrade
@@ -209,15 +209,20 @@ async def run_embedded_stack(config: StovepipeConfig, state_dir: Path) -> int:
             console.print(stack.table())
             console.print(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
             stopped = asyncio.ensure_future(stop.wait())
-            died = asyncio.ensure_future(stack.supervisor.wait_any_exit())
-            done, _ = await asyncio.wait({stopped, died}, return_when=asyncio.FIRST_COMPLETED)
-            for fut in (stopped, died):
-                fut.cancel()
-            if died in done:
-                with contextlib.suppress(asyncio.CancelledError):
-                    child = died.result()
-                    console.print(f"[red]{stack.supervisor.describe_exit(child)}[/red]")
-                    return 1
+            while True:
+                died = asyncio.ensure_future(stack.supervisor.wait_any_exit())
+                done, _ = await asyncio.wait({stopped, died}, return_when=asyncio.FIRST_COMPLETED)
+                if died not in done:
+                    died.cancel()
+                    break
+                child = died.result()
+                if child.process.returncode == EXIT_RESTART:
+                    console.print(f"{child.spec.name} asked to be restarted; restarting")
+                    await stack.supervisor.respawn(child)
+                    continue
+                stopped.cancel()
+                console.print(f"[red]{stack.supervisor.describe_exit(child)}[/red]")
+                return 1
             console.print("stopping ...")
     except (ChildExited, TimeoutError) as exc:
         console.print(f"[red]could not start the stack:[/red] {exc}")

@@ -3,7 +3,9 @@
 ``stovepipe up`` uses it to run extensions, workers and the API as separate
 processes, the same shape as a production deployment. Each child writes to
 its own log file; a child that exits unexpectedly brings the unit down, so a
-half-running stack never looks healthy.
+half-running stack never looks healthy — except a child that exits with
+``EXIT_RESTART`` (75), which asks to be started again (a worker that found its
+broker emptied does that).
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ class Supervisor:
         raise TimeoutError(
             f"{child.spec.name} not ready after {timeout_s:.0f}s; see {child.spec.log_path}"
         )
+
+    async def respawn(self, child: Child) -> Child:
+        """Start an exited child again in its place (same spec, same log file)."""
+        index = self._children.index(child)
+        self._children.pop(index)
+        fresh = await self.start(child.spec)
+        self._children.remove(fresh)
+        self._children.insert(index, fresh)
+        return fresh
 
     async def wait_any_exit(self) -> Child:
         """Return the first child that exits (normally never, while the stack runs)."""

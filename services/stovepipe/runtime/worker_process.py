@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
 from stovepipe.config import StovepipeConfig
-from stovepipe.runtime.bus import open_bus, run_delay_forwarder
+from stovepipe.delays import DEFAULT_TIERS_S, tier_topic
+from stovepipe.messaging import ensure_topics
+from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
+from stovepipe.runtime.bus import all_topics, kafka_settings, open_bus, run_delay_forwarder
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.wiring import (
     Collaborators,
@@ -32,7 +37,10 @@ async def run_worker(config: StovepipeConfig, stage: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if stage == "delay":
-        await run_delay_forwarder(config, stop)
+        async with _restart_on_empty_broker(
+            config, stage, [tier_topic(t) for t in DEFAULT_TIERS_S]
+        ):
+            await run_delay_forwarder(config, stop)
         return
     if stage == "sweeper":
         await run_sweeper(config, stop)
@@ -47,7 +55,8 @@ async def run_worker(config: StovepipeConfig, stage: str) -> None:
             handlers = reconcile_handlers(parts)
         else:
             handlers = {stage: stage_handlers(parts)[stage]}
-        async with bus.consume_all(handlers):
+        consumed = [topic for topic, _ in handlers.values()]
+        async with _restart_on_empty_broker(config, stage, consumed), bus.consume_all(handlers):
             log.info("worker %s consuming %s", stage, ", ".join(t for t, _ in handlers.values()))
             print(f"worker {stage} ready", flush=True)
             await stop.wait()
@@ -71,3 +80,34 @@ async def run_sweeper(config: StovepipeConfig, stop: asyncio.Event) -> None:
                 log.exception("sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), stale_after.total_seconds() / 4)
+
+
+@contextlib.asynccontextmanager
+async def _restart_on_empty_broker(
+    config: StovepipeConfig, stage: str, topics: Iterable[str]
+) -> AsyncIterator[None]:
+    """Exit with ``EXIT_RESTART`` when the broker comes back without our topics.
+
+    Nothing is committed or drained: whatever was in flight was lost with the
+    broker, storage still has the truth, and the sweeper re-drives it.
+    """
+
+    def restart(missing: list[str]) -> None:
+        log.error(
+            "worker %s: the broker lost its topics (%s); exiting with %d to be started afresh",
+            stage,
+            ", ".join(missing[:5]),
+            EXIT_RESTART,
+        )
+        logging.shutdown()
+        os._exit(EXIT_RESTART)
+
+    settings = kafka_settings(config, f"stovepipe-{stage}")
+    await ensure_topics(settings, all_topics())  # the marker must exist before it is watched
+    watch = asyncio.create_task(watch_topics(settings, list(topics), restart))
+    try:
+        yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch

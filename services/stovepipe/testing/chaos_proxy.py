@@ -1,0 +1,176 @@
+"""A gRPC proxy that sits in front of an extension and misbehaves on request.
+
+The fault-injection suite points Stovepipe's workers at this proxy instead of
+at the real SourceControl or BuildRunner server, so the extension can be made
+unavailable, slow, wrong or incomprehensible without touching its code. Every
+method is forwarded as raw bytes, so one proxy serves any unary contract.
+
+Faults are set per method name (``"Trigger"``) or for all methods (``"*"``):
+
+* ``UNAVAILABLE`` / ``INTERNAL`` / ``NOT_FOUND`` …: answer with that status code;
+* ``GARBAGE``: answer bytes that are not a protobuf message at all;
+* ``EMPTY``: answer a well-formed but empty message (every field at its default);
+* ``HOLD``: keep the call open until :meth:`ChaosProxy.release` — this is how a
+  test catches a worker *inside* a handler before killing it.
+
+``calls_in_flight(method)`` tells how many calls are currently being held or
+forwarded, so a test can wait for the moment it wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from stovepipe.grpcutil import open_channel
+
+ALL = "*"
+
+# A length-delimited field whose declared length runs past the end of the
+# buffer: every protobuf parser rejects it.
+GARBAGE_BYTES = b"\x0a\xff\xff\xff\x0f\x01\x02"
+
+
+class Fault(enum.StrEnum):
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+    NOT_FOUND = "not_found"
+    GARBAGE = "garbage"
+    EMPTY = "empty"
+    HOLD = "hold"
+
+
+_STATUS = {
+    Fault.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Fault.INTERNAL: grpc.StatusCode.INTERNAL,
+    Fault.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+}
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class ChaosProxy:
+    """Forward unary calls to ``upstream`` unless a fault is set for the method."""
+
+    def __init__(self, upstream: str, listen: str = "127.0.0.1:0") -> None:
+        self.upstream = upstream
+        self._listen = listen
+        self._faults: dict[str, Fault] = {}
+        self._released = asyncio.Event()
+        self._in_flight: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> ChaosProxy:
+        self._channel = open_channel(self.upstream)
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((_Forwarder(self._call),))
+        self.port = server.add_insecure_port(self._listen)
+        await server.start()
+        self._server = server
+        return self
+
+    async def stop(self) -> None:
+        self.release()
+        if self._server is not None:
+            await self._server.stop(0.5)
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    def set_fault(self, method: str, fault: Fault) -> None:
+        """Misbehave on ``method`` (a short name like ``"Status"`` or ``ALL``) from now on."""
+        if fault is Fault.HOLD:
+            self._released.clear()
+        self._faults[method] = fault
+
+    def clear(self, method: str | None = None) -> None:
+        """Behave again (on ``method``, or everywhere) and let held calls through."""
+        if method is None:
+            self._faults.clear()
+        else:
+            self._faults.pop(method, None)
+        if Fault.HOLD not in self._faults.values():
+            self.release()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def calls_in_flight(self, method: str) -> int:
+        return self._in_flight[method]
+
+    def _fault_for(self, method: str) -> Fault | None:
+        return self._faults.get(method) or self._faults.get(ALL)
+
+    async def _call(self, full_method: str, request: bytes, context: Any) -> bytes:
+        method = full_method.rsplit("/", 1)[-1]
+        self._in_flight[method] += 1
+        try:
+            fault = self._fault_for(method)
+            if fault is Fault.HOLD:
+                self.injected[f"{method}:{fault}"] += 1
+                await self._released.wait()
+                fault = self._fault_for(method)
+            if fault is not None and fault is not Fault.HOLD:
+                self.injected[f"{method}:{fault}"] += 1
+                if fault is Fault.GARBAGE:
+                    return GARBAGE_BYTES
+                if fault is Fault.EMPTY:
+                    return b""
+                await context.abort(_STATUS[fault], f"chaos proxy: injected {fault}")
+            return await self._forward(full_method, request, context)
+        finally:
+            self._in_flight[method] -= 1
+
+    async def _forward(self, full_method: str, request: bytes, context: Any) -> bytes:
+        assert self._channel is not None
+        call = self._channel.unary_unary(
+            full_method, request_serializer=_identity, response_deserializer=_identity
+        )
+        remaining = context.time_remaining()
+        try:
+            response: bytes = await call(request, timeout=remaining)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "")
+            raise AssertionError("unreachable") from exc
+        return response
+
+
+class _Forwarder(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Route every method, undecoded, to one coroutine."""
+
+    def __init__(self, call: Callable[[str, bytes, Any], Any]) -> None:
+        self._call = call
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes]:
+        method: str = handler_call_details.method
+
+        async def handle(request: bytes, context: Any) -> bytes:
+            result: bytes = await self._call(method, request, context)
+            return result
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+@contextlib.asynccontextmanager
+async def chaos_proxy(upstream: str) -> Any:
+    proxy = await ChaosProxy(upstream).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

@@ -1,0 +1,162 @@
+"""The safety and liveness invariants the fault-injection suite checks.
+
+Safety, watched continuously while faults happen (:meth:`InvariantWatch.observe`):
+
+* no falsely green fact — a green fact for a commit whose build is truly broken;
+* no dishonest build verdict — a broken fact of origin ``build`` for a commit
+  that is truly green (a fault may fail a commit *closed*, never blame its code);
+* no fact overwritten — a fact, once seen, never changes;
+* the bookmark never moves backwards in ingest order, and never names a
+  commit without a green fact;
+* the promotion ref never moves backwards in the branch's history.
+
+Liveness and bookkeeping, which must all hold within a bounded time after the
+faults stop (:meth:`InvariantWatch.liveness_problems`): every ingested head is terminal and every
+verdict is recorded, ``in_flight_count`` equals the number of admitted
+non-terminal Requests (and the slot holders are exactly those), the bookmark
+sits on the newest green Request and the promotion ref on the bookmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from dataclasses import dataclass, field
+
+from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
+from stovepipe.storage import Store
+from stovepipe.testing.fault_stack import QueueRepo
+
+_VERDICTS = (RequestState.SUCCEEDED, RequestState.FAILED)
+
+
+def commit_of(uri: str) -> str:
+    """The commit id inside an opaque git URI (``git+<key>#<branch>@<sha>``)."""
+    return uri.rsplit("@", 1)[-1]
+
+
+@dataclass
+class InvariantWatch:
+    store: Store
+    repos: dict[str, QueueRepo]
+    violations: list[str] = field(default_factory=list)
+    observations: int = 0
+    _facts: dict[tuple[str, str, str], ValidationFact] = field(default_factory=dict)
+    _bookmark_n: dict[str, int] = field(default_factory=dict)
+    _promotion_pos: dict[str, int] = field(default_factory=dict)
+
+    def _violate(self, text: str) -> None:
+        if text not in self.violations:
+            self.violations.append(text)
+
+    async def observe(self) -> None:
+        """One snapshot of facts, bookmarks and promotion refs; storage errors skip it."""
+        try:
+            for queue, repo in self.repos.items():
+                await self._observe_queue(queue, repo)
+        except Exception:  # the database may be the fault being injected right now
+            return
+        self.observations += 1
+
+    async def _observe_queue(self, queue: str, repo: QueueRepo) -> None:
+        facts = await self._all_facts(queue)
+        for fact in facts:
+            key = (fact.queue, fact.uri, fact.project)
+            seen = self._facts.setdefault(key, fact)
+            if seen != fact:
+                self._violate(f"fact overwritten: {key}: {seen} -> {fact}")
+            truth = repo.truth.get(commit_of(fact.uri))
+            if fact.green and truth is False:
+                self._violate(f"falsely green: {fact.uri} (request {fact.request_id})")
+            if not fact.green and fact.origin is FactOrigin.BUILD and truth is True:
+                self._violate(f"a good commit blamed by a build verdict: {fact.uri}")
+        state = await self.store.get_queue(queue)
+        if state is not None and state.last_green_request_id:
+            n = RequestId.parse(state.last_green_request_id).n
+            if n < self._bookmark_n.get(queue, 0):
+                self._violate(f"{queue}: bookmark moved back to request {n}")
+            self._bookmark_n[queue] = max(n, self._bookmark_n.get(queue, 0))
+            bookmarked = await self.store.get_fact(queue, state.last_green_uri or "", "")
+            if bookmarked is None or not bookmarked.green:
+                self._violate(f"{queue}: bookmark on {state.last_green_uri} without a green fact")
+        position = repo.position(await asyncio.to_thread(_ref, repo, "verified-main"))
+        if position < self._promotion_pos.get(queue, -1):
+            self._violate(f"{queue}: promotion ref moved back to commit #{position}")
+        self._promotion_pos[queue] = max(position, self._promotion_pos.get(queue, -1))
+
+    async def _all_facts(self, queue: str) -> list[ValidationFact]:
+        facts: list[ValidationFact] = []
+        token = ""
+        while True:
+            page, token = await self.store.list_facts(queue, "", page_size=200, page_token=token)
+            facts.extend(page)
+            if not token:
+                return facts
+
+    async def unsettled(self, request_ids: list[str]) -> list[str]:
+        """The ingested Requests that are not terminal, or terminal without their fact."""
+        waiting = []
+        for request_id in request_ids:
+            request = await self.store.get_request(request_id)
+            settled = request is not None and request.terminal
+            if settled and request is not None and request.state in _VERDICTS:
+                settled = await self.store.get_fact(request.queue, request.uri, "") is not None
+            if not settled:
+                waiting.append(request_id)
+        return waiting
+
+    async def liveness_problems(self, request_ids: list[str]) -> list[str]:
+        """What still keeps the run from being settled; empty once it is.
+
+        Poll it after the faults stop; whatever is left when the time bound
+        runs out is a liveness violation.
+        """
+        problems = [f"{r} not settled" for r in await self.unsettled(request_ids)]
+        for queue, repo in self.repos.items():
+            problems.extend(await self._queue_problems(queue, repo))
+        return problems
+
+    async def _queue_problems(self, queue: str, repo: QueueRepo) -> list[str]:
+        state = await self.store.get_queue(queue)
+        if state is None:
+            return []
+        problems = []
+        processing = await self.store.list_requests(
+            queue, states=[RequestState.PROCESSING], limit=1000
+        )
+        if state.in_flight_count != len(processing):
+            problems.append(
+                f"{queue}: in_flight_count {state.in_flight_count} != "
+                f"{len(processing)} admitted non-terminal Requests"
+            )
+        if set(state.slot_holders) != {r.id for r in processing}:
+            problems.append(f"{queue}: slot holders {sorted(state.slot_holders)} != processing")
+        newest_green = await self.store.list_requests(
+            queue, states=[RequestState.SUCCEEDED], limit=1
+        )
+        if newest_green and state.last_green_request_id != newest_green[0].id:
+            problems.append(
+                f"{queue}: bookmark on {state.last_green_request_id}, "
+                f"newest green is {newest_green[0].id}"
+            )
+        if state.last_green_uri:
+            promoted = await asyncio.to_thread(_ref, repo, "verified-main")
+            if promoted != commit_of(state.last_green_uri):
+                problems.append(f"{queue}: promotion ref {promoted} behind the bookmark")
+        return problems
+
+    async def verdicts(self, request_ids: list[str]) -> dict[str, tuple[bool | None, str]]:
+        """Each Request's recorded verdict (green? / origin) next to nothing else."""
+        found: dict[str, tuple[bool | None, str]] = {}
+        for request_id in request_ids:
+            request = await self.store.get_request(request_id)
+            fact = await self.store.get_fact(request.queue, request.uri, "") if request else None
+            found[request_id] = (fact.green, fact.origin.value) if fact else (None, "")
+        return found
+
+
+def _ref(repo: QueueRepo, name: str) -> str | None:
+    try:
+        return repo.repo.ref(name)
+    except subprocess.CalledProcessError:
+        return None

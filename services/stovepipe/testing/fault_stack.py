@@ -1,0 +1,377 @@
+"""A production-shaped Stovepipe whose every part can be broken on purpose.
+
+The fault-injection suite and the soak run the product as a tree of real
+processes — the Tansu broker, PostgreSQL, the git SourceControl server, the
+local BuildRunner, one process per stage worker, the delay forwarder, the
+sweeper and the API — and then kill, restart and starve those processes while
+heads flow. Extensions are reached through :class:`ChaosProxy`, so they can
+also be made slow, failing or incomprehensible.
+
+A *keeper* task plays the role of a process supervisor (systemd, Kubernetes):
+a worker that dies is started again after a short pause. Git repositories are
+real, and the stack knows the true verdict of every commit it makes, so the
+invariant checks can tell a falsely green fact from an honest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from stovepipe.embedded.broker import EmbeddedBroker
+from stovepipe.grpcutil import open_channel
+from stovepipe.runtime.sample_repo import SampleRepo, Step
+from stovepipe.storage import Store, create_engine
+from stovepipe.storage.migrate import upgrade
+from stovepipe.testing.chaos_proxy import ChaosProxy
+from stovepipe.testing.postgres import PostgresCluster, free_port
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+WORKERS = ("process", "build", "buildsignal", "record", "reconcile", "delay", "sweeper")
+"""Worker processes, by the stage name ``stovepipe worker`` takes."""
+
+_GOOD = "def add(a, b):\n    return a + b\n"
+_BROKEN = "def add(a, b):\n    return a - b\n"
+_TEST = (
+    "import sys\nimport unittest\n\nsys.path.insert(0, 'src')\nfrom calc import add\n\n\n"
+    "class AddTest(unittest.TestCase):\n"
+    "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n\n"
+    "if __name__ == '__main__':\n    unittest.main()\n"
+)
+
+
+def fault_targets() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "unit-tests",
+            "command": f"{sys.executable} tests/test_calc.py",
+            "paths": ["src/**", "tests/**"],
+            "timeout_seconds": 60,
+        }
+    ]
+
+
+@dataclass
+class QueueRepo:
+    """One Queue's repository and the truth about each commit in it."""
+
+    queue: str
+    repo: SampleRepo
+    truth: dict[str, bool] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    _counter: int = 0
+
+    def commit(self, green: bool) -> str:
+        self._counter += 1
+        body = (_GOOD if green else _BROKEN) + f"# change {self._counter}\n"
+        files: dict[str, str | None] = {"src/calc.py": body}
+        if self._counter == 1:
+            files["tests/test_calc.py"] = _TEST
+        sha = self.repo.commit(Step(f"change {self._counter}", files, green))
+        self.truth[sha] = green
+        self.order.append(sha)
+        return sha
+
+    def position(self, sha: str | None) -> int:
+        """Index of ``sha`` in the (linear) history; -1 for none."""
+        return self.order.index(sha) if sha in self.order else -1
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class FaultStack:
+    """Start with :func:`fault_stack`; see the module docstring."""
+
+    def __init__(
+        self,
+        root: Path,
+        postgres: PostgresCluster,
+        *,
+        queues: int = 2,
+        sweeper_stale_after_s: float = 4.0,
+    ) -> None:
+        self.root = root
+        self.postgres = postgres
+        self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
+        self.queue_names = [f"fault/q{i}" for i in range(queues)]
+        self.repos: dict[str, QueueRepo] = {}
+        self.children: dict[str, Child] = {}
+        self.restarts: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self._held: set[str] = set()
+        self._sweeper_stale_after_s = sweeper_stale_after_s
+        self.database_url = ""
+        self.api_address = f"127.0.0.1:{free_port()}"
+        self.git_address = f"127.0.0.1:{free_port()}"
+        self.runner_address = f"127.0.0.1:{free_port()}"
+        self.git_proxy = ChaosProxy(self.git_address)
+        self.runner_proxy = ChaosProxy(self.runner_address)
+        self.store: Store | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self.stub: Any = None
+
+    # Start and stop
+
+    async def start(self) -> None:
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        database = f"faults_{uuid.uuid4().hex[:10]}"
+        self.database_url = await asyncio.to_thread(self.postgres.create_database, database)
+        await asyncio.to_thread(upgrade, self.database_url)
+        self.store = Store(create_engine(self.database_url))
+        await self.broker.start()
+        for i, name in enumerate(self.queue_names):
+            repo = SampleRepo(self.root / f"repo{i}").init()
+            self.repos[name] = QueueRepo(name, repo)
+        await self.git_proxy.start()
+        await self.runner_proxy.start()
+        config_path = self._write_config()
+        cli = [sys.executable, "-m", "stovepipe.cli.main"]
+        logs = self.root / "logs"
+        self._add("ext-git", [*cli, "ext", "git", "--listen", self.git_address,
+                              "--cache-dir", str(self.root / "git-cache")], logs)  # fmt: skip
+        self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
+                                 "--source-control", self.git_address,
+                                 "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
+        for stage in WORKERS:
+            self._add(
+                f"worker-{stage}", [*cli, "worker", stage, "--config", str(config_path)], logs
+            )
+        self._add("api", [*cli, "api", "--config", str(config_path)], logs)
+        for child in self.children.values():
+            await self._spawn(child)
+        await self._until_serving(self.git_address)
+        await self._until_serving(self.runner_address)
+        await self._until_serving(self.api_address)
+        self._channel = open_channel(self.api_address)
+        self.stub = pb_grpc.StovepipeServiceStub(self._channel)
+        self._keeper = asyncio.create_task(self._keep_alive())
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        await asyncio.gather(*(self._terminate(c) for c in self.children.values()))
+        await self.git_proxy.stop()
+        await self.runner_proxy.stop()
+        if self._channel is not None:
+            await self._channel.close(None)
+        if self.store is not None:
+            await self.store.close()
+        await self.broker.stop()
+        if self.database_url:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self.postgres.drop_database, self.database_url.rsplit("/", 1)[1]
+                )
+
+    def _write_config(self) -> Path:
+        policy = {"max_attempts": 10, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2}
+        data = {
+            "storage": {"url": self.database_url},
+            "kafka": {
+                "bootstrap_servers": self.broker.bootstrap_servers,
+                "topic_prefix": f"f{uuid.uuid4().hex[:6]}.",
+                "partitions": 2,
+            },
+            "api": {"listen": self.api_address},
+            "extensions": {
+                "sourcecontrol": {"git": {"address": self.git_proxy.address}},
+                "buildrunner": {"local": {"address": self.runner_proxy.address}},
+            },
+            "workers": {
+                "process": policy,
+                "build": policy,
+                "buildsignal": policy,
+                "record": policy,
+                "buildsignal_poll_interval_seconds": 0.2,
+                "sweeper_stale_after_seconds": self._sweeper_stale_after_s,
+            },
+            "queues": [
+                {
+                    "name": name,
+                    "source": {"repository": str(self.repos[name].repo.path), "ref": "main"},
+                    "build": {"targets": fault_targets()},
+                    "promotion_ref": "verified-main",
+                    "max_concurrent": 1 + i % 2,
+                }
+                for i, name in enumerate(self.queue_names)
+            ],
+        }
+        path = self.root / "stovepipe.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    # Children
+
+    def _add(self, name: str, argv: list[str], logs: Path) -> None:
+        self.children[name] = Child(name, argv, logs / f"{name}.log")
+
+    async def _spawn(self, child: Child) -> None:
+        with child.log_path.open("ab") as log_file:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        child.starts += 1
+
+    async def _terminate(self, child: Child, timeout_s: float = 20.0) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    async def _keep_alive(self) -> None:
+        """Restart any child that died, as a process supervisor would."""
+        while True:
+            await asyncio.sleep(0.5)
+            for child in self.children.values():
+                if child.alive or child.name in self._held:
+                    continue
+                self.restarts[child.name] += 1
+                log.info(
+                    "restarting %s (exit %s)",
+                    child.name,
+                    child.process and child.process.returncode,
+                )
+                await self._spawn(child)
+
+    async def kill(self, name: str) -> None:
+        """``kill -9`` the child (and its process group: builds die with the runner)."""
+        child = self.children[name]
+        if child.process is not None and child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            await child.process.wait()
+        self.faults[f"kill -9 {name}"] += 1
+
+    async def take_down(self, name: str) -> None:
+        """Kill a child and keep it down until :meth:`bring_up`."""
+        self._held.add(name)
+        await self.kill(name)
+
+    async def bring_up(self, name: str) -> None:
+        self._held.discard(name)
+        child = self.children[name]
+        if not child.alive:
+            await self._spawn(child)
+
+    async def restart_broker(self, down_s: float = 1.0) -> None:
+        """Kill the broker and start an empty one on the same port."""
+        await self.broker.kill()
+        self.faults["broker killed and restarted empty"] += 1
+        await asyncio.sleep(down_s)
+        await self.broker.start()
+
+    async def restart_postgres(self, mode: str = "immediate", down_s: float = 1.0) -> None:
+        """Stop PostgreSQL (``immediate`` is a crash) and start it again."""
+        await asyncio.to_thread(self.postgres.stop, mode)
+        self.faults[f"postgres restart ({mode})"] += 1
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.postgres.start)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.children[name].log_path
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_until(self, check: Any, timeout_s: float, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{what} not within {timeout_s:.0f}s")
+
+    async def _until_serving(self, address: str, timeout_s: float = 60.0) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async def serving() -> bool:
+            channel = open_channel(address)
+            try:
+                response = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1.0
+                )
+                return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.aio.AioRpcError:
+                return False
+            finally:
+                await channel.close(None)
+
+        await self.wait_until(serving, timeout_s, f"{address} serving")
+
+    # Work
+
+    async def push_and_ingest(self, queue: str, green: bool, timeout_s: float = 60.0) -> str:
+        """Commit on the Queue's branch, report the head, return the Request id.
+
+        Ingest is retried while the API or its database is away, as a poller would.
+        """
+        sha = await asyncio.to_thread(self.repos[queue].commit, green)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                response = await self.stub.Ingest(
+                    pb.IngestRequest(queue=queue, trigger="faults"), timeout=5.0
+                )
+                request_id: str = response.request_id
+                return request_id
+            except grpc.aio.AioRpcError as exc:
+                if loop.time() > deadline:
+                    raise TimeoutError(
+                        f"ingest of {sha[:10]} into {queue} kept failing: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def fault_stack(
+    root: Path, postgres: PostgresCluster, **options: Any
+) -> AsyncIterator[FaultStack]:
+    stack = FaultStack(root, postgres, **options)
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.stop()

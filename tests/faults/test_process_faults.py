@@ -1,0 +1,247 @@
+"""Fault injection on the real process tree: kill -9, an empty broker, a PostgreSQL crash,
+extensions that vanish, fail or talk nonsense.
+
+Every test runs the product as separate processes against a real Tansu broker
+and a real PostgreSQL 15 (its own cluster, because one test crashes it), makes
+real commits whose true verdict is known, injects its fault while heads are in
+flight, and then checks the invariants in ``stovepipe.testing.fault_checks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from stovepipe.testing.chaos_proxy import ALL, Fault
+from stovepipe.testing.fault_checks import InvariantWatch, commit_of
+from stovepipe.testing.fault_stack import FaultStack, fault_stack
+from stovepipe.testing.postgres import INSTALL_HINT, PostgresCluster, PostgresUnavailable
+
+SETTLE_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def fault_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this module's own: the suite crashes and restarts it."""
+    cluster = PostgresCluster(crash_safe=True)
+    try:
+        cluster.start()
+    except PostgresUnavailable as exc:
+        cluster.destroy()
+        pytest.fail(f"the fault suite needs a local PostgreSQL 15: {exc}\n{INSTALL_HINT}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, fault_postgres: PostgresCluster) -> AsyncIterator[FaultStack]:
+    async with fault_stack(tmp_path, fault_postgres) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def watching(stack: FaultStack) -> AsyncIterator[InvariantWatch]:
+    """Observe the safety invariants every 0.2 s while the body runs."""
+    assert stack.store is not None
+    watch = InvariantWatch(stack.store, stack.repos)
+
+    async def loop() -> None:
+        while True:
+            await watch.observe()
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield watch
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settle(stack: FaultStack, watch: InvariantWatch, request_ids: list[str]) -> None:
+    """Wait (bounded) until every head is settled and the books balance; no violation seen."""
+
+    async def done() -> bool:
+        return not await watch.liveness_problems(request_ids)
+
+    try:
+        await stack.wait_until(done, SETTLE_S, "every head settled")
+    except TimeoutError:
+        problems = await watch.liveness_problems(request_ids)
+        logs = "\n".join(f"--- {name}\n{stack.log_tail(name, 15)}" for name in stack.children)
+        raise AssertionError(f"not settled: {problems}\n{logs}") from None
+    await watch.observe()
+    assert watch.violations == []
+    assert watch.observations > 0
+
+
+async def assert_true_verdicts(
+    stack: FaultStack, watch: InvariantWatch, request_ids: list[str]
+) -> None:
+    """Every settled head got its real verdict: no fault was allowed to decide it."""
+    assert stack.store is not None
+    for request_id, (green, origin) in (await watch.verdicts(request_ids)).items():
+        request = await stack.store.get_request(request_id)
+        assert request is not None
+        if request.state.value == "superseded":
+            continue
+        truth = stack.repos[request.queue].truth[commit_of(request.uri)]
+        assert (green, origin) == (truth, "build"), (request_id, request.reason)
+
+
+HELD = {
+    "process": ("git", "IsAncestor"),
+    "build": ("runner", "Trigger"),
+    "buildsignal": ("runner", "Status"),
+    "record": ("git", "Promote"),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(HELD))
+async def test_kill9_worker_inside_its_handler(stack: FaultStack, stage: str) -> None:
+    """The worker dies while its handler waits on an extension; the restarted one finishes."""
+    proxy_name, method = HELD[stage]
+    proxy = stack.git_proxy if proxy_name == "git" else stack.runner_proxy
+    queue = stack.queue_names[0]
+    async with watching(stack) as watch:
+        first = await stack.push_and_ingest(queue, green=True)  # gives process an ancestry check
+        await settle(stack, watch, [first])
+        proxy.set_fault(method, Fault.HOLD)
+        second = await stack.push_and_ingest(queue, green=True)
+
+        async def inside() -> bool:
+            return proxy.calls_in_flight(method) > 0
+
+        await stack.wait_until(inside, 60, f"worker-{stage} inside {method}")
+        await stack.kill(f"worker-{stage}")
+        proxy.clear(method)
+        ids = [first, second]
+        await settle(stack, watch, ids)
+        await assert_true_verdicts(stack, watch, ids)
+    assert stack.restarts[f"worker-{stage}"] >= 1
+
+
+async def test_kill9_delay_forwarder_while_it_holds_retries(stack: FaultStack) -> None:
+    """Retries wait in the forwarder; killing it loses none of them."""
+    queue = stack.queue_names[1]
+    async with watching(stack) as watch:
+        stack.runner_proxy.set_fault("Status", Fault.UNAVAILABLE)
+        ids = [await stack.push_and_ingest(queue, green=g) for g in (True, False)]
+
+        async def retrying() -> bool:
+            return stack.runner_proxy.injected["Status:unavailable"] >= 2
+
+        await stack.wait_until(retrying, 60, "status polls retried through the delay tiers")
+        await stack.kill("worker-delay")
+        await asyncio.sleep(1.0)
+        await stack.kill("worker-delay")
+        stack.runner_proxy.clear()
+        await settle(stack, watch, ids)
+        await assert_true_verdicts(stack, watch, ids)
+
+
+async def test_kill9_reconcile_while_dead_letters_flow(stack: FaultStack) -> None:
+    """A permanent extension error dead-letters heads; killing reconcile still fails them closed."""
+    queue = stack.queue_names[0]
+    async with watching(stack) as watch:
+        stack.runner_proxy.set_fault("Trigger", Fault.NOT_FOUND)
+        ids = [await stack.push_and_ingest(queue, green=True)]
+
+        async def dead_lettered() -> bool:
+            return stack.runner_proxy.injected["Trigger:not_found"] >= 1
+
+        await stack.wait_until(dead_lettered, 60, "a permanent Trigger failure")
+        await stack.kill("worker-reconcile")
+        await settle(stack, watch, ids)
+        verdicts = await watch.verdicts(ids)
+        assert verdicts[ids[0]] == (False, "fail_closed")
+        stack.runner_proxy.clear()
+        after = [await stack.push_and_ingest(queue, green=True)]
+        await settle(stack, watch, ids + after)
+        await assert_true_verdicts(stack, watch, after)
+
+
+async def test_broker_killed_and_restarted_empty(stack: FaultStack) -> None:
+    """Everything on the broker is lost; storage and the sweeper bring every head home."""
+    async with watching(stack) as watch:
+        stack.runner_proxy.set_fault("Status", Fault.HOLD)
+        ids = [
+            await stack.push_and_ingest(stack.queue_names[0], green=True),
+            await stack.push_and_ingest(stack.queue_names[1], green=False),
+        ]
+
+        async def building() -> bool:
+            return stack.runner_proxy.calls_in_flight("Status") > 0
+
+        await stack.wait_until(building, 60, "builds polled")
+        await stack.restart_broker()
+        stack.runner_proxy.clear()
+        ids.append(await stack.push_and_ingest(stack.queue_names[0], green=False))
+        await settle(stack, watch, ids)
+        await assert_true_verdicts(stack, watch, ids)
+
+
+async def test_postgres_crashes_and_restarts(stack: FaultStack) -> None:
+    async with watching(stack) as watch:
+        ids = [
+            await stack.push_and_ingest(stack.queue_names[0], green=True),
+            await stack.push_and_ingest(stack.queue_names[1], green=True),
+        ]
+        await stack.restart_postgres("immediate", down_s=3.0)
+        ids.append(await stack.push_and_ingest(stack.queue_names[0], green=False))
+        await settle(stack, watch, ids)
+        await assert_true_verdicts(stack, watch, ids)
+
+
+async def test_extensions_unreachable_for_a_while_then_back(stack: FaultStack) -> None:
+    """A network partition shorter than the retry budget changes no verdict."""
+    async with watching(stack) as watch:
+        ids = [await stack.push_and_ingest(stack.queue_names[1], green=g) for g in (True, False)]
+        stack.git_proxy.set_fault(ALL, Fault.UNAVAILABLE)  # ingest needs git; cut it off after
+        stack.runner_proxy.set_fault(ALL, Fault.UNAVAILABLE)
+        await asyncio.sleep(4.0)
+        stack.git_proxy.clear()
+        stack.runner_proxy.clear()
+        await settle(stack, watch, ids)
+        await assert_true_verdicts(stack, watch, ids)
+
+
+async def test_extension_processes_killed_and_restarted(stack: FaultStack) -> None:
+    """The runner forgets its builds when it dies: those heads fail closed, never green."""
+    async with watching(stack) as watch:
+        ids = [await stack.push_and_ingest(stack.queue_names[0], green=True)]
+        await stack.take_down("ext-runner")
+        ids.append(await stack.push_and_ingest(stack.queue_names[1], green=True))
+        await stack.take_down("ext-git")
+        await asyncio.sleep(2.0)
+        await stack.bring_up("ext-git")
+        await stack.bring_up("ext-runner")
+        await settle(stack, watch, ids)
+        after = [await stack.push_and_ingest(stack.queue_names[0], green=g) for g in (False, True)]
+        await settle(stack, watch, ids + after)
+        await assert_true_verdicts(stack, watch, after)
+
+
+@pytest.mark.parametrize("fault", [Fault.GARBAGE, Fault.EMPTY, Fault.INTERNAL])
+async def test_extension_answers_garbage(stack: FaultStack, fault: Fault) -> None:
+    """Nonsense from an extension is never read as a verdict, let alone a green one."""
+    async with watching(stack) as watch:
+        stack.runner_proxy.set_fault("Status", fault)
+        stack.git_proxy.set_fault("IsAncestor", fault)
+        ids = [await stack.push_and_ingest(stack.queue_names[1], green=g) for g in (True, True)]
+        await asyncio.sleep(3.0)
+        stack.runner_proxy.clear()
+        stack.git_proxy.clear()
+        await settle(stack, watch, ids)
+        for green, origin in (await watch.verdicts(ids)).values():
+            assert green is not True or origin == "build"
+        after = [await stack.push_and_ingest(stack.queue_names[1], green=False)]
+        await settle(stack, watch, ids + after)
+        await assert_true_verdicts(stack, watch, after)
