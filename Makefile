@@ -41,7 +41,10 @@ fmt: $(STAMP)  ## Format and auto-fix
 bench: $(STAMP)  ## Run the pipeline latency benchmark (not part of the tests)
 	$(BIN)/python benchmarks/pipeline_latency.py
 
+soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
+	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))
+
 clean:  ## Remove caches and build output (keeps .venv)
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: help install demo test lint proto fmt bench clean
+.PHONY: help install demo test lint proto fmt bench soak clean
