@@ -25,7 +25,9 @@ Q = "mono/main"
 @pytest.fixture
 async def api(store: Store) -> AsyncIterator[tuple[Any, Pipeline]]:
     pipe = Pipeline(store, [queue_config(Q, projects=[{"name": "web", "paths": ["web/**"]}])])
-    server = await serve_api(StovepipeApi(store, pipe.config, pipe.ingester), "127.0.0.1:0")
+    server = await serve_api(
+        StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator), "127.0.0.1:0"
+    )
     channel = grpc.aio.insecure_channel(server.address)
     try:
         yield pb_grpc.StovepipeServiceStub(channel), pipe
@@ -112,7 +114,9 @@ async def test_health_and_token_roles(store: Store) -> None:
     pipe = Pipeline(store, [queue_config(Q)])
     tokens = {"ingest-secret": "ingest", "read-secret": "read"}
     server = await serve_api(
-        StovepipeApi(store, pipe.config, pipe.ingester), "127.0.0.1:0", tokens=tokens
+        StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator),
+        "127.0.0.1:0",
+        tokens=tokens,
     )
     channel = grpc.aio.insecure_channel(server.address)
     try:

@@ -25,6 +25,7 @@ from stovepipe.stages import (
     BuildTrigger,
     HeadIngester,
     RequestAdmitter,
+    Revalidator,
     VerdictRecorder,
     topics,
 )
@@ -91,6 +92,7 @@ class Pipeline:
         self.extensions = ext
         args = (store, self.config, ext, self.outbox, self.clock)
         self.ingester = HeadIngester(*args)
+        self.revalidator = Revalidator(*args)
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             topics.PROCESS: RequestAdmitter(*args),
             topics.BUILD: BuildTrigger(*args),

@@ -75,3 +75,47 @@ async def test_the_synchronous_entry_points_work_outside_an_event_loop(store_url
         return current_revision(store_url)
 
     assert await asyncio.to_thread(upgrade_and_read) == head_revision()
+
+
+async def test_facts_written_before_attempts_existed_become_attempt_one(store_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from stovepipe.domain import FactOrigin, ValidationFact
+    from stovepipe.storage import Store
+
+    await upgrade_async(store_url, "0001")
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO validation_facts (queue, uri, project, degree, request_id,"
+                    " origin, reason, created_at) VALUES ('q/main', 'git:a', '', 1.0,"
+                    " 'request/q/main/1', 'fail_closed', 'runner gone', :at)"
+                ),
+                {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+    finally:
+        await engine.dispose()
+    await upgrade_async(store_url)
+    store = Store(create_engine(store_url))
+    try:
+        old = await store.get_fact("q/main", "git:a", "")
+        assert old is not None and old.attempt == 1 and old.origin is FactOrigin.FAIL_CLOSED
+        green = ValidationFact(
+            queue="q/main",
+            uri="git:a",
+            project="",
+            degree=0.0,
+            request_id="request/q/main/1",
+            origin=FactOrigin.BUILD,
+            created_at=datetime(2026, 1, 2, tzinfo=UTC),
+            attempt=2,
+        )
+        await store.create_fact(green)
+        assert await store.get_fact("q/main", "git:a", "") == green
+        assert [f.attempt for f in await store.list_fact_attempts("q/main", "git:a", "")] == [1, 2]
+    finally:
+        await store.close()

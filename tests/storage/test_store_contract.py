@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,6 +19,8 @@ from stovepipe.domain import (
     RequestState,
     TargetOutcome,
     ValidationFact,
+    authoritative,
+    start_new_attempt,
     transition,
     with_build,
 )
@@ -408,6 +411,78 @@ async def test_list_facts_refuses_bad_pages(store: Store) -> None:
         await store.list_facts(Q, "", page_size=2, page_token="garbage")
     with pytest.raises(InvalidInput):
         await store.list_facts(Q, "", page_size=0)
+
+
+async def test_every_attempt_keeps_its_fact_and_reads_answer_with_the_authoritative_one(
+    store: Store,
+) -> None:
+    """Storage's SQL rule agrees with ``domain.fact.outranks`` on every short history."""
+    kinds = {
+        "green": (0.0, FactOrigin.BUILD),
+        "broken": (1.0, FactOrigin.BUILD),
+        "closed": (1.0, FactOrigin.FAIL_CLOSED),
+    }
+    histories = [h for n in (1, 2, 3) for h in itertools.product(sorted(kinds), repeat=n)]
+    expected: dict[str, ValidationFact] = {}
+    for i, history in enumerate(histories):
+        uri = f"git:{i}-{'-'.join(history)}"
+        written = []
+        for attempt, kind in enumerate(history, start=1):
+            degree, origin = kinds[kind]
+            written.append(
+                await store.create_fact(
+                    dataclasses.replace(
+                        fact(uri, degree=degree, at=NOW + timedelta(seconds=i)),
+                        origin=origin,
+                        attempt=attempt,
+                    )
+                )
+            )
+        assert await store.list_fact_attempts(Q, uri, "") == written
+        best = authoritative(written)
+        assert best is not None
+        assert await store.get_fact(Q, uri, "") == best, history
+        expected[uri] = best
+    listed: list[ValidationFact] = []
+    token = ""
+    while True:
+        page, token = await store.list_facts(Q, "", page_size=7, page_token=token)
+        listed += page
+        if not token:
+            break
+    assert {f.uri: f for f in listed} == expected
+    assert len(listed) == len(histories)  # one answer per commit, not one per attempt
+
+
+async def test_an_attempt_s_fact_is_create_only(store: Store) -> None:
+    first = fact("git:a", degree=1.0)
+    second = dataclasses.replace(first, degree=0.0, attempt=2)
+    await store.create_fact(first)
+    await store.create_fact(second)
+    with pytest.raises(AlreadyExists) as exists:
+        await store.create_fact(dataclasses.replace(second, degree=1.0))
+    assert exists.value.existing == second
+    assert await store.get_fact_of_attempt(Q, "git:a", "", 1) == first
+    assert await store.get_fact_of_attempt(Q, "git:a", "", 3) is None
+
+
+async def test_unrecorded_requests_are_judged_by_their_current_attempt(store: Store) -> None:
+    request, _ = await store.create_request(Q, "git:a", trigger="t", now=NOW)
+    failed = await store.update_request(
+        request, transition(request, RequestState.FAILED, now=NOW, reason="x")
+    )
+    await store.create_fact(
+        dataclasses.replace(fact("git:a", degree=1.0, request_id=request.id), attempt=1)
+    )
+    window = (NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert await store.list_unrecorded_requests(*window) == []
+    again = await store.update_request(
+        failed, start_new_attempt(failed, now=NOW, reason="re-validation")
+    )
+    failed_again = await store.update_request(
+        again, transition(again, RequestState.FAILED, now=NOW, reason="y")
+    )
+    assert [r.id for r in await store.list_unrecorded_requests(*window)] == [failed_again.id]
 
 
 # Hook deliveries

@@ -15,6 +15,7 @@ from stovepipe.domain import (
     RequestState,
     can_transition,
     is_newer,
+    start_new_attempt,
     transition,
     with_build,
 )
@@ -111,3 +112,29 @@ def test_terminal_states_have_no_way_out() -> None:
     for state in TERMINAL_STATES:
         with pytest.raises(IllegalTransition, match="not a legal transition"):
             transition(_request(state), RequestState.PROCESSING, now=NOW)
+
+
+def test_a_new_attempt_reopens_only_a_failed_request_and_clears_the_build() -> None:
+    import dataclasses
+
+    failed = dataclasses.replace(
+        _request(RequestState.FAILED),
+        build_strategy=BuildStrategy.INCREMENTAL,
+        base_uri="u1",
+        build_id="b-7",
+        version=4,
+    )
+    later = datetime(2026, 1, 2, tzinfo=UTC)
+    again = start_new_attempt(failed, now=later, reason="re-validation")
+    assert (again.state, again.attempt, again.version) == (RequestState.ACCEPTED, 2, 5)
+    assert (again.build_strategy, again.base_uri, again.build_id) == (None, None, None)
+    assert (again.id, again.uri, again.created_at, again.updated_at) == (
+        failed.id,
+        failed.uri,
+        failed.created_at,
+        later,
+    )
+    assert not again.slot_held and again.reason == "re-validation"
+    for state in set(RequestState) - {RequestState.FAILED}:
+        with pytest.raises(IllegalTransition, match="only a failed request"):
+            start_new_attempt(_request(state), now=later, reason="x")

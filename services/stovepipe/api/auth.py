@@ -22,6 +22,7 @@ METHOD_ROLES: Mapping[str, str] = {
     "GetGreenness": "read",
     "ListFacts": "read",
     "WatchEvents": "read",
+    "Revalidate": "admin",
 }
 
 

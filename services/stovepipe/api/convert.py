@@ -68,6 +68,7 @@ def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
         created_at=timestamp(fact.created_at),
         origin=_ORIGINS[fact.origin],
         reason=fact.reason,
+        attempt=fact.attempt,
     )
 
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 import grpc
 
 from stovepipe.config import UnknownQueue
-from stovepipe.domain import InvalidInput
+from stovepipe.domain import InvalidInput, NotFound, Refused
 from stovepipe.failures import Verdict, classify, short_reason
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,10 @@ async def abort_for(context: grpc.aio.ServicerContext[object, object], exc: Exce
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, InvalidInput):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, NotFound):
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, Refused):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
         if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):

@@ -14,7 +14,7 @@ from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.errors import guarded, guarded_stream
 from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
-from stovepipe.stages import HeadIngester
+from stovepipe.stages import HeadIngester, Revalidator
 from stovepipe.stages.ports import QueueDirectory
 from stovepipe.storage import Store
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -42,11 +42,13 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         store: Store,
         queues: QueueDirectory,
         ingester: HeadIngester,
+        revalidator: Revalidator,
         events: EventFeed | None = None,
     ) -> None:
         self._store = store
         self._queues = queues
         self._ingester = ingester
+        self._revalidator = revalidator
         self._events = events
 
     async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
@@ -107,8 +109,13 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             fact = await self._store.get_fact(request.queue, request.uri, request.project)
             if fact is None:
                 return pb.GetGreennessResponse(status=pb.GREENNESS_STATUS_NOT_RECORDED)
+            attempts = await self._store.list_fact_attempts(
+                request.queue, request.uri, request.project
+            )
             return pb.GetGreennessResponse(
-                status=pb.GREENNESS_STATUS_RECORDED, fact=convert.fact_to_pb(fact)
+                status=pb.GREENNESS_STATUS_RECORDED,
+                fact=convert.fact_to_pb(fact),
+                attempts=[convert.fact_to_pb(f) for f in attempts],
             )
 
         return await guarded(context, call)
@@ -126,6 +133,20 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             )
             return pb.ListFactsResponse(
                 facts=[convert.fact_to_pb(f) for f in facts], next_page_token=token
+            )
+
+        return await guarded(context, call)
+
+    async def Revalidate(
+        self, request: pb.RevalidateRequest, context: Context
+    ) -> pb.RevalidateResponse:
+        async def call() -> pb.RevalidateResponse:
+            result = await self._revalidator.revalidate(
+                request.queue, request.uri, flaky=request.flaky, reason=request.reason
+            )
+            return pb.RevalidateResponse(
+                request=convert.request_to_pb(result.request),
+                already_in_flight=result.already_in_flight,
             )
 
         return await guarded(context, call)

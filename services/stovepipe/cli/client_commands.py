@@ -1,4 +1,4 @@
-"""Commands that talk to a running API: ingest, status, last-green, gate.
+"""Commands that talk to a running API: ingest, status, last-green, gate, revalidate.
 
 Exit codes: 0 success (for ``gate``: recorded green), 1 recorded not green,
 2 not recorded / still in flight, 3 the API refused or could not be reached.
@@ -167,6 +167,38 @@ def register(app: typer.Typer) -> None:
         )
         raise typer.Exit(EXIT_NOT_GREEN)
 
+    @app.command()
+    def revalidate(
+        queue: Annotated[str, typer.Argument(help="Queue name.")],
+        uri: Annotated[str, typer.Argument(help="Commit URI whose verdict to question.")],
+        flaky: Annotated[
+            bool,
+            typer.Option(
+                "--flaky", help="Also re-validate a broken verdict of a real build (a flake)."
+            ),
+        ] = False,
+        reason: Annotated[str, typer.Option(help="Why, kept in the Request's reason.")] = "",
+        wait: Annotated[bool, typer.Option(help="Wait until the new attempt ends.")] = False,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+        api: ApiOption = "127.0.0.1:50051",
+        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+    ) -> None:
+        """Validate URI again (admin): allowed for fail_closed verdicts, and for broken ones
+        with --flaky. Green is final."""
+        response = _call(
+            api,
+            token_env,
+            lambda stub, md: stub.Revalidate(
+                pb.RevalidateRequest(queue=queue, uri=uri, flaky=flaky, reason=reason),
+                metadata=md,
+            ),
+        )
+        request = response.request
+        note = "already in flight" if response.already_in_flight else "started"
+        console.print(f"{request.id}  attempt {request.attempt} {note}")
+        if wait:
+            raise typer.Exit(_wait_and_show(api, token_env, request.id, timeout))
+
 
 def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) -> int:
     async def poll(stub: Any, md: Metadata) -> types_pb2.Request:
@@ -195,7 +227,8 @@ def _show_request(request: types_pb2.Request) -> None:
     strategy = (
         types_pb2.BuildStrategy.Name(request.build_strategy).removeprefix("BUILD_STRATEGY_").lower()
     )
-    console.print(f"[bold]{request.id}[/bold]  {_state_name(request.state)}")
+    attempt = f"  (attempt {request.attempt})" if request.attempt > 1 else ""
+    console.print(f"[bold]{request.id}[/bold]  {_state_name(request.state)}{attempt}")
     console.print(f"  uri       {request.uri}")
     console.print(
         f"  strategy  {strategy}" + (f" (base {request.base_uri})" if request.base_uri else "")

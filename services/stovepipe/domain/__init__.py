@@ -5,9 +5,19 @@ from stovepipe.domain.errors import (
     IllegalTransition,
     InvalidInput,
     InvalidQueueName,
+    NotFound,
+    Refused,
     StovepipeError,
 )
-from stovepipe.domain.fact import BROKEN, GREEN, WHOLE_REPO, FactOrigin, ValidationFact
+from stovepipe.domain.fact import (
+    BROKEN,
+    GREEN,
+    WHOLE_REPO,
+    FactOrigin,
+    ValidationFact,
+    authoritative,
+    outranks,
+)
 from stovepipe.domain.queue import QueueState
 from stovepipe.domain.queue_name import MAX_QUEUE_NAME_LENGTH, validate_queue_name
 from stovepipe.domain.request import (
@@ -18,6 +28,7 @@ from stovepipe.domain.request import (
     RequestState,
     can_transition,
     is_newer,
+    start_new_attempt,
     transition,
     with_build,
 )
@@ -35,15 +46,20 @@ __all__ = [
     "IllegalTransition",
     "InvalidInput",
     "InvalidQueueName",
+    "NotFound",
     "QueueState",
+    "Refused",
     "Request",
     "RequestId",
     "RequestState",
     "StovepipeError",
     "TargetOutcome",
     "ValidationFact",
+    "authoritative",
     "can_transition",
     "is_newer",
+    "outranks",
+    "start_new_attempt",
     "transition",
     "validate_queue_name",
     "with_build",

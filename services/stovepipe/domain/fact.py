@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,9 +24,12 @@ class FactOrigin(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ValidationFact:
-    """``(queue, uri, project) -> degree``; first writer wins, never overwritten.
+    """``(queue, uri, project, attempt) -> degree``; written once, never overwritten.
 
     ``degree`` is 0 for green and 1 for fully broken. Absence of a fact is not green.
+    A commit normally has one fact per scope. A re-validation adds the fact of
+    its new attempt next to the old ones instead of replacing them, and
+    :func:`authoritative` says which of them answers "is this commit green?".
     """
 
     queue: str
@@ -36,6 +40,7 @@ class ValidationFact:
     origin: FactOrigin
     created_at: datetime
     reason: str = ""
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.degree, int | float) or math.isnan(self.degree):
@@ -44,7 +49,37 @@ class ValidationFact:
             raise InvalidInput(f"degree must be in [0, 1], got {self.degree}")
         if not self.uri:
             raise InvalidInput("a fact needs a commit URI")
+        if self.attempt < 1:
+            raise InvalidInput(f"attempt must be >= 1, got {self.attempt}")
 
     @property
     def green(self) -> bool:
         return self.degree == GREEN
+
+
+def outranks(candidate: ValidationFact, incumbent: ValidationFact) -> bool:
+    """True when ``candidate`` is the better answer for the same commit and scope.
+
+    Green is final: the earliest green attempt wins and nothing displaces it
+    (a gate may already have deployed on it). Among non-green facts a real
+    verdict from a build beats a ``fail_closed`` one, because fail-closed says
+    "we could not find out", not "it is broken"; within the same origin the
+    later attempt wins, being the newer evidence. Storage mirrors this rule in
+    SQL (``stovepipe.storage.store``); tests hold the two together.
+    """
+    if candidate.green != incumbent.green:
+        return candidate.green
+    if candidate.green:
+        return candidate.attempt < incumbent.attempt
+    if candidate.origin != incumbent.origin:
+        return candidate.origin is FactOrigin.BUILD
+    return candidate.attempt > incumbent.attempt
+
+
+def authoritative(facts: Iterable[ValidationFact]) -> ValidationFact | None:
+    """The fact that answers for a commit and scope among its attempts, or None."""
+    best: ValidationFact | None = None
+    for fact in facts:
+        if best is None or outranks(fact, best):
+            best = fact
+    return best

@@ -178,3 +178,30 @@ def with_build(request: Request, build_id: str, *, now: datetime) -> Request:
     return dataclasses.replace(
         request, build_id=build_id, version=request.version + 1, updated_at=now
     )
+
+
+def start_new_attempt(request: Request, *, now: datetime, reason: str) -> Request:
+    """Re-open a ``failed`` Request as attempt ``n + 1``, back in ``accepted``.
+
+    This is the one way out of a terminal state, and only ``failed`` has it: a
+    fail-closed verdict means "could not find out" and a broken one may be a
+    flake, while green is final and superseded/cancelled heads have no verdict
+    to question. The build fields are cleared because the new attempt is
+    admitted and built from scratch; the old attempt's Build rows and fact stay.
+    """
+    if request.state is not RequestState.FAILED:
+        raise IllegalTransition(
+            f"{request.id} is {request.state}; only a failed request can be validated again"
+        )
+    return dataclasses.replace(
+        request,
+        state=RequestState.ACCEPTED,
+        version=request.version + 1,
+        updated_at=now,
+        reason=reason,
+        attempt=request.attempt + 1,
+        build_strategy=None,
+        base_uri=None,
+        build_id=None,
+        slot_held=False,
+    )

@@ -6,7 +6,13 @@ import enum
 
 import grpc
 
-from stovepipe.domain.errors import IllegalTransition, InvalidInput, StovepipeError
+from stovepipe.domain.errors import (
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    Refused,
+    StovepipeError,
+)
 from stovepipe.redaction import redact
 
 
@@ -55,7 +61,7 @@ def classify(exc: BaseException) -> Verdict:
     """
     if isinstance(exc, Retryable):
         return Verdict.RETRYABLE
-    if isinstance(exc, NonRetryable | InvalidInput | IllegalTransition):
+    if isinstance(exc, NonRetryable | InvalidInput | IllegalTransition | NotFound | Refused):
         return Verdict.NON_RETRYABLE
     if isinstance(exc, grpc.aio.AioRpcError):
         return grpc_code_verdict(exc.code())

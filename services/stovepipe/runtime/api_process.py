@@ -27,7 +27,9 @@ async def run_api(config: StovepipeConfig) -> None:
         open_bus(config, client_id="stovepipe-api") as bus,
     ):
         parts = Collaborators(config, store, extensions, bus, bus)
-        api = StovepipeApi(store, config, parts.ingester(), events=bus.event_feed())
+        api = StovepipeApi(
+            store, config, parts.ingester(), parts.revalidator(), events=bus.event_feed()
+        )
         server = await serve_api(api, config.api.listen, tokens=config.api_tokens())
         log.info("API listening on %s", server.address)
         print(f"listening on {config.api.listen}", flush=True)

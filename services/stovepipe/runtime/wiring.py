@@ -32,6 +32,7 @@ from stovepipe.stages.ports import (
     utc_now,
 )
 from stovepipe.stages.reconcile import DeadLetterReconciler
+from stovepipe.stages.revalidate import Revalidator
 from stovepipe.stages.sweep import StaleRequestSweeper
 from stovepipe.storage import Store, create_engine
 
@@ -49,6 +50,9 @@ class Collaborators:
 
     def ingester(self) -> HeadIngester:
         return HeadIngester(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+    def revalidator(self) -> Revalidator:
+        return Revalidator(self.store, self.config, self.extensions, self.publisher, self.clock)
 
     def admitter(self) -> RequestAdmitter:
         return RequestAdmitter(self.store, self.config, self.extensions, self.publisher, self.clock)

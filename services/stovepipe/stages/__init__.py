@@ -11,6 +11,7 @@ from stovepipe.stages.buildsignal import BuildSignalPoller
 from stovepipe.stages.ingest import HeadIngester, IngestResult
 from stovepipe.stages.process import RequestAdmitter
 from stovepipe.stages.record import VerdictRecorder
+from stovepipe.stages.revalidate import Revalidation, Revalidator
 
 __all__ = [
     "BuildSignalPoller",
@@ -18,6 +19,8 @@ __all__ = [
     "HeadIngester",
     "IngestResult",
     "RequestAdmitter",
+    "Revalidation",
+    "Revalidator",
     "VerdictRecorder",
     "topics",
 ]

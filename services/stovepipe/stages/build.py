@@ -16,6 +16,7 @@ from stovepipe.extensions.buildrunner.client import TargetSpec, TriggerSpec
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import is_stale
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import AlreadyExists, VersionMismatch
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -32,7 +33,7 @@ class BuildTrigger(StageBase):
         request = await self._store.get_request(message.request_id)
         if request is None:
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
-        if request.terminal:
+        if request.terminal or is_stale(message.request_attempt, request):
             return
         if request.state is not RequestState.PROCESSING:
             raise NonRetryable(f"{request.id} is {request.state}; only admitted requests build")
@@ -53,6 +54,7 @@ class BuildTrigger(StageBase):
                 request_id=request.id,
                 queue=request.queue,
                 scope=types_pb2.Scope(project=project),
+                request_attempt=request.attempt,
             ),
         )
 

@@ -31,6 +31,7 @@ from stovepipe.extensions.buildrunner.client import BuildReport
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import is_stale, record_message, wake_queue
 from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, QueueDirectory
 from stovepipe.storage import Store, VersionMismatch
 from stovepipe.v1 import topics_pb2
@@ -104,19 +105,15 @@ class BuildSignalPoller(StageBase):
         request = await self._store.get_request(build.request_id)
         if request is None:
             raise Retryable(f"{build.request_id} not found (not yet visible?)")
+        if is_stale(message.request_attempt, request) or request.build_id != build.build_id:
+            # The build of an earlier attempt: its slot, outcome and verdict are
+            # no business of the attempt now running (a re-validation).
+            log.info("%s: build %s is not its current build; ignored", request.id, build.build_id)
+            return
         queue = await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
         request = await self._stamp_outcome(request, build)
-        if queue.latest_request_id and queue.latest_request_id != request.id:
-            await self._publisher.publish(
-                topics.PROCESS,
-                topics_pb2.ProcessMessage(request_id=queue.latest_request_id, queue=request.queue),
-            )
-        await self._publisher.publish(
-            topics.RECORD,
-            topics_pb2.RecordMessage(
-                request_id=request.id, queue=request.queue, scope=message.scope
-            ),
-        )
+        await wake_queue(self._store, self._publisher, queue, request.id)
+        await self._publisher.publish(topics.RECORD, record_message(request, message.scope.project))
 
     async def _stamp_outcome(self, request: Request, build: Build) -> Request:
         while not request.terminal:

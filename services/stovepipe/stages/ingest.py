@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from stovepipe.domain import Request, validate_queue_name
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import process_message
 from stovepipe.stages.ports import queue_source
-from stovepipe.v1 import topics_pb2
 
 MAX_TRIGGER_LENGTH = 64
 
@@ -41,7 +41,5 @@ class HeadIngester(StageBase):
         )
         await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
-            await self._publisher.publish(
-                topics.PROCESS, topics_pb2.ProcessMessage(request_id=request.id, queue=queue)
-            )
+            await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)

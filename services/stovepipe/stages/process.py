@@ -7,6 +7,10 @@ a build slot (a wake-up for the Queue's latest head) and by the sweeper.
 A Request that meets a closed gate stays ``accepted`` and the delivery is
 acknowledged: nothing blocks the partition. The next slot release publishes a
 wake-up for the Queue's latest head.
+
+A re-validation (attempt > 1 of an older head) skips coalescing: it was asked
+for by an operator about one commit, so it is neither superseded by newer heads
+nor supersedes anything. It still waits for a build slot, and builds in full.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from stovepipe.extensions.sourcecontrol.client import Ancestry
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import build_message, is_stale
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import VersionMismatch
-from stovepipe.v1 import topics_pb2, types_pb2
+from stovepipe.v1 import topics_pb2
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,9 @@ class Admission:
     why: str
 
 
+REVALIDATION = Admission(BuildStrategy.FULL, None, "re-validation: full build")
+
+
 class RequestAdmitter(StageBase):
     """Moves an ``accepted`` Request to ``superseded`` or ``processing``, or leaves it waiting."""
 
@@ -42,21 +50,26 @@ class RequestAdmitter(StageBase):
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
         if request.queue != message.queue:
             raise NonRetryable(f"{request.id} belongs to {request.queue}, not {message.queue}")
-        if request.terminal:
+        if request.terminal or is_stale(message.request_attempt, request):
             return
         if request.state is RequestState.PROCESSING:
             await self._publish_build(request)
             return
+        if request.attempt > 1:
+            await self._gate_admit(request, REVALIDATION)
+            return
         await self._coalesce_gate_admit(request)
 
     async def _coalesce_gate_admit(self, request: Request) -> None:
-        config = self._queues.queue(request.queue)
         queue = await self._store.ensure_queue(request.queue)
         if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
             await self._supersede(request, queue.latest_request_id)
             return
         await self._supersede_older_waiting(request)
-        admission = await self._decide_strategy(request, queue.last_green_uri)
+        await self._gate_admit(request, await self._decide_strategy(request, queue.last_green_uri))
+
+    async def _gate_admit(self, request: Request, admission: Admission) -> None:
+        config = self._queues.queue(request.queue)
         if not await queue_ops.take_slot(
             self._store, request.queue, request.id, config.max_concurrent, self._clock
         ):
@@ -105,6 +118,8 @@ class RequestAdmitter(StageBase):
             latest.queue, states=[RequestState.ACCEPTED], limit=1000
         )
         for older in waiting:
+            if older.attempt > 1:
+                continue  # a re-validation is never superseded
             if older.id != latest.id and is_newer(latest.id, older.id):
                 await self._supersede(older, latest.id)
 
@@ -123,9 +138,4 @@ class RequestAdmitter(StageBase):
         return Admission(BuildStrategy.FULL, None, "ancestry of last green unknown")
 
     async def _publish_build(self, request: Request) -> None:
-        await self._publisher.publish(
-            topics.BUILD,
-            topics_pb2.BuildMessage(
-                request_id=request.id, queue=request.queue, scope=types_pb2.Scope(project="")
-            ),
-        )
+        await self._publisher.publish(topics.BUILD, build_message(request))

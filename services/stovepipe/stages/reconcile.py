@@ -19,8 +19,8 @@ from stovepipe.domain import Request, RequestState, transition
 from stovepipe.failures import Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import is_stale, record_message, wake_queue
 from stovepipe.storage import VersionMismatch
-from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,19 @@ class DeadLetterReconciler(StageBase):
                 "dead letter names unknown request %r (%s); nothing to settle", request_id, reason
             )
             return
+        if queue and queue != request.queue:
+            log.error("dead letter names %s under queue %r; not settling it", request.id, queue)
+            return
+        if is_stale(int(getattr(message, "request_attempt", 0)), request):
+            return  # an earlier attempt's letter must not fail the re-validation now running
         if not request.terminal:
-            await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
-            request = await self._fail(request, reason)
-            state = await self._store.get_queue(request.queue)
-            if state and state.latest_request_id and state.latest_request_id != request.id:
-                await self._publisher.publish(
-                    topics.PROCESS,
-                    topics_pb2.ProcessMessage(request_id=state.latest_request_id, queue=queue),
-                )
-        if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
-            await self._publisher.publish(
-                topics.RECORD,
-                topics_pb2.RecordMessage(
-                    request_id=request.id, queue=request.queue, scope=types_pb2.Scope(project="")
-                ),
+            state = await queue_ops.release_slot(
+                self._store, request.queue, request.id, self._clock
             )
+            request = await self._fail(request, reason)
+            await wake_queue(self._store, self._publisher, state, request.id)
+        if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
+            await self._publisher.publish(topics.RECORD, record_message(request))
 
     async def _fail(self, request: Request, reason: str) -> Request:
         for _ in range(queue_ops.MAX_CAS_ATTEMPTS):

@@ -3,9 +3,11 @@
 Input: ``RecordMessage`` (request id, queue, scope), keyed by request id.
 
 Steps, each recognise-and-skip on redelivery: map the outcome to a degree;
-create the fact (or adopt the one this Request already wrote); if green,
+create the fact of this attempt (or adopt the one it already wrote); if green,
 advance the last-green bookmark by ingest order under CAS; promote the ref
-when this Request holds the bookmark; publish the HookEvent.
+when this Request holds the bookmark; publish the HookEvent for the commit's
+authoritative fact. A message of an earlier attempt is skipped: after a
+re-validation only the current attempt writes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stovepipe.domain import (
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import is_stale
 from stovepipe.stages.ports import Clock, queue_source
 from stovepipe.storage import AlreadyExists
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -46,9 +49,12 @@ class VerdictRecorder(StageBase):
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
         if request.state in (RequestState.SUPERSEDED, RequestState.CANCELLED):
             return
+        if is_stale(message.request_attempt, request):
+            return
         if not request.terminal:
             raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
-        fact = await self._create_or_adopt_fact(request, message.scope.project)
+        project = message.scope.project
+        fact = await self._create_or_adopt_fact(request, project)
         took_bookmark = False
         if fact.green and fact.request_id == request.id:
             queue = await queue_ops.advance_bookmark(
@@ -57,7 +63,8 @@ class VerdictRecorder(StageBase):
             took_bookmark = queue.last_green_request_id == request.id
             if took_bookmark:
                 await self._promote(request)
-        await self._publisher.publish(topics.HOOK, _hook_event(fact, took_bookmark, self._clock))
+        answer = await self._store.get_fact(request.queue, request.uri, project) or fact
+        await self._publisher.publish(topics.HOOK, _hook_event(answer, took_bookmark, self._clock))
 
     async def _create_or_adopt_fact(self, request: Request, project: str) -> ValidationFact:
         degree, origin, reason = await self._verdict(request)
@@ -72,6 +79,7 @@ class VerdictRecorder(StageBase):
                     origin=origin,
                     created_at=self._clock(),
                     reason=reason,
+                    attempt=request.attempt,
                 )
             )
         except AlreadyExists as exc:
@@ -112,7 +120,10 @@ class VerdictRecorder(StageBase):
 
 
 def _hook_event(fact: ValidationFact, took_bookmark: bool, clock: Clock) -> topics_pb2.HookEvent:
-    digest = hashlib.sha256(f"{fact.queue}\0{fact.uri}\0{fact.project}".encode()).hexdigest()
+    key = f"{fact.queue}\0{fact.uri}\0{fact.project}"
+    if fact.attempt > 1:  # attempt 1 keeps the id it had before re-validation existed
+        key += f"\0{fact.attempt}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
     when = Timestamp()
     when.FromDatetime(clock())
     return topics_pb2.HookEvent(
@@ -136,5 +147,6 @@ def _hook_event(fact: ValidationFact, took_bookmark: bool, clock: Clock) -> topi
             green=fact.green,
             took_bookmark=took_bookmark,
             reason=fact.reason,
+            attempt=fact.attempt,
         ),
     )

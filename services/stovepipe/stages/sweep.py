@@ -31,9 +31,9 @@ from stovepipe.domain import QueueState, Request, RequestState, is_newer
 from stovepipe.failures import short_reason
 from stovepipe.stages import topics
 from stovepipe.stages.base import StageBase
+from stovepipe.stages.messages import process_message, record_message
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import VersionMismatch
-from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ class StaleRequestSweeper(StageBase):
                 await self._store.update_request(request, claimed)
             except VersionMismatch:
                 continue
-            await self._publisher.publish(
-                topics.PROCESS,
-                topics_pb2.ProcessMessage(request_id=request.id, queue=request.queue),
-            )
+            await self._publisher.publish(topics.PROCESS, process_message(claimed))
             redriven.append(request.id)
         if redriven:
             log.warning("re-drove %d stale request(s): %s", len(redriven), ", ".join(redriven))
@@ -101,12 +98,7 @@ class StaleRequestSweeper(StageBase):
                 wanted.setdefault(newest_green[0].id, newest_green[0])
             await self._reassert_promotion(queue)
         for request in wanted.values():
-            await self._publisher.publish(
-                topics.RECORD,
-                topics_pb2.RecordMessage(
-                    request_id=request.id, queue=request.queue, scope=types_pb2.Scope(project="")
-                ),
-            )
+            await self._publisher.publish(topics.RECORD, record_message(request))
         if wanted:
             log.warning("re-recorded %d verdict(s): %s", len(wanted), ", ".join(wanted))
         return list(wanted)

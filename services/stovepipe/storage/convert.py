@@ -162,6 +162,7 @@ def fact_from_row(row: RowMapping) -> ValidationFact:
         origin=FactOrigin(row["origin"]),
         created_at=row["created_at"],
         reason=row["reason"],
+        attempt=row["attempt"],
     )
 
 
@@ -175,6 +176,7 @@ def fact_values(f: ValidationFact) -> dict[str, Any]:
         "origin": f.origin.value,
         "created_at": f.created_at,
         "reason": f.reason,
+        "attempt": f.attempt,
     }
 
 

@@ -22,8 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from stovepipe.domain import (
+    GREEN,
     TERMINAL_STATES,
     Build,
+    FactOrigin,
     QueueState,
     Request,
     RequestId,
@@ -232,7 +234,8 @@ class Store:
     async def list_unrecorded_requests(
         self, updated_after: datetime, updated_before: datetime, limit: int = 100
     ) -> list[Request]:
-        """Settled Requests (succeeded / failed) with no whole-repository fact yet, oldest first.
+        """Settled Requests (succeeded / failed) whose current attempt has no whole-repository
+        fact yet, oldest first.
 
         A verdict whose record message was lost (a broker that forgot its data)
         would otherwise never be written; the sweeper asks for these. The window
@@ -241,7 +244,11 @@ class Store:
         _check_limit(limit)
         c = requests.c
         f = validation_facts.c
-        has_fact = select(f.uri).where(f.queue == c.queue, f.uri == c.uri, f.project == "").exists()
+        has_fact = (
+            select(f.uri)
+            .where(f.queue == c.queue, f.uri == c.uri, f.project == "", f.attempt == c.attempt)
+            .exists()
+        )
         statement = (
             select(requests)
             .where(c.state.in_([RequestState.SUCCEEDED.value, RequestState.FAILED.value]))
@@ -281,26 +288,58 @@ class Store:
     # Validation facts
 
     async def create_fact(self, fact: ValidationFact) -> ValidationFact:
-        """Create-only: a stored fact is never overwritten; ``AlreadyExists.existing`` is it."""
+        """Create-only per attempt: a stored fact is never overwritten.
+
+        ``AlreadyExists.existing`` is the fact already stored for the same
+        ``(queue, uri, project, attempt)``.
+        """
         if not await self._insert_if_absent(validation_facts, convert.fact_values(fact)):
-            existing = await self.get_fact(fact.queue, fact.uri, fact.project)
+            existing = await self.get_fact_of_attempt(
+                fact.queue, fact.uri, fact.project, fact.attempt
+            )
             raise AlreadyExists(
-                f"{fact.queue}: {fact.uri} already has a fact for project {fact.project!r}",
+                f"{fact.queue}: {fact.uri} already has a fact for project {fact.project!r} "
+                f"(attempt {fact.attempt})",
                 existing,
             )
         return fact
 
     async def get_fact(self, queue: str, uri: str, project: str) -> ValidationFact | None:
+        """The authoritative fact of a commit and scope (see ``domain.fact.outranks``)."""
         c = validation_facts.c
         row = await self._one(
-            select(validation_facts).where(c.queue == queue, c.uri == uri, c.project == project)
+            select(validation_facts).where(
+                c.queue == queue, c.uri == uri, c.project == project, _authoritative()
+            )
         )
         return convert.fact_from_row(row) if row else None
+
+    async def get_fact_of_attempt(
+        self, queue: str, uri: str, project: str, attempt: int
+    ) -> ValidationFact | None:
+        c = validation_facts.c
+        row = await self._one(
+            select(validation_facts).where(
+                c.queue == queue, c.uri == uri, c.project == project, c.attempt == attempt
+            )
+        )
+        return convert.fact_from_row(row) if row else None
+
+    async def list_fact_attempts(self, queue: str, uri: str, project: str) -> list[ValidationFact]:
+        """Every attempt's fact for a commit and scope, oldest attempt first."""
+        c = validation_facts.c
+        statement = (
+            select(validation_facts)
+            .where(c.queue == queue, c.uri == uri, c.project == project)
+            .order_by(c.attempt)
+        )
+        return [convert.fact_from_row(r) for r in await self._all(statement)]
 
     async def list_facts(
         self, queue: str, project: str, *, page_size: int, page_token: str = ""
     ) -> tuple[list[ValidationFact], str]:
-        """One page of a Queue's facts for ``project``, newest first, and the next page's token.
+        """One page of a Queue's authoritative facts for ``project``, newest first, and the next
+        page's token.
 
         The token is empty on the last page. Facts created between two calls
         never make a fact repeat or go missing across pages.
@@ -308,7 +347,9 @@ class Store:
         _check_limit(page_size)
         cursor = decode_page_token(page_token)
         c = validation_facts.c
-        statement = select(validation_facts).where(c.queue == queue, c.project == project)
+        statement = select(validation_facts).where(
+            c.queue == queue, c.project == project, _authoritative()
+        )
         if cursor is not None:
             statement = statement.where(
                 or_(
@@ -432,6 +473,40 @@ class Store:
 
 def _request_key(rid: RequestId) -> list[ColumnElement[bool]]:
     return [requests.c.queue == rid.queue, requests.c.n == rid.n]
+
+
+def _authoritative() -> ColumnElement[bool]:
+    """``validation_facts`` rows no other attempt of the same key outranks.
+
+    The SQL twin of ``stovepipe.domain.fact.outranks``: green beats not green,
+    the earliest green wins, a build verdict beats ``fail_closed``, and
+    otherwise the later attempt wins.
+    """
+    a = validation_facts.c
+    b = validation_facts.alias("rival").c
+    build = FactOrigin.BUILD.value
+    outranked = (
+        select(b.attempt)
+        .where(
+            b.queue == a.queue,
+            b.uri == a.uri,
+            b.project == a.project,
+            b.attempt != a.attempt,
+            or_(
+                and_(b.degree == GREEN, a.degree != GREEN),
+                and_(b.degree == GREEN, a.degree == GREEN, b.attempt < a.attempt),
+                and_(b.degree != GREEN, a.degree != GREEN, b.origin == build, a.origin != build),
+                and_(
+                    b.degree != GREEN,
+                    a.degree != GREEN,
+                    b.origin == a.origin,
+                    b.attempt > a.attempt,
+                ),
+            ),
+        )
+        .exists()
+    )
+    return ~outranked
 
 
 def _check_limit(limit: int) -> None:

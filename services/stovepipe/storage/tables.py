@@ -144,6 +144,7 @@ validation_facts = Table(
     Column("queue", String(QUEUE), primary_key=True),
     Column("uri", String(URI), primary_key=True),
     Column("project", String(NAME), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
     Column("degree", Float, nullable=False),
     Column("request_id", String(NAME), nullable=False),
     Column("origin", String(STATE), nullable=False),

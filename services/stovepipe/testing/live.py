@@ -185,7 +185,10 @@ async def live_stack(
 
         stack.push_async_callback(stop_forwarder)
         api = await serve_api(
-            StovepipeApi(store, config, parts.ingester(), events=bus.event_feed()), "127.0.0.1:0"
+            StovepipeApi(
+                store, config, parts.ingester(), parts.revalidator(), events=bus.event_feed()
+            ),
+            "127.0.0.1:0",
         )
         stack.push_async_callback(api.stop)
         channel = grpc.aio.insecure_channel(api.address)

@@ -250,20 +250,26 @@ class GetGreennessResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     FACT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     status: Global___GreennessStatus.ValueType
     @_builtins.property
     def fact(self) -> _types_pb2.ValidationFact:
-        """Set when status is RECORDED."""
+        """Set when status is RECORDED: the authoritative fact among the attempts."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ValidationFact]:
+        """Every attempt's fact, oldest attempt first (more than one after a re-validation)."""
 
     def __init__(
         self,
         *,
         status: Global___GreennessStatus.ValueType = ...,
         fact: _types_pb2.ValidationFact | None = ...,
+        attempts: _abc.Iterable[_types_pb2.ValidationFact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fact", b"fact", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,3 +373,60 @@ class WatchEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class RevalidateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    FLAKY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    uri: _builtins.str
+    """The commit URI, as returned by Ingest or GetRequest."""
+    flaky: _builtins.bool
+    """Also re-validate a broken verdict from a real build (a suspected flake)."""
+    reason: _builtins.str
+    """Why, for the audit trail (kept, redacted, in the Request's reason)."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        flaky: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flaky", b"flaky", "queue", b"queue", "reason", b"reason", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevalidateRequest: _TypeAlias = RevalidateRequest  # noqa: Y015
+
+@_typing.final
+class RevalidateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ALREADY_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    already_in_flight: _builtins.bool
+    """True when a re-validation of this commit was already in flight and is returned as is."""
+    @_builtins.property
+    def request(self) -> _types_pb2.Request:
+        """The Request, now on its new attempt (or the attempt already in flight)."""
+
+    def __init__(
+        self,
+        *,
+        request: _types_pb2.Request | None = ...,
+        already_in_flight: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_in_flight", b"already_in_flight", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevalidateResponse: _TypeAlias = RevalidateResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class StovepipeServiceStub:
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.Revalidate = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/Revalidate',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.FromString,
+                _registered_method=True)
 
 
 class StovepipeServiceServicer:
@@ -125,6 +130,14 @@ class StovepipeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revalidate(self, request, context):
+        """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
+        broken when `flaky` is set. Green is final. Needs the admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StovepipeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +175,11 @@ def add_StovepipeServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsRequest.FromString,
                     response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'Revalidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revalidate,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +372,33 @@ class StovepipeService:
             '/stovepipe.v1.StovepipeService/WatchEvents',
             stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsRequest.SerializeToString,
             stovepipe_dot_v1_dot_stovepipe__service__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revalidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/Revalidate',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class StovepipeServiceStub:
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]
     """WatchEvents streams green and not-green events as they are recorded."""
+    Revalidate: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RevalidateRequest, _stovepipe_service_pb2.RevalidateResponse]
+    """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
+    broken when `flaky` is set. Green is final. Needs the admin role.
+    """
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -67,6 +71,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """WatchEvents streams green and not-green events as they are recorded."""
+    Revalidate: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RevalidateRequest, _stovepipe_service_pb2.RevalidateResponse]  # type: ignore[assignment]
+    """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
+    broken when `flaky` is set. Green is final. Needs the admin role.
+    """
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     """StovepipeService answers which commit of a Queue is green and takes new heads."""
@@ -126,5 +134,15 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_stovepipe_service_pb2.WatchEventsResponse], _abc.AsyncIterator[_stovepipe_service_pb2.WatchEventsResponse]]:
         """WatchEvents streams green and not-green events as they are recorded."""
+
+    @_abc_1.abstractmethod
+    def Revalidate(
+        self,
+        request: _stovepipe_service_pb2.RevalidateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.RevalidateResponse, _abc.Awaitable[_stovepipe_service_pb2.RevalidateResponse]]:
+        """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
+        broken when `flaky` is set. Green is final. Needs the admin role.
+        """
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -28,17 +28,23 @@ class ProcessMessage(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current".
+    A message of an older attempt is stale after a re-validation and is skipped.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -55,8 +61,13 @@ class BuildMessage(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current".
+    A message of an older attempt is stale after a re-validation and is skipped.
+    """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope: ...
     def __init__(
@@ -65,10 +76,11 @@ class BuildMessage(_message.Message):
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
         scope: _types_pb2.Scope | None = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -86,9 +98,14 @@ class BuildSignalMessage(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     build_id: _builtins.str
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current".
+    A message of an older attempt is stale after a re-validation and is skipped.
+    """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope: ...
     def __init__(
@@ -98,10 +115,11 @@ class BuildSignalMessage(_message.Message):
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
         scope: _types_pb2.Scope | None = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "queue", b"queue", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -118,8 +136,13 @@ class RecordMessage(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current".
+    A message of an older attempt is stale after a re-validation and is skipped.
+    """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope: ...
     def __init__(
@@ -128,10 +151,11 @@ class RecordMessage(_message.Message):
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
         scope: _types_pb2.Scope | None = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,6 +202,7 @@ class GreennessEventData(_message.Message):
     GREEN_FIELD_NUMBER: _builtins.int
     TOOK_BOOKMARK_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -189,6 +214,8 @@ class GreennessEventData(_message.Message):
     took_bookmark: _builtins.bool
     """True when this commit took the last-green bookmark."""
     reason: _builtins.str
+    attempt: _builtins.int
+    """The attempt of the Request that wrote the fact."""
     def __init__(
         self,
         *,
@@ -201,10 +228,11 @@ class GreennessEventData(_message.Message):
         green: _builtins.bool = ...,
         took_bookmark: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "green", b"green", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "degree", b"degree", "green", b"green", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

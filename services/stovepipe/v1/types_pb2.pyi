@@ -202,6 +202,7 @@ class ValidationFact(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -212,6 +213,8 @@ class ValidationFact(_message.Message):
     origin: Global___FactOrigin.ValueType
     reason: _builtins.str
     """A short, redacted explanation (for example the dead-letter reason)."""
+    attempt: _builtins.int
+    """The attempt of the Request that wrote it; a re-validation adds attempt n + 1."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -225,10 +228,11 @@ class ValidationFact(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         origin: Global___FactOrigin.ValueType = ...,
         reason: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "degree", b"degree", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "degree", b"degree", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
