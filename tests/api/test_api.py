@@ -137,3 +137,57 @@ async def test_health_and_token_roles(store: Store) -> None:
     finally:
         await channel.close(None)
         await server.stop(0)
+
+
+async def test_revalidate_over_the_wire(api: tuple[Any, Pipeline]) -> None:
+    from stovepipe.extensions.buildrunner.fake import Outcome
+
+    stub, pipe = api
+    uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"src/a.py": "1"}))
+    pipe.runner.script(uri, Outcome.errored("runner lost the checkout"))
+    ingested = await stub.Ingest(pb.IngestRequest(queue=Q, trigger="test"))
+    await pipe.drain()
+    call = pb.RevalidateRequest(queue=Q, uri=uri, reason="runner redeployed")
+    pipe.runner.script(uri, Outcome.succeed())
+    started = await stub.Revalidate(call)
+    assert (started.request.id, started.request.attempt) == (ingested.request_id, 2)
+    assert started.request.state == types_pb2.REQUEST_STATE_ACCEPTED
+    assert not started.already_in_flight
+    assert (await stub.Revalidate(call)).already_in_flight
+    await pipe.drain()
+    answer = await stub.GetGreenness(pb.GetGreennessRequest(queue=Q, uri=uri))
+    assert answer.fact.degree == 0.0 and answer.fact.attempt == 2
+    assert [(f.attempt, f.origin) for f in answer.attempts] == [
+        (1, types_pb2.FACT_ORIGIN_FAIL_CLOSED),
+        (2, types_pb2.FACT_ORIGIN_BUILD),
+    ]
+    refused = stub.Revalidate(pb.RevalidateRequest(queue=Q, uri=uri, flaky=True))
+    assert await _code(refused) == grpc.StatusCode.FAILED_PRECONDITION  # green is final
+    unknown = stub.Revalidate(pb.RevalidateRequest(queue=Q, uri="git:nowhere#1"))
+    assert await _code(unknown) == grpc.StatusCode.NOT_FOUND
+    empty = stub.Revalidate(pb.RevalidateRequest(queue=Q))
+    assert await _code(empty) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_revalidate_needs_the_admin_role(store: Store) -> None:
+    pipe = Pipeline(store, [queue_config(Q)])
+    tokens = {"ingest-secret": "ingest", "read-secret": "read", "admin-secret": "admin"}
+    server = await serve_api(
+        StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator),
+        "127.0.0.1:0",
+        tokens=tokens,
+    )
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        stub = pb_grpc.StovepipeServiceStub(channel)
+        call = pb.RevalidateRequest(queue=Q, uri="git:nowhere#1")
+        for token in ("ingest-secret", "read-secret"):
+            md = (("authorization", f"Bearer {token}"),)
+            assert await _code(stub.Revalidate(call, metadata=md)) == (
+                grpc.StatusCode.PERMISSION_DENIED
+            )
+        admin = (("authorization", "Bearer admin-secret"),)
+        assert await _code(stub.Revalidate(call, metadata=admin)) == grpc.StatusCode.NOT_FOUND
+    finally:
+        await channel.close(None)
+        await server.stop(0)

@@ -10,76 +10,12 @@ flight, and then checks the invariants in ``stovepipe.testing.fault_checks``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from stovepipe.testing.chaos_proxy import ALL, Fault
-from stovepipe.testing.fault_checks import InvariantWatch, commit_of
-from stovepipe.testing.fault_stack import FaultStack, fault_stack
-from stovepipe.testing.postgres import INSTALL_HINT, PostgresCluster, PostgresUnavailable
-
-SETTLE_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def fault_postgres() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of this module's own: the suite crashes and restarts it."""
-    cluster = PostgresCluster(crash_safe=True)
-    try:
-        cluster.start()
-    except PostgresUnavailable as exc:
-        cluster.destroy()
-        pytest.fail(f"the fault suite needs a local PostgreSQL 15: {exc}\n{INSTALL_HINT}")
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, fault_postgres: PostgresCluster) -> AsyncIterator[FaultStack]:
-    async with fault_stack(tmp_path, fault_postgres) as running:
-        yield running
-
-
-@contextlib.asynccontextmanager
-async def watching(stack: FaultStack) -> AsyncIterator[InvariantWatch]:
-    """Observe the safety invariants every 0.2 s while the body runs."""
-    assert stack.store is not None
-    watch = InvariantWatch(stack.store, stack.repos)
-
-    async def loop() -> None:
-        while True:
-            await watch.observe()
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield watch
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def settle(stack: FaultStack, watch: InvariantWatch, request_ids: list[str]) -> None:
-    """Wait (bounded) until every head is settled and the books balance; no violation seen."""
-
-    async def done() -> bool:
-        return not await watch.liveness_problems(request_ids)
-
-    try:
-        await stack.wait_until(done, SETTLE_S, "every head settled")
-    except TimeoutError:
-        problems = await watch.liveness_problems(request_ids)
-        logs = "\n".join(f"--- {name}\n{stack.log_tail(name, 15)}" for name in stack.children)
-        raise AssertionError(f"not settled: {problems}\n{logs}") from None
-    await watch.observe()
-    assert watch.violations == []
-    assert watch.observations > 0
+from stovepipe.testing.fault_checks import InvariantWatch, commit_of, settle, watching
+from stovepipe.testing.fault_stack import FaultStack
 
 
 async def assert_true_verdicts(

@@ -6,38 +6,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stovepipe.testing.fault_stack import fault_stack
-from stovepipe.testing.postgres import INSTALL_HINT, PostgresCluster, PostgresUnavailable
+from stovepipe.testing.postgres import PostgresCluster
 from stovepipe.testing.soak import FAULTS, run_soak
 
 CI_SEED = 20261122
 CI_SCENARIOS = 4
 
 
-@pytest.fixture(scope="module")
-def soak_postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(crash_safe=True)
-    try:
-        cluster.start()
-    except PostgresUnavailable as exc:
-        cluster.destroy()
-        pytest.fail(f"the soak needs a local PostgreSQL 15: {exc}\n{INSTALL_HINT}")
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
 async def test_soak_small(
-    tmp_path: Path, soak_postgres: PostgresCluster, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fault_postgres: PostgresCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed = int(os.environ.get("STOVEPIPE_SOAK_SEED", CI_SEED))
-    async with fault_stack(tmp_path, soak_postgres) as stack:
+    async with fault_stack(tmp_path, fault_postgres) as stack:
         report = await run_soak(
             stack, seed=seed, scenarios=CI_SCENARIOS, max_seconds=400, progress=print
         )

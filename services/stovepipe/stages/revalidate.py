@@ -99,5 +99,5 @@ class Revalidator(StageBase):
         if fact.origin is FactOrigin.BUILD and not flaky:
             raise Refused(
                 f"{request.uri} is broken by a real build ({fact.reason or 'no reason'}); "
-                "pass flaky to re-validate a suspected flake"
+                "re-validate a suspected flake with flaky=true (CLI: --flaky)"
             )

@@ -5,7 +5,8 @@ Safety, watched continuously while faults happen (:meth:`InvariantWatch.observe`
 * no falsely green fact — a green fact for a commit whose build is truly broken;
 * no dishonest build verdict — a broken fact of origin ``build`` for a commit
   that is truly green (a fault may fail a commit *closed*, never blame its code);
-* no fact overwritten — a fact, once seen, never changes;
+* no fact overwritten — the fact of each attempt, once seen, never changes;
+* nothing displaces green — once a commit's answer is green it stays that fact;
 * the bookmark never moves backwards in ingest order, and never names a
   commit without a green fact;
 * the promotion ref never moves backwards in the branch's history.
@@ -20,12 +21,14 @@ sits on the newest green Request and the promotion ref on the bookmark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
 from stovepipe.storage import Store
-from stovepipe.testing.fault_stack import QueueRepo
+from stovepipe.testing.fault_stack import FaultStack, QueueRepo
 
 _VERDICTS = (RequestState.SUCCEEDED, RequestState.FAILED)
 
@@ -41,7 +44,8 @@ class InvariantWatch:
     repos: dict[str, QueueRepo]
     violations: list[str] = field(default_factory=list)
     observations: int = 0
-    _facts: dict[tuple[str, str, str], ValidationFact] = field(default_factory=dict)
+    _facts: dict[tuple[str, str, str, int], ValidationFact] = field(default_factory=dict)
+    _answers: dict[tuple[str, str, str], ValidationFact] = field(default_factory=dict)
     _bookmark_n: dict[str, int] = field(default_factory=dict)
     _promotion_pos: dict[str, int] = field(default_factory=dict)
 
@@ -54,22 +58,33 @@ class InvariantWatch:
         try:
             for queue, repo in self.repos.items():
                 await self._observe_queue(queue, repo)
+                await self._observe_bookmark(queue, repo)
         except Exception:  # the database may be the fault being injected right now
             return
         self.observations += 1
 
     async def _observe_queue(self, queue: str, repo: QueueRepo) -> None:
-        facts = await self._all_facts(queue)
-        for fact in facts:
-            key = (fact.queue, fact.uri, fact.project)
-            seen = self._facts.setdefault(key, fact)
-            if seen != fact:
-                self._violate(f"fact overwritten: {key}: {seen} -> {fact}")
-            truth = repo.truth.get(commit_of(fact.uri))
-            if fact.green and truth is False:
-                self._violate(f"falsely green: {fact.uri} (request {fact.request_id})")
-            if not fact.green and fact.origin is FactOrigin.BUILD and truth is True:
-                self._violate(f"a good commit blamed by a build verdict: {fact.uri}")
+        for answer in await self._all_facts(queue):
+            key = (answer.queue, answer.uri, answer.project)
+            before = self._answers.get(key)
+            if before is not None and before.green and before != answer:
+                self._violate(f"green displaced: {key}: {before} -> {answer}")
+            self._answers[key] = answer
+            for fact in await self.store.list_fact_attempts(*key):
+                self._check_fact(fact, repo)
+
+    def _check_fact(self, fact: ValidationFact, repo: QueueRepo) -> None:
+        key = (fact.queue, fact.uri, fact.project, fact.attempt)
+        seen = self._facts.setdefault(key, fact)
+        if seen != fact:
+            self._violate(f"fact overwritten: {key}: {seen} -> {fact}")
+        truth = repo.truth.get(commit_of(fact.uri))
+        if fact.green and truth is False:
+            self._violate(f"falsely green: {fact.uri} (request {fact.request_id})")
+        if not fact.green and fact.origin is FactOrigin.BUILD and truth is True:
+            self._violate(f"a good commit blamed by a build verdict: {fact.uri}")
+
+    async def _observe_bookmark(self, queue: str, repo: QueueRepo) -> None:
         state = await self.store.get_queue(queue)
         if state is not None and state.last_green_request_id:
             n = RequestId.parse(state.last_green_request_id).n
@@ -100,7 +115,10 @@ class InvariantWatch:
             request = await self.store.get_request(request_id)
             settled = request is not None and request.terminal
             if settled and request is not None and request.state in _VERDICTS:
-                settled = await self.store.get_fact(request.queue, request.uri, "") is not None
+                recorded = await self.store.get_fact_of_attempt(
+                    request.queue, request.uri, "", request.attempt
+                )
+                settled = recorded is not None
             if not settled:
                 waiting.append(request_id)
         return waiting
@@ -153,6 +171,45 @@ class InvariantWatch:
             fact = await self.store.get_fact(request.queue, request.uri, "") if request else None
             found[request_id] = (fact.green, fact.origin.value) if fact else (None, "")
         return found
+
+
+@contextlib.asynccontextmanager
+async def watching(stack: FaultStack, every_s: float = 0.2) -> AsyncIterator[InvariantWatch]:
+    """Observe the safety invariants every ``every_s`` while the body runs."""
+    assert stack.store is not None
+    watch = InvariantWatch(stack.store, stack.repos)
+
+    async def loop() -> None:
+        while True:
+            await watch.observe()
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield watch
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settle(
+    stack: FaultStack, watch: InvariantWatch, request_ids: list[str], timeout_s: float = 120.0
+) -> None:
+    """Wait (bounded) until every head is settled and the books balance; no violation seen."""
+
+    async def done() -> bool:
+        return not await watch.liveness_problems(request_ids)
+
+    try:
+        await stack.wait_until(done, timeout_s, "every head settled")
+    except TimeoutError:
+        problems = await watch.liveness_problems(request_ids)
+        logs = "\n".join(f"--- {name}\n{stack.log_tail(name, 15)}" for name in stack.children)
+        raise AssertionError(f"not settled: {problems}\n{logs}") from None
+    await watch.observe()
+    assert watch.violations == []
+    assert watch.observations > 0
 
 
 def _ref(repo: QueueRepo, name: str) -> str | None:
