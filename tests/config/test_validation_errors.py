@@ -327,3 +327,29 @@ def test_credentials_in_a_repository_url_are_refused() -> None:
         "the file must not hold secrets (use an SSH key or a git credential helper for "
         "repositories, secret_env for hooks)"
     ]
+
+
+def test_kafka_timing_reaches_the_consumers_and_a_heartbeat_must_fit_the_session() -> None:
+    from stovepipe.config import config_from_mapping
+    from stovepipe.runtime.bus import kafka_settings
+
+    timing = {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "session_timeout_ms": 6_000,
+        "heartbeat_interval_ms": 1_500,
+        "graceful_timeout_seconds": 12.5,
+        "redelivery_pause_ms": 250,
+    }
+    config = config_from_mapping({"kafka": timing, "queues": [queue()]}, "stovepipe.yaml")
+    settings = kafka_settings(config, "stovepipe-test")
+    assert (
+        settings.session_timeout_ms,
+        settings.heartbeat_interval_ms,
+        settings.graceful_timeout_s,
+        settings.redelivery_pause_ms,
+    ) == (6_000, 1_500, 12.5, 250)
+    slow_heart = {"kafka": {**timing, "heartbeat_interval_ms": 6_000}, "queues": [queue()]}
+    assert any(
+        "heartbeat_interval_ms (6000) must be below session_timeout_ms (6000)" in line
+        for line in problems_of(slow_heart)
+    )

@@ -14,23 +14,8 @@ import asyncio
 import pytest
 
 from stovepipe.testing.chaos_proxy import ALL, Fault
-from stovepipe.testing.fault_checks import InvariantWatch, commit_of, settle, watching
+from stovepipe.testing.fault_checks import assert_true_verdicts, settle, watching
 from stovepipe.testing.fault_stack import FaultStack
-
-
-async def assert_true_verdicts(
-    stack: FaultStack, watch: InvariantWatch, request_ids: list[str]
-) -> None:
-    """Every settled head got its real verdict: no fault was allowed to decide it."""
-    assert stack.store is not None
-    for request_id, (green, origin) in (await watch.verdicts(request_ids)).items():
-        request = await stack.store.get_request(request_id)
-        assert request is not None
-        if request.state.value == "superseded":
-            continue
-        truth = stack.repos[request.queue].truth[commit_of(request.uri)]
-        assert (green, origin) == (truth, "build"), (request_id, request.reason)
-
 
 HELD = {
     "process": ("git", "IsAncestor"),

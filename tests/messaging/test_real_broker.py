@@ -257,3 +257,43 @@ async def test_a_handler_outliving_the_grace_period_is_cancelled_and_redelivered
 
 def _private_settings(broker: EmbeddedBroker) -> KafkaSettings:
     return settings_for_test(broker.bootstrap_servers, embedded=True)
+
+
+async def test_stop_lets_an_in_flight_handler_finish_and_commits_it(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """SIGTERM's path: the handler mid-way completes, its offset is committed, and the
+    next consumer of the group starts after it (no double apply), losing nothing."""
+    settings = replace(kafka_settings, graceful_timeout_s=10.0)
+    started = asyncio.Event()
+    finish = asyncio.Event()
+    applied: list[tuple[int, int]] = []
+
+    async def slow(_payload: Any, delivery: Delivery) -> None:
+        started.set()
+        await finish.wait()
+        applied.append((delivery.partition, delivery.offset))
+
+    first = await _bus_for(settings)
+    first.consumer.subscribe(PROCESS, slow, group="drain")
+    await first.start()
+    published = await first.publish(PROCESS, process_message(1))
+    await asyncio.wait_for(started.wait(), 30)
+    stopping = asyncio.create_task(first.stop())
+    await asyncio.sleep(0.3)
+    assert not stopping.done()  # the stop is waiting for the handler, not abandoning it
+    finish.set()
+    await stopping
+    assert applied == [(published.partition, published.offset)]
+    committed = await committed_offset(settings, PROCESS, "drain", published.partition)
+    assert committed == published.offset + 1
+
+    inbox = Inbox()
+    second = Bus(settings)
+    second.consumer.subscribe(PROCESS, inbox.handler, group="drain")
+    async with second:
+        after = await second.publish(PROCESS, process_message(2))  # same key, same partition
+        [(payload, delivery)] = await inbox.wait_for(1)
+    assert payload == process_message(2)
+    assert (delivery.partition, delivery.offset) == (after.partition, after.offset)
+    assert after.partition == published.partition and after.offset == published.offset + 1

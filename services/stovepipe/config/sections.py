@@ -61,6 +61,19 @@ class KafkaConfig(ConfigModel):
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
     group_prefix: Annotated[NonBlank, AfterValidator(check_kafka_topic_part)] = "stovepipe"
     max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    session_timeout_ms: Annotated[int, Field(ge=1_000, le=300_000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1_000
+    graceful_timeout_seconds: Annotated[float, Field(ge=0, le=3_600)] = 30.0
+    redelivery_pause_ms: Annotated[int, Field(ge=0, le=600_000)] = 1_000
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaConfig:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        return self
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

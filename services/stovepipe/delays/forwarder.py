@@ -86,7 +86,14 @@ class DelayForwarder:
             await asyncio.wait_for(producer.stop(), 10)
 
     def stop(self) -> None:
+        """Stop after the current step; a message still waiting stays uncommitted, so the
+        next forwarder (after a restart) holds it again and delivers it when due."""
         self._stopping.set()
+
+    @property
+    def waiting(self) -> int:
+        """Partitions paused right now because their next message is not yet due."""
+        return len(self._resume_handles)
 
     async def _drain(
         self,

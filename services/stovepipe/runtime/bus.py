@@ -70,6 +70,10 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
         fetch_max_wait_ms=k.fetch_max_wait_ms,
         max_message_bytes=k.max_message_bytes,
         group_prefix=k.group_prefix,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        graceful_timeout_s=k.graceful_timeout_seconds,
+        redelivery_pause_ms=k.redelivery_pause_ms,
     )
 
 

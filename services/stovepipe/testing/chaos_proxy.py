@@ -67,6 +67,8 @@ class ChaosProxy:
         self._released = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        """Every call that reached the proxy, by method, faulted or not."""
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
         self.port = 0
@@ -117,6 +119,7 @@ class ChaosProxy:
 
     async def _call(self, full_method: str, request: bytes, context: Any) -> bytes:
         method = full_method.rsplit("/", 1)[-1]
+        self.calls[method] += 1
         self._in_flight[method] += 1
         try:
             fault = self._fault_for(method)

@@ -30,9 +30,11 @@ from typing import Any
 
 import grpc
 import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
+from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.sample_repo import SampleRepo, Step
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
@@ -131,6 +133,8 @@ class FaultStack:
         self.api_address = f"127.0.0.1:{free_port()}"
         self.git_address = f"127.0.0.1:{free_port()}"
         self.runner_address = f"127.0.0.1:{free_port()}"
+        self.topic_prefix = f"f{uuid.uuid4().hex[:6]}."
+        self.partitions = 2
         self.git_proxy = ChaosProxy(self.git_address)
         self.runner_proxy = ChaosProxy(self.runner_address)
         self.store: Store | None = None
@@ -199,8 +203,8 @@ class FaultStack:
             "storage": {"url": self.database_url},
             "kafka": {
                 "bootstrap_servers": self.broker.bootstrap_servers,
-                "topic_prefix": f"f{uuid.uuid4().hex[:6]}.",
-                "partitions": 2,
+                "topic_prefix": self.topic_prefix,
+                "partitions": self.partitions,
             },
             "api": {"listen": self.api_address},
             "extensions": {
@@ -284,6 +288,24 @@ class FaultStack:
             await child.process.wait()
         self.faults[f"kill -9 {name}"] += 1
 
+    async def terminate(self, name: str, timeout_s: float = 60.0) -> int:
+        """SIGTERM the child (as an orchestrator would) and return its exit code.
+
+        The keeper starts it again afterwards, as a rolling restart would.
+        """
+        child = self.children[name]
+        process = child.process
+        assert process is not None, f"{name} was never started"
+        assert process.returncode is None, f"{name} is not running"
+        self._held.add(name)
+        try:
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), timeout_s)
+        finally:
+            self._held.discard(name)
+        self.faults[f"SIGTERM {name}"] += 1
+        return code
+
     async def take_down(self, name: str) -> None:
         """Kill a child and keep it down until :meth:`bring_up`."""
         self._held.add(name)
@@ -339,6 +361,87 @@ class FaultStack:
                 await channel.close(None)
 
         await self.wait_until(serving, timeout_s, f"{address} serving")
+
+    # The broker, as a foreign client sees it
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """Settings naming the stack's physical topics and groups (for raw test clients)."""
+        return KafkaSettings(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            topic_prefix=self.topic_prefix,
+            partitions=self.partitions,
+        )
+
+    async def produce_raw(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Put bytes on a logical topic past every codec, as a buggy or hostile client would."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            max_request_size=8 * 1024 * 1024,
+            enable_idempotence=False,
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                self.kafka.topic(topic), value, key=key, headers=headers or []
+            )
+        finally:
+            await producer.stop()
+
+    async def records(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record on a logical topic so far, read without joining a group."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(self.kafka.topic(topic), p) for p in range(self.partitions)
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            found: list[ConsumerRecord[bytes, bytes]] = []
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                found += [r for rs in batch.values() for r in rs]
+            return found
+        finally:
+            await consumer.stop()
+
+    async def committed(self, topic: str, group: str) -> dict[int, int]:
+        """Consumer group ``group``'s committed offset per partition of ``topic`` (0: none)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            group_id=self.kafka.group(group),
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            physical = self.kafka.topic(topic)
+            return {
+                p: await consumer.committed(TopicPartition(physical, p)) or 0
+                for p in range(self.partitions)
+            }
+        finally:
+            await consumer.stop()
+
+    async def consumed(self, topic: str, group: str) -> bool:
+        """True when consumer group ``group`` has committed past every record of ``topic``."""
+        ends = Counter[int]()
+        for record in await self.records(topic):
+            ends[record.partition] = max(ends[record.partition], record.offset + 1)
+        committed = await self.committed(topic, group)
+        return all(committed[p] >= end for p, end in ends.items())
 
     # Work
 
