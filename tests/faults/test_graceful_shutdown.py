@@ -1,39 +1,226 @@
 """Graceful shutdown: SIGTERM drains in-flight work; a restart neither loses nor repeats.
 
-Workers run as real processes on the real broker and PostgreSQL (the fault
-stack); each test stops one with SIGTERM while its handler is inside an
-extension call, lets the call finish, and checks that the worker exited 0, that
-the handler's effect happened once (the extension saw exactly one call, which a
-redelivery would repeat), and that the head reached its true verdict. The
-delay forwarder is stopped while it holds a message that is not yet due; the
-next forwarder delivers it once, and not early. The Bus-level drain (handler
-completes and commits; a handler outliving the grace period is cancelled and
-redelivered) is in ``tests/messaging/test_real_broker.py``.
+Everything runs on the real broker. Four layers are covered:
+
+* the ``Bus`` (what SIGTERM ends up calling): a handler that is running when
+  the stop begins completes and is committed, and a consumer that takes over
+  the group applies every record exactly once; a handler that outlives the
+  grace period is cancelled, stays uncommitted and is applied once after the
+  restart;
+* real ``stovepipe worker`` processes (the fault stack: PostgreSQL, extensions
+  behind chaos proxies, every worker): SIGTERM while a handler is inside an
+  extension call exits 0 within the grace period plus a margin, whether the
+  call finishes in time (its effect happens once) or not (it is redone after
+  the restart, and the head still gets its true verdict);
+* the delay forwarder, stopped while it holds a message that is not yet due:
+  the next forwarder delivers it once, and not early;
+* ``stovepipe up``, whose supervisor must wait for that drain before it kills.
+
+Side effects are counted outside the code under test (a list the handler
+appends to, the chaos proxy's call counts, the hook events on the broker), and
+"nothing will come back" is read from the consumer group's committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stovepipe.config import config_from_mapping
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
-from stovepipe.messaging import KafkaSettings, ensure_topics
+from stovepipe.messaging import Bus, Delivery, KafkaSettings, ensure_topics
+from stovepipe.runtime.embedded import supervisor_stop_timeout
 from stovepipe.testing.chaos_proxy import Fault
 from stovepipe.testing.fault_checks import commit_of, settle, watching
-from stovepipe.testing.fault_stack import FaultStack
+from stovepipe.testing.fault_stack import FaultStack, fault_stack
+from stovepipe.testing.postgres import PostgresCluster
 from stovepipe.v1 import topics_pb2
 
+pytestmark = pytest.mark.broker
+
+PROCESS = "stovepipe.process"
 HOOK = "stovepipe.hook"
+DEADLINE_S = 30.0
+
+
+# The Bus
+
+
+def _message(n: int, queue: str = "q") -> topics_pb2.ProcessMessage:
+    return topics_pb2.ProcessMessage(request_id=f"request/{queue}/{n}", queue=queue)
+
+
+async def _committed(settings: KafkaSettings, topic: str, group: str) -> dict[int, int | None]:
+    """The group's committed offset per partition, read by a consumer that never joins it."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.group(group),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        physical = settings.topic(topic)
+        return {
+            p: await consumer.committed(TopicPartition(physical, p))
+            for p in range(settings.partitions)
+        }
+    finally:
+        await consumer.stop()
+
+
+async def _ends(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic(topic), p) for p in range(settings.partitions)]
+        return {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def _until(check: Any, what: str, timeout_s: float = DEADLINE_S) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        assert loop.time() < deadline, f"{what} not within {timeout_s:.0f}s"
+        await asyncio.sleep(0.05)
+
+
+async def _fully_committed(settings: KafkaSettings, group: str) -> bool:
+    """Every record of the topic is committed in ``group``: nothing can come back."""
+    ends = await _ends(settings, PROCESS)
+    committed = await _committed(settings, PROCESS, group)
+    return all((committed[p] or 0) == end for p, end in ends.items())
+
+
+async def test_stop_lets_a_running_handler_finish_commits_it_and_a_restart_applies_each_record_once(
+    kafka_settings: KafkaSettings,
+) -> None:
+    settings = replace(kafka_settings, graceful_timeout_s=10.0)
+    await ensure_topics(settings, [PROCESS])
+    applied: list[str] = []  # the side effect: one entry per completed handler
+    started, finish = asyncio.Event(), asyncio.Event()
+    first_id = _message(1).request_id
+
+    async def apply(payload: topics_pb2.ProcessMessage, _delivery: Delivery) -> None:
+        if payload.request_id == first_id and not finish.is_set():
+            started.set()
+            await finish.wait()  # mid-way when the stop begins
+        applied.append(payload.request_id)
+
+    first = Bus(settings)
+    first.consumer.subscribe(PROCESS, apply, group="drain")
+    await first.start()
+    held = await first.publish(PROCESS, _message(1))
+    assert held.partition is not None and held.offset is not None
+    await asyncio.wait_for(started.wait(), DEADLINE_S)
+    # records queued behind it on its partition, and on the other partition
+    later = [_message(n) for n in range(2, 5)] + [_message(n, f"q{n}") for n in range(5, 11)]
+    landed = {(await first.publish(PROCESS, message)).partition for message in later}
+    assert landed == set(range(settings.partitions))
+
+    stopping = asyncio.create_task(first.stop())
+    await asyncio.sleep(0.5)
+    assert not stopping.done(), "the stop must wait for the running handler"
+    finish.set()
+    await asyncio.wait_for(stopping, settings.stop_timeout_s + 1)
+
+    # the running handler completed; nothing new was started once the stop began
+    assert applied == [first_id]
+    committed = await _committed(settings, PROCESS, "drain")
+    assert committed[held.partition] == held.offset + 1
+    assert all(committed[p] is None for p in committed if p != held.partition)
+
+    second = Bus(settings)
+    second.consumer.subscribe(PROCESS, apply, group="drain")
+    async with second:
+        await _until(lambda: _fully_committed(settings, "drain"), "the restart catching up")
+    counts = Counter(applied)
+    assert set(counts) == {first_id, *(m.request_id for m in later)}
+    assert [name for name, n in counts.items() if n != 1] == []  # none twice, none lost
+
+
+async def test_a_handler_outliving_the_grace_period_is_cancelled_uncommitted_and_redelivered(
+    kafka_settings: KafkaSettings,
+) -> None:
+    settings = replace(kafka_settings, graceful_timeout_s=1.0)
+    await ensure_topics(settings, [PROCESS])
+    applied: list[str] = []
+    cancelled: list[int] = []
+    started = asyncio.Event()
+    first_id = _message(1).request_id
+
+    async def apply(payload: topics_pb2.ProcessMessage, delivery: Delivery) -> None:
+        if payload.request_id == first_id and not cancelled:
+            started.set()
+            try:
+                await asyncio.Event().wait()  # far longer than the grace period
+            except asyncio.CancelledError:
+                cancelled.append(delivery.offset)
+                raise
+        applied.append(payload.request_id)
+
+    first = Bus(settings)
+    first.consumer.subscribe(PROCESS, apply, group="overrun")
+    await first.start()
+    held = await first.publish(PROCESS, _message(1))
+    assert held.partition is not None
+    await asyncio.wait_for(started.wait(), DEADLINE_S)
+    behind = await first.publish(PROCESS, _message(2))
+    assert behind.partition == held.partition
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await first.stop()
+    took = loop.time() - began
+    assert settings.graceful_timeout_s <= took <= settings.stop_timeout_s + 1.0
+    assert cancelled == [held.offset]
+    assert applied == []
+    assert (await _committed(settings, PROCESS, "overrun"))[held.partition] is None
+
+    second = Bus(settings)
+    second.consumer.subscribe(PROCESS, apply, group="overrun")
+    async with second:
+        await _until(lambda: _fully_committed(settings, "overrun"), "the redelivery")
+    assert applied == [first_id, _message(2).request_id]  # in order, once each
+
+
+# Worker processes
 
 # The extension call each stage's handler is caught inside.
 HELD = {"build": ("runner", "Trigger"), "record": ("git", "Promote")}
 
+MARGIN_S = 5.0
+"""What a worker may take beyond its drain to leave its groups and close (Python exit included)."""
 
-async def times_applied(stack: FaultStack, stage: str, head: str) -> int:
+
+@asynccontextmanager
+async def _stack(
+    tmp_path: Path, postgres: PostgresCluster, graceful_s: float
+) -> AsyncIterator[FaultStack]:
+    kafka = {
+        "graceful_timeout_seconds": graceful_s,
+        # a group join takes about half the session on Tansu; keep restarts quick
+        "session_timeout_ms": 4_000,
+        "heartbeat_interval_ms": 800,
+    }
+    async with fault_stack(tmp_path, postgres, kafka=kafka) as stack:
+        # work ingested before every group has formed would be re-driven as stale
+        await stack.until_ready()
+        yield stack
+
+
+async def _times_applied(stack: FaultStack, stage: str, head: str) -> int:
     """How often the stage's handler ran to its end for ``head``, from outside evidence.
 
     build: the runner's Trigger calls (the sweeper never triggers). record: the hook
@@ -46,46 +233,118 @@ async def times_applied(stack: FaultStack, stage: str, head: str) -> int:
     return sum(1 for e in events if e.data.request_id == head)
 
 
+async def _held_record(stack: FaultStack, stage: str, head: str) -> tuple[int, int, int]:
+    """(partition, offset) of the head's first record on the stage topic, and how many it has."""
+    mine = [
+        r for r in await stack.records(f"stovepipe.{stage}") if head.encode() in (r.value or b"")
+    ]
+    assert mine, f"no {stage} record for {head}"
+    return mine[0].partition, mine[0].offset, len(mine)
+
+
 @pytest.mark.parametrize("stage", sorted(HELD))
 async def test_sigterm_mid_handler_finishes_commits_and_exits_zero(
-    stack: FaultStack, stage: str
+    tmp_path: Path, fault_postgres: PostgresCluster, stage: str
 ) -> None:
-    assert stack.store is not None
-    proxy_name, method = HELD[stage]
-    proxy = stack.git_proxy if proxy_name == "git" else stack.runner_proxy
-    queue = stack.queue_names[0]
-    async with watching(stack) as watch:
-        proxy.set_fault(method, Fault.HOLD)
-        head = await stack.push_and_ingest(queue, green=True)
+    async with _stack(tmp_path, fault_postgres, graceful_s=30.0) as stack:
+        assert stack.store is not None
+        proxy_name, method = HELD[stage]
+        proxy = stack.git_proxy if proxy_name == "git" else stack.runner_proxy
+        queue = stack.queue_names[0]
+        name = f"worker-{stage}"
+        async with watching(stack) as watch:
+            proxy.set_fault(method, Fault.HOLD)
+            head = await stack.push_and_ingest(queue, green=True)
 
-        async def inside() -> bool:
-            return proxy.calls_in_flight(method) > 0
+            async def inside() -> bool:
+                return proxy.calls_in_flight(method) > 0
 
-        await stack.wait_until(inside, 60, f"worker-{stage} inside {method}")
-        terminating = asyncio.create_task(stack.terminate(f"worker-{stage}"))
-        await asyncio.sleep(0.5)
-        assert not terminating.done()  # it waits for the handler instead of dying
-        proxy.clear(method)
-        assert await terminating == 0, stack.log_tail(f"worker-{stage}")
-        child = stack.children[f"worker-{stage}"]
+            await stack.wait_until(inside, 60, f"{name} inside {method}")
+            terminating = asyncio.create_task(stack.terminate(name, restart=False))
+            await asyncio.sleep(1.0)
+            assert not terminating.done()  # it waits for the handler instead of dying
+            proxy.clear(method)
+            released = time.monotonic()
+            assert await terminating == 0, stack.log_tail(name)
+            assert time.monotonic() - released < MARGIN_S
+            # the drained handler's offset was committed before the worker left, so
+            # the next owner of the partition starts after it
+            partition, offset, _ = await _held_record(stack, stage, head)
+            assert (await stack.committed(f"stovepipe.{stage}", stage))[partition] > offset
 
-        async def back() -> bool:  # the keeper started it again and it joined its group
-            ready = stack.log_tail(child.name, 400).count(f"worker {stage} ready")
-            return child.alive and child.starts == 2 and ready == 2
+            await stack.bring_up(name)
+            await stack.until_ready([name])
+            await settle(stack, watch, [head])
+            topic = f"stovepipe.{stage}"
 
-        await stack.wait_until(back, 60, f"worker-{stage} restarted")
-        await settle(stack, watch, [head])
-        # the drained handler's offset was committed before the worker left ...
-        topic = f"stovepipe.{stage}"
-        held = next(r for r in await stack.records(topic) if head.encode() in (r.value or b""))
-        assert (await stack.committed(topic, stage))[held.partition] > held.offset
-        # ... so the restarted worker did not run it again
-        assert await times_applied(stack, stage, head) == 1
-        request = await stack.store.get_request(head)
-        assert request is not None and request.state.value == "succeeded"
-        fact = await stack.store.get_fact(queue, request.uri, "")
-        assert fact is not None and fact.green
-        assert stack.repos[queue].truth[commit_of(request.uri)] is True
+            async def caught_up() -> bool:
+                return await stack.consumed(topic, stage)
+
+            await stack.wait_until(caught_up, 60, f"{name} caught up")
+            # ... and it did not run it again: once per record of the head (the sweeper may
+            # legitimately have sent a second one, which is then applied once too)
+            _, _, records = await _held_record(stack, stage, head)
+            assert await _times_applied(stack, stage, head) == (1 if stage == "build" else records)
+            request = await stack.store.get_request(head)
+            assert request is not None and request.state.value == "succeeded"
+            fact = await stack.store.get_fact(queue, request.uri, "")
+            assert fact is not None and fact.green
+            assert stack.repos[queue].truth[commit_of(request.uri)] is True
+
+
+async def test_sigterm_with_a_handler_outliving_the_grace_period_exits_zero_and_loses_nothing(
+    tmp_path: Path, fault_postgres: PostgresCluster
+) -> None:
+    graceful_s = 2.0
+    async with _stack(tmp_path, fault_postgres, graceful_s=graceful_s) as stack:
+        assert stack.store is not None
+        proxy = stack.runner_proxy
+        queue = stack.queue_names[0]
+        async with watching(stack) as watch:
+            proxy.set_fault("Trigger", Fault.HOLD)  # held until after the worker is gone
+            head = await stack.push_and_ingest(queue, green=True)
+
+            async def inside() -> bool:
+                return proxy.calls_in_flight("Trigger") > 0
+
+            await stack.wait_until(inside, 60, "worker-build inside Trigger")
+            began = time.monotonic()
+            code = await stack.terminate("worker-build", restart=False)
+            took = time.monotonic() - began
+            assert code == 0, stack.log_tail("worker-build")
+            assert graceful_s <= took < graceful_s + MARGIN_S
+            assert proxy.calls_in_flight("Trigger") == 0  # the call was abandoned
+            # the cancelled handler's record was not committed: the next owner gets it
+            partition, offset, _ = await _held_record(stack, "build", head)
+            assert (await stack.committed("stovepipe.build", "build"))[partition] <= offset
+
+            proxy.clear("Trigger")
+            await stack.bring_up("worker-build")
+            await settle(stack, watch, [head])
+            assert proxy.calls["Trigger"] == 2  # the abandoned call, then the redelivery's
+            request = await stack.store.get_request(head)
+            assert request is not None and request.state.value == "succeeded"
+            fact = await stack.store.get_fact(queue, request.uri, "")
+            assert fact is not None and fact.green
+            assert stack.repos[queue].truth[commit_of(request.uri)] is True
+
+
+def test_stovepipe_up_waits_for_a_worker_drain_before_killing_it() -> None:
+    """The supervisor of ``stovepipe up`` SIGKILLs a child that outlives its stop bound;
+    the bound must cover the drain (grace period) and the close that follows it."""
+    for graceful_s in (0.0, 30.0, 120.0):
+        queue = {
+            "name": "mono/main",
+            "source": {"repository": "/srv/git/mono.git"},
+            "build": {"targets": [{"name": "unit", "command": "make test"}]},
+        }
+        data = {"kafka": {"graceful_timeout_seconds": graceful_s}, "queues": [queue]}
+        config = config_from_mapping(data, "stovepipe.yaml", env={})
+        settings = KafkaSettings("127.0.0.1:9092", graceful_timeout_s=graceful_s)
+        assert supervisor_stop_timeout(config) > settings.stop_timeout_s
+
+
+# The delay forwarder
 
 
 async def _records(settings: KafkaSettings, topic: str) -> list[tuple[int, int]]:

@@ -26,12 +26,26 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
+from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.broker_watch import EXIT_RESTART
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
 from stovepipe.runtime.worker_process import STAGES
 from stovepipe.storage.migrate import upgrade
 
 WORKERS = (*STAGES, "delay", "sweeper")
+
+STOP_MARGIN_S = 5.0
+"""Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
+
+
+def supervisor_stop_timeout(config: StovepipeConfig) -> float:
+    """How long a child may take after SIGTERM before it is killed.
+
+    A worker drains in-flight handlers for ``kafka.graceful_timeout_seconds`` and
+    then closes its clients (``KafkaSettings.close_timeout_s``); killing it sooner
+    would cut the drain short and turn a clean stop into a crash.
+    """
+    return config.kafka.graceful_timeout_seconds + KafkaSettings.close_timeout_s + STOP_MARGIN_S
 
 
 def free_port() -> int:
@@ -108,7 +122,7 @@ async def embedded_stack(
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None
-    supervisor = Supervisor()
+    supervisor = Supervisor(stop_timeout_s=supervisor_stop_timeout(config))
     try:
         bootstrap = config.kafka.bootstrap_servers
         if not bootstrap:

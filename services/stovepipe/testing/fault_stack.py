@@ -118,6 +118,7 @@ class FaultStack:
         *,
         queues: int = 2,
         sweeper_stale_after_s: float = 4.0,
+        kafka: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.postgres = postgres
@@ -129,6 +130,7 @@ class FaultStack:
         self.faults: Counter[str] = Counter()
         self._held: set[str] = set()
         self._sweeper_stale_after_s = sweeper_stale_after_s
+        self._kafka_options = dict(kafka or {})
         self.database_url = ""
         self.api_address = f"127.0.0.1:{free_port()}"
         self.git_address = f"127.0.0.1:{free_port()}"
@@ -205,6 +207,7 @@ class FaultStack:
                 "bootstrap_servers": self.broker.bootstrap_servers,
                 "topic_prefix": self.topic_prefix,
                 "partitions": self.partitions,
+                **self._kafka_options,
             },
             "api": {"listen": self.api_address},
             "extensions": {
@@ -288,10 +291,11 @@ class FaultStack:
             await child.process.wait()
         self.faults[f"kill -9 {name}"] += 1
 
-    async def terminate(self, name: str, timeout_s: float = 60.0) -> int:
+    async def terminate(self, name: str, timeout_s: float = 60.0, *, restart: bool = True) -> int:
         """SIGTERM the child (as an orchestrator would) and return its exit code.
 
-        The keeper starts it again afterwards, as a rolling restart would.
+        The keeper starts it again afterwards, as a rolling restart would; with
+        ``restart=False`` it stays down until :meth:`bring_up`.
         """
         child = self.children[name]
         process = child.process
@@ -302,9 +306,27 @@ class FaultStack:
             process.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(process.wait(), timeout_s)
         finally:
-            self._held.discard(name)
+            if restart:
+                self._held.discard(name)
         self.faults[f"SIGTERM {name}"] += 1
         return code
+
+    def is_ready(self, name: str) -> bool:
+        """The worker's latest start is running and has joined its groups (it said so)."""
+        child = self.children[name]
+        stage = name.removeprefix("worker-")
+        said = self.log_tail(name, 2000).count(f"worker {stage} ready")
+        return child.alive and said == child.starts
+
+    async def until_ready(self, names: list[str] | None = None, timeout_s: float = 60.0) -> None:
+        """Wait until every worker (or those named) is consuming, so work is not re-driven
+        as stale while a consumer group is still forming."""
+        wanted = names if names is not None else [f"worker-{w}" for w in WORKERS]
+
+        async def ready() -> bool:
+            return all(self.is_ready(name) for name in wanted)
+
+        await self.wait_until(ready, timeout_s, f"{', '.join(wanted)} ready")
 
     async def take_down(self, name: str) -> None:
         """Kill a child and keep it down until :meth:`bring_up`."""
