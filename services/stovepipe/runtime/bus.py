@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
 
 from stovepipe.config import StovepipeConfig
@@ -151,9 +152,7 @@ class PipelineBus:
             hdr.FAILURE_REASON: reason,
             "stovepipe-source-topic": delivery.topic,
         }
-        await self.bus.publish_raw(
-            self.settings.topic(dlq(topic.name)), delivery.value, key=delivery.key, headers=headers
-        )
+        await self._park(self.settings.topic(dlq(topic.name)), delivery, headers)
         return Outcome.SETTLED
 
     async def _on_dead_letter_failure(
@@ -170,13 +169,44 @@ class PipelineBus:
             delivery.offset,
             short_reason(exc),
         )
-        await self.bus.publish_raw(
+        await self._park(
             self.settings.topic(poison(source)),
-            delivery.value,
-            key=delivery.key,
-            headers={**delivery.headers, hdr.FAILURE_REASON: short_reason(exc)},
+            delivery,
+            {**delivery.headers, hdr.FAILURE_REASON: short_reason(exc)},
         )
         return Outcome.SETTLED
+
+    async def _park(self, target: str, delivery: Delivery, headers: dict[str, str]) -> None:
+        """Produce the record to a dead-letter or poison topic, as it is when it fits.
+
+        A foreign producer can put a record on a topic that is bigger than our
+        producer may send. Refusing to park it would redeliver it for ever and
+        wedge its partition, so it is parked without its value (and, if even
+        that is too big, without its key and foreign headers), marked with where
+        it came from and how big it was.
+        """
+        try:
+            await self.bus.publish_raw(target, delivery.value, key=delivery.key, headers=headers)
+            return
+        except MessageSizeTooLargeError as exc:
+            log.error(
+                "record too large to park as it is, parked without its value: "
+                "topic=%s partition=%d offset=%d (%d bytes): %s",
+                delivery.topic,
+                delivery.partition,
+                delivery.offset,
+                len(delivery.value),
+                short_reason(exc),
+            )
+        origin = {
+            "stovepipe-source-topic": headers.get("stovepipe-source-topic", delivery.topic),
+            "stovepipe-dropped-value-bytes": str(len(delivery.value)),
+            hdr.FAILURE_REASON: headers.get(hdr.FAILURE_REASON, "too large"),
+        }
+        try:
+            await self.bus.publish_raw(target, b"", key=delivery.key, headers={**headers, **origin})
+        except MessageSizeTooLargeError:
+            await self.bus.publish_raw(target, b"", key=None, headers=origin)
 
     @asynccontextmanager
     async def consume(self, topic: str, handler: Handler, *, group: str) -> AsyncIterator[None]:
