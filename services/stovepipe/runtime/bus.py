@@ -45,6 +45,7 @@ from stovepipe.messaging import (
     spec,
 )
 from stovepipe.messaging import headers as hdr
+from stovepipe.messaging.broker import transport_limit
 from stovepipe.runtime.broker_watch import EPOCH_TOPIC
 from stovepipe.stages.ports import Handler
 from stovepipe.v1 import topics_pb2
@@ -275,15 +276,22 @@ async def open_bus(config: StovepipeConfig, client_id: str) -> AsyncIterator[Pip
 async def run_delay_forwarder(config: StovepipeConfig, stop: asyncio.Event) -> None:
     settings = kafka_settings(config, "stovepipe-delay")
     await ensure_topics(settings, all_topics())
+    tiers = {settings.topic(tier_topic(t)): t for t in DEFAULT_TIERS_S}
     forwarder = DelayForwarder(
         settings.bootstrap_servers,
-        [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S],
+        list(tiers),
         group_id=settings.group("delay"),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         allowed_targets=frozenset(settings.topic(t.name) for t in PIPELINE_TOPICS),
+        max_request_size=transport_limit(settings),
+        tier_delays=tiers,
     )
     task = asyncio.create_task(forwarder.run())
     print("worker delay ready", flush=True)
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    # A forwarder that died must take the process with it (its supervisor restarts
+    # it); waiting for ``stop`` alone would leave a live process forwarding nothing.
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
     forwarder.stop()
     await task
