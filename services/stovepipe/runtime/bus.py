@@ -9,7 +9,6 @@ retries, go to ``<topic>.dlq``), and offers the API a live event feed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -31,6 +30,7 @@ from stovepipe.delays import (
 )
 from stovepipe.failures import Verdict, classify, short_reason
 from stovepipe.messaging import (
+    HOOK,
     PIPELINE_TOPICS,
     Bus,
     Delivery,
@@ -38,6 +38,7 @@ from stovepipe.messaging import (
     MalformedMessage,
     Outcome,
     TopicSpec,
+    decode,
     dlq,
     encode,
     ensure_topics,
@@ -252,10 +253,23 @@ class EventFeed:
         await consumer.start()
         try:
             async for record in consumer:
-                event = topics_pb2.HookEvent()
-                with contextlib.suppress(Exception):
-                    event.ParseFromString(record.value)
-                    yield event
+                try:  # the codec's checks: an empty or id-less record is not an event
+                    event: topics_pb2.HookEvent = decode(
+                        HOOK,
+                        record.value,
+                        self._settings.max_message_bytes,
+                        declared_type=hdr.from_record(record.headers).get(hdr.PAYLOAD_TYPE),
+                    )
+                except MalformedMessage as exc:
+                    log.warning(
+                        "not an event, skipped: topic=%s partition=%d offset=%d: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        short_reason(exc),
+                    )
+                    continue
+                yield event
         finally:
             await consumer.stop()
 
