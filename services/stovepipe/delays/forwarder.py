@@ -8,6 +8,13 @@ shutdown all keep working while a partition waits.
 Order of effects per message: produce to the target topic and await the ack,
 then commit the tier offset. A crash in between re-delivers the message to the
 target (handlers are idempotent); nothing is lost and nothing arrives early.
+
+A record the forwarder can never deliver (no allowed target, or too large to
+produce) is logged with its topic, partition and offset and skipped. A record
+whose not-before lies further ahead than its tier's delay (a foreign or
+corrupt header) is held for at most that delay after the forwarder first saw
+it, so it cannot hold up its partition for ever; that is still never earlier
+than the tier's delay after it was appended.
 """
 
 from __future__ import annotations
@@ -15,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
 
@@ -44,6 +51,8 @@ class DelayForwarder:
         fetch_max_wait_ms: int = 20,
         allowed_targets: frozenset[str] | None = None,
         client_id: str = "stovepipe-delay-forwarder",
+        max_request_size: int = 1024 * 1024,
+        tier_delays: Mapping[str, float] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topics = list(tier_topics)
@@ -51,6 +60,9 @@ class DelayForwarder:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._allowed = allowed_targets
         self._client_id = client_id
+        self._max_request_size = max_request_size
+        self._tier_delays = dict(tier_delays or {})
+        self._first_seen: dict[TopicPartition, tuple[int, float]] = {}
         self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()
         self.forwarded = 0
@@ -71,6 +83,7 @@ class DelayForwarder:
             client_id=self._client_id,
             enable_idempotence=False,
             acks="all",
+            max_request_size=self._max_request_size,
         )
         await producer.start()
         await consumer.start()
@@ -113,8 +126,21 @@ class DelayForwarder:
             target = _header(record, HEADER_TARGET)
             if target and (self._allowed is None or target in self._allowed):
                 headers = [(k, v) for k, v in record.headers or () if k not in _DELAY_HEADERS]
-                await producer.send_and_wait(target, record.value, key=record.key, headers=headers)
-                self.forwarded += 1
+                try:
+                    await producer.send_and_wait(
+                        target, record.value, key=record.key, headers=headers
+                    )
+                    self.forwarded += 1
+                except MessageSizeTooLargeError as exc:
+                    log.error(
+                        "dropping delay message too large to forward: topic=%s partition=%s "
+                        "offset=%s target=%r: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        target,
+                        exc,
+                    )
             else:
                 log.error(
                     "dropping delay message without a valid target: topic=%s partition=%s "
@@ -130,16 +156,24 @@ class DelayForwarder:
                 log.warning("commit failed (%s); the message may be forwarded again", exc)
                 return
 
-    @staticmethod
-    def _wait_for(record: ConsumerRecord[bytes, bytes]) -> float:
+    def _wait_for(self, record: ConsumerRecord[bytes, bytes]) -> float:
         raw = _header(record, HEADER_NOT_BEFORE)
         if raw is None:
             return 0.0
         try:
-            due_ms = int(raw)
-        except ValueError:
+            due_s = int(raw) / 1000.0
+        except (ValueError, OverflowError):
             return 0.0
-        return max(0.0, due_ms / 1000.0 - time.time())
+        now = time.time()
+        tier_s = self._tier_delays.get(record.topic)
+        if tier_s is not None:  # never longer than the tier's delay after it was first seen
+            tp = TopicPartition(record.topic, record.partition)
+            offset, first_seen = self._first_seen.get(tp, (-1, now))
+            if offset != record.offset:
+                first_seen = now
+                self._first_seen[tp] = (record.offset, now)
+            due_s = min(due_s, first_seen + tier_s)
+        return max(0.0, due_s - now)
 
     def _resume(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         self._resume_handles.pop(tp, None)

@@ -9,7 +9,6 @@ retries, go to ``<topic>.dlq``), and offers the API a live event feed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
 
 from stovepipe.config import StovepipeConfig
@@ -30,6 +30,7 @@ from stovepipe.delays import (
 )
 from stovepipe.failures import Verdict, classify, short_reason
 from stovepipe.messaging import (
+    HOOK,
     PIPELINE_TOPICS,
     Bus,
     Delivery,
@@ -37,6 +38,7 @@ from stovepipe.messaging import (
     MalformedMessage,
     Outcome,
     TopicSpec,
+    decode,
     dlq,
     encode,
     ensure_topics,
@@ -44,6 +46,7 @@ from stovepipe.messaging import (
     spec,
 )
 from stovepipe.messaging import headers as hdr
+from stovepipe.messaging.broker import transport_limit
 from stovepipe.runtime.broker_watch import EPOCH_TOPIC
 from stovepipe.stages.ports import Handler
 from stovepipe.v1 import topics_pb2
@@ -151,9 +154,7 @@ class PipelineBus:
             hdr.FAILURE_REASON: reason,
             "stovepipe-source-topic": delivery.topic,
         }
-        await self.bus.publish_raw(
-            self.settings.topic(dlq(topic.name)), delivery.value, key=delivery.key, headers=headers
-        )
+        await self._park(self.settings.topic(dlq(topic.name)), delivery, headers)
         return Outcome.SETTLED
 
     async def _on_dead_letter_failure(
@@ -170,13 +171,44 @@ class PipelineBus:
             delivery.offset,
             short_reason(exc),
         )
-        await self.bus.publish_raw(
+        await self._park(
             self.settings.topic(poison(source)),
-            delivery.value,
-            key=delivery.key,
-            headers={**delivery.headers, hdr.FAILURE_REASON: short_reason(exc)},
+            delivery,
+            {**delivery.headers, hdr.FAILURE_REASON: short_reason(exc)},
         )
         return Outcome.SETTLED
+
+    async def _park(self, target: str, delivery: Delivery, headers: dict[str, str]) -> None:
+        """Produce the record to a dead-letter or poison topic, as it is when it fits.
+
+        A foreign producer can put a record on a topic that is bigger than our
+        producer may send. Refusing to park it would redeliver it for ever and
+        wedge its partition, so it is parked without its value (and, if even
+        that is too big, without its key and foreign headers), marked with where
+        it came from and how big it was.
+        """
+        try:
+            await self.bus.publish_raw(target, delivery.value, key=delivery.key, headers=headers)
+            return
+        except MessageSizeTooLargeError as exc:
+            log.error(
+                "record too large to park as it is, parked without its value: "
+                "topic=%s partition=%d offset=%d (%d bytes): %s",
+                delivery.topic,
+                delivery.partition,
+                delivery.offset,
+                len(delivery.value),
+                short_reason(exc),
+            )
+        origin = {
+            "stovepipe-source-topic": headers.get("stovepipe-source-topic", delivery.topic),
+            "stovepipe-dropped-value-bytes": str(len(delivery.value)),
+            hdr.FAILURE_REASON: headers.get(hdr.FAILURE_REASON, "too large"),
+        }
+        try:
+            await self.bus.publish_raw(target, b"", key=delivery.key, headers={**headers, **origin})
+        except MessageSizeTooLargeError:
+            await self.bus.publish_raw(target, b"", key=None, headers=origin)
 
     @asynccontextmanager
     async def consume(self, topic: str, handler: Handler, *, group: str) -> AsyncIterator[None]:
@@ -221,10 +253,23 @@ class EventFeed:
         await consumer.start()
         try:
             async for record in consumer:
-                event = topics_pb2.HookEvent()
-                with contextlib.suppress(Exception):
-                    event.ParseFromString(record.value)
-                    yield event
+                try:  # the codec's checks: an empty or id-less record is not an event
+                    event: topics_pb2.HookEvent = decode(
+                        HOOK,
+                        record.value,
+                        self._settings.max_message_bytes,
+                        declared_type=hdr.from_record(record.headers).get(hdr.PAYLOAD_TYPE),
+                    )
+                except MalformedMessage as exc:
+                    log.warning(
+                        "not an event, skipped: topic=%s partition=%d offset=%d: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        short_reason(exc),
+                    )
+                    continue
+                yield event
         finally:
             await consumer.stop()
 
@@ -245,15 +290,22 @@ async def open_bus(config: StovepipeConfig, client_id: str) -> AsyncIterator[Pip
 async def run_delay_forwarder(config: StovepipeConfig, stop: asyncio.Event) -> None:
     settings = kafka_settings(config, "stovepipe-delay")
     await ensure_topics(settings, all_topics())
+    tiers = {settings.topic(tier_topic(t)): t for t in DEFAULT_TIERS_S}
     forwarder = DelayForwarder(
         settings.bootstrap_servers,
-        [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S],
+        list(tiers),
         group_id=settings.group("delay"),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         allowed_targets=frozenset(settings.topic(t.name) for t in PIPELINE_TOPICS),
+        max_request_size=transport_limit(settings),
+        tier_delays=tiers,
     )
     task = asyncio.create_task(forwarder.run())
     print("worker delay ready", flush=True)
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    # A forwarder that died must take the process with it (its supervisor restarts
+    # it); waiting for ``stop`` alone would leave a live process forwarding nothing.
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
     forwarder.stop()
     await task
