@@ -42,8 +42,8 @@ def test_nested_variables_override_any_setting_outside_queues() -> None:
     config = config_from_mapping(FILE, env=env)
     assert config.kafka.partitions == 12
     assert config.kafka.topic_prefix == "f."
-    assert config.workers.build.max_attempts == 3
-    assert config.workers.build.backoff_max_seconds == 120
+    assert config.workers.retry_policy("build").max_attempts == 3
+    assert config.workers.retry_policy("build").backoff_max_s == 120
     assert config.workers.sweeper_stale_after_seconds == 60
     assert config.extensions.sourcecontrol["git"].address == "git-ext:50061"
     assert config.api.listen == "127.0.0.1:7001"

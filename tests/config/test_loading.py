@@ -15,6 +15,7 @@ from stovepipe.config import (
     default_config,
     load_config,
 )
+from stovepipe.runtime.registry import retrying_stage_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +65,16 @@ def test_the_example_sets_every_default_it_documents() -> None:
     defaults = default_config(env={})
     assert example.storage == defaults.storage
     assert example.kafka == defaults.kafka
-    assert example.workers == defaults.workers
+    for stage in retrying_stage_names():
+        assert example.workers.retry_policy(stage) == defaults.workers.retry_policy(stage)
+    assert set(example.workers.stage_policies()) == set(retrying_stage_names())
+    assert (
+        example.workers.buildsignal_poll_interval_seconds,
+        example.workers.sweeper_stale_after_seconds,
+    ) == (
+        defaults.workers.buildsignal_poll_interval_seconds,
+        defaults.workers.sweeper_stale_after_seconds,
+    )
     assert example.api.listen == defaults.api.listen
 
 
@@ -77,7 +87,7 @@ def test_defaults_without_a_file() -> None:
     assert config.api.tokens == () and config.api.tls is None
     assert set(config.extensions.sourcecontrol) == {"git"}
     assert set(config.extensions.buildrunner) == {"local"}
-    assert config.workers.build.max_attempts == 8
+    assert config.workers.retry_policy("build").max_attempts == 8
     assert config.queues == ()
 
 

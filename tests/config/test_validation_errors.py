@@ -237,7 +237,7 @@ ONE_TARGET_TIMEOUT_ZERO = {"targets": [{"name": "unit", "command": "x", "timeout
             id="unsupported-database",
         ),
         pytest.param(
-            {"workers": {"record": {"backoff_initial_seconds": 600}}},
+            {"workers": {"record": {"backoff_initial_seconds": 100, "backoff_max_seconds": 50}}},
             "workers.record.backoff_initial_seconds: must not exceed backoff_max_seconds",
             id="backoff-order",
         ),
@@ -331,7 +331,7 @@ def test_credentials_in_a_repository_url_are_refused() -> None:
 
 def test_kafka_timing_reaches_the_consumers_and_a_heartbeat_must_fit_the_session() -> None:
     from stovepipe.config import config_from_mapping
-    from stovepipe.runtime.bus import kafka_settings
+    from stovepipe.runtime.wiring import kafka_settings
 
     timing = {
         "bootstrap_servers": "127.0.0.1:9092",

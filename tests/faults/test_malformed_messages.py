@@ -47,8 +47,8 @@ from stovepipe.messaging import PIPELINE_TOPICS, dlq, poison
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import payload_type_name
 from stovepipe.messaging.headers import ATTEMPT, FAILURE_REASON, PAYLOAD_TYPE
-from stovepipe.messaging.topics import STAGE_TOPICS
-from stovepipe.runtime.bus import run_delay_forwarder
+from stovepipe.runtime.delay_worker import run_delay_forwarder
+from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
 from stovepipe.testing.chaos_proxy import Fault
 from stovepipe.testing.fault_checks import (
     InvariantWatch,
@@ -62,7 +62,8 @@ from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2
 
 PROBE = "x-test-probe"
-STAGE_OF = {t.name: t.name.split(".")[1] for t in STAGE_TOPICS}
+STAGE_TOPICS = tuple(topic for stage in PIPELINE_STAGES for topic in stage.consumes)
+STAGE_OF = {topic.name: stage.name for stage in PIPELINE_STAGES for topic in stage.consumes}
 """Logical stage topic -> the worker (and consumer group) that consumes it."""
 PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK = (t.name for t in PIPELINE_TOPICS)
 TIERS = {tier_topic(t): t for t in DEFAULT_TIERS_S}

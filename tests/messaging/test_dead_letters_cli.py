@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from stovepipe.cli.main import app
 from stovepipe.messaging import Bus, KafkaSettings, ensure_topics
 from stovepipe.messaging import headers as hdr
-from stovepipe.runtime.bus import all_topics
 from stovepipe.runtime.dead_letters import read_dead_letters, replay_dead_letter
+from stovepipe.runtime.registry import all_topics
 from stovepipe.v1 import topics_pb2
 
 pytestmark = pytest.mark.broker

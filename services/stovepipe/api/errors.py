@@ -11,6 +11,7 @@ import grpc
 from stovepipe.config import UnknownQueue
 from stovepipe.domain import InvalidInput, NotFound, Refused
 from stovepipe.failures import Verdict, classify, short_reason
+from stovepipe.runtime.event_feed import SubscriberTooSlow, TooManySubscribers
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ async def abort_for(context: grpc.aio.ServicerContext[object, object], exc: Exce
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, Refused):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, TooManySubscribers):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    if isinstance(exc, SubscriberTooSlow):
+        await context.abort(grpc.StatusCode.ABORTED, f"{exc}; watch again")
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
         if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -29,9 +30,12 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 class EventFeed(Protocol):
-    """A live feed of recorded events; each subscriber gets its own iterator."""
+    """A live feed of recorded events; each subscriber gets its own iterator.
 
-    def subscribe(self) -> AsyncIterator[topics_pb2.HookEvent]: ...
+    ``owner`` identifies the caller for the per-caller cap on open streams; the
+    feed raises ``TooManySubscribers`` (a ``RuntimeError``) beyond it."""
+
+    def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]: ...
 
 
 class StovepipeApi(pb_grpc.StovepipeServiceServicer):
@@ -163,7 +167,7 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
 
         async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
             assert self._events is not None
-            async for event in self._events.subscribe():
+            async for event in self._events.subscribe(_caller(context)):
                 if queues and event.data.queue not in queues:
                     continue
                 if projects and event.data.project not in projects:
@@ -179,6 +183,18 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         if project and project not in {p.name for p in config.projects}:
             known = ", ".join(sorted(p.name for p in config.projects)) or "none"
             raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
+
+
+def _caller(context: Context) -> str:
+    """Who is calling, for per-caller limits: a digest of the bearer token, else the peer host.
+
+    The token itself is never kept or logged."""
+    metadata = dict(context.invocation_metadata() or ())
+    token = str(metadata.get("authorization", ""))
+    if token:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    peer = context.peer() or ""
+    return "peer:" + peer.rsplit(":", 1)[0]
 
 
 async def serve_api(

@@ -23,7 +23,7 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None) -> KafkaSettings:
     from stovepipe.cli.loading import load_settings
-    from stovepipe.runtime.bus import kafka_settings
+    from stovepipe.runtime.wiring import kafka_settings
 
     loaded = load_settings(config)
     try:

@@ -94,17 +94,18 @@ def api(config: ConfigOption = None) -> None:
 def worker(
     stage: Annotated[
         str,
-        typer.Argument(help="process | build | buildsignal | record | reconcile | delay | sweeper"),
+        typer.Argument(help="A registered stage (process, build, ...); a wrong name lists them."),
     ],
     config: ConfigOption = None,
 ) -> None:
-    """Run one pipeline stage as a Kafka consumer until SIGTERM."""
+    """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
-    from stovepipe.runtime.worker_process import STAGES, run_worker
+    from stovepipe.runtime.registry import STAGE_NAMES, STAGES
+    from stovepipe.runtime.worker_process import run_worker
 
-    if stage not in (*STAGES, "delay", "sweeper"):
-        choices = ", ".join((*STAGES, "delay", "sweeper"))
-        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {choices}")
+    if stage not in STAGE_NAMES:
+        listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
+        raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
     asyncio.run(run_worker(load_settings(config), stage))
 
 

@@ -5,13 +5,14 @@ Every setting here may also come from the environment (see ``stovepipe.config.en
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
-from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
+from stovepipe.config.base import ConfigModel, Loc, raise_problems, require_unique_names
 from stovepipe.config.fields import (
     Address,
     EnvName,
@@ -23,6 +24,9 @@ from stovepipe.config.fields import (
 )
 from stovepipe.config.redaction import UrlWithCredentials
 from stovepipe.config.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from stovepipe.failures.policy import RetryPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.stovepipe/stovepipe.db"
 DEFAULT_API_LISTEN = "127.0.0.1:50051"
@@ -154,14 +158,21 @@ class ExtensionsConfig(ConfigModel):
     projectmapper: ExtensionMap = Field(default_factory=dict)
 
 
+MAX_DELAY_S = 120.0
+"""The longest delay tier (``stovepipe.delays.DEFAULT_TIERS_S``): a delay beyond it
+would be delivered early, so no configured delay may exceed it."""
+
+BoundedDelay = Annotated[float, Field(gt=0, le=MAX_DELAY_S)]
+
+
 class StageConfig(ConfigModel):
     """Retry policy of one stage: a retryable failure comes back after
     ``min(backoff_max_seconds, backoff_initial_seconds * 2**(attempt-1))`` until
     ``max_attempts``, then goes to the stage's dead-letter topic."""
 
-    max_attempts: Annotated[int, Field(ge=1)] = 8
-    backoff_initial_seconds: PositiveSeconds = 1.0
-    backoff_max_seconds: PositiveSeconds = 120.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    backoff_initial_seconds: BoundedDelay = 1.0
+    backoff_max_seconds: BoundedDelay = MAX_DELAY_S
 
     @model_validator(mode="after")
     def _ordered(self) -> StageConfig:
@@ -173,13 +184,51 @@ class StageConfig(ConfigModel):
             )
         return self
 
+    def retry_policy(self) -> RetryPolicy:
+        from stovepipe.failures.policy import RetryPolicy
+
+        return RetryPolicy(
+            self.max_attempts, self.backoff_initial_seconds, self.backoff_max_seconds
+        )
+
 
 class WorkersConfig(ConfigModel):
-    """Per-stage retry policies plus the two timers of the pipeline."""
+    """The pipeline's two timers, plus a retry policy per stage keyed by the stage's name.
 
-    process: StageConfig = StageConfig()
-    build: StageConfig = StageConfig()
-    buildsignal: StageConfig = StageConfig()
-    record: StageConfig = StageConfig()
-    buildsignal_poll_interval_seconds: PositiveSeconds = 1.0
+    Which names are allowed comes from the stage registry (the stages that retry
+    through delay tiers), so a new stage is configurable without touching this
+    class; a stage left out gets the default policy.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, StageConfig] = Field(init=False)
+
+    buildsignal_poll_interval_seconds: BoundedDelay = 1.0
     sweeper_stale_after_seconds: PositiveSeconds = 300.0
+
+    @model_validator(mode="after")
+    def _known_stages(self) -> WorkersConfig:
+        if not self.__pydantic_extra__:
+            return self  # nothing to check, and the default instance is built at import time
+        from stovepipe.runtime.registry import retrying_stage_names
+
+        known = retrying_stage_names()
+        problems: list[tuple[Loc, str]] = []
+        for name in self.stage_policies():
+            if name not in known:
+                hint = difflib.get_close_matches(name, [*known, *type(self).model_fields], 1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                problems.append(
+                    ((name,), f"unknown stage {name!r}{suggestion} (stages: {', '.join(known)})")
+                )
+        if problems:
+            raise_problems(type(self).__name__, None, problems)
+        return self
+
+    def stage_policies(self) -> Mapping[str, StageConfig]:
+        """The stages configured explicitly, by name."""
+        return dict(self.__pydantic_extra__ or {})
+
+    def retry_policy(self, stage: str) -> RetryPolicy:
+        """The retry policy of ``stage`` (the default when the file does not name it)."""
+        return self.stage_policies().get(stage, StageConfig()).retry_policy()

@@ -8,10 +8,12 @@ rounded *up* to the next tier: a delay is a lower bound, never early.
 
 from __future__ import annotations
 
+from stovepipe.messaging import headers as hdr
+
 DEFAULT_TIERS_S: tuple[float, ...] = (0.2, 1.0, 5.0, 30.0, 120.0)
 
-HEADER_TARGET = "stovepipe-target-topic"
-HEADER_NOT_BEFORE = "stovepipe-not-before"
+HEADER_TARGET = hdr.TARGET_TOPIC
+HEADER_NOT_BEFORE = hdr.NOT_BEFORE
 
 
 def tier_topic(seconds: float, prefix: str = "") -> str:

@@ -20,12 +20,18 @@ from stovepipe.failures.classify import (
     grpc_code_verdict,
     short_reason,
 )
+from stovepipe.failures.policy import Action, Decision, OnFailure, RetryPolicy, decide
 
 __all__ = [
+    "Action",
+    "Decision",
     "NonRetryable",
+    "OnFailure",
+    "RetryPolicy",
     "Retryable",
     "Verdict",
     "classify",
+    "decide",
     "grpc_code_verdict",
     "short_reason",
 ]

@@ -24,13 +24,12 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
-from faststream.kafka.subscriber.usecase import LogicSubscriber
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -47,8 +46,15 @@ log = logging.getLogger(__name__)
 DeliveryHandler = Callable[[Any, Delivery], Awaitable[None]]
 """A handler: the decoded payload and where it came from. Returning means done."""
 
-Subscription = LogicSubscriber[Any]
-"""FastStream's subscriber: ``start()``/``stop()`` it when registered after the broker started."""
+
+class Subscription(Protocol):
+    """What we use of FastStream's subscriber: ``start()``/``stop()`` it when it was
+    registered after the broker started. A protocol, so no private FastStream type
+    is imported."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Consumer:

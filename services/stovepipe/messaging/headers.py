@@ -28,6 +28,10 @@ TARGET_TOPIC = "stovepipe-target-topic"
 """For delay tiers: the physical topic a delayed record goes to when due."""
 NOT_BEFORE = "stovepipe-not-before"
 """For delay tiers: epoch milliseconds before which the record must not be delivered."""
+SOURCE_TOPIC = "stovepipe-source-topic"
+"""On a dead letter: the physical topic the record failed on."""
+DROPPED_VALUE_BYTES = "stovepipe-dropped-value-bytes"
+"""On a parked record too large to produce again: the size of the value left out."""
 
 MAX_REASON = 300
 

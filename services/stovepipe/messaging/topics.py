@@ -82,8 +82,7 @@ HOOK: TopicSpec = TopicSpec(
 )
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK)
-STAGE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD)
-"""The Phase-1 stage inputs."""
+"""Every pipeline topic; which stage consumes each is the stage registry's business."""
 
 
 def dlq(name: str) -> str:
@@ -100,9 +99,6 @@ def _dead_letters_of(topic: TopicSpec) -> TopicSpec:
     return TopicSpec(dlq(topic.name), topic.payload, topic.key, topic.required)
 
 
-DEAD_LETTER_TOPICS: tuple[TopicSpec, ...] = tuple(_dead_letters_of(t) for t in STAGE_TOPICS)
-"""Dead-letter topics of the Phase-1 stage inputs (``spec`` knows all six)."""
-
 BY_NAME: dict[str, TopicSpec] = {
     t.name: t for t in (*PIPELINE_TOPICS, *(_dead_letters_of(t) for t in PIPELINE_TOPICS))
 }
@@ -114,9 +110,3 @@ def spec(name: str) -> TopicSpec:
         return BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown topic {name!r}; known: {', '.join(BY_NAME)}") from None
-
-
-def all_topic_names() -> list[str]:
-    """Every logical topic the pipeline uses: inputs, dead letters and poison parking."""
-    names = [t.name for t in PIPELINE_TOPICS]
-    return [*names, *(dlq(n) for n in names), *(poison(n) for n in names)]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stovepipe.messaging import (
-    DEAD_LETTER_TOPICS,
     Bus,
     KafkaSettings,
     MalformedMessage,
@@ -22,6 +21,7 @@ from stovepipe.messaging import (
 )
 from stovepipe.messaging import headers as hdr
 from stovepipe.redaction import redact
+from stovepipe.runtime.registry import dead_letter_topics
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ async def read_dead_letters(
     settings: KafkaSettings, stages: list[str] | None = None, limit: int = 1000
 ) -> list[DeadLetter]:
     """Every dead letter currently on the chosen stages' ``.dlq`` topics, oldest first."""
-    wanted = [t for t in DEAD_LETTER_TOPICS if not stages or t.name.split(".")[1] in stages]
+    wanted = [t for t in dead_letter_topics() if not stages or t.name.split(".")[1] in stages]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,

@@ -28,11 +28,9 @@ from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.broker_watch import EXIT_RESTART
+from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
-from stovepipe.runtime.worker_process import STAGES
 from stovepipe.storage.migrate import upgrade
-
-WORKERS = (*STAGES, "delay", "sweeper")
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -185,7 +183,7 @@ async def embedded_stack(
                 lambda: _grpc_serving(runner_address),
             )
         )
-        for stage in WORKERS:
+        for stage in STAGE_NAMES:
             await supervisor.start(
                 ChildSpec(
                     f"worker {stage}",

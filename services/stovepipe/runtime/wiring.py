@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from stovepipe.config import StovepipeConfig
-from stovepipe.messaging import DEAD_LETTER_TOPICS, current_delivery
-from stovepipe.messaging.headers import FAILURE_REASON
+from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.extension_registry import ExtensionRegistry
 from stovepipe.stages import (
     BuildSignalPoller,
@@ -21,13 +19,11 @@ from stovepipe.stages import (
     HeadIngester,
     RequestAdmitter,
     VerdictRecorder,
-    topics,
 )
 from stovepipe.stages.ports import (
     Clock,
     DelayedPublisher,
     Extensions,
-    Handler,
     Publisher,
     utc_now,
 )
@@ -80,29 +76,30 @@ class Collaborators:
     def verdict_recorder(self) -> VerdictRecorder:
         return VerdictRecorder(self.store, self.config, self.extensions, self.publisher, self.clock)
 
+    def dead_letter_reconciler(self) -> DeadLetterReconciler:
+        return DeadLetterReconciler(
+            self.store, self.config, self.extensions, self.publisher, self.clock
+        )
 
-def reconcile_handlers(parts: Collaborators) -> dict[str, tuple[str, Handler]]:
-    """One handler per stage's dead-letter topic, each with its own consumer group."""
-    reconciler = DeadLetterReconciler(
-        parts.store, parts.config, parts.extensions, parts.publisher, parts.clock
+
+def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
+    """The messaging settings of one process, from the ``kafka:`` section."""
+    k = config.kafka
+    if not k.bootstrap_servers:
+        raise ValueError("kafka.bootstrap_servers is empty; `stovepipe up` fills it in for you")
+    return KafkaSettings(
+        bootstrap_servers=k.bootstrap_servers,
+        client_id=client_id,
+        topic_prefix=k.topic_prefix,
+        partitions=k.partitions,
+        fetch_max_wait_ms=k.fetch_max_wait_ms,
+        max_message_bytes=k.max_message_bytes,
+        group_prefix=k.group_prefix,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+        graceful_timeout_s=k.graceful_timeout_seconds,
+        redelivery_pause_ms=k.redelivery_pause_ms,
     )
-
-    async def handle(message: Any) -> None:
-        delivery = current_delivery.get(None)
-        reason = delivery.headers.get(FAILURE_REASON, "") if delivery else ""
-        await reconciler.reconcile(message, reason or "dead-lettered")
-
-    return {f"reconcile-{t.name.split('.')[1]}": (t.name, handle) for t in DEAD_LETTER_TOPICS}
-
-
-def stage_handlers(parts: Collaborators) -> dict[str, tuple[str, Handler]]:
-    """Each stage's input topic and handler, by stage name."""
-    return {
-        "process": (topics.PROCESS, parts.admitter()),
-        "build": (topics.BUILD, parts.build_trigger()),
-        "buildsignal": (topics.BUILDSIGNAL, parts.build_signal_poller()),
-        "record": (topics.RECORD, parts.verdict_recorder()),
-    }
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""``stovepipe worker <stage>``: one pipeline stage (or the delay forwarder) as a process."""
+"""``stovepipe worker <stage>``: one registered stage as a process."""
 
 from __future__ import annotations
 
@@ -8,103 +8,73 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Iterable
-from datetime import timedelta
 
 from stovepipe.config import StovepipeConfig
-from stovepipe.delays import DEFAULT_TIERS_S, tier_topic
 from stovepipe.messaging import ensure_topics
 from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
-from stovepipe.runtime.bus import all_topics, kafka_settings, open_bus, run_delay_forwarder
 from stovepipe.runtime.logs import configure_logging
-from stovepipe.runtime.wiring import (
-    Collaborators,
-    open_extensions,
-    open_store,
-    reconcile_handlers,
-    stage_handlers,
-)
+from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.registry import Stage, all_topics, stage
+from stovepipe.runtime.wiring import kafka_settings
 
 log = logging.getLogger(__name__)
 
-STAGES = ("process", "build", "buildsignal", "record", "reconcile")
 
-
-async def run_worker(config: StovepipeConfig, stage: str) -> None:
-    """Consume the stage's topic until SIGTERM, then drain in-flight work and stop."""
-    configure_logging(f"worker-{stage}")
+async def run_worker(config: StovepipeConfig, name: str) -> None:
+    """Run the stage until SIGTERM, then drain in-flight work and stop."""
+    entry = stage(name)
+    configure_logging(f"worker-{name}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if stage == "delay":
-        async with _restart_on_empty_broker(
-            config, stage, [tier_topic(t) for t in DEFAULT_TIERS_S]
-        ):
-            await run_delay_forwarder(config, stop)
-        return
-    if stage == "sweeper":
-        await run_sweeper(config, stop)
-        return
-    async with (
-        open_store(config) as store,
-        open_extensions(config) as extensions,
-        open_bus(config, client_id=f"stovepipe-{stage}") as bus,
-    ):
-        parts = Collaborators(config, store, extensions, bus, bus)
-        if stage == "reconcile":
-            handlers = reconcile_handlers(parts)
+    async with _restart_on_empty_broker(config, name, entry.watched_topics):
+        if entry.run is not None:
+            print(f"worker {name} ready", flush=True)
+            await entry.run(config, stop)
         else:
-            handlers = {stage: stage_handlers(parts)[stage]}
-        consumed = [topic for topic, _ in handlers.values()]
-        async with _restart_on_empty_broker(config, stage, consumed), bus.consume_all(handlers):
-            log.info("worker %s consuming %s", stage, ", ".join(t for t, _ in handlers.values()))
-            print(f"worker {stage} ready", flush=True)
+            await _consume(config, entry, stop)
+
+
+async def _consume(config: StovepipeConfig, entry: Stage, stop: asyncio.Event) -> None:
+    async with open_pipeline(config, f"stovepipe-{entry.name}") as pipeline:
+        subscriptions = pipeline.subscriptions(entry)
+        async with pipeline.messaging.consuming(subscriptions):
+            log.info(
+                "worker %s consuming %s", entry.name, ", ".join(t for t, _, _ in subscriptions)
+            )
+            print(f"worker {entry.name} ready", flush=True)
             await stop.wait()
-            log.info("worker %s draining", stage)
-
-
-async def run_sweeper(config: StovepipeConfig, stop: asyncio.Event) -> None:
-    """Sweep every ``stale_after / 4`` until stopped; safe with several replicas."""
-    stale_after = timedelta(seconds=config.workers.sweeper_stale_after_seconds)
-    async with (
-        open_store(config) as store,
-        open_extensions(config) as extensions,
-        open_bus(config, client_id="stovepipe-sweeper") as bus,
-    ):
-        sweeper = Collaborators(config, store, extensions, bus, bus).sweeper()
-        print("worker sweeper ready", flush=True)
-        while not stop.is_set():
-            try:
-                await sweeper.sweep_once(stale_after)
-            except Exception:  # a failed pass is retried on the next tick
-                log.exception("sweep failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), stale_after.total_seconds() / 4)
+            log.info("worker %s draining", entry.name)
 
 
 @contextlib.asynccontextmanager
 async def _restart_on_empty_broker(
-    config: StovepipeConfig, stage: str, topics: Iterable[str]
+    config: StovepipeConfig, name: str, topics: Iterable[str]
 ) -> AsyncIterator[None]:
     """Exit with ``EXIT_RESTART`` when the broker comes back without our topics.
 
     Nothing is committed or drained: whatever was in flight was lost with the
     broker, storage still has the truth, and the sweeper re-drives it.
     """
+    watched = list(topics)
+    if not watched:
+        yield
+        return
 
     def restart(missing: list[str]) -> None:
         log.error(
             "worker %s: the broker lost its topics (%s); exiting with %d to be started afresh",
-            stage,
+            name,
             ", ".join(missing[:5]),
             EXIT_RESTART,
         )
         logging.shutdown()
         os._exit(EXIT_RESTART)
 
-    settings = kafka_settings(config, f"stovepipe-{stage}")
+    settings = kafka_settings(config, f"stovepipe-{name}")
     await ensure_topics(settings, all_topics())  # the marker must exist before it is watched
-    watch = asyncio.create_task(watch_topics(settings, list(topics), restart))
+    watch = asyncio.create_task(watch_topics(settings, watched, restart))
     try:
         yield
     finally:

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
+from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.sample_repo import SampleRepo, Step
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
@@ -45,8 +46,8 @@ from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("process", "build", "buildsignal", "record", "reconcile", "delay", "sweeper")
-"""Worker processes, by the stage name ``stovepipe worker`` takes."""
+WORKERS = STAGE_NAMES
+"""Worker processes, by the stage name ``stovepipe worker`` takes (from the registry)."""
 
 _GOOD = "def add(a, b):\n    return a + b\n"
 _BROKEN = "def add(a, b):\n    return a - b\n"

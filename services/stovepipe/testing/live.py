@@ -22,15 +22,13 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
-from stovepipe.runtime.bus import PipelineBus, open_bus, run_delay_forwarder
+from stovepipe.runtime.delay_worker import run_delay_forwarder
+from stovepipe.runtime.event_feed import EventFeed
+from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.registry import STAGES
 from stovepipe.runtime.sample_repo import SampleRepo, build_targets
-from stovepipe.runtime.wiring import (
-    Collaborators,
-    open_extensions,
-    reconcile_handlers,
-    stage_handlers,
-)
-from stovepipe.storage import Store, create_engine
+from stovepipe.runtime.stage_messaging import StageMessaging
+from stovepipe.storage import Store
 from stovepipe.storage.migrate import upgrade
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
@@ -63,7 +61,7 @@ async def until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "
 class Live:
     config: StovepipeConfig
     store: Store
-    bus: PipelineBus
+    bus: StageMessaging
     repo: SampleRepo
     stub: Any
     tmp: Path
@@ -167,15 +165,11 @@ async def live_stack(
             workers=workers,
             **queue,
         )
-        engine = create_engine(database_url)
-        stack.push_async_callback(engine.dispose)
-        store = Store(engine)
-        extensions = await stack.enter_async_context(open_extensions(config))
-        bus = await stack.enter_async_context(open_bus(config, client_id="e2e"))
-        parts = Collaborators(config, store, extensions, bus, bus)
-        await stack.enter_async_context(
-            bus.consume_all({**stage_handlers(parts), **reconcile_handlers(parts)})
-        )
+        pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))
+        parts = pipeline.parts
+        bus = pipeline.messaging
+        store = parts.store
+        await stack.enter_async_context(bus.consuming(pipeline.subscriptions(*STAGES)))
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 
@@ -184,10 +178,10 @@ async def live_stack(
             await forwarder
 
         stack.push_async_callback(stop_forwarder)
+        events = EventFeed(bus.settings, store)
+        stack.push_async_callback(events.close)
         api = await serve_api(
-            StovepipeApi(
-                store, config, parts.ingester(), parts.revalidator(), events=bus.event_feed()
-            ),
+            StovepipeApi(store, config, parts.ingester(), parts.revalidator(), events=events),
             "127.0.0.1:0",
         )
         stack.push_async_callback(api.stop)

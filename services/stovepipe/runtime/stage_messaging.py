@@ -1,0 +1,161 @@
+"""The stages' messaging ports over one :class:`~stovepipe.messaging.Bus`.
+
+It publishes (``Publisher``), publishes after a delay through a tier topic
+(``DelayedPublisher``), and carries out the failure decision of
+:func:`stovepipe.failures.decide` for every consumed record: produce to the
+delay tier, the dead-letter topic or the poison topic first, and only then let
+the consumer commit the original (a failed delivery is never lost between the
+two). The rules per topic come from the stage registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+from aiokafka.errors import MessageSizeTooLargeError
+from google.protobuf.message import Message
+
+from stovepipe.delays import HEADER_NOT_BEFORE, HEADER_TARGET, choose_tier, tier_topic
+from stovepipe.failures import Action, OnFailure, RetryPolicy, decide, short_reason
+from stovepipe.messaging import (
+    Bus,
+    Delivery,
+    DeliveryHandler,
+    Outcome,
+    TopicSpec,
+    dlq,
+    encode,
+    poison,
+    spec,
+)
+from stovepipe.messaging import headers as hdr
+
+log = logging.getLogger(__name__)
+
+FailureRules = Mapping[str, tuple[OnFailure, RetryPolicy | None]]
+
+
+class StageMessaging:
+    """Publisher, delayed publisher and failure handling for the stages of one process."""
+
+    def __init__(self, bus: Bus, rules: FailureRules) -> None:
+        self.bus = bus
+        self.settings = bus.settings
+        self._rules = rules
+        bus.failure_policy = self._on_failure
+
+    async def publish(self, topic: str, message: Message) -> None:
+        await self.bus.publish(topic, message)
+
+    async def publish_after(self, topic: str, message: Message, delay_s: float) -> None:
+        topic_spec = spec(topic)
+        await self._to_tier(
+            topic_spec,
+            encode(topic_spec, message, self.settings.max_message_bytes),
+            topic_spec.key(message).encode(),
+            hdr.outgoing(1),
+            delay_s,
+        )
+
+    @asynccontextmanager
+    async def consuming(
+        self, subscriptions: Sequence[tuple[str, str, DeliveryHandler]]
+    ) -> AsyncIterator[None]:
+        """Start one consumer per ``(topic, group, handler)`` at once, stop them on exit."""
+        subscribers = [
+            self.bus.consumer.subscribe(topic, handler, group=group)
+            for topic, group, handler in subscriptions
+        ]
+        await asyncio.gather(*(s.start() for s in subscribers))
+        try:
+            yield
+        finally:
+            await asyncio.wait_for(
+                asyncio.gather(*(s.stop() for s in subscribers)),
+                self.settings.graceful_timeout_s + 5,
+            )
+
+    async def _to_tier(
+        self,
+        topic: TopicSpec,
+        data: bytes,
+        key: bytes | None,
+        headers: dict[str, str],
+        delay_s: float,
+    ) -> None:
+        tier = choose_tier(delay_s)
+        headers = {
+            **headers,
+            HEADER_TARGET: self.settings.topic(topic.name),
+            HEADER_NOT_BEFORE: str(int((time.time() + tier) * 1000)),
+        }
+        await self.bus.publish_raw(
+            self.settings.topic(tier_topic(tier)), data, key=key, headers=headers
+        )
+
+    async def _on_failure(
+        self, exc: BaseException, topic: TopicSpec, delivery: Delivery
+    ) -> Outcome:
+        on_failure, retry = self._rules.get(topic.name, (OnFailure.RETRY_THEN_DEAD_LETTER, None))
+        decision = decide(exc, delivery.attempt, on_failure, retry)
+        if decision.action is Action.REDELIVER:
+            return Outcome.REDELIVER
+        if decision.action is Action.RETRY:
+            headers = {**delivery.headers, **hdr.outgoing(delivery.attempt + 1, decision.reason)}
+            await self._to_tier(topic, delivery.value, delivery.key, headers, decision.delay_s)
+            return Outcome.SETTLED
+        if decision.action is Action.PARK:
+            log.error(
+                "poison dead letter parked: topic=%s partition=%d offset=%d: %s",
+                delivery.topic,
+                delivery.partition,
+                delivery.offset,
+                decision.reason,
+            )
+            source = topic.name.removesuffix(".dlq")
+            headers = {**delivery.headers, hdr.FAILURE_REASON: decision.reason}
+            await self._park(self.settings.topic(poison(source)), delivery, headers)
+            return Outcome.SETTLED
+        headers = {
+            **delivery.headers,
+            hdr.FAILURE_REASON: decision.reason,
+            hdr.SOURCE_TOPIC: delivery.topic,
+        }
+        await self._park(self.settings.topic(dlq(topic.name)), delivery, headers)
+        return Outcome.SETTLED
+
+    async def _park(self, target: str, delivery: Delivery, headers: dict[str, str]) -> None:
+        """Produce the record to a dead-letter or poison topic, as it is when it fits.
+
+        A foreign producer can put a record on a topic that is bigger than our
+        producer may send. Refusing to park it would redeliver it for ever and
+        wedge its partition, so it is parked without its value (and, if even
+        that is too big, without its key and foreign headers), marked with where
+        it came from and how big it was.
+        """
+        try:
+            await self.bus.publish_raw(target, delivery.value, key=delivery.key, headers=headers)
+            return
+        except MessageSizeTooLargeError as exc:
+            log.error(
+                "record too large to park as it is, parked without its value: "
+                "topic=%s partition=%d offset=%d (%d bytes): %s",
+                delivery.topic,
+                delivery.partition,
+                delivery.offset,
+                len(delivery.value),
+                short_reason(exc),
+            )
+        origin = {
+            hdr.SOURCE_TOPIC: headers.get(hdr.SOURCE_TOPIC, delivery.topic),
+            hdr.DROPPED_VALUE_BYTES: str(len(delivery.value)),
+            hdr.FAILURE_REASON: headers.get(hdr.FAILURE_REASON, "too large"),
+        }
+        try:
+            await self.bus.publish_raw(target, b"", key=delivery.key, headers={**headers, **origin})
+        except MessageSizeTooLargeError:
+            await self.bus.publish_raw(target, b"", key=None, headers=origin)

@@ -1,0 +1,214 @@
+"""The WatchEvents feed: one group-less reader, fan-out, storage-checked events, no leaks.
+
+Runs on the real broker and a migrated SQLite store; events are produced
+straight to ``stovepipe.hook`` as a foreign producer would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stovepipe.domain import FactOrigin, ValidationFact
+from stovepipe.messaging import HOOK, Bus, KafkaSettings, ensure_topics
+from stovepipe.runtime import event_feed
+from stovepipe.runtime.event_feed import EventFeed, TooManySubscribers
+from stovepipe.storage import Store, create_engine
+from stovepipe.storage.migrate import upgrade_async
+from stovepipe.v1 import topics_pb2, types_pb2
+
+QUEUE = "feed/main"
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'feed.db'}"
+    await upgrade_async(url)
+    engine = create_engine(url)
+    try:
+        yield Store(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[Bus]:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    bus = Bus(kafka_settings)
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop()
+
+
+def _fact(uri: str, degree: float, origin: FactOrigin = FactOrigin.BUILD) -> ValidationFact:
+    return ValidationFact(
+        queue=QUEUE,
+        uri=uri,
+        project="",
+        degree=degree,
+        request_id=f"request/{QUEUE}/1",
+        origin=origin,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _event(uri: str, *, green: bool, event_id: str) -> topics_pb2.HookEvent:
+    return topics_pb2.HookEvent(
+        id=event_id,
+        source=f"stovepipe/{QUEUE}",
+        type="dev.stovepipe.greenness.green" if green else "dev.stovepipe.greenness.not_green",
+        spec_version="1.0",
+        subject=uri,
+        data=topics_pb2.GreennessEventData(
+            queue=QUEUE,
+            uri=uri,
+            degree=0.0 if green else 1.0,
+            green=green,
+            origin=types_pb2.FACT_ORIGIN_BUILD,
+            request_id=f"request/{QUEUE}/1",
+            attempt=1,
+        ),
+    )
+
+
+async def _collect(
+    feed: EventFeed, count: int, owner: str = ""
+) -> tuple[asyncio.Task[list[topics_pb2.HookEvent]], asyncio.Event]:
+    subscribed = asyncio.Event()
+    received: list[topics_pb2.HookEvent] = []
+
+    async def run() -> list[topics_pb2.HookEvent]:
+        stream = feed.subscribe(owner)
+        first = asyncio.ensure_future(anext(stream))
+        await _until(lambda: feed._positioned.is_set())
+        subscribed.set()
+        received.append(await first)
+        while len(received) < count:
+            received.append(await anext(stream))
+        await stream.aclose()
+        return received
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(subscribed.wait(), 30)
+    return task, subscribed
+
+
+async def _until(check: object, timeout_s: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_only_events_that_storage_confirms_are_served(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    await sqlite_store.create_fact(_fact("uri-green", 0.0))
+    await sqlite_store.create_fact(_fact("uri-broken", 1.0))
+    feed = EventFeed(kafka_settings, sqlite_store)
+    try:
+        task, _ = await _collect(feed, 2)
+        # Forged: no fact at all, and "green" for a commit whose fact is broken.
+        await producer.publish(HOOK.name, _event("uri-unknown", green=True, event_id="f1"))
+        await producer.publish(HOOK.name, _event("uri-broken", green=True, event_id="f2"))
+        # True events.
+        await producer.publish(HOOK.name, _event("uri-broken", green=False, event_id="t1"))
+        await producer.publish(HOOK.name, _event("uri-green", green=True, event_id="t2"))
+        served = await asyncio.wait_for(task, 30)
+    finally:
+        await feed.close()
+    assert sorted(e.id for e in served) == ["t1", "t2"]
+    by_uri = {e.subject: e for e in served}
+    assert by_uri["uri-green"].data.green and by_uri["uri-green"].type.endswith(".green")
+    assert not by_uri["uri-broken"].data.green
+    assert by_uri["uri-broken"].type.endswith(".not_green")
+    assert feed.dropped_unverified == 2
+
+
+async def test_one_reader_fans_out_to_every_subscriber_and_joins_no_group(
+    kafka_settings: KafkaSettings,
+    sqlite_store: Store,
+    producer: Bus,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tansu does not list groups, so the consumers the feed builds are recorded instead."""
+    built: list[dict[str, object]] = []
+
+    class RecordedConsumer(event_feed.AIOKafkaConsumer):  # type: ignore[misc]
+        def __init__(self, *topics: str, **options: object) -> None:
+            built.append(options)
+            super().__init__(*topics, **options)
+
+    monkeypatch.setattr(event_feed, "AIOKafkaConsumer", RecordedConsumer)
+    await sqlite_store.create_fact(_fact("uri-1", 0.0))
+    feed = EventFeed(kafka_settings, sqlite_store)
+    try:
+        tasks = [(await _collect(feed, 1, owner=f"o{i}"))[0] for i in range(5)]
+        reader = feed._reader
+        await producer.publish(HOOK.name, _event("uri-1", green=True, event_id="e1"))
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert feed._reader is None  # the last subscriber gone, the reader stopped
+        assert reader is not None and reader.done()
+    finally:
+        await feed.close()
+    assert [[e.id for e in r] for r in results] == [["e1"]] * 5
+    assert len(built) == 1
+    assert built[0]["group_id"] is None and built[0]["enable_auto_commit"] is False
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_abandoned_streams_leave_nothing_open(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    feed = EventFeed(kafka_settings, sqlite_store)
+    await ensure_topics(kafka_settings, [HOOK.name])
+
+    async def watch_then_give_up() -> None:
+        stream = feed.subscribe("gate")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(anext(stream), 0.3)  # a gate's deadline passes
+        await stream.aclose()
+
+    try:
+        await watch_then_give_up()  # warm up: imports, first connection
+        before = _open_fds()
+        for _ in range(3):
+            await asyncio.gather(*(watch_then_give_up() for _ in range(20)))
+        assert feed.subscriber_count == 0
+        assert feed._reader is None
+        assert _open_fds() <= before + 3
+    finally:
+        await feed.close()
+
+
+async def test_streams_beyond_the_cap_are_refused(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    feed = EventFeed(kafka_settings, sqlite_store, max_subscribers=3, max_per_owner=2)
+    try:
+        held = [(await _collect(feed, 1, owner="a"))[0] for _ in range(2)]
+        with pytest.raises(TooManySubscribers, match="this caller"):
+            await anext(feed.subscribe("a"))
+        other = (await _collect(feed, 1, owner="b"))[0]
+        with pytest.raises(TooManySubscribers):
+            await anext(feed.subscribe("c"))
+        for task in [*held, other]:
+            task.cancel()
+        await asyncio.gather(*held, other, return_exceptions=True)
+        assert feed.subscriber_count == 0
+    finally:
+        await feed.close()
