@@ -39,7 +39,9 @@ MAX_REASON = 300
 def failure_reason(reason: str | BaseException) -> str:
     """A failure as one short, redacted line fit for a header, a log or an event."""
     text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
-    text = redact(" ".join(text.split()))
+    # Cut before redacting so the work is bounded whatever the input's size; the
+    # window is wider than the result so a secret straddling the cut is still seen whole.
+    text = redact(" ".join(text[: MAX_REASON * 4].split()))
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
