@@ -110,7 +110,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         description="BuildRunner that checks commits out in git worktrees and runs targets "
         "as local processes.",
     )
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+    )
     parser.add_argument(
         "--source-control", required=True, help="HOST:PORT of the SourceControl server"
     )

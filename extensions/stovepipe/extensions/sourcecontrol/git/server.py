@@ -92,7 +92,9 @@ def _arguments(argv: list[str]) -> _Options:
         description="SourceControl over the git repositories of the Queues in stovepipe.yaml, "
         "given by local path or URL.",
     )
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+    )
     parser.add_argument(
         "--config",
         type=Path,
