@@ -242,14 +242,7 @@ class ChannelSecurity:
         )
 
 
-class BearerTokenClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds ``authorization: Bearer <token>`` to every call on a plaintext channel."""
-
+class _BearerHeader:
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
@@ -260,16 +253,22 @@ class BearerTokenClientInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _UnaryUnary(_BearerHeader, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_BearerHeader, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnary(_BearerHeader, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(
         self,
         continuation: Any,
@@ -278,6 +277,8 @@ class BearerTokenClientInterceptor(
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStream(_BearerHeader, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(
         self,
         continuation: Any,
@@ -285,3 +286,10 @@ class BearerTokenClientInterceptor(
         request_iterator: Any,
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+def bearer_token_interceptors(token: str) -> list[object]:
+    """Client interceptors adding ``authorization: Bearer <token>`` to every call on a
+    plaintext channel. One per call shape: grpc.aio files each interceptor under the
+    first shape it implements only."""
+    return [_UnaryUnary(token), _UnaryStream(token), _StreamUnary(token), _StreamStream(token)]

@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from stovepipe.grpcutil.auth import BearerTokenClientInterceptor, ChannelSecurity, is_loopback
+from stovepipe.grpcutil.auth import ChannelSecurity, bearer_token_interceptors, is_loopback
 from stovepipe.grpcutil.server import MAX_MESSAGE_BYTES
 
 _log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def open_channel(
                 "text; configure a CA (ca_file) for this server",
                 address,
             )
-        interceptors = [BearerTokenClientInterceptor(token)] if token is not None else None
+        interceptors = bearer_token_interceptors(token) if token is not None else None
         return grpc.aio.insecure_channel(
             address,
             options=options,
