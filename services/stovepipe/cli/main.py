@@ -66,7 +66,8 @@ def db_upgrade(
 
 @ext_app.command("git", context_settings=PASSTHROUGH)
 def ext_git(ctx: typer.Context) -> None:
-    """SourceControl over git (local paths or URLs). Options: --listen, --cache-dir."""
+    """SourceControl over the repositories of the Queues in --config. Options: --listen,
+    --cache-dir, --token-env/--token-file, --tls-cert/--tls-key/--client-ca."""
     from stovepipe.extensions.sourcecontrol.git import main as git_main
 
     raise typer.Exit(git_main(list(ctx.args)))
@@ -75,7 +76,7 @@ def ext_git(ctx: typer.Context) -> None:
 @ext_app.command("local-runner", context_settings=PASSTHROUGH)
 def ext_local_runner(ctx: typer.Context) -> None:
     """BuildRunner that runs targets as local subprocesses. Options: --listen,
-    --source-control, --work-dir."""
+    --source-control, --work-dir, --token-env/--token-file, --source-control-token-env."""
     from stovepipe.extensions.buildrunner.local import main as runner_main
 
     raise typer.Exit(runner_main(list(ctx.args)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
@@ -132,14 +133,52 @@ class ApiConfig(ConfigModel):
 
 
 class Endpoint(ConfigModel):
-    """Where one extension server listens. Omit ``address`` to let ``stovepipe up`` start it."""
+    """Where one extension server listens and how core proves who it is to it.
+
+    Omit ``address`` to let ``stovepipe up`` start the server. ``token_env`` or
+    ``token_file`` names the bearer token the server expects (never the token);
+    ``ca_file`` (the CA that signed the server's certificate) turns TLS on, and
+    ``cert_file`` with ``key_file`` present a client certificate (mutual TLS).
+    Paths must be absolute: they are read by whichever process opens the channel.
+    """
+
+    literal_secret_keys = {
+        "token": "a literal token is not allowed in the file; name the environment variable "
+        "that holds it with token_env, or a file with token_file",
+    }
 
     address: Address | None = None
+    token_env: EnvName | None = None
+    token_file: NonBlank | None = None
+    ca_file: NonBlank | None = None
+    cert_file: NonBlank | None = None
+    key_file: NonBlank | None = None
 
     @field_validator("address", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("token_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not PurePath(value).is_absolute():
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Endpoint:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("give at most one of token_env or token_file")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate)")
+        return self
+
+    def secret_ref(self) -> SecretRef | None:
+        """Where the bearer token lives; ``None`` when the server expects none."""
+        if self.token_env is None and self.token_file is None:
+            return None
+        return SecretRef("extension token", env=self.token_env, file=self.token_file)
 
 
 ExtensionMap = Mapping[ExtensionName, Endpoint]

@@ -5,11 +5,16 @@ SourceControl server, the local BuildRunner, the delay forwarder and every
 stage worker, then the API. Each is its own process, exactly as in production,
 so killing one (or the whole tree with Ctrl-C) behaves the way it would there.
 Children get one generated configuration file with every address filled in.
+The extension servers require a bearer token that is new on every run: it
+reaches them and the core through the environment only (``/proc/<pid>/environ``
+is readable by its owner alone, while the command line and the configuration
+file are not secret).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import socket
 import sys
@@ -31,6 +36,9 @@ from stovepipe.runtime.broker_watch import EXIT_RESTART
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
 from stovepipe.storage.migrate import upgrade
+
+GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
+RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -63,6 +71,11 @@ async def _grpc_serving(address: str) -> bool:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
     finally:
         await channel.close(None)
+
+
+def extension_tokens() -> dict[str, str]:
+    """A fresh random token per extension server, keyed by the variable that carries it."""
+    return {GIT_TOKEN_ENV: secrets.token_urlsafe(32), RUNNER_TOKEN_ENV: secrets.token_urlsafe(32)}
 
 
 def _cli(*args: str) -> list[str]:
@@ -105,8 +118,14 @@ def _effective_config(
     data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
     data.setdefault("api", {})["listen"] = api_address
     extensions = data.setdefault("extensions", {})
-    extensions.setdefault("sourcecontrol", {})["git"] = {"address": git_address}
-    extensions.setdefault("buildrunner", {})["local"] = {"address": runner_address}
+    extensions.setdefault("sourcecontrol", {})["git"] = {
+        "address": git_address,
+        "token_env": GIT_TOKEN_ENV,
+    }
+    extensions.setdefault("buildrunner", {})["local"] = {
+        "address": runner_address,
+        "token_env": RUNNER_TOKEN_ENV,
+    }
     return data
 
 
@@ -153,11 +172,26 @@ async def embedded_stack(
                 sort_keys=False,
             )
         )
-        env = {"STOVEPIPE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
+        env = {
+            "STOVEPIPE_CONFIG": str(config_path),
+            "PYTHONUNBUFFERED": "1",
+            **extension_tokens(),
+        }
         await supervisor.start(
             ChildSpec(
                 "ext git",
-                _cli("ext", "git", "--listen", git_address, "--cache-dir", str(state_dir / "git")),
+                _cli(
+                    "ext",
+                    "git",
+                    "--listen",
+                    git_address,
+                    "--cache-dir",
+                    str(state_dir / "git"),
+                    "--config",
+                    str(config_path),
+                    "--token-env",
+                    GIT_TOKEN_ENV,
+                ),
                 logs / "ext-git.log",
                 env,
                 git_address,
@@ -176,6 +210,10 @@ async def embedded_stack(
                     git_address,
                     "--work-dir",
                     str(state_dir / "builds"),
+                    "--token-env",
+                    RUNNER_TOKEN_ENV,
+                    "--source-control-token-env",
+                    GIT_TOKEN_ENV,
                 ),
                 logs / "ext-local-runner.log",
                 env,

@@ -163,7 +163,8 @@ class FaultStack:
         cli = [sys.executable, "-m", "stovepipe.cli.main"]
         logs = self.root / "logs"
         self._add("ext-git", [*cli, "ext", "git", "--listen", self.git_address,
-                              "--cache-dir", str(self.root / "git-cache")], logs)  # fmt: skip
+                              "--cache-dir", str(self.root / "git-cache"),
+                              "--config", str(config_path)], logs)  # fmt: skip
         self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
                                  "--source-control", self.git_address,
                                  "--work-dir", str(self.root / "builds")], logs)  # fmt: skip

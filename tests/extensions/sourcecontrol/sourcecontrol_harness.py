@@ -22,6 +22,7 @@ from sourcecontrol_git import AUTHOR, WorkRepo, collect_garbage, init_bare
 
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControl
 from stovepipe.extensions.sourcecontrol.fake import FakeSourceControl
+from stovepipe.extensions.sourcecontrol.git import Promotion, ServedRepository
 
 QUEUE = "demo/main"
 PROMOTION_REF = "verified-main"
@@ -62,6 +63,12 @@ class Harness(Protocol):
     async def remove_repository(self) -> None:
         """Delete the authoritative repository (a mirror of it may stay behind)."""
         ...
+
+
+def promoting(repository: str) -> ServedRepository:
+    """``repository`` on the git server's allow-list, where a Queue following ``main``
+    promotes to ``PROMOTION_REF``."""
+    return ServedRepository(repository, frozenset({Promotion("main", PROMOTION_REF)}))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 ``main`` is what ``stovepipe ext local-runner`` calls with its arguments; it
 prints one ``listening on HOST:PORT`` line once the server answers (handy with
 port 0), serves until SIGINT or SIGTERM, then stops taking calls, cancels
-running builds, removes their checkouts and exits 0.
+running builds, removes their checkouts and exits 0. A ``Trigger`` runs
+commands, so callers authenticate through ``stovepipe.grpcutil.auth`` (a token,
+a client certificate or both); without either the server listens on loopback
+only. The runner authenticates itself to its SourceControl server the same way.
 """
 
 from __future__ import annotations
@@ -20,13 +23,22 @@ from pathlib import Path
 
 import grpc
 
+from stovepipe.extensions import auth_options
 from stovepipe.extensions.buildrunner.local.environment import DEFAULT_PATH
 from stovepipe.extensions.buildrunner.local.locator import SourceControlLocator
 from stovepipe.extensions.buildrunner.local.runner import LocalBuildRunner, RunnerSettings
 from stovepipe.extensions.buildrunner.local.workspace import Workspace
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME, BuildRunnerServicer
-from stovepipe.grpcutil import GrpcServer, open_channel, start_server
+from stovepipe.grpcutil import (
+    ChannelSecurity,
+    GrpcServer,
+    InsecureListen,
+    ServerSecurity,
+    open_channel,
+    start_server,
+)
 
+DEFAULT_LISTEN = "127.0.0.1:50062"
 _log = logging.getLogger(__name__)
 
 
@@ -49,22 +61,35 @@ async def serve(
     source_control: str,
     work_dir: Path,
     settings: RunnerSettings | None = None,
+    security: ServerSecurity | None = None,
+    source_control_security: ChannelSecurity | None = None,
 ) -> LocalRunnerServer:
     """Start serving ``BuildRunnerService`` on ``address`` (port 0 picks a free one).
 
     ``source_control`` is the ``HOST:PORT`` of the SourceControl server that
-    minted the URIs this runner will be asked to build. Stale checkouts and
-    logs in ``work_dir`` are removed before the first call is answered.
+    minted the URIs this runner will be asked to build, reached with
+    ``source_control_security``. Stale checkouts and logs in ``work_dir`` are
+    removed before the first call is answered. ``security`` says how callers
+    authenticate; ``InsecureListen`` when it authenticates nobody and
+    ``address`` is not loopback.
     """
+    security = security or ServerSecurity()
+    security.check_listen(address)
     settings = settings or RunnerSettings()
     if settings.path is None:
         settings = dataclasses.replace(settings, path=os.environ.get("PATH", DEFAULT_PATH))
-    channel = open_channel(source_control)
+    channel = open_channel(source_control, security=source_control_security)
     runner = LocalBuildRunner(SourceControlLocator(channel), Workspace(work_dir), settings)
     try:
         await runner.start()
         servicer = BuildRunnerServicer(runner)
-        started = await start_server(address, [servicer.register], [SERVICE_NAME])
+        started = await start_server(
+            address,
+            [servicer.register],
+            [SERVICE_NAME],
+            interceptors=security.interceptors(),
+            credentials=security.credentials(),
+        )
     except BaseException:
         await runner.close()
         await channel.close(None)
@@ -79,12 +104,15 @@ async def serve(
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The options; ``security`` and ``source_control_security`` are resolved into them."""
     parser = argparse.ArgumentParser(
         prog="stovepipe ext local-runner",
         description="BuildRunner that checks commits out in git worktrees and runs targets "
         "as local processes.",
     )
-    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on")
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
+    )
     parser.add_argument(
         "--source-control", required=True, help="HOST:PORT of the SourceControl server"
     )
@@ -101,7 +129,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--default-timeout-seconds", type=float, default=RunnerSettings.default_timeout_seconds
     )
-    return parser.parse_args(argv)
+    auth_options.add_server_arguments(parser)
+    auth_options.add_client_arguments(parser, "source-control", "SourceControl server")
+    args = parser.parse_args(argv)
+    try:
+        args.security = auth_options.server_security(args)
+        args.source_control_security = auth_options.client_security(args, "source-control")
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> int:
@@ -121,7 +157,12 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
             source_control=args.source_control,
             work_dir=args.work_dir,
             settings=settings,
+            security=args.security,
+            source_control_security=args.source_control_security,
         )
+    except InsecureListen as exc:
+        print(f"stovepipe ext local-runner: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except (OSError, RuntimeError) as exc:
         _log.error("local runner could not start: %s", exc)
         return 1
@@ -134,7 +175,8 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGINT/SIGTERM; the process exit code."""
-    args = _arguments(sys.argv[1:] if argv is None else argv)
+    """Serve until SIGINT/SIGTERM; the process exit code (2 for bad arguments or an
+    unauthenticated non-loopback address, 1 when it cannot start)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = _arguments(sys.argv[1:] if argv is None else argv)
     return asyncio.run(_serve_until_signalled(args))
