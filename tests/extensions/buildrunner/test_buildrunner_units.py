@@ -45,7 +45,7 @@ SPEC = TriggerSpec(
     project="payments",
     targets=(
         TargetSpec(name="unit", command="make test", paths=("src/", "*.py"), timeout_seconds=90.5),
-        TargetSpec(name="lint", command="make lint"),
+        TargetSpec(name="lint", command="make lint", network=True),
     ),
     idempotency_key="request/mono/main/7#1#payments",
 )
