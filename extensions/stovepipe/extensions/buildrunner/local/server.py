@@ -2,8 +2,14 @@
 
 ``main`` is what ``stovepipe ext local-runner`` calls with its arguments; it
 prints one ``listening on HOST:PORT`` line once the server answers (handy with
-port 0), serves until SIGINT or SIGTERM, then stops taking calls, cancels
-running builds, removes their checkouts and exits 0.
+port 0), serves until SIGINT or SIGTERM, then stops taking calls, stops
+running builds (the next start runs them again), removes their checkouts and
+exits 0.
+
+Builds run in a bubblewrap sandbox unless ``--no-sandbox`` is given, which is
+for trusted code only (the demo's sample repository). ``--hide PATH`` (any
+number of times) keeps a directory or file out of the builds' sight: pass
+Stovepipe's state directory (its database lives there).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ import grpc
 from stovepipe.extensions.buildrunner.local.environment import DEFAULT_PATH
 from stovepipe.extensions.buildrunner.local.locator import SourceControlLocator
 from stovepipe.extensions.buildrunner.local.runner import LocalBuildRunner, RunnerSettings
+from stovepipe.extensions.buildrunner.local.sandbox import INSTALL_HINT
 from stovepipe.extensions.buildrunner.local.workspace import Workspace
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME, BuildRunnerServicer
 from stovepipe.grpcutil import GrpcServer, open_channel, start_server
@@ -59,6 +67,7 @@ async def serve(
     settings = settings or RunnerSettings()
     if settings.path is None:
         settings = dataclasses.replace(settings, path=os.environ.get("PATH", DEFAULT_PATH))
+    _log_sandbox(settings)
     channel = open_channel(source_control)
     runner = LocalBuildRunner(SourceControlLocator(channel), Workspace(work_dir), settings)
     try:
@@ -76,6 +85,38 @@ async def serve(
         runner=runner,
         source_control_channel=channel,
     )
+
+
+def _log_sandbox(settings: RunnerSettings) -> None:
+    if not settings.sandbox:
+        _log.warning(
+            "builds run WITHOUT a sandbox (--no-sandbox), as %s: only for code you trust",
+            "root" if os.geteuid() == 0 else "the runner's user",
+        )
+    elif shutil.which(settings.bwrap) is None:
+        _log.error(
+            "%s not found: every build will end ERRORED until you %s and restart the runner",
+            settings.bwrap,
+            INSTALL_HINT,
+        )
+
+
+def _hidden_path(value: str) -> Path:
+    path = Path(value).resolve()
+    if path == Path("/"):
+        raise argparse.ArgumentTypeError("hiding / would hide everything")
+    return path
+
+
+def _user(value: str) -> tuple[int, int]:
+    uid, _, gid = value.partition(":")
+    try:
+        ids = (int(uid), int(gid or uid))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not UID or UID:GID") from None
+    if min(ids) <= 0:
+        raise argparse.ArgumentTypeError("the build user must not be root")
+    return ids
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +142,34 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--default-timeout-seconds", type=float, default=RunnerSettings.default_timeout_seconds
     )
+    sandbox = parser.add_argument_group("sandbox")
+    sandbox.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run targets as plain processes of the runner's user, without bubblewrap: "
+        "only for code you trust",
+    )
+    sandbox.add_argument(
+        "--hide",
+        action="append",
+        type=_hidden_path,
+        default=[],
+        metavar="PATH",
+        help="a directory or file builds must not see (repeatable); pass Stovepipe's state "
+        "directory. The work directory is always hidden.",
+    )
+    sandbox.add_argument(
+        "--build-user",
+        type=_user,
+        default=RunnerSettings.build_user,
+        metavar="UID[:GID]",
+        help="who targets run as when the runner is root (default: 65534, nobody)",
+    )
+    sandbox.add_argument("--max-processes", type=int, default=RunnerSettings.max_processes)
+    sandbox.add_argument(
+        "--max-file-size-bytes", type=int, default=RunnerSettings.max_file_size_bytes
+    )
+    sandbox.add_argument("--max-open-files", type=int, default=RunnerSettings.max_open_files)
     return parser.parse_args(argv)
 
 
@@ -110,6 +179,12 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
         max_finished_builds=args.max_finished_builds,
         kill_grace_seconds=args.kill_grace_seconds,
         default_timeout_seconds=args.default_timeout_seconds,
+        sandbox=not args.no_sandbox,
+        hidden_paths=tuple(args.hide),
+        build_user=args.build_user,
+        max_processes=args.max_processes,
+        max_file_size_bytes=args.max_file_size_bytes,
+        max_open_files=args.max_open_files,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,7 +203,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0]
     print(f"listening on {host}:{server.port}", flush=True)
     await stop.wait()
-    _log.info("stopping: cancelling running builds")
+    _log.info("stopping: running builds stop now and run again at the next start")
     await server.stop(grace=settings.kill_grace_seconds)
     return 0
 
