@@ -40,7 +40,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class LocalRunnerServer(GrpcServer):
-    """A started local runner; ``stop`` also ends its builds and its SourceControl channel."""
+    """A started local runner; ``stop`` also stops its builds (the next start runs them
+    again) and closes its SourceControl channel."""
 
     runner: LocalBuildRunner
     source_control_channel: grpc.aio.Channel
@@ -61,8 +62,9 @@ async def serve(
     """Start serving ``BuildRunnerService`` on ``address`` (port 0 picks a free one).
 
     ``source_control`` is the ``HOST:PORT`` of the SourceControl server that
-    minted the URIs this runner will be asked to build. Stale checkouts and
-    logs in ``work_dir`` are removed before the first call is answered.
+    minted the URIs this runner will be asked to build. Before the first call
+    is answered the build records in ``work_dir`` are loaded (interrupted builds
+    start again) and what earlier runs left behind is removed.
     """
     settings = settings or RunnerSettings()
     if settings.path is None:
