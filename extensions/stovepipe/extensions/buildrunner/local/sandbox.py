@@ -69,7 +69,8 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class BuildPaths:
-    """The directories one build's targets see, at the same paths inside the sandbox."""
+    """The directories one build's targets see, at the same paths inside the sandbox
+    (absolute, without symlinks)."""
 
     work_dir: Path
     checkout: Path
@@ -255,7 +256,7 @@ class Bubblewrap:
                 if any(parent != root and parent.is_relative_to(root) for root in emptied):
                     mounts.extend(["--perms", "0755", "--dir", str(parent)])
 
-        for hidden in (*self._hidden, paths.work_dir.resolve()):
+        for hidden in (*self._hidden, paths.work_dir):
             if hidden.is_dir():
                 make_way(hidden)
                 mounts += ["--tmpfs", str(hidden)]

@@ -105,12 +105,13 @@ class Workspace:
     """Owns ``work_dir``; every method is safe to call concurrently for different builds."""
 
     def __init__(self, root: Path, *, git_timeout_s: float = 600.0) -> None:
-        self.root = root
+        # Absolute and without symlinks: sandboxes mount its parts at these very paths.
+        self.root = root.resolve()
         self._git_timeout = git_timeout_s
-        self._mirrors = root / "mirrors"
-        self._builds = root / "builds"
-        self._logs = root / "logs"
-        self.records_dir = root / "records"
+        self._mirrors = self.root / "mirrors"
+        self._builds = self.root / "builds"
+        self._logs = self.root / "logs"
+        self.records_dir = self.root / "records"
         self._locks: defaultdict[Path, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
