@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 from buildrunner_git import GitRepo
 from buildrunner_harness import LOG_LIMIT, FakeHarness, Harness, LocalHarness
+from buildrunner_process import RunnerProcess
 from buildrunner_sc_double import SourceControlDouble, serve_double
 
 from stovepipe.extensions.buildrunner import BuildRunnerClient
@@ -15,8 +17,11 @@ from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSett
 from stovepipe.grpcutil import GrpcServer, open_channel
 
 RUNNER_SETTINGS = RunnerSettings(
-    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0
+    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0, sandbox=False
 )
+"""The contract and local suites check the process model: their targets record runs and
+pids outside the checkout, which the sandbox forbids, so they run unsandboxed.
+``test_buildrunner_sandbox.py`` runs the same kinds of target inside the sandbox."""
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +83,42 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
         tmp_path / "work",
         tmp_path / "state",
     )
+
+
+def require_bwrap() -> None:
+    """Sandbox tests fail, never skip, on a machine without bubblewrap."""
+    assert shutil.which("bwrap"), (
+        "bwrap not found: the sandbox tests need bubblewrap (apt-get install bubblewrap)"
+    )
+
+
+MakeRunner = Callable[..., RunnerProcess]
+
+
+@pytest.fixture
+async def make_runner(
+    double: tuple[SourceControlDouble, GrpcServer], tmp_path: Path
+) -> AsyncIterator[MakeRunner]:
+    """Runner processes on a work directory (``tmp_path/work`` unless told), killed at
+    the end; each is returned unstarted."""
+    started: list[RunnerProcess] = []
+
+    def make(
+        *,
+        work_dir: Path | None = None,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> RunnerProcess:
+        runner = RunnerProcess(
+            source_control=double[1].address,
+            work_dir=work_dir or tmp_path / "work",
+            stderr_path=tmp_path / f"runner-{len(started)}.stderr",
+            args=args,
+            env=env,
+        )
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        await runner.close()

@@ -275,6 +275,8 @@ async def test_only_the_newest_finished_builds_are_kept(
         await channel.close(None)
     assert ids[0] not in listing(tmp_path / "w" / "logs")
     assert ids[2] in listing(tmp_path / "w" / "logs")
+    assert f"{ids[0]}.json" not in listing(tmp_path / "w" / "records")
+    assert f"{ids[2]}.json" in listing(tmp_path / "w" / "records")
 
 
 async def test_start_up_removes_what_an_earlier_process_left(
