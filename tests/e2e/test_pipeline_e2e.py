@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
-from stovepipe.runtime.sample_repo import STEPS, Step
+from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, STEPS, Step
 from stovepipe.testing.live import Live, live_stack, until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -68,7 +67,7 @@ def _slow_targets(release: Path) -> list[dict[str, object]]:
     return [
         {
             "name": "unit-tests",
-            "command": f"{wait}; {sys.executable} tests/test_calc.py",
+            "command": f"{wait}; {SANDBOX_PYTHON} tests/test_calc.py",
             "timeout_seconds": 120,
         }
     ]

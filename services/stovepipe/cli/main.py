@@ -116,12 +116,22 @@ def up(
     state_dir: Annotated[
         Path, typer.Option(help="Where the embedded stack keeps its database, logs and worktrees.")
     ] = Path(".stovepipe"),
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run builds as plain processes instead of in the bubblewrap sandbox: "
+            "only for code you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Run everything on embedded defaults: broker, SQLite, extensions, workers and API."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.embedded import run_embedded_stack
 
-    raise typer.Exit(asyncio.run(run_embedded_stack(load_settings(config), state_dir)))
+    raise typer.Exit(
+        asyncio.run(run_embedded_stack(load_settings(config), state_dir, sandbox=not no_sandbox))
+    )
 
 
 @app.command()

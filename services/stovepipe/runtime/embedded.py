@@ -131,9 +131,16 @@ def _effective_config(
 
 @asynccontextmanager
 async def embedded_stack(
-    config: StovepipeConfig, state_dir: Path, console: Console | None = None
+    config: StovepipeConfig,
+    state_dir: Path,
+    console: Console | None = None,
+    *,
+    sandbox: bool = True,
 ) -> AsyncIterator[RunningStack]:
-    """Start everything, yield where it runs, and stop it all on exit."""
+    """Start everything, yield where it runs, and stop it all on exit.
+
+    ``sandbox=False`` runs builds as plain processes (``--no-sandbox`` on the
+    local runner): only for code the operator trusts."""
     console = console or Console(stderr=True)
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - start-up only
     logs = state_dir / "logs"
@@ -214,6 +221,9 @@ async def embedded_stack(
                     RUNNER_TOKEN_ENV,
                     "--source-control-token-env",
                     GIT_TOKEN_ENV,
+                    "--hide",  # builds must not see the database, the config or the logs
+                    str(state_dir),
+                    *(() if sandbox else ("--no-sandbox",)),
                 ),
                 logs / "ext-local-runner.log",
                 env,
@@ -247,7 +257,9 @@ async def embedded_stack(
             await broker.stop()
 
 
-async def run_embedded_stack(config: StovepipeConfig, state_dir: Path) -> int:
+async def run_embedded_stack(
+    config: StovepipeConfig, state_dir: Path, *, sandbox: bool = True
+) -> int:
     """Run until Ctrl-C / SIGTERM or until a component dies; return the exit code."""
     console = Console()
     stop = asyncio.Event()
@@ -255,7 +267,7 @@ async def run_embedded_stack(config: StovepipeConfig, state_dir: Path) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with embedded_stack(config, state_dir, console) as stack:
+        async with embedded_stack(config, state_dir, console, sandbox=sandbox) as stack:
             console.print(stack.table())
             console.print(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
             stopped = asyncio.ensure_future(stop.wait())

@@ -36,7 +36,7 @@ from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.registry import STAGE_NAMES
-from stovepipe.runtime.sample_repo import SampleRepo, Step
+from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, SampleRepo, Step
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
 from stovepipe.testing.chaos_proxy import ChaosProxy
@@ -63,7 +63,7 @@ def fault_targets() -> list[dict[str, Any]]:
     return [
         {
             "name": "unit-tests",
-            "command": f"{sys.executable} tests/test_calc.py",
+            "command": f"{SANDBOX_PYTHON} tests/test_calc.py",
             "paths": ["src/**", "tests/**"],
             "timeout_seconds": 60,
         }
