@@ -29,7 +29,7 @@ class TopicCreationFailed(RuntimeError):
 @asynccontextmanager
 async def _admin(settings: KafkaSettings) -> AsyncIterator[Any]:
     client = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=settings.request_timeout_ms,
     )

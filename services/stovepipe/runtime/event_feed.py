@@ -126,7 +126,7 @@ class EventFeed:
     async def _read(self) -> None:
         topic = self._settings.topic(HOOK.name)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
+            **self._settings.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
