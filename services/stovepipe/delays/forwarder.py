@@ -86,9 +86,9 @@ class DelayForwarder:
             acks="all",
             max_request_size=transport_limit(settings),
         )
-        await producer.start()
-        await consumer.start()
         try:
+            await producer.start()
+            await consumer.start()
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=500)
                 for tp, records in batch.items():

@@ -33,8 +33,8 @@ async def _admin(settings: KafkaSettings) -> AsyncIterator[Any]:
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=settings.request_timeout_ms,
     )
-    await client.start()
     try:
+        await client.start()
         yield client
     finally:
         with contextlib.suppress(TimeoutError):

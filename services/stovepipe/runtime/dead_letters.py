@@ -49,9 +49,9 @@ async def read_dead_letters(
         enable_auto_commit=False,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
-    await consumer.start()
     letters: list[DeadLetter] = []
     try:
+        await consumer.start()
         partitions = [
             TopicPartition(settings.topic(t.name), p)
             for t in wanted
@@ -100,8 +100,8 @@ async def replay_dead_letter(settings: KafkaSettings, letter: DeadLetter) -> str
     """Publish the letter's payload to its source topic as attempt 1; the source topic."""
     source = _source_topic(letter.topic)
     consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         tp = TopicPartition(settings.topic(letter.topic), letter.partition)
         consumer.assign([tp])
         consumer.seek(tp, letter.offset)

@@ -132,8 +132,8 @@ class EventFeed:
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             client_id=f"{self._settings.client_id}-events",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             partitions: list[TopicPartition] = []
             while not partitions:
                 partitions = [
