@@ -390,12 +390,7 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
         await producer.stop()
 
     def forwarder() -> DelayForwarder:
-        return DelayForwarder(
-            settings.bootstrap_servers,
-            tiers,
-            group_id=settings.group("delay"),
-            allowed_targets=frozenset({target}),
-        )
+        return DelayForwarder(settings, tiers, allowed_targets=frozenset({target}))
 
     first = forwarder()
     running = asyncio.create_task(first.run())

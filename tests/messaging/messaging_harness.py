@@ -175,7 +175,7 @@ async def eventually(
 async def committed_offset(settings: KafkaSettings, topic: str, group: str, partition: int) -> Any:
     """The group's committed offset, read by a consumer that never joins the group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         group_id=settings.group(group),
         enable_auto_commit=False,
     )

@@ -8,8 +8,8 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from pathlib import PurePath
-from typing import TYPE_CHECKING, Annotated, Literal
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,7 @@ from stovepipe.config.fields import (
     PositiveSeconds,
     check_bootstrap_servers,
     check_kafka_topic_part,
+    check_not_blank,
 )
 from stovepipe.config.redaction import UrlWithCredentials
 from stovepipe.config.secrets import SecretRef
@@ -57,8 +58,39 @@ class StorageConfig(ConfigModel):
     url: Annotated[UrlWithCredentials, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_KAFKA_SSL_KEYS = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+_KAFKA_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password_env", "sasl_password_file")
+
+
+def _absolute_path(value: str) -> str:
+    """``~`` expanded; relative paths are refused rather than guessed at (unlike the
+    ``api`` files, the loader does not resolve these against the file's directory)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path (starting with / or ~/)")
+    return str(path)
+
+
+KafkaFile = Annotated[str, AfterValidator(check_not_blank), AfterValidator(_absolute_path)]
+
+
 class KafkaConfig(ConfigModel):
-    """The broker. Empty ``bootstrap_servers`` means ``stovepipe up`` starts an embedded one."""
+    """The broker. Empty ``bootstrap_servers`` means ``stovepipe up`` starts an embedded one.
+
+    ``security_protocol`` says how every client reaches the cluster. With SSL the
+    broker is verified against ``ssl_ca_file`` (the system trust store when it is
+    omitted), and ``ssl_cert_file`` + ``ssl_key_file`` add a client certificate
+    (mTLS). SASL needs a mechanism, a user name and the password *by reference*.
+    Files are checked when a client is built, not here: a command that never talks
+    to Kafka must not fail because a client certificate is not mounted on its host.
+    """
+
+    literal_secret_keys = {
+        "sasl_password": "a literal password is not allowed in the file; name the environment "
+        "variable that holds it with sasl_password_env, or a file with sasl_password_file",
+    }
 
     bootstrap_servers: Annotated[str, AfterValidator(check_bootstrap_servers)] = ""
     topic_prefix: Annotated[str, AfterValidator(check_kafka_topic_part)] = ""
@@ -70,6 +102,14 @@ class KafkaConfig(ConfigModel):
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1_000
     graceful_timeout_seconds: Annotated[float, Field(ge=0, le=3_600)] = 30.0
     redelivery_pause_ms: Annotated[int, Field(ge=0, le=600_000)] = 1_000
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    ssl_ca_file: KafkaFile | None = None
+    ssl_cert_file: KafkaFile | None = None
+    ssl_key_file: KafkaFile | None = None
+    sasl_mechanism: KafkaSaslMechanism | None = None
+    sasl_username: NonBlank | None = None
+    sasl_password_env: EnvName | None = None
+    sasl_password_file: KafkaFile | None = None
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaConfig:
@@ -80,12 +120,68 @@ class KafkaConfig(ConfigModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaConfig:
+        protocol = self.security_protocol
+        uses_ssl = protocol in ("SSL", "SASL_SSL")
+        uses_sasl = protocol.startswith("SASL_")
+        problems: list[tuple[Loc, str]] = []
+        if protocol != "PLAINTEXT" and not self.bootstrap_servers:
+            problems.append(
+                (
+                    ("security_protocol",),
+                    f"{protocol} needs bootstrap_servers: the embedded broker that "
+                    "`stovepipe up` starts when bootstrap_servers is empty speaks PLAINTEXT only",
+                )
+            )
+        unused = (
+            (_KAFKA_SSL_KEYS, uses_ssl, "SSL or SASL_SSL"),
+            (_KAFKA_SASL_KEYS, uses_sasl, "SASL_PLAINTEXT or SASL_SSL"),
+        )
+        for keys, used, protocols in unused:
+            problems.extend(
+                ((key,), f"is only used with security_protocol {protocols} (it is {protocol})")
+                for key in keys
+                if not used and getattr(self, key) is not None
+            )
+        if uses_ssl and (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            missing = "ssl_key_file" if self.ssl_key_file is None else "ssl_cert_file"
+            problems.append(
+                ((missing,), "a client certificate needs both ssl_cert_file and ssl_key_file")
+            )
+        if uses_sasl:
+            mechanisms = ", ".join(get_args(KafkaSaslMechanism))
+            if self.sasl_mechanism is None:
+                problems.append(
+                    (("sasl_mechanism",), f"is required with {protocol} (one of {mechanisms})")
+                )
+            if self.sasl_username is None:
+                problems.append((("sasl_username",), f"is required with {protocol}"))
+            if (self.sasl_password_env is None) == (self.sasl_password_file is None):
+                problems.append(
+                    (
+                        ("sasl_password_env",),
+                        f"{protocol} needs exactly one of sasl_password_env or sasl_password_file",
+                    )
+                )
+        if problems:
+            raise_problems(type(self).__name__, None, problems)
+        return self
+
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _accept_a_list(cls, value: object) -> object:
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return ",".join(value)
         return value
+
+    def secret_ref(self) -> SecretRef | None:
+        """Where the SASL password lives; ``None`` without SASL."""
+        if self.sasl_password_env is None and self.sasl_password_file is None:
+            return None
+        return SecretRef(
+            "kafka.sasl_password", env=self.sasl_password_env, file=self.sasl_password_file
+        )
 
 
 class TokenConfig(ConfigModel):

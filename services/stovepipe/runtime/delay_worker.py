@@ -7,7 +7,6 @@ import asyncio
 from stovepipe.config import StovepipeConfig
 from stovepipe.delays import DEFAULT_TIERS_S, DelayForwarder, tier_topic
 from stovepipe.messaging import PIPELINE_TOPICS
-from stovepipe.messaging.broker import transport_limit
 from stovepipe.runtime.wiring import kafka_settings
 
 
@@ -20,12 +19,9 @@ async def run_delay_forwarder(config: StovepipeConfig, stop: asyncio.Event) -> N
     settings = kafka_settings(config, "stovepipe-delay")
     tiers = {settings.topic(tier_topic(t)): t for t in DEFAULT_TIERS_S}
     forwarder = DelayForwarder(
-        settings.bootstrap_servers,
+        settings,
         list(tiers),
-        group_id=settings.group("delay"),
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         allowed_targets=frozenset(settings.topic(t.name) for t in PIPELINE_TOPICS),
-        max_request_size=transport_limit(settings),
         tier_delays=tiers,
     )
     task = asyncio.create_task(forwarder.run())

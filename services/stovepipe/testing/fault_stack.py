@@ -407,7 +407,7 @@ class FaultStack:
     ) -> None:
         """Put bytes on a logical topic past every codec, as a buggy or hostile client would."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             max_request_size=8 * 1024 * 1024,
             enable_idempotence=False,
         )
@@ -422,7 +422,7 @@ class FaultStack:
     async def records(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
         """Every record on a logical topic so far, read without joining a group."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             enable_auto_commit=False,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
@@ -445,7 +445,7 @@ class FaultStack:
     async def committed(self, topic: str, group: str) -> dict[int, int]:
         """Consumer group ``group``'s committed offset per partition of ``topic`` (0: none)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             group_id=self.kafka.group(group),
             enable_auto_commit=False,
         )
