@@ -57,6 +57,9 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # a port already taken fails the start instead of being shared, so a
+            # caller never reaches another server on "our" address
+            ("grpc.so_reuseport", 0),
         ],
     )
     for register in registrars:
