@@ -341,7 +341,9 @@ class Supervisor:
         await _wait_exited(running, loop.time() + _REAP_S)
         self._children.clear()
 
-    def _exit_message(self, child: Child) -> str:
+    @staticmethod
+    def _exit_message(child: Child) -> str:
+        """The child's exit and the tail of its log, credentials masked."""
         tail = ""
         with contextlib.suppress(OSError):
             lines = child.spec.log_path.read_text(errors="replace").splitlines()
@@ -350,10 +352,6 @@ class Supervisor:
             f"{child.spec.name} {describe_exit(child.process.returncode)}; "
             f"last lines of {child.spec.log_path}:\n{tail}"
         )
-
-    def describe_exit(self, child: Child) -> str:
-        """The child's exit and the tail of its log (credentials masked)."""
-        return self._exit_message(child)
 
 
 def _terminate(child: Child) -> None:
