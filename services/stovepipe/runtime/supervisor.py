@@ -133,7 +133,11 @@ def describe_exit(code: int | None) -> str:
 
 
 class Supervisor:
-    """See the module docstring. ``report`` receives every restart and kill, for people."""
+    """See the module docstring. ``report`` receives every restart and kill, for people.
+
+    One run per instance: once :meth:`stop` has begun, nothing is restarted or
+    waited for any more.
+    """
 
     def __init__(
         self,
@@ -163,11 +167,6 @@ class Supervisor:
         return list(self._children)
 
     # Start
-
-    async def start(self, spec: ChildSpec, ready_timeout_s: float = 60.0) -> Child:
-        """Start ``spec`` and wait for its readiness check (if any) with a deadline."""
-        (child,) = await self.start_all([spec], ready_timeout_s)
-        return child
 
     async def start_all(
         self, specs: Iterable[ChildSpec], ready_timeout_s: float = 60.0
