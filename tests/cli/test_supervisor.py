@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stovepipe.runtime.broker_watch import EXIT_RESTART
+from stovepipe.runtime.embedded import supervise_until_stopped
 from stovepipe.runtime.supervisor import (
     ChildExited,
     ChildSpec,
@@ -253,3 +254,42 @@ async def test_stop_asks_the_api_and_workers_first_and_the_extensions_once_they_
     )
     assert lines.index("ext term") > lines.index("worker exit")  # the worker drained first
     assert lines.index("ext term") > lines.index("api exit")
+
+
+async def test_up_reports_a_crash_loop_in_red_stops_every_child_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    said: list[tuple[str, str | None]] = []
+    policy = RestartPolicy(backoff_initial_s=0.05, backoff_max_s=0.2, max_restarts=2)
+    supervisor = Supervisor(stop_timeout_s=5, restart=policy)
+    code = LEAVES_ON_TRIGGER.format(leave="sys.exit(1)", again_fails=True)
+    trigger = tmp_path / "leave"
+    children = await supervisor.start_all(
+        [
+            _spec(supervisor, "looper", code, tmp_path, str(tmp_path / "marker"), str(trigger)),
+            _spec(supervisor, "bystander", SLEEPER, tmp_path),
+        ]
+    )
+    trigger.touch()
+    running = supervise_until_stopped(supervisor, asyncio.Event(), lambda *s: said.append(s))
+    assert await asyncio.wait_for(running, DEADLINE_S) == 1
+    (report, style), stopping = said
+    assert style == "red" and report.startswith("looper is crash-looping")
+    assert "restarted 2 times" in report and "boom: cannot start again" in report
+    assert stopping == ("stopping ...", None)
+    assert supervisor.children == []
+    assert all(c.process.returncode is not None for c in children)
+
+
+async def test_up_stops_every_child_when_asked_and_exits_0(tmp_path: Path) -> None:
+    said: list[tuple[str, str | None]] = []
+    supervisor = Supervisor(stop_timeout_s=5)
+    children = await supervisor.start_all([_spec(supervisor, "stays", SLEEPER, tmp_path)])
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        supervise_until_stopped(supervisor, stop, lambda *s: said.append(s))
+    )
+    stop.set()
+    assert await asyncio.wait_for(running, DEADLINE_S) == 0
+    assert said == [("stopping ...", None)]
+    assert [c.process.returncode for c in children] == [-signal.SIGTERM]

@@ -21,6 +21,7 @@ and the URL is shown to people with its password masked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -321,31 +322,39 @@ async def _serve(
     stop: asyncio.Event,
     ready: asyncio.Event,
 ) -> int:
-    def report(text: str) -> None:
-        _say(console, text, "yellow")
+    def say(text: str, style: str | None = None) -> None:
+        _say(console, text, style)
 
-    code = 0
     try:
-        async with embedded_stack(config, state_dir, console, report=report) as stack:
+        async with embedded_stack(
+            config, state_dir, console, report=lambda text: say(text, "yellow")
+        ) as stack:
             ready.set()
             console.print(stack.table())
-            _say(console, f"API ready at {stack.api_address}. Ctrl-C stops everything.")
-            supervising = asyncio.create_task(stack.supervisor.supervise())
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({supervising, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            failure = supervising.exception() if supervising.done() else None
-            if isinstance(failure, CrashLoop):
-                _say(console, str(failure), "red")
-                code = 1
-            elif failure is not None:
-                _say(console, f"the supervisor failed: {redact(repr(failure))}", "red")
-                code = 1
-            _say(console, "stopping ...")
-        if failure is None:
-            await supervising
+            say(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
+            code = await supervise_until_stopped(stack.supervisor, stop, say)
     except (ChildExited, TimeoutError) as exc:
-        _say(console, f"could not start the stack: {redact(str(exc))}", "red")
+        say(f"could not start the stack: {redact(str(exc))}", "red")
         return 1
-    _say(console, "stopped cleanly" if code == 0 else "stopped")
+    say("stopped cleanly" if code == 0 else "stopped")
+    return code
+
+
+async def supervise_until_stopped(
+    supervisor: Supervisor, stop: asyncio.Event, say: Callable[[str, str | None], None]
+) -> int:
+    """Restart children until ``stop`` is set (0) or one of them crash-loops (1, said
+    in red); either way, stop them all before returning."""
+    supervising = asyncio.create_task(supervisor.supervise())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({supervising, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    code = 0
+    if supervising.done() and isinstance(crash := supervising.exception(), CrashLoop):
+        say(str(crash), "red")
+        code = 1
+    say("stopping ...", None)
+    await supervisor.stop()
+    with contextlib.suppress(CrashLoop):
+        await supervising
     return code
