@@ -263,6 +263,7 @@ async def test_sigterm_mid_handler_finishes_commits_and_exits_zero(
             terminating = asyncio.create_task(stack.terminate(name, restart=False))
             await asyncio.sleep(1.0)
             assert not terminating.done()  # it waits for the handler instead of dying
+            assert not await stack.is_ready(name)  # and its health says so while it drains
             proxy.clear(method)
             released = time.monotonic()
             assert await terminating == 0, stack.log_tail(name)

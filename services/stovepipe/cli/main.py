@@ -98,6 +98,20 @@ def worker(
         typer.Argument(help="A registered stage (process, build, ...); a wrong name lists them."),
     ],
     config: ConfigOption = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve readiness as gRPC health on this port: SERVING once consuming, "
+            "NOT_SERVING while starting and draining.",
+            envvar="STOVEPIPE_HEALTH_PORT",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    health_host: Annotated[
+        str,
+        typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
+    ] = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
 ) -> None:
     """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
@@ -107,7 +121,9 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    asyncio.run(run_worker(load_settings(config), stage))
+    host = f"[{health_host}]" if ":" in health_host and "[" not in health_host else health_host
+    listen = f"{host}:{health_port}" if health_port is not None else None
+    asyncio.run(run_worker(load_settings(config), stage, listen))
 
 
 @app.command()

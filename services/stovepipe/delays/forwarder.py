@@ -65,6 +65,8 @@ class DelayForwarder:
         self._first_seen: dict[TopicPartition, tuple[int, float]] = {}
         self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+        """Set once the consumer holds its partitions and the producer is connected."""
         self.forwarded = 0
 
     async def run(self) -> None:
@@ -89,6 +91,7 @@ class DelayForwarder:
         try:
             await producer.start()
             await consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=500)
                 for tp, records in batch.items():

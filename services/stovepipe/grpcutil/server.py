@@ -43,17 +43,23 @@ async def start_server(
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor[object, object]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    serving: bool = True,
 ) -> GrpcServer:
     """Bind ``address`` (``host:port``; port 0 picks a free one), register and start.
 
     ``service_names`` are the full names of the registered services; they are
-    reported SERVING by the health service and listed by reflection.
+    reported SERVING by the health service and listed by reflection. With
+    ``serving=False`` they (and the server as a whole, ``""``) start NOT_SERVING
+    until the caller sets them.
     """
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # a port already taken fails the start instead of being shared, so a
+            # caller never reaches another server on "our" address
+            ("grpc.so_reuseport", 0),
         ],
     )
     for register in registrars:
@@ -74,7 +80,12 @@ async def start_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}")
-    await server.start()
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for name in ("", *service_names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, status)
+    await server.start()
     return GrpcServer(server=server, port=port, health=health_servicer)

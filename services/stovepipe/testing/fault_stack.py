@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
+from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, SampleRepo, Step
 from stovepipe.storage import Store, create_engine
@@ -127,6 +128,8 @@ class FaultStack:
         self.queue_names = [f"fault/q{i}" for i in range(queues)]
         self.repos: dict[str, QueueRepo] = {}
         self.children: dict[str, Child] = {}
+        self.health: dict[str, str] = {}
+        """Each worker's health address (``stovepipe worker --health-port``)."""
         self.restarts: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._held: set[str] = set()
@@ -169,9 +172,11 @@ class FaultStack:
                                  "--source-control", self.git_address,
                                  "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
         for stage in WORKERS:
-            self._add(
-                f"worker-{stage}", [*cli, "worker", stage, "--config", str(config_path)], logs
-            )
+            port = free_port()
+            self.health[f"worker-{stage}"] = f"127.0.0.1:{port}"
+            self._add(f"worker-{stage}", [*cli, "worker", stage, "--config", str(config_path),
+                                          "--health-host", "127.0.0.1",
+                                          "--health-port", str(port)], logs)  # fmt: skip
         self._add("api", [*cli, "api", "--config", str(config_path)], logs)
         for child in self.children.values():
             await self._spawn(child)
@@ -313,12 +318,10 @@ class FaultStack:
         self.faults[f"SIGTERM {name}"] += 1
         return code
 
-    def is_ready(self, name: str) -> bool:
-        """The worker's latest start is running and has joined its groups (it said so)."""
-        child = self.children[name]
-        stage = name.removeprefix("worker-")
-        said = self.log_tail(name, 2000).count(f"worker {stage} ready")
-        return child.alive and said == child.starts
+    async def is_ready(self, name: str) -> bool:
+        """The worker is running and its health answers SERVING: its consumers have
+        joined their groups (or its runner has started), and it is not draining."""
+        return self.children[name].alive and await grpc_serving(self.health[name])
 
     async def until_ready(self, names: list[str] | None = None, timeout_s: float = 60.0) -> None:
         """Wait until every worker (or those named) is consuming, so work is not re-driven
@@ -326,7 +329,7 @@ class FaultStack:
         wanted = names if names is not None else [f"worker-{w}" for w in WORKERS]
 
         async def ready() -> bool:
-            return all(self.is_ready(name) for name in wanted)
+            return all([await self.is_ready(name) for name in wanted])
 
         await self.wait_until(ready, timeout_s, f"{', '.join(wanted)} ready")
 

@@ -1,0 +1,79 @@
+"""Readiness of a process, as standard gRPC health checking (``grpc.health.v1.Health``).
+
+The API and the extension servers answer health on their own port. A worker
+has no server of its own, so ``stovepipe worker <stage> --health-port N``
+serves health on port N, and only health (plus reflection):
+
+- NOT_SERVING from the start until the worker does its job: its consumers
+  have joined their groups and hold their partitions, or its runner (the delay
+  forwarder, the sweeper) has started;
+- SERVING from then on;
+- NOT_SERVING again from SIGTERM on, while it drains, until the process exits.
+
+The overall status (service ``""``) is the one to probe: ``stovepipe up``
+waits for it before it reports the stack ready, the fault-injection stack
+waits for it after a restart, and a Kubernetes ``grpc`` readiness probe on
+the same port reads it the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stovepipe.grpcutil import GrpcServer, open_channel, start_server
+
+
+class WorkerHealth:
+    """A worker's readiness; without a port every call is a no-op.
+
+    Once :meth:`draining` was called, :meth:`serving` no longer changes
+    anything: a worker that is stopping never becomes ready again.
+    """
+
+    def __init__(self, server: GrpcServer | None) -> None:
+        self._server = server
+        self._draining = False
+
+    @classmethod
+    async def open(cls, listen: str | None) -> WorkerHealth:
+        """Serve health on ``listen`` (``host:port``), NOT_SERVING; ``None`` serves nothing."""
+        if not listen:
+            return cls(None)
+        return cls(await start_server(listen, [], [], serving=False))
+
+    @property
+    def address(self) -> str | None:
+        return self._server.address if self._server is not None else None
+
+    async def serving(self) -> None:
+        if self._server is not None and not self._draining:
+            await self._server.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def draining(self) -> None:
+        self._draining = True
+        if self._server is not None:
+            await self._server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+
+
+async def grpc_serving(address: str, timeout_s: float = 1.0) -> bool:
+    """True when ``address`` answers health checking with SERVING for the whole server.
+
+    False when it answers anything else or cannot be reached within ``timeout_s``.
+    """
+    channel = open_channel(address)
+    try:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+        return False
+    finally:
+        await channel.close(None)
