@@ -46,16 +46,19 @@ async def advance_latest(store: Store, queue: str, request_id: str, clock: Clock
 
 async def take_slot(
     store: Store, queue: str, request_id: str, max_concurrent: int, clock: Clock
-) -> bool:
-    """Take a build slot for ``request_id``; True when it holds one afterwards."""
+) -> QueueState:
+    """Take a build slot for ``request_id`` if one is free; the Queue as it is afterwards.
+
+    The caller asks ``holds_slot(request_id)`` of the result: False means the
+    gate is closed.
+    """
 
     def change(q: QueueState) -> QueueState | None:
         if q.holds_slot(request_id) or q.in_flight_count >= max_concurrent:
             return None
         return q.with_slot_taken(request_id, now=clock())
 
-    state = await _update(store, queue, change)
-    return state.holds_slot(request_id)
+    return await _update(store, queue, change)
 
 
 async def release_slot(store: Store, queue: str, request_id: str, clock: Clock) -> QueueState:
