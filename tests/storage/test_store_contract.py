@@ -210,7 +210,6 @@ async def test_request_cas_round_trips_every_field(store: Store) -> None:
         now=later,
         build_strategy=BuildStrategy.INCREMENTAL,
         base_uri="git:base",
-        slot_held=True,
         reason="admitted",
     )
     assert await store.update_request(r1, admitted) == admitted

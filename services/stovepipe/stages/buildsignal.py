@@ -124,7 +124,7 @@ class BuildSignalPoller(StageBase):
             try:
                 return await self._store.update_request(
                     request,
-                    transition(request, outcome, now=self._clock(), reason=reason, slot_held=False),
+                    transition(request, outcome, now=self._clock(), reason=reason),
                 )
             except VersionMismatch:
                 reloaded = await self._store.get_request(request.id)

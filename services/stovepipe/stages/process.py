@@ -111,7 +111,6 @@ class RequestAdmitter(StageBase):
                     reason=admission.why,
                     build_strategy=admission.strategy,
                     base_uri=admission.base_uri,
-                    slot_held=True,
                 ),
             )
         except VersionMismatch as exc:

@@ -77,7 +77,6 @@ def request_from_row(row: RowMapping) -> Request:
         build_id=row["build_id"],
         reason=row["reason"],
         attempt=row["attempt"],
-        slot_held=bool(row["slot_held"]),
     )
 
 
@@ -98,7 +97,6 @@ def request_values(r: Request) -> dict[str, Any]:
         "build_id": r.build_id,
         "reason": r.reason,
         "attempt": r.attempt,
-        "slot_held": r.slot_held,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
     }

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -108,7 +107,6 @@ requests = Table(
     Column("build_id", String(NAME)),
     Column("reason", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("slot_held", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
