@@ -81,6 +81,10 @@ class Outbox:
 
 
 class Pipeline:
+    poll_interval_s = 1.0
+    stale_after = timedelta(minutes=5)
+    """The sweeper's window; buildsignal's heartbeat derives from it as in production."""
+
     def __init__(self, store: Store, queues: list[dict[str, Any]]) -> None:
         self.store = store
         self.config: StovepipeConfig = config_from_mapping({"queues": queues}, source="test")
@@ -97,7 +101,14 @@ class Pipeline:
             topics.PROCESS: RequestAdmitter(*args),
             topics.BUILD: BuildTrigger(*args),
             topics.BUILDSIGNAL: BuildSignalPoller(
-                store, self.config, ext, self.outbox, self.outbox, self.clock, poll_interval_s=1.0
+                store,
+                self.config,
+                ext,
+                self.outbox,
+                self.outbox,
+                self.clock,
+                poll_interval_s=self.poll_interval_s,
+                sweeper_stale_after_s=self.stale_after.total_seconds(),
             ),
             topics.RECORD: VerdictRecorder(*args),
         }

@@ -5,6 +5,8 @@ Every test here fails on the code as it was before its fix.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 import pytest
 from stage_harness import Pipeline, queue_config
@@ -12,6 +14,7 @@ from stage_harness import Pipeline, queue_config
 from stovepipe.domain import RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
+from stovepipe.stages.sweep import StaleRequestSweeper
 from stovepipe.storage import Store
 
 pytestmark = pytest.mark.postgres
@@ -43,3 +46,37 @@ async def test_a_head_at_a_closed_gate_asks_source_control_nothing(store: Store)
     assert request and request.state is RequestState.ACCEPTED
     assert len(pipe.sc.calls_to("is_ancestor")) == asked
     assert pipe.outbox.counts[topics.BUILD] == 2  # the waiting head was not admitted
+
+
+def _sweeper(pipe: Pipeline) -> StaleRequestSweeper:
+    return StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+
+
+async def test_a_long_build_that_keeps_polling_is_never_redriven(store: Store) -> None:
+    pipe = Pipeline(store, [queue_config(Q)])
+    sweeper = _sweeper(pipe)
+    stale = pipe.stale_after
+    # One poll period: the poll interval rounded up to a delay tier, plus lag. The
+    # heartbeat (a third of the window) leaves two thirds of the window for it.
+    period = stale * 0.65
+    rid = await _head(pipe, "slow", Outcome.hang("unit"))
+    await pipe.drain()
+    poller = pipe.handlers[topics.BUILDSIGNAL]
+    next_poll = pipe.clock.now + period
+    end = pipe.clock.now + timedelta(hours=1)
+    while pipe.clock.now < end:
+        pipe.clock.now += stale / 4  # the sweeper's cadence
+        if pipe.clock.now >= next_poll:
+            polls = [message for _, message, _ in pipe.outbox.delayed]
+            pipe.outbox.delayed.clear()
+            for message in polls:
+                await poller(message)  # still running: buildsignal asks again later
+            next_poll += period
+        assert await sweeper.sweep_once(stale) == [], pipe.clock.now
+    assert pipe.outbox.counts[topics.PROCESS] == 1  # only ingest's
+    (build_id, _), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    await pipe.drain()
+    request = await store.get_request(rid)
+    assert request and request.state is RequestState.SUCCEEDED
+    assert len(pipe.runner.triggers) == 1
