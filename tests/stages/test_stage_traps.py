@@ -11,9 +11,10 @@ import grpc
 import pytest
 from stage_harness import Pipeline, queue_config
 
-from stovepipe.domain import RequestState
+from stovepipe.domain import QueueState, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
+from stovepipe.stages.ports import Clock
 from stovepipe.stages.sweep import StaleRequestSweeper
 from stovepipe.storage import Store
 
@@ -80,3 +81,41 @@ async def test_a_long_build_that_keeps_polling_is_never_redriven(store: Store) -
     request = await store.get_request(rid)
     assert request and request.state is RequestState.SUCCEEDED
     assert len(pipe.runner.triggers) == 1
+
+
+async def test_record_promotes_only_while_it_still_holds_the_bookmark(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stovepipe.stages import queue_ops
+    from stovepipe.v1 import topics_pb2
+
+    pipe = Pipeline(store, [queue_config(Q)])
+    repo = pipe.repo()
+    repo.advance("main", {"src/a.py": "0"}, title="root")
+    older_commit = repo.advance("main", {"src/a.py": "1"}, title="older")
+    older = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    parent = repo.get(older_commit).parents[0]
+    newer_commit = repo.commit({"src/a.py": "1b"}, parents=[parent], title="rewrite")
+    repo.force_push("main", newer_commit)  # the older head is not an ancestor of the newer
+    newer = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    record = pipe.handlers[topics.RECORD]
+    advance = queue_ops.advance_bookmark
+
+    async def overtaken_after_advancing(
+        store: Store, queue: str, request_id: str, uri: str, clock: Clock
+    ) -> QueueState:
+        state = await advance(store, queue, request_id, uri, clock)
+        if request_id == older:  # the newer head's record runs to its end in between
+            await record(topics_pb2.RecordMessage(request_id=newer, queue=Q))
+        return state
+
+    monkeypatch.setattr(queue_ops, "advance_bookmark", overtaken_after_advancing)
+    await record(topics_pb2.RecordMessage(request_id=older, queue=Q))
+
+    queue = await store.get_queue(Q)
+    assert queue and queue.last_green_request_id == newer
+    assert repo.head("verified-main") == newer_commit
+    promoted = [c.args[0] for c in pipe.sc.calls_to("promote")]
+    assert promoted == [pipe.sc.uri(pipe.source(), newer_commit)]  # never the older head

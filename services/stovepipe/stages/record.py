@@ -4,8 +4,9 @@ Input: ``RecordMessage`` (request id, queue, scope), keyed by request id.
 
 Steps, each recognise-and-skip on redelivery: map the outcome to a degree;
 create the fact of this attempt (or adopt the one it already wrote); if green,
-advance the last-green bookmark by ingest order under CAS; promote the ref
-when this Request holds the bookmark; publish the HookEvent for the commit's
+advance the last-green bookmark by ingest order under CAS; if this Request
+took the bookmark, read the Queue again and promote the ref only while this
+Request still holds it; publish the HookEvent for the commit's
 authoritative fact. A message of an earlier attempt is skipped: after a
 re-validation only the current attempt writes.
 """
@@ -110,6 +111,18 @@ class VerdictRecorder(StageBase):
     async def _promote(self, request: Request) -> None:
         config = self._queues.queue(request.queue)
         if not config.promotion_ref:
+            return
+        # Between taking the bookmark and this call a newer Request may have taken
+        # it and promoted its own commit. Promoting ours then would move the ref
+        # back, along history or, after a rewrite, off it; so ask again.
+        queue = await self._store.ensure_queue(request.queue)
+        if queue.last_green_request_id != request.id:
+            log.info(
+                "%s: %s now holds the bookmark; %s is left to it",
+                request.id,
+                queue.last_green_request_id,
+                config.promotion_ref,
+            )
             return
         result = await self._extensions.source_control(config).promote(
             queue_source(config), request.uri, config.promotion_ref
