@@ -2,8 +2,10 @@
 
 Published messages go to an in-memory outbox; ``drain`` delivers them to the
 stage that owns each topic until nothing is left (delayed messages included),
-optionally delivering every message twice to prove idempotency. The same
-stages run on the real broker in ``tests/e2e``.
+optionally delivering every message twice to prove idempotency (what the
+second delivery publishes exactly as the first did is collapsed, so the
+doubling does not compound along a chain). The same stages run on the real
+broker in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -148,8 +150,29 @@ class Pipeline:
             self.hook_events.append(message)
             return
         handler = self.handlers[topic]
+        first = len(self.outbox.messages)
         await handler(message)
         if twice:
+            again = len(self.outbox.messages)
             before = len(self.outbox.delayed)
             await handler(message)
             del self.outbox.delayed[before:]
+            self._collapse_repeats(self.outbox.messages[first:again], again)
+
+    def _collapse_repeats(self, published: list[tuple[str, Message]], start: int) -> None:
+        """Drop what a second delivery published again exactly as the first did.
+
+        Each of those is delivered twice downstream anyway; keeping both copies
+        would double the messages at every hop, exponentially in a chain's
+        length. Anything the second delivery publishes that the first did not
+        stays, so a handler that is not idempotent is still caught.
+        """
+        unmatched = list(published)
+        kept = []
+        for item in self.outbox.messages[start:]:
+            if item in unmatched:
+                unmatched.remove(item)
+            else:
+                kept.append(item)
+        del self.outbox.messages[start:]
+        self.outbox.messages.extend(kept)

@@ -119,3 +119,21 @@ async def test_record_promotes_only_while_it_still_holds_the_bookmark(
     assert repo.head("verified-main") == newer_commit
     promoted = [c.args[0] for c in pipe.sc.calls_to("promote")]
     assert promoted == [pipe.sc.uri(pipe.source(), newer_commit)]  # never the older head
+
+
+async def test_a_freed_slot_does_not_start_a_second_poll_chain_for_a_building_head(
+    store: Store,
+) -> None:
+    pipe = Pipeline(store, [queue_config(Q, max_concurrent=2)])
+    await _head(pipe, "A", Outcome.hang("unit"))
+    await pipe.drain()
+    building = await _head(pipe, "B", Outcome.hang("unit"))
+    await pipe.drain()
+    first, second = pipe.runner.running()
+    pipe.runner.release(first[0])
+    await pipe.drain()  # A ends and frees its slot while B, the latest head, builds
+
+    b = await store.get_request(building)
+    assert b and b.state is RequestState.PROCESSING and b.build_id == second[0]
+    polls = [m for t, m, _ in pipe.outbox.delayed if t == topics.BUILDSIGNAL]
+    assert [p.request_id for p in polls] == [building]  # one poll chain, not two
