@@ -11,7 +11,7 @@ import grpc
 import pytest
 from stage_harness import Pipeline, queue_config
 
-from stovepipe.domain import QueueState, RequestState
+from stovepipe.domain import BuildStrategy, QueueState, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
 from stovepipe.stages.ports import Clock
@@ -119,6 +119,74 @@ async def test_record_promotes_only_while_it_still_holds_the_bookmark(
     assert repo.head("verified-main") == newer_commit
     promoted = [c.args[0] for c in pipe.sc.calls_to("promote")]
     assert promoted == [pipe.sc.uri(pipe.source(), newer_commit)]  # never the older head
+
+
+async def test_a_head_that_waited_for_a_slot_builds_incrementally_from_the_one_before(
+    store: Store,
+) -> None:
+    pipe = Pipeline(store, [queue_config(Q, max_concurrent=1)])
+    first = await _head(pipe, "A", Outcome.hang("unit"))
+    await pipe.drain()
+    waiting = await _head(pipe, "B")
+    await pipe.drain()
+    b = await store.get_request(waiting)
+    assert b and b.state is RequestState.ACCEPTED
+    (build_id, _), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    await pipe.drain(twice=True)
+
+    a, b = await store.get_request(first), await store.get_request(waiting)
+    assert a and a.state is RequestState.SUCCEEDED
+    assert b and b.state is RequestState.SUCCEEDED
+    assert (b.build_strategy, b.base_uri) == (BuildStrategy.INCREMENTAL, a.uri)
+    queue = await store.get_queue(Q)
+    assert queue and queue.last_green_request_id == waiting and queue.in_flight_count == 0
+
+
+@pytest.mark.parametrize("ending", ["fails", "is cancelled"])
+async def test_a_head_that_waited_is_woken_when_the_build_before_it_ends_without_green(
+    store: Store, ending: str
+) -> None:
+    pipe = Pipeline(store, [queue_config(Q, max_concurrent=1)])
+    green = await _head(pipe, "green")
+    await pipe.drain()
+    await _head(pipe, "A", Outcome.fail("unit") if ending == "fails" else Outcome.hang("unit"))
+    if ending == "is cancelled":
+        await pipe.drain()
+    waiting = await _head(pipe, "B")
+    if ending == "is cancelled":
+        await pipe.drain()
+        (build_id, _), *_ = pipe.runner.running()
+        await pipe.runner.cancel(build_id)
+    await pipe.drain()
+
+    b = await store.get_request(waiting)
+    base = await store.get_request(green)
+    assert b and base and b.state is RequestState.SUCCEEDED
+    assert (b.build_strategy, b.base_uri) == (BuildStrategy.INCREMENTAL, base.uri)
+
+
+async def test_a_wake_lost_between_slot_release_and_record_is_repaired_by_the_sweeper(
+    store: Store,
+) -> None:
+    pipe = Pipeline(store, [queue_config(Q, max_concurrent=1)])
+    sweeper = _sweeper(pipe)
+    first = await _head(pipe, "A", Outcome.hang("unit"))
+    await pipe.drain()
+    waiting = await _head(pipe, "B")
+    await pipe.drain()
+    (build_id, _), *_ = pipe.runner.running()
+    pipe.runner.release(build_id)
+    # buildsignal frees the slot and settles A; then the broker forgets everything.
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    b = await store.get_request(waiting)
+    assert b and b.state is RequestState.ACCEPTED
+    pipe.clock.now += pipe.stale_after * 2
+    assert sorted(await sweeper.sweep_once(pipe.stale_after)) == sorted([first, waiting])
+    await pipe.drain()
+    a, b = await store.get_request(first), await store.get_request(waiting)
+    assert a and b and b.state is RequestState.SUCCEEDED
+    assert await store.get_fact(Q, a.uri, "") is not None
 
 
 async def test_a_freed_slot_does_not_start_a_second_poll_chain_for_a_building_head(

@@ -73,6 +73,9 @@ def is_stale(message_attempt: int, request: Request) -> bool:
 async def wake_queue(store: Store, publisher: Publisher, queue: QueueState, freed_by: str) -> None:
     """After a slot was freed: wake the Queue's latest head and any waiting re-validation.
 
+    Call it once the bookmark reflects the verdict of ``freed_by`` (record does,
+    after its bookmark step), so the woken head is admitted against it.
+
     Wake-ups normally name only the latest head, because older waiting heads are
     superseded by it. A re-validation is never superseded, so one waiting at a
     closed gate needs its own wake-up or it would wait for the sweeper.

@@ -12,8 +12,11 @@ and a SourceControl outage must not turn "wait for a slot" into retries, a dead
 letter and a fail-closed verdict.
 
 A Request that meets a closed gate stays ``accepted`` and the delivery is
-acknowledged: nothing blocks the partition. The next slot release publishes a
-wake-up for the Queue's latest head.
+acknowledged: nothing blocks the partition. A wake-up for the Queue's latest
+head follows a slot release once the bookmark reflects the freed Request's
+verdict: record publishes it after its bookmark step, the dead-letter
+reconciler after failing a Request closed (which never moves the bookmark).
+The sweeper re-drives a head whose wake-up was lost.
 
 A re-validation (attempt > 1 of an older head) skips coalescing: it was asked
 for by an operator about one commit, so it is neither superseded by newer heads
