@@ -89,3 +89,20 @@ async def advance_bookmark(
         return q.evolve(now=clock(), last_green_uri=uri, last_green_request_id=request_id)
 
     return await _update(store, queue, change)
+
+
+async def note_promoted(
+    store: Store, queue: str, promotion_ref: str, uri: str, clock: Clock
+) -> QueueState:
+    """Remember that ``promotion_ref`` is at (or past) ``uri`` after a successful Promote.
+
+    Only while ``uri`` is still the bookmark: a newer bookmark notes its own
+    promotion, so the note never runs behind the bookmark it describes.
+    """
+
+    def change(q: QueueState) -> QueueState | None:
+        if q.last_green_uri != uri or not q.promotion_lags(promotion_ref):
+            return None
+        return q.evolve(now=clock(), promoted_ref=promotion_ref, promoted_uri=uri)
+
+    return await _update(store, queue, change)

@@ -12,7 +12,8 @@ Steps, each recognise-and-skip on redelivery:
    the bookmark this verdict produced (incremental from this commit when it
    is green), not against the one before it;
 5. if this Request took the bookmark, read the Queue again and promote the
-   ref only while this Request still holds it;
+   ref only while this Request still holds it; then note on the Queue where
+   the ref now is (the sweeper's promotion repair reads that note);
 6. publish the HookEvent for the commit's authoritative fact.
 
 A message of an earlier attempt is skipped: after a re-validation only the
@@ -150,6 +151,9 @@ class VerdictRecorder(StageBase):
         )
         log.info(
             "%s: %s -> %s (moved=%s)", request.id, config.promotion_ref, request.uri, result.moved
+        )
+        await queue_ops.note_promoted(
+            self._store, request.queue, config.promotion_ref, request.uri, self._clock
         )
 
 

@@ -46,6 +46,8 @@ def queue_from_row(row: RowMapping) -> QueueState:
         last_green_request_id=row["last_green_request_id"],
         latest_request_id=row["latest_request_id"],
         slot_holders=tuple(row["slot_holders"] or ()),
+        promoted_ref=row["promoted_ref"],
+        promoted_uri=row["promoted_uri"],
     )
 
 
@@ -59,6 +61,8 @@ def queue_values(q: QueueState) -> dict[str, Any]:
         "latest_request_id": q.latest_request_id,
         "slot_holders": list(q.slot_holders),
         "in_flight_count": q.in_flight_count,
+        "promoted_ref": q.promoted_ref,
+        "promoted_uri": q.promoted_uri,
     }
 
 

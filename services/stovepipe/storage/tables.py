@@ -82,6 +82,8 @@ queues = Table(
     Column("latest_request_id", String(NAME)),
     Column("slot_holders", JSON, nullable=False),
     Column("in_flight_count", Integer, nullable=False),
+    Column("promoted_ref", String(NAME)),
+    Column("promoted_uri", String(URI)),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
