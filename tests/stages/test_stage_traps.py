@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from stage_harness import Pipeline, queue_config
+from stage_harness import REPO, Pipeline, queue_config
 
 from stovepipe.domain import BuildStrategy, QueueState, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
@@ -17,6 +17,7 @@ from stovepipe.stages import topics
 from stovepipe.stages.ports import Clock
 from stovepipe.stages.sweep import StaleRequestSweeper
 from stovepipe.storage import Store
+from stovepipe.v1 import topics_pb2
 
 pytestmark = pytest.mark.postgres
 
@@ -87,7 +88,6 @@ async def test_record_promotes_only_while_it_still_holds_the_bookmark(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stovepipe.stages import queue_ops
-    from stovepipe.v1 import topics_pb2
 
     pipe = Pipeline(store, [queue_config(Q)])
     repo = pipe.repo()
@@ -205,3 +205,78 @@ async def test_a_freed_slot_does_not_start_a_second_poll_chain_for_a_building_he
     assert b and b.state is RequestState.PROCESSING and b.build_id == second[0]
     polls = [m for t, m, _ in pipe.outbox.delayed if t == topics.BUILDSIGNAL]
     assert [p.request_id for p in polls] == [building]  # one poll chain, not two
+
+
+OTHER = "other/main"
+OTHER_REPO = "/repos/other"
+
+
+def _two_queues(store: Store) -> Pipeline:
+    other = queue_config(OTHER, source={"repository": OTHER_REPO, "ref": "main"})
+    return Pipeline(store, [queue_config(Q), other])
+
+
+async def _green_on_both(pipe: Pipeline) -> tuple[str, str]:
+    """A green head on each Queue; the second one's promotion is lost. Their commits."""
+    in_place = pipe.repo().advance("main", {"src/a.py": "1"})
+    await pipe.ingester.ingest(Q, "poller")
+    await pipe.drain()
+    lagging = pipe.repo(OTHER_REPO).advance("main", {"src/a.py": "1"})
+    lagging_id = (await pipe.ingester.ingest(OTHER, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.RECORD}))
+    pipe.sc.fail("promote", grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.aio.AioRpcError):  # the bookmark moves, then Promote fails
+        await pipe.handlers[topics.RECORD](
+            topics_pb2.RecordMessage(request_id=lagging_id, queue=OTHER)
+        )
+    assert pipe.repo(OTHER_REPO).head("verified-main") is None
+    return in_place, lagging
+
+
+def _promotions(pipe: Pipeline, repository: str) -> int:
+    return sum(1 for c in pipe.sc.calls_to("promote") if c.source.repository == repository)
+
+
+async def test_the_sweeper_promotes_only_a_ref_that_lags_and_only_once(store: Store) -> None:
+    pipe = _two_queues(store)
+    sweeper = _sweeper(pipe)
+    in_place, lagging = await _green_on_both(pipe)
+    before = _promotions(pipe, REPO), _promotions(pipe, OTHER_REPO)
+
+    for _ in range(4):
+        pipe.clock.now += pipe.stale_after * 2
+        await sweeper.sweep_once(pipe.stale_after)
+
+    assert _promotions(pipe, REPO) == before[0]  # in place: never asked again
+    assert _promotions(pipe, OTHER_REPO) == before[1] + 1  # lagging: promoted once
+    assert pipe.repo().head("verified-main") == in_place
+    assert pipe.repo(OTHER_REPO).head("verified-main") == lagging
+
+
+async def test_a_failed_promotion_in_the_sweep_is_classified_and_tried_next_pass(
+    store: Store,
+) -> None:
+    pipe = _two_queues(store)
+    sweeper = _sweeper(pipe)
+    _, lagging = await _green_on_both(pipe)
+    pipe.sc.fail("promote", grpc.StatusCode.UNAVAILABLE)
+    pipe.clock.now += pipe.stale_after * 2
+    await sweeper.sweep_once(pipe.stale_after)  # logged, not raised
+    assert pipe.repo(OTHER_REPO).head("verified-main") is None
+    pipe.clock.now += pipe.stale_after * 2
+    await sweeper.sweep_once(pipe.stale_after)
+    assert pipe.repo(OTHER_REPO).head("verified-main") == lagging
+
+
+async def test_an_unclassified_error_in_a_repair_is_not_swallowed(store: Store) -> None:
+    pipe = _two_queues(store)
+    sweeper = _sweeper(pipe)
+    await _green_on_both(pipe)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug, not a fault")
+
+    pipe.sc.promote = broken  # type: ignore[method-assign,assignment]
+    pipe.clock.now += pipe.stale_after * 2
+    with pytest.raises(TypeError, match="a bug"):
+        await sweeper.sweep_once(pipe.stale_after)

@@ -13,6 +13,7 @@ Hierarchy::
 """
 
 from stovepipe.failures.classify import (
+    KNOWN_FAILURES,
     NonRetryable,
     Retryable,
     Verdict,
@@ -22,6 +23,7 @@ from stovepipe.failures.classify import (
 )
 
 __all__ = [
+    "KNOWN_FAILURES",
     "NonRetryable",
     "Retryable",
     "Verdict",
