@@ -1,6 +1,8 @@
 """Behaviour traps found in review (issue 9, item 4), each pinned by a test.
 
-Every test here fails on the code as it was before its fix.
+Each trap's own test fails on the code as it was before its fix. A few more
+guard what a fix had to keep: the wake-up when a build ends without a green
+verdict, and the sweeper's repair of a wake-up that was lost.
 """
 
 from __future__ import annotations
