@@ -81,14 +81,9 @@ def test_admission_sets_strategy_once_and_bumps_version() -> None:
         now=NOW,
         build_strategy=BuildStrategy.INCREMENTAL,
         base_uri="u1",
-        slot_held=True,
     )
     assert (admitted.state, admitted.version) == (RequestState.PROCESSING, 2)
-    assert (admitted.build_strategy, admitted.base_uri, admitted.slot_held) == (
-        BuildStrategy.INCREMENTAL,
-        "u1",
-        True,
-    )
+    assert (admitted.build_strategy, admitted.base_uri) == (BuildStrategy.INCREMENTAL, "u1")
     with pytest.raises(IllegalTransition, match="only at admission"):
         transition(admitted, RequestState.SUCCEEDED, now=NOW, build_strategy=BuildStrategy.FULL)
     done = transition(with_build(admitted, "b1", now=NOW), RequestState.SUCCEEDED, now=NOW)
@@ -134,7 +129,7 @@ def test_a_new_attempt_reopens_only_a_failed_request_and_clears_the_build() -> N
         failed.created_at,
         later,
     )
-    assert not again.slot_held and again.reason == "re-validation"
+    assert again.reason == "re-validation"
     for state in set(RequestState) - {RequestState.FAILED}:
         with pytest.raises(IllegalTransition, match="only a failed request"):
             start_new_attempt(_request(state), now=later, reason="x")

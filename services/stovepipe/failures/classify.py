@@ -29,6 +29,12 @@ class NonRetryable(StovepipeError):
     """A permanent failure: retrying the same message cannot help."""
 
 
+KNOWN_FAILURES: tuple[type[BaseException], ...] = (StovepipeError, grpc.aio.AioRpcError)
+"""What Stovepipe and its extensions raise on purpose: our own errors (storage's
+included) and gRPC status errors. A loop that must outlive one item's failure
+(the sweeper) catches these and :func:`classify`s them; anything else is a bug
+and propagates."""
+
 _RETRYABLE_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,

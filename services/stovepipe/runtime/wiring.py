@@ -65,7 +65,7 @@ class Collaborators:
             self.delayed,
             self.clock,
             poll_interval_s=self.config.workers.buildsignal_poll_interval_seconds,
-            heartbeat_s=self.config.workers.sweeper_stale_after_seconds / 3,
+            sweeper_stale_after_s=self.config.workers.sweeper_stale_after_seconds,
         )
 
     def sweeper(self) -> StaleRequestSweeper:
