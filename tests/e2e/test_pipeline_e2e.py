@@ -78,7 +78,7 @@ async def test_heads_reported_while_one_builds_are_superseded(
 ) -> None:
     release = tmp_path / "release"
     async with live_stack(
-        tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release)
+        tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release), sandbox=False
     ) as live:
         live.repo.commit(Step("A", {**STEPS[0].files, "slow": "1"}, True))
         first = await live.ingest()
@@ -164,7 +164,7 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
     )
     targets = [{"name": "hold", "command": command, "timeout_seconds": 120}]
     async with live_stack(
-        tmp_path, kafka_bootstrap, pg_database_url, targets=targets, max_concurrent=2
+        tmp_path, kafka_bootstrap, pg_database_url, targets=targets, max_concurrent=2, sandbox=False
     ) as live:
         ids = []
         for i in range(5):

@@ -342,6 +342,34 @@ class WorkersConfig(ConfigModel):
     sweeper_stale_after_seconds: PositiveSeconds = 300.0
 
     @model_validator(mode="after")
+    def _polls_fit_the_sweeper_window(self) -> WorkersConfig:
+        """A followed build ages a heartbeat plus one poll period between touches
+        (``stages.liveness``); a poll period longer than the rest of the sweeper's
+        window would have the sweeper re-drive builds that are polled perfectly well."""
+        if not self.model_fields_set:
+            return self  # the defaults fit, and the default instance is built at import time
+        from stovepipe.delays import choose_tier
+        from stovepipe.stages.liveness import HEARTBEATS_PER_STALE_WINDOW
+
+        window = self.sweeper_stale_after_seconds
+        room = window * (1 - 1 / HEARTBEATS_PER_STALE_WINDOW)
+        period = choose_tier(self.buildsignal_poll_interval_seconds)
+        if period >= room:
+            raise_problems(
+                type(self).__name__,
+                None,
+                [
+                    (
+                        ("sweeper_stale_after_seconds",),
+                        f"must exceed {period * HEARTBEATS_PER_STALE_WINDOW / 2:g} s so a "
+                        f"build polled every {period:g} s (buildsignal_poll_interval_seconds "
+                        "rounded up to a delay tier) is not taken for an orphan",
+                    )
+                ],
+            )
+        return self
+
+    @model_validator(mode="after")
     def _known_stages(self) -> WorkersConfig:
         if not self.__pydantic_extra__:
             return self  # nothing to check, and the default instance is built at import time

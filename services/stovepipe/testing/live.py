@@ -24,6 +24,7 @@ import grpc
 
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
+from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
@@ -169,8 +170,11 @@ async def live_stack(
     database_url: str,
     queues: int = 1,
     workers: dict[str, Any] | None = None,
+    sandbox: bool = True,
     **queue: Any,
 ) -> AsyncIterator[Live]:
+    """The live pipeline; ``sandbox=False`` for targets that signal the test through
+    files outside their checkout (the sandbox rightly forbids that)."""
     repo = SampleRepo(tmp_path / "repo").init()
     await asyncio.to_thread(upgrade, database_url)
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
@@ -190,6 +194,7 @@ async def live_stack(
             "127.0.0.1:0",
             source_control=git.address,
             work_dir=tmp_path / "builds",
+            settings=RunnerSettings(sandbox=sandbox),
             security=ServerSecurity(token=runner_token),
             source_control_security=ChannelSecurity(token=git_token),
         )
