@@ -2,7 +2,8 @@
 
 Every model is frozen (configuration is read once and shared by every stage)
 and rejects unknown keys, so a misspelt setting is an error instead of a
-silently ignored default.
+silently ignored default. A model may also refuse keys with a message of its
+own: a literal secret, or a feature that does not run yet.
 """
 
 from __future__ import annotations
@@ -73,23 +74,22 @@ def require_unique_names(title: str, items: Sequence[Any], what: str, list_name:
 
 
 class ConfigModel(BaseModel):
-    """Frozen, strict about keys, and never shows a credential in ``repr``."""
+    """Frozen, strict about keys, able to refuse a key with a message of its own, and
+    never shows a credential in ``repr``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    literal_secret_keys: ClassVar[Mapping[str, str]] = {}
-    """Keys that would put a secret in the file, each with the message that says what
-    to write instead. Reported at the key itself, with the model's other problems."""
+    refused_keys: ClassVar[Mapping[str, str]] = {}
+    """Keys that are not accepted, each with the message saying why and what to do.
+    Reported at the key itself, together with the model's other problems."""
 
     @model_validator(mode="wrap")
     @classmethod
-    def _reject_literal_secrets(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        if not cls.literal_secret_keys or not isinstance(data, Mapping):
-            return handler(data)
-        found = [key for key in cls.literal_secret_keys if key in data]
+    def _refuse_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        found = [key for key in cls.refused_keys if isinstance(data, Mapping) and key in data]
         if not found:
             return handler(data)
-        problems = [((key,), cls.literal_secret_keys[key]) for key in found]
+        problems = [((key,), cls.refused_keys[key]) for key in found]
         try:
             handler({k: v for k, v in data.items() if k not in found})
         except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Rules that span Queues: unique names, declared extensions, ``depends_on``, promotion refs.
+"""Rules that span Queues: unique names, declared extensions, promotion refs.
 
 They read the raw (not yet validated) data so that they run even when some
 field elsewhere is wrong, and every problem is reported in one pass. Values of
@@ -52,7 +52,6 @@ def cross_check(data: object) -> Problems:
     return [
         *_duplicate_names(queues),
         *_undeclared_extensions(extensions, queues),
-        *_dependencies(queues),
         *_shared_promotion_refs(queues),
     ]
 
@@ -83,12 +82,10 @@ def _undeclared(kind: str, name: str, names: list[str]) -> str:
 
 
 def _undeclared_extensions(extensions: object, queues: Queues) -> Problems:
-    """Queues must name declared extensions. Hook kinds are checked only once some Hooks
-    extension is declared (an empty map declares none, as a dump of the defaults writes)."""
+    """Queues must name declared extensions."""
     problems: Problems = []
     sourcecontrol = _declared(extensions, "sourcecontrol")
     buildrunner = _declared(extensions, "buildrunner")
-    hooks = _declared(extensions, "hooks")
     default_source = str(SourceConfig.model_fields["extension"].default)
     default_runner = str(BuildConfig.model_fields["runner"].default)
     for i, queue in queues:
@@ -100,80 +97,7 @@ def _undeclared_extensions(extensions: object, queues: Queues) -> Problems:
         if runner is not None and runner not in buildrunner:
             loc = ("queues", i, "build", "runner")
             problems.append((loc, _undeclared("buildrunner", runner, buildrunner)))
-        if not hooks:
-            continue
-        for j, hook in _items(queue, "hooks"):
-            kind = _text(hook, "kind")
-            if kind is not None and kind not in hooks:
-                loc = ("queues", i, "hooks", j, "kind")
-                problems.append((loc, _undeclared("hooks", kind, hooks)))
     return problems
-
-
-def _dependencies(queues: Queues) -> Problems:
-    problems: Problems = []
-    index: dict[str, int] = {}
-    for i, queue in queues:
-        name = _text(queue, "name")
-        if name is not None:
-            index.setdefault(name, i)
-    known = ", ".join(index) or "none"
-    graph: dict[str, list[str]] = {}
-    for i, queue in queues:
-        own = _text(queue, "name")
-        edges: list[str] = []
-        for k, dep in _items(queue, "depends_on"):
-            if not isinstance(dep, str):
-                continue
-            loc: Loc = ("queues", i, "depends_on", k)
-            if dep == own:
-                problems.append((loc, "a queue cannot depend on itself"))
-            elif dep not in index:
-                problems.append((loc, f"{dep!r} is not a configured queue (known: {known})"))
-            elif dep in edges:
-                problems.append((loc, f"{dep!r} is listed more than once"))
-            else:
-                edges.append(dep)
-        if own is not None and index.get(own) == i:
-            graph[own] = edges
-    for cycle in _cycles(graph):
-        start = min(cycle, key=lambda name: index[name])
-        at = cycle.index(start)
-        ordered = [*cycle[at:], *cycle[:at], start]
-        problems.append(
-            (("queues", index[start], "depends_on"), "forms a cycle: " + " -> ".join(ordered))
-        )
-    return problems
-
-
-def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
-    """A cycle through every group of mutually dependent Queues (iterative: no recursion
-    limit however long a chain of dependencies is)."""
-    remaining = {name: [d for d in deps if d in graph] for name, deps in graph.items()}
-    changed = True
-    while changed:
-        changed = False
-        for name in list(remaining):
-            if not any(dep in remaining for dep in remaining[name]):
-                del remaining[name]
-                changed = True
-    found: list[list[str]] = []
-    seen: set[str] = set()
-    for start in remaining:
-        if start in seen:
-            continue
-        path: list[str] = []
-        position: dict[str, int] = {}
-        node = start
-        while node not in position:
-            position[node] = len(path)
-            path.append(node)
-            node = next(dep for dep in remaining[node] if dep in remaining)
-        cycle = path[position[node] :]
-        if not seen.intersection(cycle):
-            found.append(cycle)
-        seen.update(path)
-    return found
 
 
 def _shared_promotion_refs(queues: Queues) -> Problems:

@@ -88,7 +88,7 @@ def _syntax_problem(exc: yaml.YAMLError) -> str:
     if context:
         message += f" ({context})"
     if context and "alias" in context:
-        message += "; quote values that start with '*', e.g. schedule: \"*/5 * * * *\""
+        message += "; quote values that start with '*', e.g. paths: [\"**/*.py\"]"
     elif "'\\t'" in problem:
         message += "; indent with spaces, not tabs"
     return message

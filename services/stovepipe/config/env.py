@@ -107,14 +107,16 @@ class EnvOverrides:
     problems: tuple[ConfigProblem, ...] = ()
 
     def origin_of(self, loc: Loc) -> str | None:
-        """The variable that set ``loc`` or the nearest ancestor of it, if any did."""
+        """The variable that set ``loc`` or its nearest ancestor or, failing those, a setting
+        inside ``loc`` (a refused section set key by key), if any did."""
         for end in range(len(loc), 0, -1):
             head = loc[:end]
             if all(isinstance(p, str) for p in head):
                 name = self.origins.get(tuple(str(p) for p in head))
                 if name is not None:
                     return name
-        return None
+        inside = (name for path, name in self.origins.items() if loc and path[: len(loc)] == loc)
+        return next(inside, None)
 
     def apply(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """``data`` with the overrides merged in, key by key; ``data`` is left untouched."""

@@ -1,11 +1,10 @@
 """Build a ``StovepipeConfig``: file (YAML) → environment overrides → validation.
 
-Precedence is environment > file > defaults. Relative paths in the file
-(a local repository, token and TLS files, a hook's secret file) are taken
-relative to the file's directory, so the same file works whatever directory a
-process starts in; ``~`` is expanded. The SQLite URL is left as written (it is
-relative to the working directory; ``stovepipe up`` moves it into its state
-directory).
+Precedence is environment > file > defaults. Relative paths in the file (a
+local repository, token and TLS files) are taken relative to the file's
+directory, so the same file works whatever directory a process starts in; ``~``
+is expanded. The SQLite URL is left as written (it is relative to the working
+directory; ``stovepipe up`` moves it into its state directory).
 """
 
 from __future__ import annotations
@@ -107,7 +106,4 @@ def resolve_relative_paths(data: Any, base: Path) -> Any:
         source = queue.get("source")
         if isinstance(source, dict) and "repository" in source:
             source["repository"] = _resolved(source["repository"], base)
-        for hook in _entries(queue, "hooks"):
-            if "secret_file" in hook:
-                hook["secret_file"] = _resolved(hook["secret_file"], base)
     return data

@@ -74,11 +74,10 @@ class StovepipeConfig(ConfigModel):
     def unaddressed_extensions(self) -> tuple[str, ...]:
         """Extensions the Queues use that have no address (``stovepipe up`` starts those;
         anywhere else they are a deployment error worth reporting before starting)."""
-        used: dict[str, set[str]] = {"sourcecontrol": set(), "buildrunner": set(), "hooks": set()}
-        for queue in self.queues:
-            used["sourcecontrol"].add(queue.source.extension)
-            used["buildrunner"].add(queue.build.runner)
-            used["hooks"].update(hook.kind for hook in queue.hooks)
+        used = {
+            "sourcecontrol": {queue.source.extension for queue in self.queues},
+            "buildrunner": {queue.build.runner for queue in self.queues},
+        }
         missing: list[str] = []
         for kind, names in used.items():
             endpoints = getattr(self.extensions, kind)

@@ -86,7 +86,7 @@ class KafkaConfig(ConfigModel):
 class TokenConfig(ConfigModel):
     """One API caller: a name, a role, and where its secret token lives (never the token)."""
 
-    literal_secret_keys = {
+    refused_keys = {
         "token": "a literal token is not allowed in the file; name the environment variable "
         "that holds it with token_env, or a file with token_file",
     }
@@ -148,10 +148,15 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
+    refused_keys = {
+        "hooks": "not supported yet — no Hooks extension runs (verdict hooks are tracked by "
+        "their own issue); remove the key",
+        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
+        "verdicts are tracked by their own issue); remove the key",
+    }
+
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
-    hooks: ExtensionMap = Field(default_factory=dict)
-    projectmapper: ExtensionMap = Field(default_factory=dict)
 
 
 class StageConfig(ConfigModel):
