@@ -1,4 +1,6 @@
-"""Redaction of credentials from any text that leaves the process (logs, headers, events).
+"""Redaction of credentials from any text that leaves the process (logs, headers, events,
+configuration dumps): ``redact`` for free text, ``redact_line`` for text cut to a length,
+``redact_url`` for a setting known to be a URL.
 
 Every pattern runs in time linear in the text: a quantifier never overlaps the
 one before it, and a URL's scheme is only tried where a run of scheme
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 MASK: Final = "***"
 
@@ -59,3 +62,29 @@ def _redact(text: str, *, cut: bool) -> str:
         text = _KEYED.sub(rf"\1{MASK}", text)
         text = _BEARER.sub(rf"\1{MASK}", text)
     return _WEBHOOK_SECRET.sub(f"whsec_{MASK}", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (or a user-only credential) and query values masked.
+
+    ``postgresql://app:pw@db/x`` → ``postgresql://app:***@db/x``;
+    ``https://TOKEN@host/repo`` → ``https://***@host/repo``. Strings that are not
+    URLs with a network location are returned unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        netloc = f"{user}:{MASK}@{host}" if user else f"{MASK}@{host}"
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}={MASK}" if "=" in pair else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

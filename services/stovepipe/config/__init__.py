@@ -11,7 +11,6 @@ from stovepipe.config.errors import ConfigError, ConfigProblem, SecretUnavailabl
 from stovepipe.config.loader import config_from_mapping, default_config, load_config
 from stovepipe.config.models import StovepipeConfig
 from stovepipe.config.queues import BuildConfig, QueueConfig, SourceConfig, TargetConfig
-from stovepipe.config.redaction import redact_url
 from stovepipe.config.secrets import SecretRef, resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
@@ -24,6 +23,7 @@ from stovepipe.config.sections import (
     TokenConfig,
     WorkersConfig,
 )
+from stovepipe.redaction import redact_url
 
 __all__ = [
     "ApiConfig",

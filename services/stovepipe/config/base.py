@@ -8,7 +8,7 @@ own: a literal secret, or a feature that does not run yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn, Self
 
 from pydantic import (
@@ -19,8 +19,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
-
-from stovepipe.config.redaction import is_redacted, redact_url
 
 Loc = tuple[int | str, ...]
 PROBLEM_TYPE = "stovepipe_config"
@@ -74,8 +72,7 @@ def require_unique_names(title: str, items: Sequence[Any], what: str, list_name:
 
 
 class ConfigModel(BaseModel):
-    """Frozen, strict about keys, able to refuse a key with a message of its own, and
-    never shows a credential in ``repr``."""
+    """Frozen, strict about keys, and able to refuse a key with a message of its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,15 +92,6 @@ class ConfigModel(BaseModel):
         except ValidationError as exc:
             raise_problems(cls.__name__, exc, problems)
         raise_problems(cls.__name__, None, problems)
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        fields = type(self).model_fields
-        for name, value in super().__repr_args__():
-            field = fields.get(name) if name else None
-            if field is not None and isinstance(value, str) and is_redacted(field.metadata):
-                yield name, redact_url(value)
-            else:
-                yield name, value
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump that is safe to log: credentials inside URLs are masked.

@@ -6,10 +6,17 @@ Every setting here may also come from the environment (see ``stovepipe.config.en
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Annotated, Literal
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
 from stovepipe.config.fields import (
@@ -21,8 +28,8 @@ from stovepipe.config.fields import (
     check_bootstrap_servers,
     check_kafka_topic_part,
 )
-from stovepipe.config.redaction import UrlWithCredentials
 from stovepipe.config.secrets import SecretRef
+from stovepipe.redaction import redact_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.stovepipe/stovepipe.db"
 DEFAULT_API_LISTEN = "127.0.0.1:50051"
@@ -47,9 +54,21 @@ def _check_database_url(value: str) -> str:
 
 
 class StorageConfig(ConfigModel):
-    """Where state lives: SQLite (the embedded default) or PostgreSQL."""
+    """Where state lives: SQLite (the embedded default) or PostgreSQL.
 
-    url: Annotated[UrlWithCredentials, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    ``url`` may carry a password (from ``STOVEPIPE_DATABASE_URL``): it is masked in
+    ``repr`` and in ``redacted()``, and kept in ``model_dump()`` for the code that connects.
+    """
+
+    url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "url", redact_url(self.url)
+
+    @field_serializer("url")
+    def _masked_when_redacting(self, url: str, info: SerializationInfo) -> str:
+        context = info.context
+        return redact_url(url) if isinstance(context, dict) and context.get("redact") else url
 
 
 class KafkaConfig(ConfigModel):
