@@ -24,14 +24,10 @@ Loc = tuple[int | str, ...]
 PROBLEM_TYPE = "stovepipe_config"
 
 
-def raise_problems(
+def combined(
     title: str, error: ValidationError | None, problems: Sequence[tuple[Loc, str]]
-) -> NoReturn:
-    """Raise one ``ValidationError`` holding ``error``'s line errors plus ``problems``.
-
-    Pydantic stops at a validator's first raise; this lets a validator report
-    several problems, each at its own location, next to the field errors.
-    """
+) -> ValidationError:
+    """One ``ValidationError`` holding ``error``'s line errors plus ``problems``."""
     details: list[InitErrorDetails] = []
     if error is not None:
         for err in error.errors(include_url=False):
@@ -46,26 +42,24 @@ def raise_problems(
         details.append(
             InitErrorDetails(type=PydanticCustomError(PROBLEM_TYPE, message), loc=loc, input=None)
         )
-    raise ValidationError.from_exception_data(title, details)
+    return ValidationError.from_exception_data(title, details)
 
 
-def repeated(names: Sequence[object]) -> list[tuple[int, int]]:
-    """``(index, first_index)`` for every entry equal to an earlier one."""
-    first: dict[object, int] = {}
-    out: list[tuple[int, int]] = []
-    for index, name in enumerate(names):
-        if name in first:
-            out.append((index, first[name]))
-        else:
-            first[name] = index
-    return out
+def raise_problems(
+    title: str, error: ValidationError | None, problems: Sequence[tuple[Loc, str]]
+) -> NoReturn:
+    """Raise ``combined(...)``: pydantic stops at a validator's first raise, and this lets
+    a validator report several problems, each at its own location."""
+    raise combined(title, error, problems)
 
 
 def require_unique_names(title: str, items: Sequence[Any], what: str, list_name: str) -> None:
     """Report each repeated ``name`` at ``[i].name``, pointing at the first use."""
+    first: dict[str, int] = {}
     problems: list[tuple[Loc, str]] = [
-        ((index, "name"), f"{what} name {items[index].name!r} is already used by {list_name}[{at}]")
-        for index, at in repeated([item.name for item in items])
+        ((i, "name"), f"{what} name {item.name!r} is already used by {list_name}[{at}]")
+        for i, item in enumerate(items)
+        if (at := first.setdefault(item.name, i)) != i
     ]
     if problems:
         raise_problems(title, None, problems)

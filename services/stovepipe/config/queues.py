@@ -1,7 +1,7 @@
 """The ``queues`` section: what each Queue validates and how.
 
 Rules that concern one Queue live here; rules across Queues (unique names,
-declared extensions, one promoter per ref) live in ``stovepipe.config.crosscheck``.
+declared extensions, one promoter per ref) live on ``StovepipeConfig``.
 """
 
 from __future__ import annotations
