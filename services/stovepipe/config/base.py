@@ -9,7 +9,7 @@ own: a literal secret, or a feature that does not run yet.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, Self
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Loc = tuple[int | str, ...]
 PROBLEM_TYPE = "stovepipe_config"
+T = TypeVar("T")
+
+
+def nearest(found: Mapping[Loc, T], loc: Loc) -> T | None:
+    """What ``found`` holds for ``loc`` or, failing that, for its nearest ancestor."""
+    for end in range(len(loc), 0, -1):
+        value = found.get(loc[:end])
+        if value is not None:
+            return value
+    return None
 
 
 def combined(

@@ -12,9 +12,9 @@ from typing import Self
 from pydantic import model_validator
 
 from stovepipe.config.base import ConfigModel, Loc, raise_problems
-from stovepipe.config.errors import UnknownQueue
+from stovepipe.config.errors import ConfigProblem, SecretUnavailable, UnknownQueue
 from stovepipe.config.queues import QueueConfig, branch
-from stovepipe.config.secrets import resolve_role_tokens
+from stovepipe.config.secrets import resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
     Endpoint,
@@ -97,9 +97,32 @@ class StovepipeConfig(ConfigModel):
     def api_tokens(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """Secret token → role for the API, read now from the environment or files.
 
-        Raises ``SecretUnavailable`` naming every variable or file that could not be read.
+        Raises ``SecretUnavailable`` naming every variable or file that could not be read,
+        and every token whose secret another token has too: a caller's role would depend
+        on which entry happened to be read last.
         """
-        return resolve_role_tokens(self.api.tokens, env)
+        roles: dict[str, str] = {}
+        owners: dict[str, str] = {}
+        problems: list[ConfigProblem] = []
+        for token in self.api.tokens:
+            try:
+                secret = resolve_secret(token, env)
+            except SecretUnavailable as exc:
+                problems.extend(ConfigProblem(exc.source, p.message) for p in exc.problems)
+                continue
+            if secret in owners:
+                message = f"has the same secret as api token {owners[secret]!r}; "
+                problems.append(
+                    ConfigProblem(
+                        f"api token {token.name!r}", message + "give every caller its own token"
+                    )
+                )
+                continue
+            owners[secret] = token.name
+            roles[secret] = token.role
+        if problems:
+            raise SecretUnavailable("api.tokens", problems)
+        return roles
 
     def unaddressed_extensions(self) -> tuple[str, ...]:
         """Extensions the Queues use that have no address (``stovepipe up`` starts those;
