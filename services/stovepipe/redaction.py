@@ -18,18 +18,19 @@ from urllib.parse import urlsplit, urlunsplit
 MASK: Final = "***"
 
 _SCHEME = r"(?<![a-z0-9+.-])([a-z0-9+.-]+://)"
-_URL_USERINFO = re.compile(rf"(?i){_SCHEME}[^/@\s]+@")
-_URL_USERINFO_AT_CUT = re.compile(rf"(?i){_SCHEME}[^/@\s]+\Z")
+_URL_USERINFO = re.compile(rf"(?ai){_SCHEME}[^/@\s]+@")
+_URL_USERINFO_AT_CUT = re.compile(rf"(?ai){_SCHEME}[^/@\s]+\Z")
 """A URL cut before the ``@`` that would show its user information for what it is."""
 _KEYED = re.compile(
-    r"(?i)((?:token|secret|password|passwd|api[_-]?key|authorization)[\"']?\s*[=:]\s*"
+    r"(?ai)((?:token|secret|password|passwd|api[_-]?key|authorization)[\"']?\s*[=:]\s*"
     r"(?:bearer\s+)?)\S+"
 )
-_BEARER = re.compile(r"(?i)\b(bearer\s+)\S+")
+_BEARER = re.compile(r"(?ai)\b(bearer\s+)\S+")
 _WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 _TRIGGERS = re.compile(r"token|secret|passw|api[_-]?key|authorization|bearer")
 """Searched in lower case, where the engine can skip ahead on the first character (it
-cannot with ``(?i)``), so a text with nothing to mask is scanned once, quickly."""
+cannot with ``(?i)``), so a text with nothing to mask is scanned once, quickly. The
+patterns match ASCII case-insensitively (``(?a)``), exactly what lower-casing finds."""
 
 
 def redact(text: str) -> str:
