@@ -44,10 +44,9 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.config.env import PREFIX as ENV_OVERRIDE_PREFIX
 from stovepipe.config.env import SHORTHANDS as ENV_OVERRIDE_SHORTHANDS
-from stovepipe.config.redaction import redact_url
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact, redact_url
 from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, CrashLoop, Supervisor
