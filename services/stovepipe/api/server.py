@@ -1,8 +1,12 @@
-"""The public gRPC API, ``stovepipe.v1.StovepipeService``."""
+"""The public gRPC API, ``stovepipe.v1.StovepipeService``.
+
+Requests reach these methods decoded and bounded (``stovepipe.api.edge``); what
+is left here is whether the named Queue, project or commit exists, and the call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -11,6 +15,7 @@ import grpc
 
 from stovepipe.api import convert
 from stovepipe.api.auth import TokenAuthInterceptor
+from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
 from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
@@ -34,13 +39,20 @@ class EventFeed(Protocol):
     def subscribe(self) -> AsyncIterator[topics_pb2.HookEvent]: ...
 
 
+class ApiQueues(QueueDirectory, Protocol):
+    """The configured Queues, by name, and their names."""
+
+    @property
+    def queue_names(self) -> tuple[str, ...]: ...
+
+
 class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     """Thin translation between the wire and the stages/storage; no logic of its own."""
 
     def __init__(
         self,
         store: Store,
-        queues: QueueDirectory,
+        queues: ApiQueues,
         ingester: HeadIngester,
         revalidator: Revalidator,
         events: EventFeed | None = None,
@@ -154,11 +166,16 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
+        async def check() -> None:
+            for queue in request.queues:
+                validate_queue_name(queue)
+                self._queues.queue(queue)
+            self._check_projects(request.queues, request.projects)
+
+        await guarded(context, check)
         if self._events is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server has no event feed")
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no event feed")
             return
-        for queue in request.queues:
-            validate_queue_name(queue)
         queues, projects = set(request.queues), set(request.projects)
 
         async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
@@ -174,11 +191,25 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             yield item
 
     def _check_scope(self, queue: str, project: str) -> None:
+        """The Queue must exist; a project must be one of its own."""
         validate_queue_name(queue)
         config = self._queues.queue(queue)
         if project and project not in {p.name for p in config.projects}:
             known = ", ".join(sorted(p.name for p in config.projects)) or "none"
             raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
+
+    def _check_projects(self, queues: Iterable[str], projects: Iterable[str]) -> None:
+        """Each project must belong to one of ``queues`` (to any Queue when none is named)."""
+        wanted = list(projects)
+        if not wanted:
+            return
+        names = list(queues) or list(self._queues.queue_names)
+        scope = [self._queues.queue(name) for name in names]
+        known = {p.name for config in scope for p in config.projects}
+        for project in wanted:
+            if project not in known:
+                listed = ", ".join(sorted(known)) or "none"
+                raise InvalidInput(f"no watched queue has project {project!r} (known: {listed})")
 
 
 async def serve_api(
@@ -188,12 +219,18 @@ async def serve_api(
     tokens: Mapping[str, str] | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> GrpcServer:
-    """Start the API with health checking, reflection and (optional) token auth."""
+    """Start the API with health checking, reflection and (optional) token auth.
+
+    Interceptors run in order: the token check, then the request guard, so an
+    unauthenticated caller learns nothing about what the API would accept.
+    """
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_StovepipeServiceServicer_to_server(api, server)
 
-    interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
+    interceptors: list[grpc.aio.ServerInterceptor[object, object]] = [RequestGuard()]
+    if tokens:
+        interceptors.insert(0, TokenAuthInterceptor(tokens))
     return await start_server(
         address, [register], [SERVICE_NAME], interceptors=interceptors, credentials=credentials
     )
