@@ -277,6 +277,28 @@ async def test_a_refusal_is_one_log_line_and_never_echoes_a_huge_input(
     assert not any(r.exc_info for r in caplog.records)
 
 
+# Task 5: per-project greenness is not built yet
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda stub: stub.GetLastGreen(pb.GetLastGreenRequest(queue=Q, project=PROJECT)),
+        lambda stub: stub.GetGreenness(
+            pb.GetGreennessRequest(queue=Q, uri="git:a", project=PROJECT)
+        ),
+        lambda stub: stub.ListFacts(pb.ListFactsRequest(queue=Q, project=PROJECT)),
+    ],
+    ids=["GetLastGreen", "GetGreenness", "ListFacts"],
+)
+async def test_a_project_is_unimplemented_rather_than_not_found(
+    served: ServedApi, call: Any
+) -> None:
+    error = await status_of(call(served.stub))
+    _assert_bounded(error, grpc.StatusCode.UNIMPLEMENTED)
+    assert "per-project greenness is not supported yet" in (error.details() or "")
+
+
 async def test_whole_repository_answers_are_unchanged(served: ServedApi) -> None:
     served.pipe.repo().advance("main", {"src/a.py": "1"})
     ingested = await served.stub.Ingest(pb.IngestRequest(queue=Q, trigger="test"))

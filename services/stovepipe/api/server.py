@@ -16,7 +16,7 @@ import grpc
 from stovepipe.api import convert
 from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.edge import RequestGuard
-from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.api.errors import NotSupported, guarded, guarded_stream
 from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
 from stovepipe.stages import HeadIngester, Revalidator
@@ -29,6 +29,9 @@ from stovepipe.v1 import topics_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StovepipeService"].full_name
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+PER_PROJECT_UNSUPPORTED = (
+    "per-project greenness is not supported yet; leave project empty for the whole repository"
+)
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -96,8 +99,6 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
-            if request.project:
-                return pb.GetLastGreenResponse(found=False)
             queue = await self._store.get_queue(request.queue)
             if queue is None or not queue.last_green_uri or not queue.last_green_request_id:
                 return pb.GetLastGreenResponse(found=False)
@@ -191,12 +192,14 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             yield item
 
     def _check_scope(self, queue: str, project: str) -> None:
-        """The Queue must exist; a project must be one of its own."""
+        """The Queue must exist; a project must be one of its own, and is not served yet."""
         validate_queue_name(queue)
         config = self._queues.queue(queue)
         if project and project not in {p.name for p in config.projects}:
             known = ", ".join(sorted(p.name for p in config.projects)) or "none"
             raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
+        if project:
+            raise NotSupported(PER_PROJECT_UNSUPPORTED)
 
     def _check_projects(self, queues: Iterable[str], projects: Iterable[str]) -> None:
         """Each project must belong to one of ``queues`` (to any Queue when none is named)."""
