@@ -1,6 +1,6 @@
 """Shared gRPC plumbing: one way to start a server, one way to open a channel."""
 
 from stovepipe.grpcutil.channel import open_channel, wait_for_ready
-from stovepipe.grpcutil.server import GrpcServer, start_server
+from stovepipe.grpcutil.server import BindError, GrpcServer, start_server
 
-__all__ = ["GrpcServer", "open_channel", "start_server", "wait_for_ready"]
+__all__ = ["BindError", "GrpcServer", "open_channel", "start_server", "wait_for_ready"]
