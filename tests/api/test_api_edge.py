@@ -15,9 +15,12 @@ from typing import Any
 import grpc
 import pytest
 from api_harness import PROJECT, PingProbe, Q, ServedApi, status_of
+from stage_harness import Pipeline, queue_config
 
 from stovepipe.api.errors import MAX_DETAILS
 from stovepipe.api.limits import MAX_REASON_LENGTH, MAX_URI_LENGTH
+from stovepipe.api.server import StovepipeApi, serve_api
+from stovepipe.storage import Store
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import types_pb2
 
@@ -307,3 +310,18 @@ async def test_whole_repository_answers_are_unchanged(served: ServedApi) -> None
     assert last.found and last.uri == ingested.uri
     request = await served.stub.GetRequest(pb.GetRequestRequest(request_id=ingested.request_id))
     assert request.request.state == types_pb2.REQUEST_STATE_SUCCEEDED
+
+
+async def test_the_token_check_comes_before_decoding(store: Store) -> None:
+    pipe = Pipeline(store, [queue_config(Q)])
+    api = StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator)
+    server = await serve_api(api, "127.0.0.1:0", tokens={"read-secret": "read"})
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        call = channel.unary_unary("/stovepipe.v1.StovepipeService/GetRequest")
+        assert (await status_of(call(NOT_UTF8))).code() == grpc.StatusCode.UNAUTHENTICATED
+        authorised = call(NOT_UTF8, metadata=(("authorization", "Bearer read-secret"),))
+        _assert_bounded(await status_of(authorised), INVALID)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
