@@ -325,3 +325,22 @@ async def test_the_token_check_comes_before_decoding(store: Store) -> None:
     finally:
         await channel.close(None)
         await server.stop(0)
+
+
+async def test_health_watch_and_reflection_still_work_behind_the_guard(served: ServedApi) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    watch = health_pb2_grpc.HealthStub(served.channel).Watch(health_pb2.HealthCheckRequest())
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    reflection = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+    listing = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    services = [s.name async for r in listing for s in r.list_services_response.service]
+    assert "stovepipe.v1.StovepipeService" in services
+    corrupt = served.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    )
+    _assert_bounded(await _stream_status(corrupt(iter([b"\x0b"]))), INVALID)
