@@ -17,7 +17,7 @@ import pytest
 from api_harness import PROJECT, PingProbe, Q, ServedApi, status_of
 from stage_harness import Pipeline, queue_config
 
-from stovepipe.api.errors import MAX_DETAILS
+from stovepipe.api.errors import MAX_DETAILS, bounded
 from stovepipe.api.limits import MAX_REASON_LENGTH, MAX_URI_LENGTH
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.storage import Store
@@ -344,3 +344,19 @@ async def test_health_watch_and_reflection_still_work_behind_the_guard(served: S
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     )
     _assert_bounded(await _stream_status(corrupt(iter([b"\x0b"]))), INVALID)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token=a " * 500,
+        "x" * 5_000_000,
+        "word " * 192 + "https://deploy:hunter2-secret@git.example/repo.git" * 3,
+        "unknown queue 'q' (known: " + ", ".join(f"team-{i}/main" for i in range(500)) + ")",
+    ],
+    ids=["masks-lengthen", "one-huge-word", "credential-at-the-cut", "many-queues"],
+)
+def test_status_messages_are_bounded_and_never_half_masked(text: str) -> None:
+    shown = bounded(text)
+    assert len(shown) <= MAX_DETAILS
+    assert "hunter2" not in shown

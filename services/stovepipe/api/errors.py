@@ -56,7 +56,8 @@ def bounded(text: str, limit: int = MAX_DETAILS) -> str:
         kept = text[: limit - 40]
         kept = kept[: max(kept.rfind(" "), 0)]
         text = f"{kept} … ({len(text) - len(kept)} characters cut)"
-    return redact(" ".join(text.split()))
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"  # masks can lengthen it
 
 
 async def abort_for(context: Context, exc: Exception) -> None:
