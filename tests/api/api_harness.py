@@ -53,6 +53,8 @@ class PingProbe:
 
     stub: Any
     latencies: list[float] = field(default_factory=list)
+    ended: list[float] = field(default_factory=list)
+    """``loop.time()`` at which each Ping of ``latencies`` answered."""
     failures: list[str] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _wanted: float = float("inf")
@@ -86,6 +88,7 @@ class PingProbe:
                 self.failures.append(f"{exc.code().name}: {exc.details()}")
             now = loop.time()
             self.latencies.append(now - last)
+            self.ended.append(now)
             last = now
             if len(self.latencies) >= self._wanted:
                 self._enough.set()
@@ -97,5 +100,16 @@ class PingProbe:
         ms = sorted(x * 1000 for x in self.latencies)
         return (
             f"{len(ms)} Pings: median {statistics.median(ms):.1f} ms, "
+            f"p95 {self.percentile(95):.1f} ms, p99 {self.percentile(99):.1f} ms, "
             f"max {ms[-1]:.1f} ms, failures {self.failures[:3]}"
         )
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile latency in milliseconds."""
+        ms = sorted(x * 1000 for x in self.latencies)
+        return ms[min(len(ms) - 1, int(len(ms) * p / 100))]
+
+    def slowest(self) -> tuple[float, float]:
+        """The slowest Ping as (started, answered) in ``loop.time()``."""
+        i = max(range(len(self.latencies)), key=self.latencies.__getitem__)
+        return self.ended[i] - self.latencies[i], self.ended[i]
