@@ -228,10 +228,15 @@ class TokenConfig(ConfigModel):
 
 
 class TlsConfig(ConfigModel):
-    """Serve the API over TLS with this certificate chain and private key (PEM files)."""
+    """Serve the API over TLS with this certificate chain and private key (PEM files).
+
+    With ``client_ca_file`` (PEM bundle) every client must present a certificate
+    signed by one of those CAs (mutual TLS).
+    """
 
     cert_file: NonBlank
     key_file: NonBlank
+    client_ca_file: NonBlank | None = None
 
 
 class ApiConfig(ConfigModel):
@@ -240,6 +245,8 @@ class ApiConfig(ConfigModel):
     listen: Address = DEFAULT_API_LISTEN
     tokens: tuple[TokenConfig, ...] = ()
     tls: TlsConfig | None = None
+    allow_insecure: bool = False
+    """Serve tokens over plaintext on a non-loopback address anyway (refused otherwise)."""
 
     @field_validator("tokens")
     @classmethod
