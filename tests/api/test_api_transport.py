@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from api_harness import Q
 from stage_harness import Pipeline, queue_config
 
@@ -25,6 +26,8 @@ from stovepipe.api.transport import TransportError, check_listener, is_loopback
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.runtime.api_process import start_api_server
+from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.health import grpc_serving
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -306,3 +309,44 @@ async def test_the_cli_presents_a_client_certificate(mtls_server: GrpcServer, pk
     assert gated.returncode == 2, gated.stdout + gated.stderr  # reached: not recorded
     half = await asyncio.to_thread(_cli, "gate", Q, "git:a", *api, "--cert", str(pki.client_cert))
     assert half.returncode == 4 and "--cert and --key go together" in half.stderr
+
+
+async def test_a_tls_api_process_reports_readiness_on_its_plaintext_health_port(
+    pki: Pki, tmp_path: Path, kafka_bootstrap: str, sqlite_url: str
+) -> None:
+    """What `stovepipe up` and a Kubernetes probe read: no API credentials needed."""
+    api_port, health_port = free_port(), free_port()
+    config = tmp_path / "stovepipe.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"url": sqlite_url},
+                "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_prefix": "tlshealth."},
+                "api": {"listen": f"127.0.0.1:{api_port}", "tls": _tls(pki)},
+                "queues": [queue_config(Q)],
+            }
+        )
+    )
+    await upgrade_async(sqlite_url)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STOVEPIPE_")}
+    process = subprocess.Popen(
+        [*CLI, "api", "--config", str(config), "--health-port", str(health_port),
+         "--health-host", "127.0.0.1"],
+        env=clean,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await grpc_serving(f"127.0.0.1:{health_port}"):
+            assert process.poll() is None, process.communicate()[1]
+            assert loop.time() < deadline, "the API never reported ready"
+            await asyncio.sleep(0.1)
+        trusted = grpc.ssl_channel_credentials(root_certificates=pki.read(pki.ca))
+        assert await _ping(f"127.0.0.1:{api_port}", trusted) == grpc.StatusCode.OK
+        assert await _ping(f"127.0.0.1:{api_port}", None) in REFUSED
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

@@ -12,6 +12,7 @@ from stovepipe.api.transport import TransportError, check_listener, server_crede
 from stovepipe.config import StovepipeConfig
 from stovepipe.grpcutil import BindError, GrpcServer
 from stovepipe.runtime.event_feed import EventFeed
+from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
 
@@ -34,7 +35,9 @@ async def start_api_server(
     return await serve_api(api, config.api.listen, tokens=tokens, credentials=credentials)
 
 
-async def run_api(config: StovepipeConfig) -> None:
+async def run_api(config: StovepipeConfig, health_listen: str | None = None) -> None:
+    """Serve until SIGTERM. With ``health_listen`` readiness is also served there, in
+    plaintext, so a probe (``stovepipe up``, Kubernetes) needs no API credentials."""
     configure_logging("api")
     tokens = config.api_tokens()
     try:  # before anything connects: a refusal should cost nothing and say why at once
@@ -46,6 +49,16 @@ async def run_api(config: StovepipeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    health = await WorkerHealth.open(health_listen)
+    try:
+        await _serve(config, tokens, stop, health)
+    finally:
+        await health.close()
+
+
+async def _serve(
+    config: StovepipeConfig, tokens: dict[str, str], stop: asyncio.Event, health: WorkerHealth
+) -> None:
     async with open_pipeline(config, "stovepipe-api") as pipeline:
         parts = pipeline.parts
         events = EventFeed(pipeline.messaging.settings, parts.store)
@@ -59,7 +72,9 @@ async def run_api(config: StovepipeConfig) -> None:
         scheme = "TLS" if config.api.tls is not None else "plaintext"
         log.info("API listening on %s (%s)", server.address, scheme)
         print(f"listening on {config.api.listen}", flush=True)
+        await health.serving()
         await stop.wait()
+        await health.draining()
         await server.stop(grace=5.0)
         await events.close()
 
