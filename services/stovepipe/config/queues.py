@@ -63,13 +63,15 @@ class TargetConfig(ConfigModel):
     """One build target: a shell command the BuildRunner runs at the commit under test.
 
     ``paths`` (gitignore-style globs) let an incremental build skip the target when
-    no changed file matches; without them the target always runs.
+    no changed file matches; without them the target always runs. ``network``
+    lets the target reach the network from the build sandbox (off by default).
     """
 
     name: NonBlank
     command: NonBlank
     paths: tuple[NonBlank, ...] = ()
     timeout_seconds: PositiveSeconds = 600.0
+    network: bool = False
 
 
 class BuildConfig(ConfigModel):
