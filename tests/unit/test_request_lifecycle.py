@@ -45,7 +45,10 @@ def test_request_ids_round_trip_and_order_by_ingest_number() -> None:
     assert is_newer("request/mono/main/1", None)
 
 
-@pytest.mark.parametrize("text", ["", "request/x", "request/mono/main/0", "req/a/1", "request//1"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "request/x", "request/mono/main/0", "req/a/1", "request//1", "request/mono/main/1\n"],
+)
 def test_malformed_request_ids_are_rejected(text: str) -> None:
     with pytest.raises(InvalidInput):
         RequestId.parse(text)

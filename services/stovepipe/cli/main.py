@@ -82,13 +82,38 @@ def ext_local_runner(ctx: typer.Context) -> None:
     raise typer.Exit(runner_main(list(ctx.args)))
 
 
+HealthPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve readiness as plaintext gRPC health on this port: SERVING once ready, "
+        "NOT_SERVING while starting and draining.",
+        envvar="STOVEPIPE_HEALTH_PORT",
+        min=1,
+        max=65535,
+    ),
+]
+HealthHost = Annotated[
+    str,
+    typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
+]
+
+
+def _health_listen(host: str, port: int | None) -> str | None:
+    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
+    return f"{bracketed}:{port}" if port is not None else None
+
+
 @app.command()
-def api(config: ConfigOption = None) -> None:
+def api(
+    config: ConfigOption = None,
+    health_port: HealthPort = None,
+    health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+) -> None:
     """Serve the gRPC API (StovepipeService, health, reflection)."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    asyncio.run(run_api(load_settings(config)))
+    asyncio.run(run_api(load_settings(config), _health_listen(health_host, health_port)))
 
 
 @app.command()
@@ -98,20 +123,8 @@ def worker(
         typer.Argument(help="A registered stage (process, build, ...); a wrong name lists them."),
     ],
     config: ConfigOption = None,
-    health_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Serve readiness as gRPC health on this port: SERVING once consuming, "
-            "NOT_SERVING while starting and draining.",
-            envvar="STOVEPIPE_HEALTH_PORT",
-            min=1,
-            max=65535,
-        ),
-    ] = None,
-    health_host: Annotated[
-        str,
-        typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
-    ] = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+    health_port: HealthPort = None,
+    health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
 ) -> None:
     """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
@@ -121,9 +134,7 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    host = f"[{health_host}]" if ":" in health_host and "[" not in health_host else health_host
-    listen = f"{host}:{health_port}" if health_port is not None else None
-    asyncio.run(run_worker(load_settings(config), stage, listen))
+    asyncio.run(run_worker(load_settings(config), stage, _health_listen(health_host, health_port)))
 
 
 @app.command()

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from stovepipe.config.base import ConfigModel, Loc, raise_problems, require_unique_names
 from stovepipe.config.fields import (
@@ -24,8 +32,8 @@ from stovepipe.config.fields import (
     check_kafka_topic_part,
     check_not_blank,
 )
-from stovepipe.config.redaction import UrlWithCredentials
 from stovepipe.config.secrets import SecretRef
+from stovepipe.redaction import redact_url
 
 if TYPE_CHECKING:
     from stovepipe.failures.policy import RetryPolicy
@@ -53,9 +61,21 @@ def _check_database_url(value: str) -> str:
 
 
 class StorageConfig(ConfigModel):
-    """Where state lives: SQLite (the embedded default) or PostgreSQL."""
+    """Where state lives: SQLite (the embedded default) or PostgreSQL.
 
-    url: Annotated[UrlWithCredentials, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    ``url`` may carry a password (from ``STOVEPIPE_DATABASE_URL``): it is masked in
+    ``repr`` and in ``redacted()``, and kept in ``model_dump()`` for the code that connects.
+    """
+
+    url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "url", redact_url(self.url)
+
+    @field_serializer("url")
+    def _masked_when_redacting(self, url: str, info: SerializationInfo) -> str:
+        context = info.context
+        return redact_url(url) if isinstance(context, dict) and context.get("redact") else url
 
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -87,7 +107,7 @@ class KafkaConfig(ConfigModel):
     to Kafka must not fail because a client certificate is not mounted on its host.
     """
 
-    literal_secret_keys = {
+    refused_keys = {
         "sasl_password": "a literal password is not allowed in the file; name the environment "
         "variable that holds it with sasl_password_env, or a file with sasl_password_file",
     }
@@ -187,7 +207,7 @@ class KafkaConfig(ConfigModel):
 class TokenConfig(ConfigModel):
     """One API caller: a name, a role, and where its secret token lives (never the token)."""
 
-    literal_secret_keys = {
+    refused_keys = {
         "token": "a literal token is not allowed in the file; name the environment variable "
         "that holds it with token_env, or a file with token_file",
     }
@@ -208,10 +228,15 @@ class TokenConfig(ConfigModel):
 
 
 class TlsConfig(ConfigModel):
-    """Serve the API over TLS with this certificate chain and private key (PEM files)."""
+    """Serve the API over TLS with this certificate chain and private key (PEM files).
+
+    With ``client_ca_file`` (PEM bundle) every client must present a certificate
+    signed by one of those CAs (mutual TLS).
+    """
 
     cert_file: NonBlank
     key_file: NonBlank
+    client_ca_file: NonBlank | None = None
 
 
 class ApiConfig(ConfigModel):
@@ -220,6 +245,8 @@ class ApiConfig(ConfigModel):
     listen: Address = DEFAULT_API_LISTEN
     tokens: tuple[TokenConfig, ...] = ()
     tls: TlsConfig | None = None
+    allow_insecure: bool = False
+    """Serve tokens over plaintext on a non-loopback address anyway (refused otherwise)."""
 
     @field_validator("tokens")
     @classmethod
@@ -238,7 +265,7 @@ class Endpoint(ConfigModel):
     Paths must be absolute: they are read by whichever process opens the channel.
     """
 
-    literal_secret_keys = {
+    refused_keys = {
         "token": "a literal token is not allowed in the file; name the environment variable "
         "that holds it with token_env, or a file with token_file",
     }
@@ -287,10 +314,15 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
+    refused_keys = {
+        "hooks": "not supported yet — no Hooks extension runs (verdict hooks are tracked by "
+        "their own issue); remove the key",
+        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
+        "verdicts are tracked by their own issue); remove the key",
+    }
+
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
-    hooks: ExtensionMap = Field(default_factory=dict)
-    projectmapper: ExtensionMap = Field(default_factory=dict)
 
 
 MAX_DELAY_S = 120.0

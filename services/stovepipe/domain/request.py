@@ -56,7 +56,7 @@ class BuildStrategy(enum.StrEnum):
     INCREMENTAL = "incremental"
 
 
-_ID = re.compile(r"^request/(?P<queue>.+)/(?P<n>[1-9][0-9]*)$")
+_ID = re.compile(r"request/(?P<queue>.+)/(?P<n>[1-9][0-9]*)")  # fullmatch: no trailing newline
 
 
 @total_ordering
@@ -74,7 +74,7 @@ class RequestId:
 
     @classmethod
     def parse(cls, text: str) -> RequestId:
-        match = _ID.match(text or "")
+        match = _ID.fullmatch(text or "")
         if not match:
             raise InvalidInput(
                 f"request id {text!r} is malformed; expected 'request/<queue>/<n>' with n >= 1"

@@ -13,7 +13,7 @@ from stovepipe.domain.errors import (
     Refused,
     StovepipeError,
 )
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact_line
 
 
 class Verdict(enum.StrEnum):
@@ -88,6 +88,4 @@ def short_reason(exc: BaseException, limit: int = 300) -> str:
         text = f"{exc.code().name}: {exc.details() or ''}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    text = redact(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return redact_line(text, limit)

@@ -3,9 +3,10 @@ for an extension server to authenticate its callers (``stovepipe.grpcutil.auth``
 
 from stovepipe.grpcutil.auth import ChannelSecurity, InsecureListen, ServerSecurity, ServerTls
 from stovepipe.grpcutil.channel import open_channel, wait_for_ready
-from stovepipe.grpcutil.server import GrpcServer, start_server
+from stovepipe.grpcutil.server import BindError, GrpcServer, start_server
 
 __all__ = [
+    "BindError",
     "ChannelSecurity",
     "GrpcServer",
     "InsecureListen",

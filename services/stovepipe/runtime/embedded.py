@@ -44,10 +44,9 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.config.env import PREFIX as ENV_OVERRIDE_PREFIX
 from stovepipe.config.env import SHORTHANDS as ENV_OVERRIDE_SHORTHANDS
-from stovepipe.config.redaction import redact_url
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact, redact_url
 from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, CrashLoop, Supervisor
@@ -290,15 +289,22 @@ async def embedded_stack(
         await supervisor.start_all(
             [_worker(stage, addresses.next(), config_path, logs, env) for stage in STAGE_NAMES]
         )
+        # The API's readiness is read on a plaintext loopback health port, so it
+        # works whatever api.tls and api.tokens ask of a real caller.
+        api_health = addresses.next()
+        api_argv = _cli(
+            "api", "--config", str(config_path),
+            "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
+        )  # fmt: skip
         await supervisor.start_all(
             [
                 ChildSpec(
                     "api",
-                    _cli("api", "--config", str(config_path)),
+                    api_argv,
                     logs / "api.log",
                     env,
                     api_address,
-                    functools.partial(grpc_serving, api_address),
+                    functools.partial(grpc_serving, api_health),
                 )
             ]
         )

@@ -100,7 +100,7 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
         key_file=k.ssl_key_file,
         sasl_mechanism=k.sasl_mechanism,
         sasl_username=k.sasl_username,
-        sasl_password=None if k.secret_ref() is None else resolve_secret(k),
+        sasl_password=None if (ref := k.secret_ref()) is None else resolve_secret(ref),
     )
     if security.uses_ssl:
         security.ssl_context()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -71,19 +70,18 @@ from stovepipe.extensions.buildrunner.model import (
 )
 from stovepipe.extensions.buildrunner.selection import should_run
 from stovepipe.extensions.buildrunner.validation import validate_trigger
+from stovepipe.redaction import redact_line
 
 _log = logging.getLogger(__name__)
 
 _MESSAGE_LIMIT = 500
-_URL_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _CANCEL_SLACK_SECONDS = 10.0
 _T = TypeVar("_T")
 
 
 def redact(message: str) -> str:
-    """A report message: one line, bounded, without credentials embedded in URLs."""
-    flat = " ".join(_URL_CREDENTIALS.sub(r"\1***@", message).split())
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"
+    """A report message: one line, bounded, without credentials."""
+    return redact_line(message, _MESSAGE_LIMIT)
 
 
 class RecordUnavailable(BuildRunnerError):
