@@ -19,6 +19,7 @@ import pytest
 import yaml
 from stovepipe_argv import Invocation, option_value, parse
 
+from stovepipe.api.transport import check_listener
 from stovepipe.config import StovepipeConfig, load_config
 from stovepipe.runtime.registry import STAGE_NAMES
 
@@ -122,20 +123,39 @@ def test_workers_report_health_on_their_health_port(
         }
 
 
-def test_servers_report_health_on_their_listen_port(
+def test_servers_report_health_where_they_serve_it(
     services: dict[str, dict[str, Any]],
     invocations: dict[str, Invocation],
     config: StovepipeConfig,
 ) -> None:
-    listening = {"api": config.api.listen}
     for name, invocation in invocations.items():
-        if invocation.verb.startswith("ext "):
+        if invocation.verb == "api":
+            # health on the plaintext --health-port (the API itself may speak TLS)
+            port = invocation.params["health_port"] or config.api.listen.rsplit(":", 1)[1]
+            assert invocation.params["health_port"] or config.api.tls is None, name
+        elif invocation.verb.startswith("ext "):
             listen = option_value(invocation, "--listen")
             assert listen is not None, f"{name}: the default listen address is loopback only"
-            listening[name] = listen
-    for name, listen in listening.items():
+            port = listen.rsplit(":", 1)[1]
+        else:
+            continue
         probe = parse(services[name]["healthcheck"]["test"][2:])
-        assert probe.params["address"] == f"127.0.0.1:{listen.rsplit(':', 1)[1]}", name
+        assert probe.params["address"] == f"127.0.0.1:{port}", name
+
+
+def test_the_api_will_serve_what_it_is_given(
+    services: dict[str, dict[str, Any]],
+    invocations: dict[str, Invocation],
+    config: StovepipeConfig,
+) -> None:
+    """The API's own start-up rule (no tokens in plaintext on a network) passes, and
+    its TLS files are secrets mounted into its container."""
+    check_listener(config.api, has_tokens=bool(config.api.tokens))
+    assert not config.api.allow_insecure
+    assert config.api.tls is not None
+    (api,) = [n for n, i in invocations.items() if i.verb == "api"]
+    mounted = {f"/run/secrets/{s}" for s in services[api].get("secrets", [])}
+    assert {config.api.tls.cert_file, config.api.tls.key_file} <= mounted
 
 
 def test_every_service_restarts_waits_on_conditions_and_is_checked(

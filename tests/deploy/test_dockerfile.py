@@ -153,7 +153,7 @@ def test_entrypoint_is_stovepipe_and_the_runtime_has_git_and_bubblewrap(
         assert re.search(rf"\s{package}\s", installs), f"{package} is not installed"
 
 
-def test_healthcheck_is_a_real_stovepipe_health_call_on_the_workers_port(
+def test_healthcheck_is_a_real_stovepipe_health_call_on_the_default_health_port(
     final: list[Instruction], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks = [i for i in final if i.keyword == "HEALTHCHECK"]
@@ -170,8 +170,8 @@ def test_healthcheck_is_a_real_stovepipe_health_call_on_the_workers_port(
         monkeypatch.setenv(key, value)  # the probe runs with the image's environment
     probe = parse(argv[1:])
     assert probe.verb == "health"
-    worker = parse(["worker", "process"])  # the image's default health port for workers
-    assert probe.params["address"] == f"127.0.0.1:{worker.params['health_port']}"
+    for default in (["worker", "process"], ["api"]):  # their health port in the image
+        assert probe.params["address"] == f"127.0.0.1:{parse(default).params['health_port']}"
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

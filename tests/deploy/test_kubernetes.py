@@ -25,6 +25,7 @@ import pytest
 import yaml
 from stovepipe_argv import Invocation, option_value, parse
 
+from stovepipe.api.transport import check_listener
 from stovepipe.config import StovepipeConfig, load_config
 from stovepipe.runtime.registry import STAGE_NAMES, stage
 
@@ -227,7 +228,7 @@ def test_replicas_stay_within_the_partitions(rendered: Rendered, config: Stovepi
     assert runner["spec"]["strategy"]["type"] == "Recreate"
 
 
-def test_servers_are_probed_on_the_port_they_serve_behind_their_service(
+def test_servers_are_probed_where_they_serve_health_behind_their_service(
     rendered: Rendered, config: StovepipeConfig
 ) -> None:
     services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
@@ -235,15 +236,20 @@ def test_servers_are_probed_on_the_port_they_serve_behind_their_service(
     for name, container, invocation in _stovepipe_containers(rendered):
         if invocation.verb == "api":
             port = _port(config.api.listen)
+            # grpc probes speak no TLS: a TLS API is probed on its plaintext --health-port
+            probed = invocation.params["health_port"] or port
+            assert config.api.tls is None or probed != port, f"{name}: probes cannot do TLS"
         elif invocation.verb.startswith("ext "):
             listen = option_value(invocation, "--listen")
             assert listen is not None and listen.startswith("0.0.0.0:"), name
-            port = _port(listen)
+            port = probed = _port(listen)
         else:
             continue
         assert {"name": "grpc", "containerPort": port} in container["ports"], name
+        if probed != port:
+            assert {"name": "health", "containerPort": probed} in container["ports"], name
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == port, f"{name}: {probe}"
+            assert container[probe]["grpc"]["port"] == probed, f"{name}: {probe}"
         fronting = [
             s
             for s in services.values()
@@ -253,8 +259,9 @@ def test_servers_are_probed_on_the_port_they_serve_behind_their_service(
             )
         ]
         assert len(fronting) == 1, f"{name}: {len(fronting)} Services"
-        assert fronting[0]["spec"]["ports"][0]["port"] == port
-        assert fronting[0]["spec"]["ports"][0]["targetPort"] == "grpc"
+        assert fronting[0]["spec"]["ports"] == [
+            {"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"}
+        ]
         listening[fronting[0]["metadata"]["name"]] = port
     endpoints = [*config.extensions.sourcecontrol.values(), *config.extensions.buildrunner.values()]
     assert config.unaddressed_extensions() == ()
@@ -266,6 +273,31 @@ def test_servers_are_probed_on_the_port_they_serve_behind_their_service(
     assert option_value(runner, "--source-control") == (
         config.extensions.sourcecontrol["git"].address
     )
+
+
+def test_the_api_will_serve_what_it_is_given(rendered: Rendered, config: StovepipeConfig) -> None:
+    """The API's own start-up rule (no tokens in plaintext on a network) passes; prod
+    serves TLS from a mounted Secret; only dev may wave the rule."""
+    check_listener(config.api, has_tokens=bool(config.api.tokens))
+    assert config.api.allow_insecure is (rendered.overlay == "dev")
+    if rendered.overlay == "prod":
+        assert config.api.tls is not None
+    api = rendered.named("Deployment", "stovepipe-api")
+    (container,) = _containers(api)
+    volumes = {v["name"]: v for v in _pod_spec(api)["volumes"]}
+    rendered_secrets = {s["metadata"]["name"] for s in rendered.of_kind("Secret")}
+    for mount in container["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is not None and secret["secretName"] not in rendered_secrets:
+            assert rendered.overlay == "prod" or secret.get("optional") is True, secret
+    if config.api.tls is not None:
+        for path in (config.api.tls.cert_file, config.api.tls.key_file):
+            directory, file_name = path.rsplit("/", 1)
+            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+            assert mount["readOnly"] is True
+            secret = volumes[mount["name"]]["secret"]
+            assert file_name in ("tls.crt", "tls.key"), "the keys of a kubernetes.io/tls Secret"
+            assert secret["secretName"] == "stovepipe-api-tls"
 
 
 def test_migrations_run_as_a_job(rendered: Rendered) -> None:
