@@ -138,6 +138,49 @@ def worker(
 
 
 @app.command()
+def health(
+    address: Annotated[
+        str,
+        typer.Argument(
+            help="host:port of the API, an extension server or a worker's --health-port.",
+            envvar="STOVEPIPE_HEALTH_ADDRESS",
+            show_default=False,
+        ),
+    ],
+    service: Annotated[
+        str, typer.Option(help="The service to ask about (default: the whole server).")
+    ] = "",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 3.0,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Connect over TLS, trusting the system CAs.")
+    ] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA (PEM) of the server's certificate; implies --tls.")
+    ] = None,
+    cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for a mutual-TLS server.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="Key (PEM) of --cert.")] = None,
+) -> None:
+    """Exit 0 when ADDRESS answers gRPC health SERVING, 1 otherwise (a container probe)."""
+    from stovepipe.runtime.health import check_health, tls_credentials
+
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    credentials = None
+    if tls or ca_file is not None or cert is not None:
+        try:
+            credentials = tls_credentials(ca_file, cert, key)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {exc.filename}: {exc.strerror}") from None
+    answer = asyncio.run(
+        check_health(address, service=service, timeout_s=timeout, credentials=credentials)
+    )
+    typer.echo(f"{address}: {answer.said}")
+    raise typer.Exit(0 if answer.serving else 1)
+
+
+@app.command()
 def up(
     config: ConfigOption = None,
     state_dir: Annotated[

@@ -2,10 +2,10 @@
 
 The fault-injection suite and the soak run the product as a tree of real
 processes — the Tansu broker, PostgreSQL, the git SourceControl server, the
-local BuildRunner, one process per stage worker, the delay forwarder, the
-sweeper and the API — and then kill, restart and starve those processes while
-heads flow. Extensions are reached through :class:`ChaosProxy`, so they can
-also be made slow, failing or incomprehensible.
+local BuildRunner, one process per stage worker (or several: ``replicas``),
+the delay forwarder, the sweeper and the API — and then kill, restart and
+starve those processes while heads flow. Extensions are reached through
+:class:`ChaosProxy`, so they can also be made slow, failing or incomprehensible.
 
 A *keeper* task plays the role of a process supervisor (systemd, Kubernetes):
 a worker that dies is started again after a short pause. Git repositories are
@@ -121,7 +121,12 @@ class FaultStack:
         queues: int = 2,
         sweeper_stale_after_s: float = 4.0,
         kafka: dict[str, Any] | None = None,
+        replicas: int = 1,
+        partitions: int = 2,
     ) -> None:
+        """``replicas`` processes of every stage (named ``worker-<stage>`` when there is
+        one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
+        of ``partitions`` partitions."""
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
@@ -140,7 +145,10 @@ class FaultStack:
         self.git_address = f"127.0.0.1:{free_port()}"
         self.runner_address = f"127.0.0.1:{free_port()}"
         self.topic_prefix = f"f{uuid.uuid4().hex[:6]}."
-        self.partitions = 2
+        self.partitions = partitions
+        self.replicas = replicas
+        self.workers: list[str] = []
+        """Every worker process's child name, stage by stage."""
         self.git_proxy = ChaosProxy(self.git_address)
         self.runner_proxy = ChaosProxy(self.runner_address)
         self.store: Store | None = None
@@ -172,11 +180,14 @@ class FaultStack:
                                  "--source-control", self.git_address,
                                  "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
         for stage in WORKERS:
-            port = free_port()
-            self.health[f"worker-{stage}"] = f"127.0.0.1:{port}"
-            self._add(f"worker-{stage}", [*cli, "worker", stage, "--config", str(config_path),
-                                          "--health-host", "127.0.0.1",
-                                          "--health-port", str(port)], logs)  # fmt: skip
+            for replica in range(self.replicas):
+                name = f"worker-{stage}" if self.replicas == 1 else f"worker-{stage}.{replica}"
+                port = free_port()
+                self.health[name] = f"127.0.0.1:{port}"
+                self.workers.append(name)
+                self._add(name, [*cli, "worker", stage, "--config", str(config_path),
+                                 "--health-host", "127.0.0.1",
+                                 "--health-port", str(port)], logs)  # fmt: skip
         self._add("api", [*cli, "api", "--config", str(config_path)], logs)
         for child in self.children.values():
             await self._spawn(child)
@@ -326,7 +337,7 @@ class FaultStack:
     async def until_ready(self, names: list[str] | None = None, timeout_s: float = 60.0) -> None:
         """Wait until every worker (or those named) is consuming, so work is not re-driven
         as stale while a consumer group is still forming."""
-        wanted = names if names is not None else [f"worker-{w}" for w in WORKERS]
+        wanted = names if names is not None else self.workers
 
         async def ready() -> bool:
             return all([await self.is_ready(name) for name in wanted])
