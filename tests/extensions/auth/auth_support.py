@@ -19,6 +19,7 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.extensions.buildrunner.local import LocalRunnerServer
+from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol import QueueSource
 from stovepipe.extensions.sourcecontrol.git import GitServer
@@ -88,10 +89,13 @@ class RunnerFactory:
     started: list[LocalRunnerServer]
 
     async def start(self, source_control_token: str | None = GIT_TOKEN) -> LocalRunnerServer:
+        """Unsandboxed, so a target can leave a marker outside its checkout: the marker
+        is how these tests see whether a build ran (the sandbox has tests of its own)."""
         server = await serve_runner(
             "127.0.0.1:0",
             source_control=self.git_server.address,
             work_dir=self.work / str(len(self.started)),
+            settings=RunnerSettings(sandbox=False),
             security=ServerSecurity(token=RUNNER_TOKEN),
             source_control_security=ChannelSecurity(token=source_control_token),
         )
