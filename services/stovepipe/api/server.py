@@ -7,7 +7,7 @@ is left here is whether the named Queue, project or commit exists, and the call.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -233,8 +233,11 @@ async def serve_api(
     *,
     tokens: Mapping[str, str] | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    options: Sequence[tuple[str, int]] = (),
 ) -> GrpcServer:
     """Start the API with health checking, reflection and (optional) token auth.
+
+    ``options`` are grpc server arguments (see :func:`connection_options`).
 
     Interceptors run in order: the token check, then the request guard, so an
     unauthenticated caller learns nothing about what the API would accept.
@@ -247,5 +250,35 @@ async def serve_api(
     if tokens:
         interceptors.insert(0, TokenAuthInterceptor(tokens))
     return await start_server(
-        address, [register], [SERVICE_NAME], interceptors=interceptors, credentials=credentials
+        address,
+        [register],
+        [SERVICE_NAME],
+        interceptors=interceptors,
+        credentials=credentials,
+        options=options,
     )
+
+
+def connection_options(
+    keepalive_s: float, max_connection_age_s: float, grace_s: float
+) -> list[tuple[str, int]]:
+    """Server-side keepalive and connection age.
+
+    Keepalive pings find a peer that vanished without closing its connection
+    (a gate killed mid-``WatchEvents``), so its stream and its place under the
+    stream cap are freed. A maximum connection age sends every client a GOAWAY
+    now and then, which spreads clients over API replicas and ends a stream
+    that would otherwise live for ever; a watcher reconnects (``0`` turns it off).
+    """
+    options = [
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace_s * 1000)),
+        ]
+    return options

@@ -247,6 +247,16 @@ class ApiConfig(ConfigModel):
     tls: TlsConfig | None = None
     allow_insecure: bool = False
     """Serve tokens over plaintext on a non-loopback address anyway (refused otherwise)."""
+    max_event_streams: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Open ``WatchEvents`` streams per API process; more answer RESOURCE_EXHAUSTED."""
+    max_event_streams_per_caller: Annotated[int, Field(ge=1, le=100_000)] = 32
+    """Open ``WatchEvents`` streams per caller (token, or host without tokens)."""
+    keepalive_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    """How often the server pings an idle connection to find a peer that vanished."""
+    max_connection_age_seconds: Annotated[float, Field(ge=0, le=604_800)] = 3600.0
+    """A connection older than this is asked to reconnect (0: never)."""
+    max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    """How long calls in flight may finish after that request."""
 
     @field_validator("tokens")
     @classmethod

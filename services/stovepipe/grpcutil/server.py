@@ -58,16 +58,18 @@ async def start_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[object, object]] = (),
     credentials: grpc.ServerCredentials | None = None,
     serving: bool = True,
+    options: Sequence[tuple[str, int]] = (),
 ) -> GrpcServer:
     """Bind ``address`` (``host:port``; port 0 picks a free one), register and start.
 
     ``service_names`` are the full names of the registered services; they are
     reported SERVING by the health service and listed by reflection. With
     ``serving=False`` they (and the server as a whole, ``""``) start NOT_SERVING
-    until the caller sets them. Raises ``BindError`` (errno ``EADDRINUSE`` when
+    until the caller sets them. ``options`` adds grpc channel arguments (keepalive,
+    connection age) to the server's own. Raises ``BindError`` (errno ``EADDRINUSE`` when
     another process holds the port).
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(SERVER_OPTIONS))
+    server = grpc.aio.server(interceptors=list(interceptors), options=[*SERVER_OPTIONS, *options])
     for register in registrars:
         register(server)
     health_servicer = HealthServicer()

@@ -7,7 +7,7 @@ import logging
 import signal
 from typing import NoReturn
 
-from stovepipe.api.server import StovepipeApi, serve_api
+from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.api.transport import TransportError, check_listener, server_credentials
 from stovepipe.config import StovepipeConfig
 from stovepipe.grpcutil import BindError, GrpcServer
@@ -32,7 +32,14 @@ async def start_api_server(
     """
     check_listener(config.api, has_tokens=bool(tokens))
     credentials = server_credentials(config.api.tls)
-    return await serve_api(api, config.api.listen, tokens=tokens, credentials=credentials)
+    options = connection_options(
+        config.api.keepalive_seconds,
+        config.api.max_connection_age_seconds,
+        config.api.max_connection_age_grace_seconds,
+    )
+    return await serve_api(
+        api, config.api.listen, tokens=tokens, credentials=credentials, options=options
+    )
 
 
 async def run_api(config: StovepipeConfig, health_listen: str | None = None) -> None:
@@ -61,7 +68,12 @@ async def _serve(
 ) -> None:
     async with open_pipeline(config, "stovepipe-api") as pipeline:
         parts = pipeline.parts
-        events = EventFeed(pipeline.messaging.settings, parts.store)
+        events = EventFeed(
+            pipeline.messaging.settings,
+            parts.store,
+            max_subscribers=config.api.max_event_streams,
+            max_per_owner=config.api.max_event_streams_per_caller,
+        )
         api = StovepipeApi(
             parts.store, config, parts.ingester(), parts.revalidator(), events=events
         )

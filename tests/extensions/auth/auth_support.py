@@ -18,8 +18,7 @@ from stovepipe.extensions.buildrunner import (
     TargetSpec,
     TriggerSpec,
 )
-from stovepipe.extensions.buildrunner.local import LocalRunnerServer
-from stovepipe.extensions.buildrunner.local import RunnerSettings
+from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol import QueueSource
 from stovepipe.extensions.sourcecontrol.git import GitServer
