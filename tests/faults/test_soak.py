@@ -12,7 +12,7 @@ import pytest
 
 from stovepipe.testing.fault_stack import fault_stack
 from stovepipe.testing.postgres import PostgresCluster
-from stovepipe.testing.soak import FAULTS, run_soak
+from stovepipe.testing.soak import run_soak
 
 CI_SEED = 20261122
 CI_SCENARIOS = 4
@@ -33,4 +33,5 @@ async def test_soak_small(
     assert report.heads >= 2 * report.scenarios
     assert sum(report.faults.values()) >= report.scenarios
     assert set(report.faults) and all(f for f in report.faults)
-    assert len(FAULTS) >= 8
+    # the scenarios combined different faults, not one fault over and over
+    assert len(report.faults) >= min(2, sum(report.faults.values()))
