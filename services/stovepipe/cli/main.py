@@ -57,11 +57,12 @@ def db_upgrade(
 ) -> None:
     """Create or migrate the schema to the newest revision."""
     from stovepipe.cli.loading import load_settings
+    from stovepipe.redaction import redact_url
     from stovepipe.storage.migrate import current_revision, upgrade
 
     target = url or load_settings(config).storage.url
     upgrade(target)
-    typer.echo(f"schema at revision {current_revision(target)} ({_safe_url(target)})")
+    typer.echo(f"schema at revision {current_revision(target)} ({redact_url(target)})")
 
 
 @ext_app.command("git", context_settings=PASSTHROUGH)
@@ -212,12 +213,6 @@ def demo(
     from stovepipe.runtime.demo import run_demo
 
     raise typer.Exit(asyncio.run(run_demo(keep=keep)))
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":
