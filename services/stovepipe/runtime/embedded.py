@@ -44,6 +44,7 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.config.env import PREFIX as ENV_OVERRIDE_PREFIX
 from stovepipe.config.env import SHORTHANDS as ENV_OVERRIDE_SHORTHANDS
+from stovepipe.console.process import console_ready, console_tls
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
 from stovepipe.redaction import redact, redact_url
@@ -105,6 +106,7 @@ class RunningStack:
     database_url: str
     config_path: Path
     supervisor: Supervisor
+    console_url: str = ""
 
     def table(self) -> Table:
         """Every child with its pid, address and log; the database URL without its password."""
@@ -244,7 +246,7 @@ async def embedded_stack(
             database_url = f"sqlite+aiosqlite:///{db_path}"
         await asyncio.to_thread(upgrade, database_url)
         api_address = config.api.listen
-        addresses = _Addresses(api_address, bootstrap)
+        addresses = _Addresses(api_address, bootstrap, config.console.listen)
         git_address = addresses.next()
         runner_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
@@ -308,7 +310,28 @@ async def embedded_stack(
                 )
             ]
         )
-        yield RunningStack(api_address, bootstrap, database_url, config_path, supervisor)
+        # The console reads through the API, so it starts once the API is ready.
+        # An explicit console.listen is kept; otherwise a free loopback port is taken.
+        explicit = "listen" in config.console.model_fields_set
+        console_listen = config.console.listen if explicit else addresses.next()
+        scheme = "https" if console_tls(config) is not None else "http"
+        console_url = f"{scheme}://{console_listen}"
+        console_argv = _cli("console", "--config", str(config_path), "--listen", console_listen)
+        await supervisor.start_all(
+            [
+                ChildSpec(
+                    "console",
+                    console_argv,
+                    logs / "console.log",
+                    env,
+                    console_url,
+                    functools.partial(console_ready, console_url),
+                )
+            ]
+        )
+        yield RunningStack(
+            api_address, bootstrap, database_url, config_path, supervisor, console_url
+        )
     finally:
         await supervisor.stop()
         if broker is not None:
@@ -370,7 +393,10 @@ async def _serve(
         ) as stack:
             ready.set()
             console.print(stack.table())
-            say(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
+            say(
+                f"API ready at {stack.api_address}, console at {stack.console_url}. "
+                "Ctrl-C stops everything."
+            )
             code = await supervise_until_stopped(stack.supervisor, stop, say)
     except (ChildExited, TimeoutError) as exc:
         say(f"could not start the stack: {redact(str(exc))}", "red")
