@@ -1,4 +1,4 @@
-"""Regenerate the README's console screenshot from the demo: ``python scripts/console_screenshot.py``.
+"""Regenerate the README's console screenshot: ``python scripts/console_screenshot.py``.
 
 Runs ``stovepipe up`` on the demo's sample repository, validates its three
 commits, opens the Queue grid in Debian's headless Chromium (Playwright,
@@ -25,15 +25,15 @@ async def main(out: Path) -> int:
     if chromium is None:
         print("chromium is not installed: apt-get install -y chromium", file=sys.stderr)
         return 1
+    sandbox = shutil.which("bwrap") is not None
     with tempfile.TemporaryDirectory(prefix="stovepipe-shot-") as tmp:
-        async with demo_history(Path(tmp), sandbox=shutil.which("bwrap") is not None) as demo:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=chromium, headless=True)
-                page = await browser.new_page(viewport={"width": 1100, "height": 520})
-                await page.goto(f"{demo.stack.console_url}/queues/{QUEUE}")
-                await page.wait_for_selector("body[data-live='on']")
-                await page.screenshot(path=str(out), full_page=True)
-                await browser.close()
+        async with demo_history(Path(tmp), sandbox=sandbox) as demo, async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, headless=True)
+            page = await browser.new_page(viewport={"width": 1100, "height": 520})
+            await page.goto(f"{demo.stack.console_url}/queues/{QUEUE}")
+            await page.wait_for_selector("body[data-live='on']")
+            await page.screenshot(path=str(out), full_page=True)
+            await browser.close()
     print(f"wrote {out}")
     return 0
 

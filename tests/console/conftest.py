@@ -85,5 +85,3 @@ def with_console(demo: DemoHistory, section: dict[str, Any]) -> StovepipeConfig:
     data = base.model_dump(mode="json", exclude_none=True)
     data["console"] = section
     return config_from_mapping(data, source="test")
-
-

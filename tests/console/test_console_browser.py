@@ -96,7 +96,9 @@ async def test_a_verdict_recorded_while_the_page_is_open_appears_without_a_reloa
         }"""
     )
     navigations = await page.evaluate("performance.getEntriesByType('navigation').length")
-    step = Step("break add() once more", {"src/calc.py": "def add(a, b):\n    return a * b\n"}, False)
+    step = Step(
+        "break add() once more", {"src/calc.py": "def add(a, b):\n    return a * b\n"}, False
+    )
     row = await demo.validate(step)
     assert row.greenness is not None
     recorded = row.greenness.fact.created_at.ToDatetime(tzinfo=UTC)
