@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -76,6 +76,28 @@ templates.env.globals.update(
     redact=redact,
     urlencode=urlencode,
 )
+
+
+MAX_FORM_BYTES = 16 * 1024
+
+
+class FormTooLarge(Exception):
+    pass
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small URL-encoded form (the console's forms hold a token or a few fields);
+    anything larger than ``MAX_FORM_BYTES`` is refused before it is read."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+        raise FormTooLarge
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormTooLarge
+    pairs = parse_qsl(body.decode("utf-8", "replace"), max_num_fields=20)
+    return dict(pairs)
 
 
 def _state(request: Request) -> ConsoleState:
@@ -172,7 +194,10 @@ async def revalidate_page(request: Request) -> Response:
     state = _state(request)
     if not state.client.can_revalidate:
         return PlainTextResponse("re-validation is not enabled on this console", 403)
-    source = request.query_params if request.method == "GET" else await request.form()
+    try:
+        source = dict(request.query_params) if request.method == "GET" else await _form(request)
+    except (FormTooLarge, ValueError):
+        return PlainTextResponse("form too large", 413)
     queue = str(source.get("queue", ""))
     uri = str(source.get("uri", ""))
     if queue not in state.queues or not uri:
@@ -230,8 +255,11 @@ async def login_page(request: Request) -> Response:
         return RedirectResponse("/", status_code=303)
     if request.method == "GET":
         return _render(request, "login.html", {"title": "Sign in", "error": "", "live": ""})
-    form = await request.form()
-    cookie = access.login(str(form.get("token", "")))
+    try:
+        form = await _form(request)
+    except (FormTooLarge, ValueError):
+        return PlainTextResponse("form too large", 413)
+    cookie = access.login(form.get("token", ""))
     if cookie is None:
         context = {"title": "Sign in", "error": "That token is not valid.", "live": ""}
         return _render(request, "login.html", context, 401)
@@ -269,7 +297,7 @@ class Guard(BaseHTTPMiddleware):
             access = _state(request).access
             user = access.user(request.headers, request.cookies)
             if user is None:
-                if access.uses_login and request.method == "GET":
+                if access.uses_login and request.method == "GET" and path != "/events":
                     return RedirectResponse("/login", status_code=303)
                 return PlainTextResponse("sign in first", status_code=401)
             request.scope["console_user"] = user
