@@ -127,20 +127,20 @@ class ConsoleClient:
     async def newer_requests(self, queue: str, after: int) -> list[types_pb2.Request]:
         """Requests ingested after number ``after``, oldest first (at most ``PROBE_AHEAD``).
 
-        Until the API lists Requests, the ingest numbers are probed in batches; the
-        first missing number ends the list (numbers are handed out in order).
+        Until the API lists Requests, the ingest numbers are probed in batches of ten.
+        Numbers are handed out in order but may skip one (an ingest that lost a race),
+        so only a batch with nothing in it ends the list.
         """
         out: list[types_pb2.Request] = []
         n = after + 1
         while len(out) < PROBE_AHEAD:
             batch = list(range(n, n + 10))
             found = await self.requests(queue, batch)
-            for number in batch:
-                if number not in found:
-                    return out
-                out.append(found[number])
+            if not found:
+                break
+            out.extend(found[number] for number in batch if number in found)
             n += 10
-        return out
+        return out[:PROBE_AHEAD]
 
     async def revalidate(
         self, queue: str, uri: str, *, flaky: bool, reason: str
