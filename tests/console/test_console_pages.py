@@ -31,6 +31,7 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.grpcutil import GrpcServer
+from stovepipe.runtime.embedded import free_port
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -196,6 +197,17 @@ async def test_the_console_needs_its_read_token(
         assert status == 503
 
 
+async def test_an_unreachable_api_is_said_not_hidden(history: History) -> None:
+    config = history.config({"api": {"address": f"127.0.0.1:{free_port()}"}})
+    async with running_console(config) as base:
+        status, html, _ = await fetch(f"{base}/queues/{Q}")
+        assert status == 502 and "UNAVAILABLE" in html
+        status, _, _ = await fetch(f"{base}/")
+        assert status == 502
+        status, _, _ = await fetch(f"{base}/healthz")
+        assert status == 503
+
+
 async def test_login_by_token(history: History, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALICE_CONSOLE_TOKEN", "alice-secret")
     section = {"login_tokens": [{"name": "alice", "token_env": "ALICE_CONSOLE_TOKEN"}]}
@@ -315,6 +327,7 @@ def _console_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ),
         ({"tls": {"cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"}}, "cannot read"),
         ({"api": {"token_env": "STOVEPIPE_TEST_UNSET_TOKEN"}}, "STOVEPIPE_TEST_UNSET_TOKEN"),
+        ({"__api_tokens__": True}, "the console needs a read token of its own"),
     ],
 )
 def test_a_console_that_cannot_work_exits_2_saying_why(
@@ -323,7 +336,10 @@ def test_a_console_that_cannot_work_exits_2_saying_why(
     config = tmp_path / "stovepipe.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump({"console": section}))
+    data: dict[str, Any] = {"console": section}
+    if section.pop("__api_tokens__", False):
+        data["api"] = {"tokens": [{"name": "gate", "role": "read", "token_env": "HOME"}]}
+    config.write_text(yaml.safe_dump(data))
     done = _console_cli(config)
     assert done.returncode == 2, done.stdout + done.stderr
     assert said in done.stdout + done.stderr

@@ -51,6 +51,11 @@ def build_client(config: StovepipeConfig) -> ConsoleClient:
     """A client of the configured API with the console's read token (and admin token)."""
     endpoint = config.console.api
     address = endpoint.address or config.api.listen
+    if config.api.tokens and endpoint.secret_ref() is None and not endpoint.address:
+        raise ConsoleMisconfigured(
+            "api.tokens is set, so the console needs a read token of its own: name it "
+            "in console.api.token_env or console.api.token_file"
+        )
     try:
         token = resolve_secret(ref) if (ref := endpoint.secret_ref()) is not None else None
         admin_ref = config.console.admin_secret_ref()
