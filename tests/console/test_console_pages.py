@@ -29,6 +29,8 @@ from stage_harness import Pipeline, queue_config
 
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
+from stovepipe.console.client import ConsoleClient
+from stovepipe.console.live import RESYNC, LiveFeed
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.grpcutil import GrpcServer
 from stovepipe.runtime.embedded import free_port
@@ -206,6 +208,26 @@ async def test_an_unreachable_api_is_said_not_hidden(history: History) -> None:
         assert status == 502
         status, _, _ = await fetch(f"{base}/healthz")
         assert status == 503
+
+
+async def test_the_live_feed_tells_pages_to_catch_up_after_losing_its_stream(
+    history: History,
+) -> None:
+    # This API has no event feed: WatchEvents fails at once, as while the API restarts.
+    client = ConsoleClient(history.api.address, token=READ_TOKEN)
+    feed = LiveFeed(client)
+    try:
+        async with feed.subscribe() as page:
+            assert await asyncio.wait_for(page.get(), 30) == RESYNC
+            assert feed.streaming
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while feed.streaming:  # the last page left: the upstream stream is let go
+            assert loop.time() < deadline, "the feed kept streaming for nobody"
+            await asyncio.sleep(0.05)
+    finally:
+        await feed.close()
+        await client.close()
 
 
 async def test_login_by_token(history: History, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,7 @@ from starlette.templating import Jinja2Templates
 from stovepipe.console import views
 from stovepipe.console.access import COOKIE, Access
 from stovepipe.console.client import ApiUnavailable, ConsoleClient
-from stovepipe.console.live import KEEPALIVE_S, LiveFeed
+from stovepipe.console.live import KEEPALIVE_S, RESYNC, LiveFeed
 from stovepipe.redaction import redact
 from stovepipe.v1 import types_pb2
 
@@ -243,7 +243,10 @@ async def events(request: Request) -> Response:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                yield f"event: verdict\ndata: {payload}\n\n"
+                if payload == RESYNC:
+                    yield "event: resync\ndata: {}\n\n"
+                else:
+                    yield f"event: verdict\ndata: {payload}\n\n"
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 QUEUE_DEPTH = 100
 KEEPALIVE_S = 15.0
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+RESYNC = "resync"
+"""Sent to every page when the upstream stream re-opens after a failure."""
 
 
 class LiveFeed:
@@ -33,13 +35,17 @@ class LiveFeed:
         self._client = client
         self._subscribers: set[asyncio.Queue[str]] = set()
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @property
+    def streaming(self) -> bool:
+        """True while the upstream stream is wanted (some page listens)."""
+        return self._task is not None and not self._task.done()
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
@@ -51,19 +57,23 @@ class LiveFeed:
             yield queue
         finally:
             self._subscribers.discard(queue)
+            if not self._subscribers and self._task is not None:
+                self._task.cancel()  # the API's stream slot is not held for nobody
 
     async def _run(self) -> None:
         failures = 0
         while self._subscribers:
+            if failures:
+                # Verdicts recorded while the stream was down were missed: every page
+                # re-reads what it shows.
+                self._send(RESYNC)
             try:
                 stream = self._client.watch([])
-                self.connected.set()
                 async for event in stream:
                     failures = 0
                     self._publish(event.data)
             except ApiUnavailable as exc:
                 log.warning("live feed: %s", exc)
-            self.connected.clear()
             pause = _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
             failures += 1
             await asyncio.sleep(pause)
@@ -79,6 +89,9 @@ class LiveFeed:
             },
             separators=(",", ":"),
         )
+        self._send(payload)
+
+    def _send(self, payload: str) -> None:
         for queue in list(self._subscribers):
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):

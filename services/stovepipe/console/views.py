@@ -34,8 +34,6 @@ STATE_LABELS = {
     NOT_RECORDED: "not recorded",
 }
 
-_IN_FLIGHT = {types_pb2.REQUEST_STATE_ACCEPTED, types_pb2.REQUEST_STATE_PROCESSING}
-
 
 def fact_state(fact: types_pb2.ValidationFact) -> str:
     """Green only for a recorded degree of 0; a fail-closed verdict is told apart."""

@@ -42,6 +42,8 @@
     body.setAttribute("data-live", "off");
     status.textContent = "live updates reconnecting";
   };
+  // the console lost its own stream to the API for a while: re-read everything
+  source.addEventListener("resync", refresh);
   source.addEventListener("verdict", function (e) {
     var event;
     try { event = JSON.parse(e.data); } catch (err) { return; }
