@@ -2,10 +2,11 @@
 
 Order of start: broker (unless one is configured), schema migration, the git
 SourceControl server and the local BuildRunner, then every stage worker, then
-the API. Each group starts at once and must be ready before the next one
+the API with the web console. Each group starts at once and must be ready before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
-worker on its ``--health-port`` (SERVING once its consumers joined). "API
-ready" is printed only when every child is ready.
+worker on its ``--health-port`` (SERVING once its consumers joined), the
+console on ``/healthz`` (the API answers it). "API ready" is printed only when
+every child is ready.
 
 Each is its own process, exactly as in production, and the supervisor
 (:mod:`stovepipe.runtime.supervisor`) restarts any of them that dies, with a
@@ -298,6 +299,13 @@ async def embedded_stack(
             "api", "--config", str(config_path),
             "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
         )  # fmt: skip
+        # The console reads through the API: it starts with it, and its readiness
+        # (/healthz) waits for the API to answer.
+        explicit = "listen" in config.console.model_fields_set
+        console_listen = config.console.listen if explicit else addresses.next()
+        scheme = "https" if console_tls(config) is not None else "http"
+        console_url = f"{scheme}://{console_listen}"
+        console_argv = _cli("console", "--config", str(config_path), "--listen", console_listen)
         await supervisor.start_all(
             [
                 ChildSpec(
@@ -307,18 +315,7 @@ async def embedded_stack(
                     env,
                     api_address,
                     functools.partial(grpc_serving, api_health),
-                )
-            ]
-        )
-        # The console reads through the API, so it starts once the API is ready.
-        # An explicit console.listen is kept; otherwise a free loopback port is taken.
-        explicit = "listen" in config.console.model_fields_set
-        console_listen = config.console.listen if explicit else addresses.next()
-        scheme = "https" if console_tls(config) is not None else "http"
-        console_url = f"{scheme}://{console_listen}"
-        console_argv = _cli("console", "--config", str(config_path), "--listen", console_listen)
-        await supervisor.start_all(
-            [
+                ),
                 ChildSpec(
                     "console",
                     console_argv,
@@ -326,7 +323,7 @@ async def embedded_stack(
                     env,
                     console_url,
                     functools.partial(console_ready, console_url),
-                )
+                ),
             ]
         )
         yield RunningStack(
