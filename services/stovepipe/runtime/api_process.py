@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.processes import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 
 async def run_api(config: StovepipeConfig) -> None:
     configure_logging("api")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with open_pipeline(config, "stovepipe-api") as pipeline:
         parts = pipeline.parts
         events = EventFeed(pipeline.messaging.settings, parts.store)

@@ -10,8 +10,6 @@ Children get one generated configuration file with every address filled in.
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +26,7 @@ from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.broker_watch import EXIT_RESTART
+from stovepipe.runtime.processes import free_port, stop_on_signals
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
 from stovepipe.storage.migrate import upgrade
@@ -44,12 +43,6 @@ def supervisor_stop_timeout(config: StovepipeConfig) -> float:
     would cut the drain short and turn a clean stop into a crash.
     """
     return config.kafka.graceful_timeout_seconds + KafkaSettings.close_timeout_s + STOP_MARGIN_S
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _grpc_serving(address: str) -> bool:
@@ -212,10 +205,7 @@ async def embedded_stack(
 async def run_embedded_stack(config: StovepipeConfig, state_dir: Path) -> int:
     """Run until Ctrl-C / SIGTERM or until a component dies; return the exit code."""
     console = Console()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         async with embedded_stack(config, state_dir, console) as stack:
             console.print(stack.table())

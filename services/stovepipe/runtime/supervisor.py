@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from stovepipe.runtime.processes import terminate
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +124,10 @@ class Supervisor:
     async def _stop_child(self, child: Child) -> None:
         if child.process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            child.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(child.process.wait(), self._stop_timeout_s)
-        except TimeoutError:
+        if not await terminate(child.process, self._stop_timeout_s):
             log.warning(
-                "%s ignored SIGTERM for %.0fs; killing", child.spec.name, self._stop_timeout_s
+                "%s ignored SIGTERM for %.0fs; killed", child.spec.name, self._stop_timeout_s
             )
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-            await child.process.wait()
 
     @staticmethod
     def _exit_message(child: Child) -> str:

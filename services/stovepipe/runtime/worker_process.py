@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Iterable
 
 from stovepipe.config import StovepipeConfig
@@ -14,6 +13,7 @@ from stovepipe.messaging import ensure_topics
 from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.processes import stop_on_signals
 from stovepipe.runtime.registry import Stage, all_topics, stage
 from stovepipe.runtime.wiring import kafka_settings
 
@@ -24,10 +24,7 @@ async def run_worker(config: StovepipeConfig, name: str) -> None:
     """Run the stage until SIGTERM, then drain in-flight work and stop."""
     entry = stage(name)
     configure_logging(f"worker-{name}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with _restart_on_empty_broker(config, name, entry.watched_topics):
         if entry.run is not None:
             print(f"worker {name} ready", flush=True)

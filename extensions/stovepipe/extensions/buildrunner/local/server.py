@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from stovepipe.extensions.buildrunner.local.runner import LocalBuildRunner, Runn
 from stovepipe.extensions.buildrunner.local.workspace import Workspace
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME, BuildRunnerServicer
 from stovepipe.grpcutil import GrpcServer, open_channel, start_server
+from stovepipe.runtime.processes import stop_on_signals
 
 _log = logging.getLogger(__name__)
 
@@ -111,10 +111,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
         kill_grace_seconds=args.kill_grace_seconds,
         default_timeout_seconds=args.default_timeout_seconds,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         server = await serve(
             args.listen,

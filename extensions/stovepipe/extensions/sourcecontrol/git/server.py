@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from stovepipe.extensions.sourcecontrol.git.backend import GitSettings, GitSourc
 from stovepipe.extensions.sourcecontrol.git.mirror import default_cache_dir
 from stovepipe.extensions.sourcecontrol.servicer import SERVICE_NAME, SourceControlServicer
 from stovepipe.grpcutil import GrpcServer, start_server
+from stovepipe.runtime.processes import stop_on_signals
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 _log = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         server = await serve(
             args.listen, cache_dir=args.cache_dir, mirror_local_paths=args.mirror_local_paths
