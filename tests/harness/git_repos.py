@@ -1,21 +1,41 @@
-"""Real git repositories for the SourceControl tests, driven through the git CLI."""
+"""Real git repositories for the tests, driven through the git CLI.
+
+:class:`WorkRepo` is the one repository helper of the suite: a working tree
+tests commit to, optionally pushing every change to a bare ``remote`` that
+stands for the server everyone else reads (the SourceControl extension, the
+runner, the invariant checks). Commits are serialised, so threads
+(``asyncio.to_thread``) may commit to one repository at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+import threading
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 AUTHOR_NAME = "Stovepipe Tests"
 AUTHOR_EMAIL = "tests@stovepipe.invalid"
 AUTHOR = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}>"
+IDENTITY = {
+    f"GIT_{role}_{part}": value
+    for role in ("AUTHOR", "COMMITTER")
+    for part, value in (("NAME", AUTHOR_NAME), ("EMAIL", AUTHOR_EMAIL))
+}
 
 
 def git(*args: str, cwd: Path | None = None) -> str:
+    """Run git (as the tests' author); its stripped stdout. ``CalledProcessError`` on failure."""
     result = subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=60
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **IDENTITY},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return result.stdout.strip()
 
@@ -33,55 +53,71 @@ def collect_garbage(git_dir: Path) -> None:
 
 class WorkRepo:
     """A repository with a working tree that tests commit to; it stays on ``main``
-    between calls, and may push every change to a ``remote``."""
+    between calls, and pushes every change to ``remote`` when there is one."""
 
     def __init__(self, path: Path, *, remote: Path | None = None) -> None:
         self.path = path
         self.remote = remote
+        self._lock = threading.Lock()
         path.mkdir(parents=True)
         git("init", "--quiet", "--initial-branch=main", cwd=path)
+        git("config", "commit.gpgsign", "false", cwd=path)
         if remote is not None:
             git("remote", "add", "origin", str(remote), cwd=path)
 
-    def commit(self, branch: str, files: Mapping[str, str | None], title: str) -> str:
-        """Change ``files`` on ``branch`` (``None`` deletes a path) and commit; the new sha."""
-        self._on(branch)
-        for relative, content in files.items():
-            target = self.path / relative
-            if content is None:
-                target.unlink()
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content)
-        git("add", "--all", cwd=self.path)
-        git("commit", "--quiet", "--allow-empty", "-m", title, cwd=self.path)
-        sha = git("rev-parse", "HEAD", cwd=self.path)
-        self._publish(branch)
-        self._on("main")
-        return sha
+    @property
+    def served(self) -> Path:
+        """The repository others read: the remote, or this one when there is none."""
+        return self.remote if self.remote is not None else self.path
+
+    def git(self, *args: str) -> str:
+        return git(*args, cwd=self.path)
+
+    def commit(
+        self, files: Mapping[str, str | None], title: str = "change", *, branch: str = "main"
+    ) -> str:
+        """Change ``files`` on ``branch`` (``None`` deletes a path), commit and publish;
+        the new sha."""
+        with self._lock:
+            self._on(branch)
+            for relative, content in files.items():
+                target = self.path / relative
+                if content is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(content)
+            self.git("add", "--all")
+            self.git("commit", "--quiet", "--allow-empty", "-m", title)
+            sha = self.git("rev-parse", "HEAD")
+            self._publish(branch)
+            self._on("main")
+            return sha
+
+    def touch(self, *paths: str) -> dict[str, str]:
+        """New content for each path, so the next commit changes exactly these."""
+        return {p: f"{uuid.uuid4()}\n" for p in paths}
 
     def branch(self, name: str, revision: str) -> None:
-        git("branch", name, revision, cwd=self.path)
-        self._publish(name)
+        with self._lock:
+            self.git("branch", "--force", name, revision)
+            self._publish(name)
 
     def force_push(self, branch: str, revision: str) -> None:
         """Point ``branch`` at ``revision`` whatever it was, as a force push does."""
-        self._on(branch)
-        git("reset", "--quiet", "--hard", revision, cwd=self.path)
-        self._publish(branch)
-        self._on("main")
+        with self._lock:
+            self._on(branch)
+            self.git("reset", "--quiet", "--hard", revision)
+            self._publish(branch)
+            self._on("main")
 
     def revision(self, branch: str) -> str | None:
-        """Where ``branch`` points in the authoritative repository (the remote, if any)."""
-        where = ["--git-dir", str(self.remote)] if self.remote else ["-C", str(self.path)]
-        result = subprocess.run(
-            ["git", *where, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return result.stdout.strip() or None
+        """Where ``branch`` points in the served repository (the remote, if any)."""
+        try:
+            return git("--git-dir", str(self._git_dir(self.served)), "rev-parse", "--verify",
+                       "--quiet", f"refs/heads/{branch}") or None  # fmt: skip
+        except subprocess.CalledProcessError:
+            return None
 
     def collect_garbage(self) -> None:
         collect_garbage(self.path / ".git")
@@ -89,43 +125,12 @@ class WorkRepo:
             collect_garbage(self.remote)
 
     def _on(self, branch: str) -> None:
-        if git("symbolic-ref", "--short", "HEAD", cwd=self.path) != branch:
-            git("checkout", "--quiet", branch, cwd=self.path)
+        if self.git("symbolic-ref", "--short", "HEAD") != branch:
+            self.git("checkout", "--quiet", branch)
 
     def _publish(self, branch: str) -> None:
         if self.remote is not None:
-            git("push", "--quiet", "--force", "origin", f"refs/heads/{branch}", cwd=self.path)
+            self.git("push", "--quiet", "--force", "origin", f"refs/heads/{branch}")
 
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` still runs; a zombie (dead, not yet reaped) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != "Z"
-
-
-def read_pid(path: Path) -> int | None:
-    """The pid a helper script wrote to ``path``, once it has."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text else None
-
-
-async def eventually(condition: Callable[[], bool], *, what: str, deadline_s: float = 30.0) -> None:
-    """Wait until ``condition()`` holds, failing with ``what`` after ``deadline_s``."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
-    while not condition():
-        if loop.time() > give_up:
-            raise AssertionError(f"gave up after {deadline_s:.0f}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    def _git_dir(self, repository: Path) -> Path:
+        return repository if repository == self.remote else repository / ".git"

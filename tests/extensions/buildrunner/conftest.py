@@ -1,4 +1,4 @@
-"""Fixtures for the BuildRunner suites: git identity, repositories, servers, harnesses."""
+"""Fixtures for the BuildRunner suites: git identity, a repository, servers and a client."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from buildrunner_git import GitRepo
-from buildrunner_harness import LOG_LIMIT, FakeHarness, Harness, LocalHarness
-from buildrunner_sc_double import SourceControlDouble, serve_double
 
+from harness.buildrunner import RUNNER_SETTINGS
+from harness.git_repos import WorkRepo
+from harness.sc_double import SourceControlDouble, serve_double
 from stovepipe.extensions.buildrunner import BuildRunnerClient
-from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSettings, serve
-from stovepipe.grpcutil import GrpcServer, open_channel
-
-RUNNER_SETTINGS = RunnerSettings(
-    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0
-)
+from stovepipe.extensions.buildrunner.local import LocalRunnerServer, serve
+from stovepipe.grpcutil import GrpcServer
+from stovepipe.testing.contracts import build_runner_client
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +29,8 @@ def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> GitRepo:
-    return GitRepo(tmp_path / "repo")
+def repo(tmp_path: Path) -> WorkRepo:
+    return WorkRepo(tmp_path / "repo")
 
 
 @pytest.fixture
@@ -60,21 +57,5 @@ async def local_server(
 
 @pytest.fixture
 async def client(local_server: LocalRunnerServer) -> AsyncIterator[BuildRunnerClient]:
-    channel = open_channel(local_server.address)
-    yield BuildRunnerClient(channel, timeout_s=30.0)
-    await channel.close(None)
-
-
-@pytest.fixture(params=["fake", "local"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    if request.param == "fake":
-        return FakeHarness()
-    double: tuple[SourceControlDouble, GrpcServer] = request.getfixturevalue("double")
-    client: BuildRunnerClient = request.getfixturevalue("client")
-    return LocalHarness(
-        client,
-        request.getfixturevalue("repo"),
-        double[0],
-        tmp_path / "work",
-        tmp_path / "state",
-    )
+    async with build_runner_client(local_server.address) as client:
+        yield client

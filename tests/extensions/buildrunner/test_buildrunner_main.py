@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from buildrunner_git import GitRepo, listing, process_alive, read_text
-from buildrunner_harness import eventually, wait_terminal
-from buildrunner_sc_double import SourceControlDouble
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.buildrunner import listing, read_text
+from harness.git_repos import WorkRepo
+from harness.processes import process_alive
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
     BuildRunnerClient,
     BuildSource,
@@ -23,6 +24,8 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.testing import until
+from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 START_DEADLINE_S = 60.0
 
@@ -64,7 +67,7 @@ async def runner_process(
 async def test_main_serves_until_sigterm_then_exits_zero(
     runner_process: tuple[asyncio.subprocess.Process, str],
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
 ) -> None:
     process, address = runner_process
     channel = open_channel(address)
@@ -95,7 +98,7 @@ async def test_main_serves_until_sigterm_then_exits_zero(
 async def test_sigterm_cancels_running_builds_and_removes_their_checkouts(
     runner_process: tuple[asyncio.subprocess.Process, str],
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     tmp_path: Path,
 ) -> None:
     process, address = runner_process
@@ -115,7 +118,7 @@ async def test_sigterm_cancels_running_builds_and_removes_their_checkouts(
         async def started() -> bool:
             return "pid" in listing(tmp_path) and read_text(pidfile).strip() != ""
 
-        await eventually(started, what="target start")
+        await until(started, what="target start")
     finally:
         await channel.close(None)
 
