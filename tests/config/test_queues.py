@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from config_factory import queue
 from pydantic import ValidationError
 
+from harness.config_factory import queue
 from stovepipe.config import (
     PollConfig,
     StovepipeConfig,

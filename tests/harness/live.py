@@ -2,7 +2,9 @@
 
 The git SourceControl server, the local BuildRunner, every stage worker, the
 delay forwarder and the API run as asyncio tasks talking over real gRPC and
-real Kafka. Used by the end-to-end tests and the latency benchmark.
+real Kafka, on a git repository the server reads in place. Used by the
+end-to-end tests and the latency benchmark. The database must be migrated
+already (the tests hand out copies of a migrated template).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from harness.git_repos import WorkRepo
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
@@ -26,10 +29,10 @@ from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.registry import STAGES
-from stovepipe.runtime.sample_repo import SampleRepo, build_targets
+from stovepipe.runtime.sample_repo import build_targets
 from stovepipe.runtime.stage_messaging import StageMessaging
 from stovepipe.storage import Store
-from stovepipe.storage.migrate import upgrade
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
@@ -43,26 +46,12 @@ TERMINAL = {
 }
 
 
-async def until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s:.0f}s")
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class Live:
     config: StovepipeConfig
     store: Store
     bus: StageMessaging
-    repo: SampleRepo
+    repo: WorkRepo
     stub: Any
     tmp: Path
     runner: Any = None
@@ -93,7 +82,8 @@ class Live:
                     return None
             return request
 
-        result: types_pb2.Request = await until(done, timeout_s, f"{request_id} terminal")
+        result = await until(done, timeout_s=timeout_s, what=f"{request_id} terminal")
+        assert result is not None
         return result
 
 
@@ -106,6 +96,7 @@ def live_config(
     runner: str,
     queues: int = 1,
     workers: dict[str, Any] | None = None,
+    kafka: dict[str, Any] | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     targets = queue.pop("targets", None) or build_targets()
@@ -116,6 +107,7 @@ def live_config(
                 "bootstrap_servers": bootstrap,
                 "topic_prefix": f"e{uuid.uuid4().hex[:8]}.",
                 "partitions": 2,
+                **(kafka or {}),
             },
             "extensions": {
                 "sourcecontrol": {"git": {"address": git}},
@@ -144,10 +136,10 @@ async def live_stack(
     database_url: str,
     queues: int = 1,
     workers: dict[str, Any] | None = None,
+    kafka: dict[str, Any] | None = None,
     **queue: Any,
 ) -> AsyncIterator[Live]:
-    repo = SampleRepo(tmp_path / "repo").init()
-    await asyncio.to_thread(upgrade, database_url)
+    repo = WorkRepo(tmp_path / "repo")
     async with AsyncExitStack() as stack:
         git = await serve_git("127.0.0.1:0", cache_dir=tmp_path / "git-cache")
         stack.push_async_callback(git.stop)
@@ -163,6 +155,7 @@ async def live_stack(
             runner=runner.address,
             queues=queues,
             workers=workers,
+            kafka=kafka,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))
