@@ -10,7 +10,9 @@ also be made slow, failing or incomprehensible.
 A *keeper* task plays the role of a process supervisor (systemd, Kubernetes):
 a worker that dies is started again after a short pause. Git repositories are
 real, and the stack knows the true verdict of every commit it makes, so the
-invariant checks can tell a falsely green fact from an honest one.
+invariant checks can tell a falsely green fact from an honest one. Each
+Queue's repository is a bare *origin* that the extensions read and promote in,
+fed by pushes from a working clone the stack commits in (:class:`QueueRepo`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -32,15 +35,16 @@ import grpc
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from harness.chaos_proxy import ChaosProxy
+from harness.git_repos import WorkRepo, init_bare
+from harness.postgres import PostgresCluster
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import STAGE_NAMES
-from stovepipe.runtime.sample_repo import SampleRepo, Step
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
-from stovepipe.testing.chaos_proxy import ChaosProxy
-from stovepipe.testing.postgres import PostgresCluster, free_port
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 
@@ -72,24 +76,46 @@ def fault_targets() -> list[dict[str, Any]]:
 
 @dataclass
 class QueueRepo:
-    """One Queue's repository and the truth about each commit in it."""
+    """One Queue's repository and the truth about each commit in it.
+
+    The Queue names a bare ``origin``: the extensions resolve, fetch, clone and
+    promote there, and nothing writes a working tree or an index they read.
+    Commits are made in a working clone and pushed, one at a time (the soak
+    pushes from several threads), so ``order`` is the branch's history.
+    """
 
     queue: str
-    repo: SampleRepo
+    repo: WorkRepo
     truth: dict[str, bool] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, queue: str, root: Path) -> QueueRepo:
+        origin = init_bare(root / "origin.git")
+        return cls(queue, WorkRepo(root / "work", remote=origin))
+
+    @property
+    def origin(self) -> Path:
+        """What the Queue's ``source.repository`` names."""
+        return self.repo.served
 
     def commit(self, green: bool) -> str:
-        self._counter += 1
-        body = (_GOOD if green else _BROKEN) + f"# change {self._counter}\n"
-        files: dict[str, str | None] = {"src/calc.py": body}
-        if self._counter == 1:
-            files["tests/test_calc.py"] = _TEST
-        sha = self.repo.commit(Step(f"change {self._counter}", files, green))
-        self.truth[sha] = green
-        self.order.append(sha)
-        return sha
+        with self._lock:
+            self._counter += 1
+            body = (_GOOD if green else _BROKEN) + f"# change {self._counter}\n"
+            files: dict[str, str | None] = {"src/calc.py": body}
+            if self._counter == 1:
+                files["tests/test_calc.py"] = _TEST
+            sha = self.repo.commit(files, f"change {self._counter}")
+            self.truth[sha] = green
+            self.order.append(sha)
+            return sha
+
+    def ref(self, name: str) -> str | None:
+        """Where branch ``name`` of the origin points (the promotion ref, say), or None."""
+        return self.repo.revision(name)
 
     def position(self, sha: str | None) -> int:
         """Index of ``sha`` in the (linear) history; -1 for none."""
@@ -155,8 +181,7 @@ class FaultStack:
         self.store = Store(create_engine(self.database_url))
         await self.broker.start()
         for i, name in enumerate(self.queue_names):
-            repo = SampleRepo(self.root / f"repo{i}").init()
-            self.repos[name] = QueueRepo(name, repo)
+            self.repos[name] = QueueRepo.create(name, self.root / f"repo{i}")
         await self.git_proxy.start()
         await self.runner_proxy.start()
         config_path = self._write_config()
@@ -226,7 +251,7 @@ class FaultStack:
             "queues": [
                 {
                     "name": name,
-                    "source": {"repository": str(self.repos[name].repo.path), "ref": "main"},
+                    "source": {"repository": str(self.repos[name].origin), "ref": "main"},
                     "build": {"targets": fault_targets()},
                     "promotion_ref": "verified-main",
                     "max_concurrent": 1 + i % 2,
