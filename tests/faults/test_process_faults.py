@@ -1,10 +1,12 @@
 """Fault injection on the real process tree: kill -9, an empty broker, a PostgreSQL crash,
 extensions that vanish, fail or talk nonsense.
 
-Every test runs the product as separate processes against a real Tansu broker
-and a real PostgreSQL 15 (its own cluster, because one test crashes it), makes
-real commits whose true verdict is known, injects its fault while heads are in
-flight, and then checks the invariants in ``stovepipe.testing.fault_checks``.
+The tests share the product as separate processes (one stack for the module,
+reset between tests, each test on Queues of its own) against a real Tansu
+broker and a real PostgreSQL 15 (the fault suite's own cluster, because one
+test crashes it). Each makes real commits whose true verdict is known, injects
+its fault while heads are in flight, and then checks the invariants in
+``harness.fault_checks``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import asyncio
 
 import pytest
 
-from stovepipe.testing.chaos_proxy import ALL, Fault
-from stovepipe.testing.fault_checks import assert_true_verdicts, settle, watching
-from stovepipe.testing.fault_stack import FaultStack
+from harness.chaos_proxy import ALL, Fault
+from harness.fault_checks import assert_true_verdicts, commit_of, settle, watching
+from harness.fault_stack import FaultStack
 
 HELD = {
     "process": ("git", "IsAncestor"),
@@ -23,6 +25,8 @@ HELD = {
     "buildsignal": ("runner", "Status"),
     "record": ("git", "Promote"),
 }
+WITHOUT_SOURCE = {"Status"}
+"""Calls that carry only a build id: their hold cannot be limited to the test's Queue."""
 
 
 @pytest.mark.parametrize("stage", sorted(HELD))
@@ -34,11 +38,12 @@ async def test_kill9_worker_inside_its_handler(stack: FaultStack, stage: str) ->
     async with watching(stack) as watch:
         first = await stack.push_and_ingest(queue, green=True)  # gives process an ancestry check
         await settle(stack, watch, [first])
-        proxy.set_fault(method, Fault.HOLD)
+        only = None if method in WITHOUT_SOURCE else str(stack.repos[queue].origin)
+        proxy.set_fault(method, Fault.HOLD, only=only)
         second = await stack.push_and_ingest(queue, green=True)
 
         async def inside() -> bool:
-            return proxy.calls_in_flight(method) > 0
+            return proxy.held(method) > 0
 
         await stack.wait_until(inside, 60, f"worker-{stage} inside {method}")
         await stack.kill(f"worker-{stage}")

@@ -176,7 +176,7 @@ class InvariantWatch:
 async def watching(stack: FaultStack, every_s: float = 0.2) -> AsyncIterator[InvariantWatch]:
     """Observe the safety invariants every ``every_s`` while the body runs."""
     assert stack.store is not None
-    watch = InvariantWatch(stack.store, stack.repos)
+    watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
 
     async def loop() -> None:
         while True:
