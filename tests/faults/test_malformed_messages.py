@@ -28,7 +28,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,15 @@ from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from harness.chaos_proxy import Fault
+from harness.fault_checks import (
+    InvariantWatch,
+    assert_true_verdicts,
+    settle,
+    watching,
+)
+from harness.fault_stack import FaultStack, fault_stack
+from harness.postgres import PostgresCluster
 from stovepipe.config import load_config
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
@@ -49,15 +58,7 @@ from stovepipe.messaging.codec import payload_type_name
 from stovepipe.messaging.headers import ATTEMPT, FAILURE_REASON, PAYLOAD_TYPE
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
-from stovepipe.testing.chaos_proxy import Fault
-from stovepipe.testing.fault_checks import (
-    InvariantWatch,
-    assert_true_verdicts,
-    settle,
-    watching,
-)
-from stovepipe.testing.fault_stack import FaultStack, fault_stack
-from stovepipe.testing.postgres import PostgresCluster
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2
 
@@ -285,14 +286,14 @@ class EventWatch:
             async for response in self._call:
                 self.events.append(response.event)
 
-    async def sentinel(self, prober: Prober) -> str:
-        """Publish a well-formed event until the watch delivers it; return its id."""
+    async def sentinel(self, prober: Prober, recorded: topics_pb2.HookEvent) -> str:
+        """Publish a copy of a recorded event under a new id until the watch delivers it;
+        return that id. (The feed serves only events that storage confirms, so a
+        sentinel must be a true one.)"""
         event_id = f"sentinel-{uuid.uuid4().hex[:8]}"
-        event = topics_pb2.HookEvent(
-            id=event_id,
-            source="test",
-            data=topics_pb2.GreennessEventData(request_id="request/fault/q0/1", queue="fault/q0"),
-        )
+        event = topics_pb2.HookEvent()
+        event.CopyFrom(recorded)
+        event.id = event_id
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             await prober.send(HOOK, event.SerializeToString(), kind="sentinel", fate=KEPT,
@@ -430,14 +431,6 @@ def log_of(stack: FaultStack, child: str) -> str:
     return stack.children[child].log_path.read_text(errors="replace")
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout_s:.0f}s")
-        await asyncio.sleep(0.3)
-
-
 async def no_fail_closed(stack: FaultStack) -> None:
     """No Request was failed closed: every record that named one was refused unread."""
     assert stack.store is not None
@@ -446,14 +439,23 @@ async def no_fail_closed(stack: FaultStack) -> None:
             assert "fail closed" not in request.reason, request
 
 
+async def recorded_event(stack: FaultStack, request_id: str) -> topics_pb2.HookEvent:
+    """The verdict event the record stage published for a settled Request."""
+    for record in await stack.records(HOOK):
+        event = topics_pb2.HookEvent.FromString(record.value or b"")
+        if event.data.request_id == request_id:
+            return event
+    raise AssertionError(f"no event published for {request_id}")
+
+
 @pytest.fixture(scope="class")
 async def storm(
-    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
 ) -> AsyncIterator[Storm]:
     """Real heads, and bad records on every topic and partition between them."""
     root: Path = tmp_path_factory.mktemp("storm")
     async with (
-        fault_stack(root, fault_postgres) as stack,
+        fault_stack(root, fault_postgres, template=fault_template) as stack,
         watching(stack) as watch,
         contextlib.AsyncExitStack() as cleanup,
     ):
@@ -467,12 +469,16 @@ async def storm(
         limit = transport_limit(stack.kafka)
         huge = b"\x0a" * (limit + 256 * 1024)
         over = b"\x0a" * (stack.kafka.max_message_bytes + 1024)
-        await events.sentinel(prober)  # the watch is live: what follows is seen
+        first = await stack.push_and_ingest(q0, green=True)
+        await settle(stack, watch, [first], timeout_s=TIMEOUT_S)
+        recorded = await recorded_event(stack, first)
+        storm.heads.append(first)
+        await events.sentinel(prober, recorded)  # the watch is live: what follows is seen
         storm.heads += [
             await stack.push_and_ingest(q0, green=True),
             await stack.push_and_ingest(q1, green=False),
         ]
-        victim = storm.heads[0]
+        victim = storm.heads[1]
         for partition in range(stack.partitions):
             for spec in STAGE_TOPICS:
                 await bad_stage_records(prober, spec.name, partition, victim, q0, huge, over)
@@ -486,7 +492,7 @@ async def storm(
         for partition in range(stack.partitions):
             for topic in (ANALYZE, HOOK):
                 await bad_kept_records(prober, topic, partition, huge)
-        storm.closing_sentinel = await events.sentinel(prober)
+        storm.closing_sentinel = await events.sentinel(prober, recorded)
         storm.heads.append(await stack.push_and_ingest(q0, green=True))
         yield storm
 
@@ -544,13 +550,23 @@ class TestBadRecordsOnEveryTopic:
             found = await scan(stack)
             return all(found.where(p.id) >= p.expected() for p in probes)
 
-        await until(arrived, f"{topic}: every bad record where it belongs", TIMEOUT_S)
+        await until(
+            arrived,
+            what=f"{topic}: every bad record where it belongs",
+            timeout_s=TIMEOUT_S,
+            interval_s=0.3,
+        )
         if topic in CONSUMED_BY:
 
             async def handled() -> bool:
                 return not await behind(stack, [topic])
 
-            await until(handled, f"{topic} handled by {CONSUMED_BY[topic]}", TIMEOUT_S)
+            await until(
+                handled,
+                what=f"{topic} handled by {CONSUMED_BY[topic]}",
+                timeout_s=TIMEOUT_S,
+                interval_s=0.3,
+            )
         found = await scan(stack)
         for probe in probes:  # exactly where it belongs, once, and nowhere else
             assert found.where(probe.id) == probe.expected(), probe
@@ -616,7 +632,7 @@ class TestBadRecordsOnEveryTopic:
         async def closed() -> bool:
             return any(e.id == closing for e in storm.events.events)
 
-        await until(closed, "the closing sentinel", TIMEOUT_S)
+        await until(closed, what="the closing sentinel", timeout_s=TIMEOUT_S, interval_s=0.3)
         await settle(storm.stack, storm.watch, storm.heads, timeout_s=TIMEOUT_S)
         real = set(storm.heads)
         for event in storm.events.events:
@@ -660,18 +676,21 @@ async def snapshot(stack: FaultStack) -> dict[str, Any]:
         "facts": [await store.list_fact_attempts(r.queue, r.uri, "") for r in requests],
         "builds": [await store.get_build(r.queue, r.build_id) for r in requests if r.build_id],
         "queues": [await store.get_queue(q) for q in stack.queue_names],
-        "refs": [stack.repos[q].repo.ref("verified-main") for q in stack.queue_names],
+        "refs": [stack.repos[q].ref("verified-main") for q in stack.queue_names],
         "triggers": stack.runner_proxy.calls["Trigger"],
     }
 
 
 @pytest.fixture(scope="class")
 async def finished(
-    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
 ) -> AsyncIterator[Finished]:
     """Green, broken and fail-closed heads, all settled, every topic quiet."""
     root: Path = tmp_path_factory.mktemp("replay")
-    async with fault_stack(root, fault_postgres) as stack, watching(stack) as watch:
+    async with (
+        fault_stack(root, fault_postgres, template=fault_template) as stack,
+        watching(stack) as watch,
+    ):
         assert stack.store is not None
         q0, q1 = stack.queue_names
         heads = [
@@ -687,7 +706,7 @@ async def finished(
             request = await stack.store.get_request(closed) if stack.store else None
             return request is not None and request.terminal
 
-        await until(failed_closed, "the fail-closed head", TIMEOUT_S)
+        await until(failed_closed, what="the fail-closed head", timeout_s=TIMEOUT_S, interval_s=0.3)
         stack.runner_proxy.clear("Trigger")
         heads += [closed, await stack.push_and_ingest(q1, green=False)]
         await settle(stack, watch, heads, timeout_s=TIMEOUT_S)
