@@ -157,17 +157,32 @@ async def test_extension_processes_killed_and_restarted(stack: FaultStack) -> No
 
 @pytest.mark.parametrize("fault", [Fault.GARBAGE, Fault.EMPTY, Fault.INTERNAL])
 async def test_extension_answers_garbage(stack: FaultStack, fault: Fault) -> None:
-    """Nonsense from an extension is never read as a verdict, let alone a green one."""
+    """Nonsense from an extension is never read as a verdict, let alone a green one.
+
+    The head under fault is truly broken, so a status read as success would show as a
+    green fact; the green one after it checks that nonsense does not blame good code.
+    """
+    assert stack.store is not None
+    queue = stack.queue_names[1]
     async with watching(stack) as watch:
         stack.runner_proxy.set_fault("Status", fault)
         stack.git_proxy.set_fault("IsAncestor", fault)
-        ids = [await stack.push_and_ingest(stack.queue_names[1], green=g) for g in (True, True)]
-        await asyncio.sleep(3.0)
+        ids = [await stack.push_and_ingest(queue, green=g) for g in (False, True)]
+
+        async def answered_with_nonsense() -> bool:
+            return stack.runner_proxy.injected[f"Status:{fault}"] >= 2
+
+        await stack.wait_until(answered_with_nonsense, 60, f"Status polls answered {fault}")
         stack.runner_proxy.clear()
         stack.git_proxy.clear()
         await settle(stack, watch, ids)
-        for green, origin in (await watch.verdicts(ids)).values():
-            assert green is not True or origin == "build"
-        after = [await stack.push_and_ingest(stack.queue_names[1], green=False)]
+        truth = stack.repos[queue].truth
+        for request_id, verdict in (await watch.verdicts(ids)).items():
+            request = await stack.store.get_request(request_id)
+            assert request is not None
+            real = (truth[commit_of(request.uri)], "build")
+            # the real verdict, or failed closed, or superseded: never one nonsense decided
+            assert verdict in (real, (False, "fail_closed"), (None, "")), (request_id, verdict)
+        after = [await stack.push_and_ingest(queue, green=False)]
         await settle(stack, watch, ids + after)
         await assert_true_verdicts(stack, watch, after)
