@@ -104,8 +104,13 @@ class QueueRepo:
 
     @classmethod
     def create(cls, queue: str, root: Path) -> QueueRepo:
-        origin = init_bare(root / "origin.git")
+        origin = init_bare(cls.origin_in(root))
         return cls(queue, WorkRepo(root / "work", remote=origin))
+
+    @staticmethod
+    def origin_in(root: Path) -> Path:
+        """Where :meth:`create` puts the origin of a repository made under ``root``."""
+        return root / "origin.git"
 
     @property
     def origin(self) -> Path:
@@ -284,7 +289,10 @@ class FaultStack:
             "queues": [
                 {
                     "name": name,
-                    "source": {"repository": str(self._repo_root(i) / "origin.git"), "ref": "main"},
+                    "source": {
+                        "repository": str(QueueRepo.origin_in(self._repo_root(i))),
+                        "ref": "main",
+                    },
                     "build": {"targets": fault_targets()},
                     "promotion_ref": "verified-main",
                     "max_concurrent": 1 + i % 2,
@@ -320,9 +328,7 @@ class FaultStack:
             await self.broker.start()
         if not await asyncio.to_thread(lambda: self.postgres.running):
             await asyncio.to_thread(self.postgres.start)
-        for child in self.children.values():
-            if not child.alive:
-                await self._spawn(child)
+        # nothing is held any more, so the keeper brings back whatever is down
         if self._handed_out:
             self._round += 1
             first = self._round * self._per_round
