@@ -55,10 +55,16 @@ class WorkRepo:
     """A repository with a working tree that tests commit to; it stays on ``main``
     between calls, and pushes every change to ``remote`` when there is one."""
 
-    def __init__(self, path: Path, *, remote: Path | None = None) -> None:
+    def __init__(self, path: Path, *, remote: Path | None = None, adopt: bool = False) -> None:
+        """A new repository at ``path``; with ``adopt``, the one already there (a copy of
+        another WorkRepo, say), whose origin is then pointed at ``remote``."""
         self.path = path
         self.remote = remote
         self._lock = threading.Lock()
+        if adopt:
+            if remote is not None:
+                git("remote", "set-url", "origin", str(remote), cwd=path)
+            return
         path.mkdir(parents=True)
         git("init", "--quiet", "--initial-branch=main", cwd=path)
         git("config", "commit.gpgsign", "false", cwd=path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.git_repos import AUTHOR, WorkRepo, collect_garbage, init_bare
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControl
 from stovepipe.extensions.sourcecontrol.fake import FakeSourceControl
-from stovepipe.testing.contracts.sourcecontrol import QUEUE
+from stovepipe.testing.contracts.sourcecontrol import QUEUE, History, build_history
 
 
 class FakeHarness:
@@ -61,19 +61,29 @@ class GitHarness:
 
     author = AUTHOR
 
-    def __init__(self, sc: SourceControl, tmp_path: Path, *, remote: bool) -> None:
+    def __init__(
+        self, sc: SourceControl, tmp_path: Path, *, remote: bool, adopt: bool = False
+    ) -> None:
+        """Repositories made in ``tmp_path``; with ``adopt``, the ones a copy of another
+        GitHarness's directory left there (see :func:`git_history_template`)."""
         self.sc = sc
         self._cache = tmp_path / "cache"
-        other_remote = init_bare(tmp_path / "other.git") if remote else None
-        other = WorkRepo(tmp_path / "other", remote=other_remote)
-        other.commit({"other.txt": "x"}, "other")
+        other_remote = tmp_path / "other.git" if remote else None
+        calc_remote = tmp_path / "calc.git" if remote else None
+        if not adopt:
+            for bare in (other_remote, calc_remote):
+                if bare is not None:
+                    init_bare(bare)
+        other = WorkRepo(tmp_path / "other", remote=other_remote, adopt=adopt)
+        if not adopt:
+            other.commit({"other.txt": "x"}, "other")
         if remote:
-            self._work = WorkRepo(tmp_path / "work", remote=init_bare(tmp_path / "calc.git"))
-            location = f"file://{tmp_path / 'calc.git'}"
+            self._work = WorkRepo(tmp_path / "work", remote=calc_remote, adopt=adopt)
+            location = f"file://{calc_remote}"
             self.foreign = QueueSource("other/main", f"file://{other_remote}", "main")
             self.missing = QueueSource("gone/main", f"file://{tmp_path / 'gone.git'}", "main")
         else:
-            self._work = WorkRepo(tmp_path / "calc")
+            self._work = WorkRepo(tmp_path / "calc", adopt=adopt)
             location = str(tmp_path / "calc")
             self.foreign = QueueSource("other/main", str(other.path), "main")
             self.missing = QueueSource("gone/main", str(tmp_path / "gone"), "main")
@@ -101,3 +111,13 @@ class GitHarness:
 
     async def remove_repository(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self._work.remote or self._work.path)
+
+
+async def git_history_template(root: Path, *, remote: bool) -> History:
+    """The contract suite's history, built once in ``root`` for GitHarness copies.
+
+    Building it takes some forty git commands; a test copies ``root`` into its own
+    directory and adopts the copy (``GitHarness(..., adopt=True)``) instead. The
+    fake stands in for the server: building history asks nothing of it.
+    """
+    return await build_history(GitHarness(FakeSourceControl(), root, remote=remote))
