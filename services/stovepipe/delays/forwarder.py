@@ -53,6 +53,8 @@ class DelayForwarder:
         client_id: str = "stovepipe-delay-forwarder",
         max_request_size: int = 1024 * 1024,
         tier_delays: Mapping[str, float] | None = None,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topics = list(tier_topics)
@@ -62,6 +64,8 @@ class DelayForwarder:
         self._client_id = client_id
         self._max_request_size = max_request_size
         self._tier_delays = dict(tier_delays or {})
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
         self._first_seen: dict[TopicPartition, tuple[int, float]] = {}
         self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()
@@ -77,6 +81,8 @@ class DelayForwarder:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,

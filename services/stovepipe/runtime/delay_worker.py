@@ -27,6 +27,8 @@ async def run_delay_forwarder(config: StovepipeConfig, stop: asyncio.Event) -> N
         allowed_targets=frozenset(settings.topic(t.name) for t in PIPELINE_TOPICS),
         max_request_size=transport_limit(settings),
         tier_delays=tiers,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
     )
     task = asyncio.create_task(forwarder.run())
     stopped = asyncio.create_task(stop.wait())
