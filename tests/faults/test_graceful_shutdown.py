@@ -412,56 +412,57 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
 ) -> None:
     settings = kafka_settings
     tiers = [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S]
-    target = settings.topic("stovepipe.record")
-    await ensure_topics(settings, [*(tier_topic(t) for t in DEFAULT_TIERS_S), "stovepipe.record"])
-    # due well after the forwarder's group join (Tansu finishes a join after half the
-    # session timeout), so the first forwarder is sure to see it early and hold it
-    due_ms = int((time.time() + 15.0) * 1000)
+    tier = settings.topic(tier_topic(5.0))
+    target, probes = settings.topic("stovepipe.record"), settings.topic("stovepipe.analyze")
+    await ensure_topics(
+        settings,
+        [*(tier_topic(t) for t in DEFAULT_TIERS_S), "stovepipe.record", "stovepipe.analyze"],
+    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
-    try:
-        await producer.send_and_wait(
-            settings.topic(tier_topic(5.0)),
-            b"payload",
-            key=b"request/q/1",
-            headers=[(HEADER_TARGET, target.encode()), (HEADER_NOT_BEFORE, str(due_ms).encode())],
-        )
-    finally:
-        await producer.stop()
+
+    async def delayed(to: str, due_ms: int) -> None:
+        headers = [(HEADER_TARGET, to.encode()), (HEADER_NOT_BEFORE, str(due_ms).encode())]
+        await producer.send_and_wait(tier, b"payload", partition=0, headers=headers)
 
     def forwarder() -> DelayForwarder:
         return DelayForwarder(
             settings.bootstrap_servers,
             tiers,
             group_id=settings.group("delay"),
-            allowed_targets=frozenset({target}),
+            allowed_targets=frozenset({target, probes}),
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
         )
 
     first = forwarder()
     running = asyncio.create_task(first.run())
-    deadline = time.monotonic() + 30
-    while first.waiting == 0:
-        assert first.forwarded == 0, "the message was due before the forwarder joined"
-        assert time.monotonic() < deadline, "the forwarder never took the message"
-        await asyncio.sleep(0.05)
+    try:
+        # a probe due at once: once it is forwarded, the forwarder has joined and consumes,
+        # so a message due a few seconds later is sure to be held by it, not delivered
+        await delayed(probes, int(time.time() * 1000))
+        await until(lambda: first.forwarded == 1, what="the first forwarder consuming")
+        due_ms = int((time.time() + 5.0) * 1000)
+        await delayed(target, due_ms)
+        await until(lambda: first.waiting > 0, what="the first forwarder holding the message")
+        assert first.forwarded == 1  # the probe only
+    finally:
+        await producer.stop()
     first.stop()
     await asyncio.wait_for(running, 30)
-    assert first.forwarded == 0
+    assert first.forwarded == 1
     assert await _records(settings, target) == []  # not delivered early, not lost either
 
     second = forwarder()
     running = asyncio.create_task(second.run())
-    deadline = time.monotonic() + 30
-    while second.forwarded == 0:
-        assert time.monotonic() < deadline, "the restarted forwarder never delivered"
-        await asyncio.sleep(0.05)
+    await until(lambda: second.forwarded > 0, what="the restarted forwarder delivering")
     second.stop()
     await asyncio.wait_for(running, 30)
     [(_offset, delivered_at_ms)] = await _records(settings, target)
     assert delivered_at_ms >= due_ms
+    assert second.forwarded == 1  # and not the probe again
 
     # and the second forwarder committed it, so no later start forwards it again
-    tier = settings.topic(tier_topic(5.0))
     group = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.group("delay"),
@@ -474,4 +475,4 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
         ]
     finally:
         await group.stop()
-    assert sorted(c for c in committed if c is not None) == [1]
+    assert committed[0] == 2 and all(c is None for c in committed[1:])  # probe and message
