@@ -11,14 +11,16 @@ build, and the means to make heads whose targets behave as scripted
 what the builds left behind::
 
     class TestMyRunner(BuildRunnerContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def harness(self, my_runner: str) -> AsyncIterator[Harness]:
             async with build_runner_client(my_runner) as client:
                 yield MyRunnerHarness(client)
 
 A target's command is ``sh ci/<name>.sh`` (see :func:`targets`); a harness
 that commits real files writes that script, one that scripts a fake maps the
-step straight to an outcome. Every test is an async test for pytest-asyncio.
+step straight to an outcome. The tests are async and marked for pytest-asyncio
+(``pip install 'stovepipe[testing]'``); with ``pytest_asyncio.fixture`` for the
+harness its strict mode works as well as auto mode.
 """
 
 from __future__ import annotations

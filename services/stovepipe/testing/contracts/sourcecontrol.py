@@ -10,15 +10,15 @@ the means to change history in the backend it reads (commit, branch, force
 push, garbage-collect, delete the repository)::
 
     class TestMyServer(SourceControlContract):
-        @pytest.fixture
+        @pytest_asyncio.fixture
         async def harness(self, my_server: str) -> AsyncIterator[Harness]:
             async with source_control_client(my_server) as client:
                 yield MyBackendHarness(client)
 
 The tests only speak the harness's vocabulary and never look inside a URI, so
 each asserts the same behaviour of every implementation. Async tests need
-pytest-asyncio (``pip install 'stovepipe[testing]'``); they are marked, so
-its strict mode works too.
+pytest-asyncio (``pip install 'stovepipe[testing]'``); they are marked, so with
+``pytest_asyncio.fixture`` for the harness its strict mode works as well as auto mode.
 """
 
 from __future__ import annotations
