@@ -38,13 +38,17 @@ fmt: $(STAMP)  ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## Run the pipeline latency benchmark (not part of the tests)
+bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams
 	$(BIN)/python benchmarks/pipeline_latency.py
+	$(BIN)/python benchmarks/watch_streams.py
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
 	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))
 
+fuzz: $(STAMP)  ## Fuzz every API call on both backends with more inputs (EXAMPLES=5000 per backend)
+	STOVEPIPE_FUZZ_EXAMPLES=$(or $(EXAMPLES),5000) $(BIN)/pytest tests/api/test_api_fuzz.py -s --timeout 0
+
 clean:  ## Remove caches and build output (keeps .venv)
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: help install demo test lint proto fmt bench soak clean
+.PHONY: help install demo test lint proto fmt bench soak fuzz clean

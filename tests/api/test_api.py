@@ -24,7 +24,7 @@ Q = "mono/main"
 
 @pytest.fixture
 async def api(store: Store) -> AsyncIterator[tuple[Any, Pipeline]]:
-    pipe = Pipeline(store, [queue_config(Q, projects=[{"name": "web", "paths": ["web/**"]}])])
+    pipe = Pipeline(store, [queue_config(Q)])
     server = await serve_api(
         StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator), "127.0.0.1:0"
     )

@@ -11,16 +11,23 @@ import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from harness.stages import Pipeline, queue_config
+from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
+from stovepipe.grpcutil import GrpcServer
 from stovepipe.messaging import HOOK, Bus, KafkaSettings, ensure_topics
 from stovepipe.runtime import event_feed
 from stovepipe.runtime.event_feed import EventFeed, TooManySubscribers
 from stovepipe.storage import Store, create_engine
 from stovepipe.testing import until
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import topics_pb2, types_pb2
 
 QUEUE = "feed/main"
@@ -202,4 +209,57 @@ async def test_streams_beyond_the_cap_are_refused(
         await asyncio.gather(*held, other, return_exceptions=True)
         assert feed.subscriber_count == 0
     finally:
+        await feed.close()
+
+
+async def _served_with_feed(
+    store: Store, feed: EventFeed, options: list[tuple[str, int]] | None = None
+) -> tuple[GrpcServer, grpc.aio.Channel, Any]:
+    pipe = Pipeline(store, [queue_config(QUEUE)])
+    api = StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator, events=feed)
+    server = await serve_api(api, "127.0.0.1:0", options=options or [])
+    channel = grpc.aio.insecure_channel(server.address)
+    return server, channel, pb_grpc.StovepipeServiceStub(channel)
+
+
+async def test_the_api_answers_resource_exhausted_beyond_the_callers_cap(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    feed = EventFeed(kafka_settings, sqlite_store, max_per_owner=1)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    first = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+    try:
+        await until(lambda: feed.subscriber_count == 1)
+        second = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await second.read()
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert feed.subscriber_count == 1  # the first stream is untouched
+    finally:
+        first.cancel()
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+async def test_an_old_connection_is_asked_to_go_and_its_stream_is_released(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    """max_connection_age: a watch cannot hold its place for ever; the client reconnects."""
+    await ensure_topics(kafka_settings, [HOOK.name])
+    feed = EventFeed(kafka_settings, sqlite_store)
+    options = connection_options(keepalive_s=60, max_connection_age_s=1, grace_s=1)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed, options)
+    stream = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+    try:
+        await until(lambda: feed.subscriber_count == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(stream.read(), 30)
+        assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        await until(lambda: feed.subscriber_count == 0)
+    finally:
+        stream.cancel()
+        await channel.close(None)
+        await server.stop(0)
         await feed.close()

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 
 from harness.git_repos import WorkRepo
+from stovepipe.extensions.buildrunner import BuildRunnerClient
+from stovepipe.extensions.sourcecontrol import QueueSource, SourceControlClient
+from stovepipe.grpcutil import open_channel
 from stovepipe.runtime.demo import run_demo
 from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import STEPS, build_targets
@@ -36,6 +40,68 @@ async def _wait_healthy(api: str, up: subprocess.Popen[str], env: dict[str, str]
         return done.returncode in (0, 2)
 
     await until(answers, timeout_s=120, what="the API of `stovepipe up` answering", interval_s=0.2)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _assert_extension_tokens_stay_secret(up_pid: int, state_dir: Path) -> None:
+    """Each extension server has its own token, passed through the environment only."""
+    effective = yaml.safe_load((state_dir / "stovepipe.effective.yaml").read_text())
+    names = {
+        endpoint["token_env"].encode()
+        for kind in ("sourcecontrol", "buildrunner")
+        for endpoint in effective["extensions"][kind].values()
+    }
+    processes = _descendants(up_pid)
+    tokens = {
+        value
+        for pid in processes
+        for key, _, value in (
+            entry.partition(b"=")
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        )
+        if key in names
+    }
+    assert len(names) == 2 and len(tokens) == 2, (names, len(tokens))
+    for pid in processes:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert not any(token in cmdline for token in tokens), f"a token is on pid {pid}'s argv"
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(token in content for token in tokens), f"a token is in {path}"
+
+
+async def _assert_extensions_refuse_anonymous_callers(state_dir: Path, repo: Path) -> None:
+    effective = yaml.safe_load((state_dir / "stovepipe.effective.yaml").read_text())
+    git = open_channel(effective["extensions"]["sourcecontrol"]["git"]["address"])
+    runner = open_channel(effective["extensions"]["buildrunner"]["local"]["address"])
+    try:
+        calls = [
+            SourceControlClient(git).resolve_head(QueueSource("up/main", str(repo), "main")),
+            BuildRunnerClient(runner).status("build-0"),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await git.close(None)
+        await runner.close(None)
 
 
 async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
@@ -71,6 +137,8 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
         repo.commit(STEPS[0].files, STEPS[0].title)
         green = await asyncio.to_thread(_cli, "ingest", "up/main", "--wait", env=env)
         assert green.returncode == 0, green.stdout + green.stderr
+        _assert_extension_tokens_stay_secret(up.pid, tmp_path / "state")
+        await _assert_extensions_refuse_anonymous_callers(tmp_path / "state", repo.path)
         uri = green.stdout.split()[1]
         assert (await asyncio.to_thread(_cli, "gate", "up/main", uri, env=env)).returncode == 0
         repo.commit(STEPS[1].files, STEPS[1].title)

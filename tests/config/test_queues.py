@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from pydantic import ValidationError
 
 from harness.config_factory import queue
-from stovepipe.config import (
-    PollConfig,
-    StovepipeConfig,
-    UnknownQueue,
-    config_from_mapping,
-)
+from stovepipe.config import StovepipeConfig, UnknownQueue, config_from_mapping
 from stovepipe.domain.errors import InvalidInput
 
 
@@ -47,36 +40,6 @@ def test_lookup_follows_a_copy_with_other_queues(config: StovepipeConfig) -> Non
         copied.queue("a/main")
 
 
-def test_every_polls_at_a_fixed_interval() -> None:
-    poll = PollConfig(every=90)
-    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    assert poll.next_due(start) == start + timedelta(seconds=90)
-
-
-def test_a_cron_schedule_is_read_in_its_time_zone() -> None:
-    poll = PollConfig(schedule="0 9 * * *", timezone="Europe/Paris")
-    due = poll.next_due(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
-    assert due == datetime(2026, 1, 2, 8, 0, tzinfo=UTC)
-
-
-def test_a_disabled_schedule_is_never_due() -> None:
-    poll = PollConfig(schedule="*/5 * * * *", enabled=False)
-    assert poll.next_due(datetime(2026, 1, 1, tzinfo=UTC)) is None
-    assert PollConfig(enabled=False).next_due(datetime(2026, 1, 1, tzinfo=UTC)) is None
-
-
-def test_polled_reflects_the_poll_section() -> None:
-    data = {
-        "queues": [
-            queue("a/main", poll={"every": 30}),
-            queue("b/main", poll={"every": 30, "enabled": False}),
-            queue("c/main"),
-        ]
-    }
-    config = config_from_mapping(data)
-    assert [q.polled for q in config.queues] == [True, False, False]
-
-
 def test_unaddressed_extensions_lists_what_the_queues_use_without_an_address() -> None:
     config = config_from_mapping(
         {
@@ -84,13 +47,10 @@ def test_unaddressed_extensions_lists_what_the_queues_use_without_an_address() -
                 "sourcecontrol": {"git": {"address": "git:50061"}, "spare": {}},
                 "buildrunner": {"local": {}},
             },
-            "queues": [queue(hooks=[{"name": "c", "kind": "log"}])],
+            "queues": [queue()],
         }
     )
-    assert config.unaddressed_extensions() == (
-        "extensions.buildrunner.local",
-        "extensions.hooks.log",
-    )
+    assert config.unaddressed_extensions() == ("extensions.buildrunner.local",)
 
 
 def test_an_empty_address_means_not_given() -> None:

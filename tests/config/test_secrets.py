@@ -9,7 +9,6 @@ import pytest
 from harness.config_factory import problems_of, queue
 from stovepipe.config import (
     ConfigError,
-    HookConfig,
     SecretRef,
     SecretUnavailable,
     TokenConfig,
@@ -59,14 +58,13 @@ def test_an_unusable_file_is_named_in_the_error(
     assert str(caught.value) == f"api token 'gate': secret file {path} {expected}"
 
 
-def test_a_webhook_signing_key_resolves_and_other_hooks_have_none() -> None:
-    signed = HookConfig(name="bot", kind="webhook", url="https://h.example", secret_env="KEY")
-    assert resolve_secret(signed, env={"KEY": SECRET}) == SECRET
-    unsigned = HookConfig(name="console", kind="log")
-    assert unsigned.secret_ref() is None
-    with pytest.raises(SecretUnavailable, match="names no secret"):
-        resolve_secret(unsigned, env={})
+def test_a_secret_reference_resolves_on_its_own(tmp_path: Path) -> None:
     assert resolve_secret(SecretRef("x", env="KEY"), env={"KEY": SECRET}) == SECRET
+    path = tmp_path / "key"
+    path.write_text(SECRET)
+    assert resolve_secret(SecretRef("x", file=str(path)), env={}) == SECRET
+    with pytest.raises(SecretUnavailable, match="names neither an environment variable"):
+        resolve_secret(SecretRef("x"), env={})
 
 
 def test_api_tokens_map_each_secret_to_its_role(tmp_path: Path) -> None:
@@ -123,13 +121,12 @@ def test_token_names_are_unique() -> None:
     ]
 
 
-def test_a_literal_hook_secret_is_refused_without_echoing_it() -> None:
-    hook = {"name": "bot", "kind": "webhook", "url": "https://h.example", "secret": SECRET}
-    problems = problems_of({"queues": [queue(hooks=[hook])]})
+def test_a_literal_token_is_refused_without_echoing_it() -> None:
+    tokens = [{"name": "p", "role": "read", "token": SECRET, "token_env": "T"}]
+    problems = problems_of({"api": {"tokens": tokens}})
     assert problems == [
-        "stovepipe.yaml: queues[0] (mono/main).hooks[0] (bot).secret: a literal secret is not "
-        "allowed in the file; name the environment variable that holds it with secret_env, "
-        "or a file with secret_file"
+        "stovepipe.yaml: api.tokens[0] (p).token: a literal token is not allowed in the file; "
+        "name the environment variable that holds it with token_env, or a file with token_file"
     ]
 
 
@@ -150,13 +147,6 @@ def test_model_dump_keeps_real_values_for_the_processes_that_connect() -> None:
     config = config_from_mapping({}, env={"STOVEPIPE_DATABASE_URL": url})
     assert config.model_dump()["storage"]["url"] == url
     assert config.model_dump(mode="json")["storage"]["url"] == url
-
-
-def test_a_webhook_url_is_masked_in_dumps_meant_for_logs() -> None:
-    hook = {"name": "bot", "kind": "webhook", "url": f"https://h.example/in?token={SECRET}"}
-    config = config_from_mapping({"queues": [queue(hooks=[hook])]})
-    assert SECRET not in repr(config)
-    assert config.redacted()["queues"][0]["hooks"][0]["url"] == "https://h.example/in?token=***"
 
 
 def test_a_resolved_token_never_reaches_the_configuration(tmp_path: Path) -> None:

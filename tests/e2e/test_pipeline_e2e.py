@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.live import Live, live_stack
-from stovepipe.runtime.sample_repo import STEPS, Step
+from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, STEPS, Step
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -76,7 +75,7 @@ def _slow_targets(release: Path) -> list[dict[str, object]]:
     return [
         {
             "name": "unit-tests",
-            "command": f"{wait}; {sys.executable} tests/test_calc.py",
+            "command": f"{wait}; {SANDBOX_PYTHON} tests/test_calc.py",
             "timeout_seconds": 120,
         }
     ]
@@ -92,6 +91,7 @@ async def test_heads_reported_while_one_builds_are_superseded(
         migrated_pg_url,
         kafka=live_kafka,
         targets=_slow_targets(release),
+        sandbox=False,
     ) as live:
         live.repo.commit({**STEPS[0].files, "slow": "1"}, "A")
         first = await live.ingest()
@@ -181,6 +181,7 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
         kafka=live_kafka,
         targets=targets,
         max_concurrent=2,
+        sandbox=False,
     ) as live:
         ids = []
         for i in range(5):

@@ -302,6 +302,7 @@ async def test_sigterm_mid_handler_finishes_commits_and_exits_zero(
         terminating = asyncio.create_task(stack.terminate(name, restart=False))
         await asyncio.sleep(1.0)
         assert not terminating.done()  # it waits for the handler instead of dying
+        assert not await stack.is_ready(name)  # and its health says so while it drains
         proxy.clear(method)
         released = time.monotonic()
         assert await terminating == 0, stack.log_tail(name)
@@ -426,14 +427,7 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
         await producer.send_and_wait(tier, b"payload", partition=0, headers=headers)
 
     def forwarder() -> DelayForwarder:
-        return DelayForwarder(
-            settings.bootstrap_servers,
-            tiers,
-            group_id=settings.group("delay"),
-            allowed_targets=frozenset({target, probes}),
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        )
+        return DelayForwarder(settings, tiers, allowed_targets=frozenset({target, probes}))
 
     first = forwarder()
     running = asyncio.create_task(first.run())

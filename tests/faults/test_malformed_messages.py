@@ -52,6 +52,7 @@ from harness.postgres import PostgresCluster
 from stovepipe.config import load_config
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
+from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.messaging import PIPELINE_TOPICS, dlq, poison
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import payload_type_name
@@ -60,9 +61,13 @@ from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
-from stovepipe.v1 import topics_pb2
+from stovepipe.v1 import topics_pb2, types_pb2
 
 PROBE = "x-test-probe"
+ORIGINS = {
+    FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
+    FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+}
 STAGE_TOPICS = tuple(topic for stage in PIPELINE_STAGES for topic in stage.consumes)
 STAGE_OF = {topic.name: stage.name for stage in PIPELINE_STAGES for topic in stage.consumes}
 """Logical stage topic -> the worker (and consumer group) that consumes it."""
@@ -286,14 +291,42 @@ class EventWatch:
             async for response in self._call:
                 self.events.append(response.event)
 
-    async def sentinel(self, prober: Prober, recorded: topics_pb2.HookEvent) -> str:
-        """Publish a copy of a recorded event under a new id until the watch delivers it;
-        return that id. (The feed serves only events that storage confirms, so a
-        sentinel must be a true one.)"""
+    async def recorded_fact(self, request_id: str) -> ValidationFact:
+        """The fact of a real head, once record has written it."""
+        store = self.stack.store
+        assert store is not None
+        found: list[ValidationFact] = []
+
+        async def recorded() -> bool:
+            request = await store.get_request(request_id)
+            fact = await store.get_fact(request.queue, request.uri, "") if request else None
+            if fact is not None:
+                found.append(fact)
+            return fact is not None
+
+        await until(recorded, what=f"the fact of {request_id}", timeout_s=TIMEOUT_S)
+        return found[-1]
+
+    async def sentinel(self, prober: Prober, fact: ValidationFact) -> str:
+        """Publish an event that storage confirms until the watch delivers it; return its id.
+
+        The feed serves only events that agree with a stored fact, so the sentinel
+        restates a real fact under an id of its own."""
         event_id = f"sentinel-{uuid.uuid4().hex[:8]}"
-        event = topics_pb2.HookEvent()
-        event.CopyFrom(recorded)
-        event.id = event_id
+        event = topics_pb2.HookEvent(
+            id=event_id,
+            source="test",
+            subject=fact.uri,
+            data=topics_pb2.GreennessEventData(
+                request_id=fact.request_id,
+                queue=fact.queue,
+                uri=fact.uri,
+                degree=fact.degree,
+                green=fact.green,
+                origin=ORIGINS[fact.origin],
+                attempt=fact.attempt,
+            ),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             await prober.send(HOOK, event.SerializeToString(), kind="sentinel", fate=KEPT,
@@ -439,15 +472,6 @@ async def no_fail_closed(stack: FaultStack) -> None:
             assert "fail closed" not in request.reason, request
 
 
-async def recorded_event(stack: FaultStack, request_id: str) -> topics_pb2.HookEvent:
-    """The verdict event the record stage published for a settled Request."""
-    for record in await stack.records(HOOK):
-        event = topics_pb2.HookEvent.FromString(record.value or b"")
-        if event.data.request_id == request_id:
-            return event
-    raise AssertionError(f"no event published for {request_id}")
-
-
 @pytest.fixture(scope="class")
 async def storm(
     tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
@@ -469,16 +493,23 @@ async def storm(
         limit = transport_limit(stack.kafka)
         huge = b"\x0a" * (limit + 256 * 1024)
         over = b"\x0a" * (stack.kafka.max_message_bytes + 1024)
-        first = await stack.push_and_ingest(q0, green=True)
-        await settle(stack, watch, [first], timeout_s=TIMEOUT_S)
-        recorded = await recorded_event(stack, first)
-        storm.heads.append(first)
-        await events.sentinel(prober, recorded)  # the watch is live: what follows is seen
-        storm.heads += [
-            await stack.push_and_ingest(q0, green=True),
-            await stack.push_and_ingest(q1, green=False),
-        ]
-        victim = storm.heads[1]
+        storm.heads.append(await stack.push_and_ingest(q0, green=True))
+        known = await events.recorded_fact(storm.heads[0])
+        await events.sentinel(prober, known)  # the watch is live: what follows is seen
+        storm.heads.append(await stack.push_and_ingest(q1, green=False))
+        broken = await events.recorded_fact(storm.heads[1])
+        forged = topics_pb2.HookEvent(
+            id=f"forged-{uuid.uuid4().hex[:8]}",
+            subject=broken.uri,
+            type="dev.stovepipe.greenness.green",
+            data=topics_pb2.GreennessEventData(
+                request_id=broken.request_id, queue=broken.queue, uri=broken.uri,
+                degree=0.0, green=True, origin=types_pb2.FACT_ORIGIN_BUILD, attempt=1,
+            ),
+        )  # fmt: skip
+        await prober.send(HOOK, forged.SerializeToString(), kind="forged-green", fate=KEPT,
+                          partition=0, headers=labelled(forged))  # fmt: skip
+        victim = storm.heads[0]
         for partition in range(stack.partitions):
             for spec in STAGE_TOPICS:
                 await bad_stage_records(prober, spec.name, partition, victim, q0, huge, over)
@@ -492,7 +523,7 @@ async def storm(
         for partition in range(stack.partitions):
             for topic in (ANALYZE, HOOK):
                 await bad_kept_records(prober, topic, partition, huge)
-        storm.closing_sentinel = await events.sentinel(prober, recorded)
+        storm.closing_sentinel = await events.sentinel(prober, known)
         storm.heads.append(await stack.push_and_ingest(q0, green=True))
         yield storm
 
@@ -635,9 +666,14 @@ class TestBadRecordsOnEveryTopic:
         await until(closed, what="the closing sentinel", timeout_s=TIMEOUT_S, interval_s=0.3)
         await settle(storm.stack, storm.watch, storm.heads, timeout_s=TIMEOUT_S)
         real = set(storm.heads)
+        store = storm.stack.store
+        assert store is not None
         for event in storm.events.events:
+            assert not event.id.startswith("forged-"), event
             sentinel = event.id.startswith("sentinel-")
             assert sentinel or (event.id and event.data.request_id in real), event
+            fact = await store.get_fact(event.data.queue, event.data.uri, "")
+            assert fact is not None and event.data.green == fact.green, event
 
     async def test_the_pipeline_keeps_going_and_nothing_crashed(self, storm: Storm) -> None:
         stack = storm.stack

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from harness.fault_checks import commit_of
 from harness.fault_stack import QueueRepo
+from harness.sourcecontrol import promoting
 from stovepipe.extensions.buildrunner.local.workspace import Workspace
 from stovepipe.extensions.sourcecontrol import QueueSource
-from stovepipe.extensions.sourcecontrol.git import GitSettings, GitSourceControl
+from stovepipe.extensions.sourcecontrol.git import GitSettings, GitSourceControl, ServedRepositories
 
 PUSHES = 24
 PROMOTION_REF = "verified-main"
@@ -30,7 +31,10 @@ async def test_concurrent_pushes_while_the_extensions_read_fetch_and_promote(
     repo = await asyncio.to_thread(QueueRepo.create, "fault/q0", tmp_path / "repo")
     first = await asyncio.to_thread(repo.commit, True)
     source = QueueSource("fault/q0", str(repo.origin), "main")
-    sc = GitSourceControl(GitSettings(cache_dir=tmp_path / "git-cache"))
+    sc = GitSourceControl(
+        ServedRepositories([promoting(str(repo.origin))]),
+        GitSettings(cache_dir=tmp_path / "git-cache"),
+    )
     workspace = Workspace(tmp_path / "runner")
     await workspace.prepare()
     pushing = True

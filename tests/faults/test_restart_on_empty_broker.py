@@ -1,16 +1,17 @@
-"""Workers notice a broker that came back empty and ask their supervisor for a restart."""
+"""Workers notice a broker that came back empty and ask their supervisor for a restart.
+
+That the supervisor restarts them (as it restarts any exit) is in tests/cli/test_supervisor.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from pathlib import Path
 
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings, ensure_topics
-from stovepipe.runtime.broker_watch import EPOCH_TOPIC, EXIT_RESTART, watch_topics
-from stovepipe.runtime.supervisor import ChildSpec, Supervisor
+from stovepipe.runtime.broker_watch import EPOCH_TOPIC, watch_topics
 
 
 async def test_watch_reports_topics_lost_with_the_broker(tmp_path: Path) -> None:
@@ -30,24 +31,3 @@ async def test_watch_reports_topics_lost_with_the_broker(tmp_path: Path) -> None
         assert lost == [sorted(settings.topic(t) for t in ("stovepipe.process", EPOCH_TOPIC))]
     finally:
         await broker.stop()
-
-
-async def test_supervisor_respawns_a_child_that_asks_for_it(tmp_path: Path) -> None:
-    supervisor = Supervisor(stop_timeout_s=5)
-    asks = ChildSpec(
-        "asks", [sys.executable, "-c", f"raise SystemExit({EXIT_RESTART})"], tmp_path / "a.log"
-    )
-    first = await supervisor.start(asks)
-    await supervisor.start(
-        ChildSpec(
-            "stays", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "b.log"
-        )
-    )
-    try:
-        died = await asyncio.wait_for(supervisor.wait_any_exit(), 30)
-        assert died is first and died.process.returncode == EXIT_RESTART
-        fresh = await supervisor.respawn(died)
-        assert [c.spec.name for c in supervisor.children] == ["asks", "stays"]
-        assert fresh.pid != first.pid
-    finally:
-        await supervisor.stop()

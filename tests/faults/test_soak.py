@@ -36,6 +36,8 @@ async def test_soak_small(
         assert report.heads >= report.scenarios  # quick pushes to one Queue may be one head
         assert set(report.kinds) <= set(FAULTS)
         assert sum(report.kinds.values()) == sum(report.faults.values()) >= report.scenarios
+        # the scenarios combined different faults, not one fault over and over
+        assert len(report.kinds) >= min(2, sum(report.kinds.values()))
         # the faults the report claims hit the processes: the stack counted each of them,
         # and what was killed was brought back by the keeper
         by_process = sum(n for kind, n in report.kinds.items() if kind in PROCESS_FAULTS)

@@ -10,6 +10,7 @@ itself is public: :mod:`stovepipe.testing.contracts.buildrunner`.
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +28,19 @@ from stovepipe.testing.contracts.buildrunner import Step
 
 LOG_LIMIT = 4096
 RUNNER_SETTINGS = RunnerSettings(
-    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0
+    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0, sandbox=False
 )
-"""How the tests' local runners run: a small log cap the suite can write past."""
+"""How the tests' local runners run: a small log cap the suite can write past. The
+contract and local suites check the process model: their targets record runs and pids
+outside the checkout, which the sandbox forbids, so they run unsandboxed;
+``test_buildrunner_sandbox.py`` runs the same kinds of target inside the sandbox."""
+
+
+def require_bwrap() -> None:
+    """Sandbox tests fail, never skip, on a machine without bubblewrap."""
+    assert shutil.which("bwrap"), (
+        "bwrap not found: the sandbox tests need bubblewrap (apt-get install bubblewrap)"
+    )
 
 
 class FakeHarness:

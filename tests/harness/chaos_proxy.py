@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 
 from stovepipe.grpcutil import open_channel
+from stovepipe.grpcutil.server import SERVER_OPTIONS
 
 ALL = "*"
 
@@ -84,7 +85,7 @@ class ChaosProxy:
 
     async def start(self) -> ChaosProxy:
         self._channel = open_channel(self.upstream)
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=list(SERVER_OPTIONS))
         server.add_generic_rpc_handlers((_Forwarder(self._call),))
         self.port = server.add_insecure_port(self._listen)
         await server.start()

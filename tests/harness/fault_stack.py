@@ -2,10 +2,10 @@
 
 The fault-injection suite and the soak run the product as a tree of real
 processes — the Tansu broker, PostgreSQL, the git SourceControl server, the
-local BuildRunner, one process per stage worker, the delay forwarder, the
-sweeper and the API — and then kill, restart and starve those processes while
-heads flow. Extensions are reached through :class:`ChaosProxy`, so they can
-also be made slow, failing or incomprehensible.
+local BuildRunner, one process per stage worker (or several: ``replicas``),
+the delay forwarder, the sweeper and the API — and then kill, restart and
+starve those processes while heads flow. Extensions are reached through
+:class:`ChaosProxy`, so they can also be made slow, failing or incomprehensible.
 
 A *keeper* task plays the role of a process supervisor (systemd, Kubernetes):
 a worker that dies is started again after a short pause. Git repositories are
@@ -47,8 +47,10 @@ from harness.postgres import PostgresCluster
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
+from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.processes import free_port, kill
 from stovepipe.runtime.registry import STAGE_NAMES
+from stovepipe.runtime.sample_repo import SANDBOX_PYTHON
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
 from stovepipe.testing import until
@@ -78,7 +80,7 @@ def fault_targets() -> list[dict[str, Any]]:
     return [
         {
             "name": "unit-tests",
-            "command": f"{sys.executable} tests/test_calc.py",
+            "command": f"{SANDBOX_PYTHON} tests/test_calc.py",
             "paths": ["src/**", "tests/**"],
             "timeout_seconds": 60,
         }
@@ -145,18 +147,10 @@ class Child:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
-    log_start: int = 0
-    """Where the log ended when the latest start began: what it said since is its own."""
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
-
-    def said_since_start(self, text: str) -> bool:
-        """Whether the latest start wrote ``text`` to the log (so far)."""
-        with self.log_path.open("rb") as log:
-            log.seek(self.log_start)
-            return text.encode() in log.read()
 
 
 class FaultStack:
@@ -172,7 +166,14 @@ class FaultStack:
         sweeper_stale_after_s: float = 4.0,
         kafka: dict[str, Any] | None = None,
         template: str | None = None,
+        replicas: int = 1,
+        partitions: int = 2,
     ) -> None:
+        """``queues`` Queues per test, ``rounds`` tests (see :meth:`reset`); the database
+        is a copy of ``template`` (a migrated one) when given, else migrated here.
+        ``replicas`` processes of every stage (named ``worker-<stage>`` when there is
+        one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
+        of ``partitions`` partitions."""
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
@@ -185,6 +186,8 @@ class FaultStack:
         """This round's Queues (see :meth:`reset`)."""
         self.repos: dict[str, QueueRepo] = {}
         self.children: dict[str, Child] = {}
+        self.health: dict[str, str] = {}
+        """Each worker's health address (``stovepipe worker --health-port``)."""
         self.restarts: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._held: set[str] = set()
@@ -195,7 +198,10 @@ class FaultStack:
         self.git_address = f"127.0.0.1:{free_port()}"
         self.runner_address = f"127.0.0.1:{free_port()}"
         self.topic_prefix = f"f{uuid.uuid4().hex[:6]}."
-        self.partitions = 2
+        self.partitions = partitions
+        self.replicas = replicas
+        self.workers: list[str] = []
+        """Every worker process's child name, stage by stage."""
         self.git_proxy = ChaosProxy(self.git_address)
         self.runner_proxy = ChaosProxy(self.runner_address)
         self.store: Store | None = None
@@ -222,14 +228,20 @@ class FaultStack:
         cli = [sys.executable, "-m", "stovepipe.cli.main"]
         logs = self.root / "logs"
         self._add("ext-git", [*cli, "ext", "git", "--listen", self.git_address,
-                              "--cache-dir", str(self.root / "git-cache")], logs)  # fmt: skip
+                              "--cache-dir", str(self.root / "git-cache"),
+                              "--config", str(config_path)], logs)  # fmt: skip
         self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
                                  "--source-control", self.git_address,
                                  "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
         for stage in WORKERS:
-            self._add(
-                f"worker-{stage}", [*cli, "worker", stage, "--config", str(config_path)], logs
-            )
+            for replica in range(self.replicas):
+                name = f"worker-{stage}" if self.replicas == 1 else f"worker-{stage}.{replica}"
+                port = free_port()
+                self.health[name] = f"127.0.0.1:{port}"
+                self.workers.append(name)
+                self._add(name, [*cli, "worker", stage, "--config", str(config_path),
+                                 "--health-host", "127.0.0.1",
+                                 "--health-port", str(port)], logs)  # fmt: skip
         self._add("api", [*cli, "api", "--config", str(config_path)], logs)
         for child in self.children.values():
             await self._spawn(child)
@@ -339,20 +351,9 @@ class FaultStack:
         self._handed_out = True
         for address in (self.git_address, self.runner_address, self.api_address):
             await self._until_serving(address)
-        await until(self._consuming, timeout_s=60, what="every worker consuming", interval_s=0.1)
+        await self.until_ready()
         self.restarts.clear()
         self.faults.clear()
-
-    async def _consuming(self) -> bool:
-        """Every worker's latest start is alive and has said it joined its groups (a start
-        killed before it said so, or a long log, cannot confuse this)."""
-        for stage in WORKERS:
-            worker = self.children[f"worker-{stage}"]
-            if not worker.alive:
-                return False
-            if not await asyncio.to_thread(worker.said_since_start, f"worker {stage} ready"):
-                return False
-        return True
 
     # Children
 
@@ -361,7 +362,6 @@ class FaultStack:
 
     async def _spawn(self, child: Child) -> None:
         with child.log_path.open("ab") as log_file:
-            child.log_start = log_file.tell()
             child.process = await asyncio.create_subprocess_exec(
                 *child.argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -414,20 +414,18 @@ class FaultStack:
         self.faults[f"SIGTERM {name}"] += 1
         return code
 
-    def is_ready(self, name: str) -> bool:
-        """The worker's latest start is running and has joined its groups (it said so)."""
-        child = self.children[name]
-        stage = name.removeprefix("worker-")
-        said = self.log_tail(name, 2000).count(f"worker {stage} ready")
-        return child.alive and said == child.starts
+    async def is_ready(self, name: str) -> bool:
+        """The worker is running and its health answers SERVING: its consumers have
+        joined their groups (or its runner has started), and it is not draining."""
+        return self.children[name].alive and await grpc_serving(self.health[name])
 
     async def until_ready(self, names: list[str] | None = None, timeout_s: float = 60.0) -> None:
         """Wait until every worker (or those named) is consuming, so work is not re-driven
         as stale while a consumer group is still forming."""
-        wanted = names if names is not None else [f"worker-{w}" for w in WORKERS]
+        wanted = names if names is not None else self.workers
 
         async def ready() -> bool:
-            return all(self.is_ready(name) for name in wanted)
+            return all([await self.is_ready(name) for name in wanted])
 
         await self.wait_until(ready, timeout_s, f"{', '.join(wanted)} ready")
 
@@ -465,19 +463,8 @@ class FaultStack:
         await until(check, timeout_s=timeout_s, what=what, interval_s=0.1)
 
     async def _until_serving(self, address: str, timeout_s: float = 60.0) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         async def serving() -> bool:
-            channel = open_channel(address)
-            try:
-                response = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1.0
-                )
-                return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
-            except grpc.aio.AioRpcError:
-                return False
-            finally:
-                await channel.close(None)
+            return await grpc_serving(address)
 
         await self.wait_until(serving, timeout_s, f"{address} serving")
 
@@ -502,7 +489,7 @@ class FaultStack:
     ) -> None:
         """Put bytes on a logical topic past every codec, as a buggy or hostile client would."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             max_request_size=8 * 1024 * 1024,
             enable_idempotence=False,
         )
@@ -517,7 +504,7 @@ class FaultStack:
     async def records(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
         """Every record on a logical topic so far, read without joining a group."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             enable_auto_commit=False,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
@@ -540,7 +527,7 @@ class FaultStack:
     async def committed(self, topic: str, group: str) -> dict[int, int]:
         """Consumer group ``group``'s committed offset per partition of ``topic`` (0: none)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap_servers,
+            **self.kafka.client_kwargs(),
             group_id=self.kafka.group(group),
             enable_auto_commit=False,
         )

@@ -4,13 +4,17 @@ The git SourceControl server, the local BuildRunner, every stage worker, the
 delay forwarder and the API run as asyncio tasks talking over real gRPC and
 real Kafka, on a git repository the server reads in place. Used by the
 end-to-end tests and the latency benchmark. The database must be migrated
-already (the tests hand out copies of a migrated template).
+already (the tests hand out copies of a migrated template). The extension
+servers require a bearer token, as in production: each gets a random one,
+written to a 0600 file that the configuration names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,8 +27,11 @@ import grpc
 from harness.git_repos import WorkRepo
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
+from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
+from stovepipe.extensions.sourcecontrol.git import served_from_config
+from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
@@ -87,6 +94,21 @@ class Live:
         return result
 
 
+def live_queues(repo: Path, queues: int = 1, **queue: Any) -> list[dict[str, Any]]:
+    """The ``queues`` section: ``e2e/main`` on ``main``, then ``e2e/main-<i>`` on ``q<i>``."""
+    targets = queue.pop("targets", None) or build_targets()
+    return [
+        {
+            "name": QUEUE if i == 0 else f"{QUEUE}-{i}",
+            "source": {"repository": str(repo), "ref": "main" if i == 0 else f"q{i}"},
+            "build": {"targets": targets},
+            "promotion_ref": "verified-main" if i == 0 else f"verified-q{i}",
+            **queue,
+        }
+        for i in range(queues)
+    ]
+
+
 def live_config(
     repo: Path,
     *,
@@ -97,9 +119,13 @@ def live_config(
     queues: int = 1,
     workers: dict[str, Any] | None = None,
     kafka: dict[str, Any] | None = None,
+    git_token_file: Path | None = None,
+    runner_token_file: Path | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
-    targets = queue.pop("targets", None) or build_targets()
+    def endpoint(address: str, token_file: Path | None) -> dict[str, str]:
+        return {"address": address, **({"token_file": str(token_file)} if token_file else {})}
+
     return config_from_mapping(
         {
             "storage": {"url": database_url},
@@ -110,23 +136,23 @@ def live_config(
                 **(kafka or {}),
             },
             "extensions": {
-                "sourcecontrol": {"git": {"address": git}},
-                "buildrunner": {"local": {"address": runner}},
+                "sourcecontrol": {"git": endpoint(git, git_token_file)},
+                "buildrunner": {"local": endpoint(runner, runner_token_file)},
             },
             "workers": {"buildsignal_poll_interval_seconds": 0.2, **(workers or {})},
-            "queues": [
-                {
-                    "name": QUEUE if i == 0 else f"{QUEUE}-{i}",
-                    "source": {"repository": str(repo), "ref": "main" if i == 0 else f"q{i}"},
-                    "build": {"targets": targets},
-                    "promotion_ref": "verified-main" if i == 0 else f"verified-q{i}",
-                    **queue,
-                }
-                for i in range(queues)
-            ],
+            "queues": live_queues(repo, queues, **queue),
         },
         source="e2e",
     )
+
+
+def write_token(path: Path) -> str:
+    """A new random token, written to ``path`` readable by its owner only."""
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token)
+    return token
 
 
 @contextlib.asynccontextmanager
@@ -137,14 +163,32 @@ async def live_stack(
     queues: int = 1,
     workers: dict[str, Any] | None = None,
     kafka: dict[str, Any] | None = None,
+    sandbox: bool = True,
     **queue: Any,
 ) -> AsyncIterator[Live]:
+    """The live pipeline; ``sandbox=False`` for targets that signal the test through
+    files outside their checkout (the sandbox rightly forbids that)."""
     repo = WorkRepo(tmp_path / "repo")
+    git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
+    git_token, runner_token = write_token(git_token_file), write_token(runner_token_file)
+    served = served_from_config(
+        config_from_mapping({"queues": live_queues(repo.path, queues, **queue)}, source="e2e")
+    )
     async with AsyncExitStack() as stack:
-        git = await serve_git("127.0.0.1:0", cache_dir=tmp_path / "git-cache")
+        git = await serve_git(
+            "127.0.0.1:0",
+            served=served,
+            cache_dir=tmp_path / "git-cache",
+            security=ServerSecurity(token=git_token),
+        )
         stack.push_async_callback(git.stop)
         runner = await serve_runner(
-            "127.0.0.1:0", source_control=git.address, work_dir=tmp_path / "builds"
+            "127.0.0.1:0",
+            source_control=git.address,
+            work_dir=tmp_path / "builds",
+            settings=RunnerSettings(sandbox=sandbox),
+            security=ServerSecurity(token=runner_token),
+            source_control_security=ChannelSecurity(token=git_token),
         )
         stack.push_async_callback(runner.stop)
         config = live_config(
@@ -156,6 +200,8 @@ async def live_stack(
             queues=queues,
             workers=workers,
             kafka=kafka,
+            git_token_file=git_token_file,
+            runner_token_file=runner_token_file,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))

@@ -172,7 +172,7 @@ async def committed_offset(
 ) -> int | None:
     """The group's committed offset, read by a consumer that never joins the group."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         group_id=settings.group(group),
         enable_auto_commit=False,
     )

@@ -27,6 +27,9 @@ class SourceControlDouble(sc_grpc.SourceControlServiceServicer):
         self._revisions: dict[str, str] = {}
         self._numbers = itertools.count(1)
         self.fail_changed_files = False
+        self.unavailable_for = 0
+        """The next this many DescribeCommit calls answer UNAVAILABLE (a restarting server)."""
+        self.describe_calls = 0
 
     def mint(self, revision: str) -> str:
         uri = f"test-commit-{next(self._numbers)}"
@@ -41,6 +44,10 @@ class SourceControlDouble(sc_grpc.SourceControlServiceServicer):
     async def DescribeCommit(
         self, request: sc_pb.DescribeCommitRequest, context: Context
     ) -> sc_pb.DescribeCommitResponse:
+        self.describe_calls += 1
+        if self.unavailable_for > 0:
+            self.unavailable_for -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         revision = await self._revision(request.uri, context)
         return sc_pb.DescribeCommitResponse(
             title="change", short_name=revision[:7], revision=revision

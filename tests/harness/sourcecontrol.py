@@ -17,7 +17,14 @@ from pathlib import Path
 from harness.git_repos import AUTHOR, WorkRepo, collect_garbage, init_bare
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControl
 from stovepipe.extensions.sourcecontrol.fake import FakeSourceControl
-from stovepipe.testing.contracts.sourcecontrol import QUEUE, History, build_history
+from stovepipe.extensions.sourcecontrol.git import Promotion, ServedRepository
+from stovepipe.testing.contracts.sourcecontrol import PROMOTION_REF, QUEUE, History, build_history
+
+
+def promoting(repository: str) -> ServedRepository:
+    """``repository`` on the git server's allow-list, where a Queue following ``main``
+    promotes to ``PROMOTION_REF``."""
+    return ServedRepository(repository, frozenset({Promotion("main", PROMOTION_REF)}))
 
 
 class FakeHarness:

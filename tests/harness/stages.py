@@ -2,8 +2,10 @@
 
 Published messages go to an in-memory outbox; ``drain`` delivers them to the
 stage that owns each topic until nothing is left (delayed messages included),
-optionally delivering every message twice to prove idempotency. The same
-stages run on the real broker in ``tests/e2e``.
+optionally delivering every message twice to prove idempotency (what the
+second delivery publishes exactly as the first did is collapsed, so the
+doubling does not compound along a chain). The same stages run on the real
+broker in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class Outbox:
 
 
 class Pipeline:
+    poll_interval_s = 1.0
+    stale_after = timedelta(minutes=5)
+    """The sweeper's window; buildsignal's heartbeat derives from it as in production."""
+
     def __init__(self, store: Store, queues: list[dict[str, Any]]) -> None:
         self.store = store
         self.config: StovepipeConfig = config_from_mapping({"queues": queues}, source="test")
@@ -98,7 +104,14 @@ class Pipeline:
             topics.PROCESS: RequestAdmitter(*args),
             topics.BUILD: BuildTrigger(*args),
             topics.BUILDSIGNAL: BuildSignalPoller(
-                store, self.config, ext, self.outbox, self.outbox, self.clock, poll_interval_s=1.0
+                store,
+                self.config,
+                ext,
+                self.outbox,
+                self.outbox,
+                self.clock,
+                poll_interval_s=self.poll_interval_s,
+                sweeper_stale_after_s=self.stale_after.total_seconds(),
             ),
             topics.RECORD: VerdictRecorder(*args),
         }
@@ -139,8 +152,29 @@ class Pipeline:
             self.hook_events.append(message)
             return
         handler = self.handlers[topic]
+        first = len(self.outbox.messages)
         await handler(message)
         if twice:
+            again = len(self.outbox.messages)
             before = len(self.outbox.delayed)
             await handler(message)
             del self.outbox.delayed[before:]
+            self._collapse_repeats(self.outbox.messages[first:again], again)
+
+    def _collapse_repeats(self, published: list[tuple[str, Message]], start: int) -> None:
+        """Drop what a second delivery published again exactly as the first did.
+
+        Each of those is delivered twice downstream anyway; keeping both copies
+        would double the messages at every hop, exponentially in a chain's
+        length. Anything the second delivery publishes that the first did not
+        stays, so a handler that is not idempotent is still caught.
+        """
+        unmatched = list(published)
+        kept = []
+        for item in self.outbox.messages[start:]:
+            if item in unmatched:
+                unmatched.remove(item)
+            else:
+                kept.append(item)
+        del self.outbox.messages[start:]
+        self.outbox.messages.extend(kept)

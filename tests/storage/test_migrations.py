@@ -119,3 +119,63 @@ async def test_facts_written_before_attempts_existed_become_attempt_one(store_ur
         assert [f.attempt for f in await store.list_fact_attempts("q/main", "git:a", "")] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_requests_lose_slot_held_and_get_it_back_on_downgrade(store_url: str) -> None:
+    """0003 drops the write-only ``slot_held``; the Queue's slot holders are the record."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from stovepipe.domain import RequestState
+    from stovepipe.storage import Store
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    await upgrade_async(store_url, "0002")
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            for n, state in ((1, "succeeded"), (2, "processing")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO requests (queue, n, id, uri, state, version, trigger,"
+                        " reason, attempt, slot_held, created_at, updated_at) VALUES"
+                        " ('q/main', :n, :id, :uri, :state, 1, 'poller', '', 1, :held, :at, :at)"
+                    ),
+                    {
+                        "n": n,
+                        "id": f"request/q/main/{n}",
+                        "uri": f"git:{n}",
+                        "state": state,
+                        "held": state == "processing",
+                        "at": at,
+                    },
+                )
+            await conn.execute(text("INSERT INTO request_counters VALUES ('q/main', 2)"))
+    finally:
+        await engine.dispose()
+    await upgrade_async(store_url)
+    store = Store(create_engine(store_url))
+    try:
+        old = await store.get_request("request/q/main/2")
+        assert old is not None and old.state is RequestState.PROCESSING
+        new, _ = await store.create_request("q/main", "git:3", trigger="cli", now=at)
+        assert (await store.get_request(new.id)) == new
+    finally:
+        await store.close()
+
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+
+            def downgrade(sync_conn: Connection) -> list[tuple[int, bool]]:
+                config = alembic_config()
+                config.attributes["connection"] = sync_conn
+                command.downgrade(config, "0002")
+                rows = sync_conn.execute(text("SELECT n, slot_held FROM requests ORDER BY n"))
+                return [(n, bool(held)) for n, held in rows]
+
+            assert await conn.run_sync(downgrade) == [(1, False), (2, True), (3, False)]
+    finally:
+        await engine.dispose()

@@ -126,6 +126,11 @@ async def test_queue_cas_succeeds_from_the_current_version_only(store: Store) ->
     )
     await store.update_queue(taken, bookmarked)
     assert await store.get_queue(Q) == bookmarked
+    promoted = bookmarked.evolve(
+        now=NOW + timedelta(seconds=3), promoted_ref="verified-main", promoted_uri="git:abc"
+    )
+    await store.update_queue(bookmarked, promoted)
+    assert await store.get_queue(Q) == promoted
 
 
 async def test_two_writers_on_one_queue_version_exactly_one_wins(store: Store) -> None:
@@ -210,7 +215,6 @@ async def test_request_cas_round_trips_every_field(store: Store) -> None:
         now=later,
         build_strategy=BuildStrategy.INCREMENTAL,
         base_uri="git:base",
-        slot_held=True,
         reason="admitted",
     )
     assert await store.update_request(r1, admitted) == admitted

@@ -21,6 +21,7 @@ def test_valid_names_are_returned(name: str) -> None:
         ("main/", "empty segment"),
         ("-main", "start and end"),
         ("x" * (MAX_QUEUE_NAME_LENGTH + 1), "limit is 128"),
+        ("mono/main\n", "'\\\\n'"),  # `$` would have matched before the newline
     ],
 )
 def test_invalid_names_say_what_is_wrong(name: str, fragment: str) -> None:

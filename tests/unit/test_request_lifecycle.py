@@ -45,7 +45,10 @@ def test_request_ids_round_trip_and_order_by_ingest_number() -> None:
     assert is_newer("request/mono/main/1", None)
 
 
-@pytest.mark.parametrize("text", ["", "request/x", "request/mono/main/0", "req/a/1", "request//1"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "request/x", "request/mono/main/0", "req/a/1", "request//1", "request/mono/main/1\n"],
+)
 def test_malformed_request_ids_are_rejected(text: str) -> None:
     with pytest.raises(InvalidInput):
         RequestId.parse(text)
@@ -81,14 +84,9 @@ def test_admission_sets_strategy_once_and_bumps_version() -> None:
         now=NOW,
         build_strategy=BuildStrategy.INCREMENTAL,
         base_uri="u1",
-        slot_held=True,
     )
     assert (admitted.state, admitted.version) == (RequestState.PROCESSING, 2)
-    assert (admitted.build_strategy, admitted.base_uri, admitted.slot_held) == (
-        BuildStrategy.INCREMENTAL,
-        "u1",
-        True,
-    )
+    assert (admitted.build_strategy, admitted.base_uri) == (BuildStrategy.INCREMENTAL, "u1")
     with pytest.raises(IllegalTransition, match="only at admission"):
         transition(admitted, RequestState.SUCCEEDED, now=NOW, build_strategy=BuildStrategy.FULL)
     done = transition(with_build(admitted, "b1", now=NOW), RequestState.SUCCEEDED, now=NOW)
@@ -134,7 +132,7 @@ def test_a_new_attempt_reopens_only_a_failed_request_and_clears_the_build() -> N
         failed.created_at,
         later,
     )
-    assert not again.slot_held and again.reason == "re-validation"
+    assert again.reason == "re-validation"
     for state in set(RequestState) - {RequestState.FAILED}:
         with pytest.raises(IllegalTransition, match="only a failed request"):
             start_new_attempt(_request(state), now=later, reason="x")

@@ -98,3 +98,21 @@ def test_no_configured_delay_can_exceed_the_longest_tier() -> None:
         config_from_mapping({"workers": {"build": {"backoff_max_seconds": 600}}}, source="t")
     with pytest.raises(ConfigError, match="at most 120"):
         config_from_mapping({"workers": {"buildsignal_poll_interval_seconds": 121}}, source="t")
+
+
+def test_the_poll_period_must_fit_in_the_sweeper_window() -> None:
+    """Two thirds of the window are left for one poll period (``stages.liveness``)."""
+    config_from_mapping(
+        {"workers": {"buildsignal_poll_interval_seconds": 1, "sweeper_stale_after_seconds": 2}},
+        source="t",
+    )
+    with pytest.raises(ConfigError, match=r"sweeper_stale_after_seconds: must exceed 45 s"):
+        config_from_mapping(
+            {
+                "workers": {
+                    "buildsignal_poll_interval_seconds": 20,
+                    "sweeper_stale_after_seconds": 40,
+                }
+            },
+            source="t",
+        )

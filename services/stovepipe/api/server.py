@@ -1,9 +1,13 @@
-"""The public gRPC API, ``stovepipe.v1.StovepipeService``."""
+"""The public gRPC API, ``stovepipe.v1.StovepipeService``.
+
+Requests reach these methods decoded and bounded (``stovepipe.api.edge``); what
+is left here is whether the named Queue, project or commit exists, and the call.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -12,6 +16,7 @@ import grpc
 
 from stovepipe.api import convert
 from stovepipe.api.auth import TokenAuthInterceptor
+from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
 from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
@@ -25,6 +30,9 @@ from stovepipe.v1 import topics_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StovepipeService"].full_name
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+PER_PROJECT_UNSUPPORTED = (
+    "per-project greenness is not supported yet; leave project empty for the whole repository"
+)
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -38,13 +46,20 @@ class EventFeed(Protocol):
     def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]: ...
 
 
+class ApiQueues(QueueDirectory, Protocol):
+    """The configured Queues, by name, and their names."""
+
+    @property
+    def queue_names(self) -> tuple[str, ...]: ...
+
+
 class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     """Thin translation between the wire and the stages/storage; no logic of its own."""
 
     def __init__(
         self,
         store: Store,
-        queues: QueueDirectory,
+        queues: ApiQueues,
         ingester: HeadIngester,
         revalidator: Revalidator,
         events: EventFeed | None = None,
@@ -88,8 +103,6 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
-            if request.project:
-                return pb.GetLastGreenResponse(found=False)
             queue = await self._store.get_queue(request.queue)
             if queue is None or not queue.last_green_uri or not queue.last_green_request_id:
                 return pb.GetLastGreenResponse(found=False)
@@ -158,11 +171,16 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
+        async def check() -> None:
+            for queue in request.queues:
+                validate_queue_name(queue)
+                self._queues.queue(queue)
+            self._check_projects(request.queues, request.projects)
+
+        await guarded(context, check)
         if self._events is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server has no event feed")
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no event feed")
             return
-        for queue in request.queues:
-            validate_queue_name(queue)
         queues, projects = set(request.queues), set(request.projects)
 
         async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
@@ -178,11 +196,23 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             yield item
 
     def _check_scope(self, queue: str, project: str) -> None:
+        """The Queue must exist; a project must be one of its own, and is not served yet."""
         validate_queue_name(queue)
-        config = self._queues.queue(queue)
-        if project and project not in {p.name for p in config.projects}:
-            known = ", ".join(sorted(p.name for p in config.projects)) or "none"
-            raise InvalidInput(f"queue {queue} has no project {project!r} (known: {known})")
+        self._queues.queue(queue)
+        if project:
+            raise InvalidInput(
+                f"queue {queue} has no project {project!r}: {PER_PROJECT_UNSUPPORTED}; "
+                "ask about the whole repository (no project)"
+            )
+
+    def _check_projects(self, queues: Iterable[str], projects: Iterable[str]) -> None:
+        """No Queue has projects while per-project verdicts are not supported."""
+        for name in queues:
+            self._queues.queue(name)
+        for project in projects:
+            raise InvalidInput(
+                f"no watched queue has project {project!r}: {PER_PROJECT_UNSUPPORTED}"
+            )
 
 
 def _caller(context: Context) -> str:
@@ -203,13 +233,52 @@ async def serve_api(
     *,
     tokens: Mapping[str, str] | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    options: Sequence[tuple[str, int]] = (),
 ) -> GrpcServer:
-    """Start the API with health checking, reflection and (optional) token auth."""
+    """Start the API with health checking, reflection and (optional) token auth.
+
+    ``options`` are grpc server arguments (see :func:`connection_options`).
+
+    Interceptors run in order: the token check, then the request guard, so an
+    unauthenticated caller learns nothing about what the API would accept.
+    """
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_StovepipeServiceServicer_to_server(api, server)
 
-    interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
+    interceptors: list[grpc.aio.ServerInterceptor[object, object]] = [RequestGuard()]
+    if tokens:
+        interceptors.insert(0, TokenAuthInterceptor(tokens))
     return await start_server(
-        address, [register], [SERVICE_NAME], interceptors=interceptors, credentials=credentials
+        address,
+        [register],
+        [SERVICE_NAME],
+        interceptors=interceptors,
+        credentials=credentials,
+        options=options,
     )
+
+
+def connection_options(
+    keepalive_s: float, max_connection_age_s: float, grace_s: float
+) -> list[tuple[str, int]]:
+    """Server-side keepalive and connection age.
+
+    Keepalive pings find a peer that vanished without closing its connection
+    (a gate killed mid-``WatchEvents``), so its stream and its place under the
+    stream cap are freed. A maximum connection age sends every client a GOAWAY
+    now and then, which spreads clients over API replicas and ends a stream
+    that would otherwise live for ever; a watcher reconnects (``0`` turns it off).
+    """
+    options = [
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace_s * 1000)),
+        ]
+    return options

@@ -1,7 +1,13 @@
 """Commands that talk to a running API: ingest, status, last-green, gate, revalidate.
 
 Exit codes: 0 success (for ``gate``: recorded green), 1 recorded not green,
-2 not recorded / still in flight, 3 the API refused or could not be reached.
+2 not recorded / still in flight, 3 the API refused or could not be reached,
+4 unusable client options (a TLS file that cannot be read, a certificate without its key).
+
+Every command takes the same connection options: ``--api``, ``--token-env``
+and, for a server with TLS, ``--ca-file`` (the CA that signed the server's
+certificate; ``--tls`` alone trusts the system's CAs) plus ``--cert`` and
+``--key`` when the server requires client certificates.
 """
 
 from __future__ import annotations
@@ -9,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import grpc
 import typer
 from rich.console import Console
 
+from stovepipe.grpcutil import open_channel
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
@@ -23,6 +32,7 @@ EXIT_GREEN = 0
 EXIT_NOT_GREEN = 1
 EXIT_NOT_RECORDED = 2
 EXIT_ERROR = 3
+EXIT_USAGE = 4
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
@@ -39,6 +49,74 @@ TokenEnvOption = Annotated[
         help="Name of the environment variable that holds the bearer token (if any).",
     ),
 ]
+TlsOption = Annotated[
+    bool,
+    typer.Option(
+        "--tls/--no-tls",
+        envvar="STOVEPIPE_TLS",
+        help="Use TLS (implied by --ca-file, --cert and --key); without --ca-file the "
+        "system's CAs are trusted.",
+    ),
+]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        envvar="STOVEPIPE_CA_FILE",
+        help="PEM file with the CA(s) that signed the API's certificate.",
+    ),
+]
+CertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert",
+        envvar="STOVEPIPE_CLIENT_CERT",
+        help="PEM client certificate chain, for an API that requires client certificates.",
+    ),
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option("--key", envvar="STOVEPIPE_CLIENT_KEY", help="PEM private key of --cert."),
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the API is and how to reach it, from the command's connection options."""
+
+    api: str
+    token_env: str
+    tls: bool = False
+    ca_file: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials, or None for plaintext; exits 4 on unusable files."""
+        if not (self.tls or self.ca_file or self.cert or self.key):
+            return None
+        if (self.cert is None) != (self.key is None):
+            _usage_error("--cert and --key go together: give both or neither")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read_pem("--ca-file", self.ca_file),
+            private_key=_read_pem("--key", self.key),
+            certificate_chain=_read_pem("--cert", self.cert),
+        )
+
+
+def _read_pem(option: str, path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _usage_error(f"{option}: cannot read {path}: {exc.strerror}")
+
+
+def _usage_error(message: str) -> NoReturn:
+    err_console.print(f"[red]error[/red] {message}")
+    raise typer.Exit(EXIT_USAGE)
+
 
 _TERMINAL = {
     types_pb2.REQUEST_STATE_SUPERSEDED,
@@ -56,13 +134,15 @@ def _origin_name(origin: int) -> str:
     return types_pb2.FactOrigin.Name(origin).removeprefix("FACT_ORIGIN_").lower()  # type: ignore[arg-type]
 
 
-def _call(api: str, token_env: str, fn: Callable[[Any, Metadata], Awaitable[T]]) -> T:
+def _call(target: Target, fn: Callable[[Any, Metadata], Awaitable[T]]) -> T:
+    credentials = target.credentials()
+
     async def run() -> T:
         metadata: Metadata = ()
-        token = os.environ.get(token_env, "") if token_env else ""
+        token = os.environ.get(target.token_env, "") if target.token_env else ""
         if token:
             metadata = (("authorization", f"Bearer {token}"),)
-        async with grpc.aio.insecure_channel(api) as channel:
+        async with open_channel(target.api, credentials=credentials) as channel:
             stub: Any = pb_grpc.StovepipeServiceStub(channel)
             return await fn(stub, metadata)
 
@@ -71,7 +151,8 @@ def _call(api: str, token_env: str, fn: Callable[[Any, Metadata], Awaitable[T]])
     except grpc.aio.AioRpcError as exc:
         err_console.print(f"[red]error[/red] {exc.code().name}: {exc.details()}")
         if exc.code() is grpc.StatusCode.UNAVAILABLE:
-            err_console.print(f"is the API running at {api}? (`stovepipe up` starts one)")
+            hint = "is the API running there, and does it use TLS? (--ca-file, --tls)"
+            err_console.print(f"could not reach the API at {target.api}: {hint}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -84,11 +165,15 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+        tls: TlsOption = False,
+        ca_file: CaFileOption = None,
+        cert: CertOption = None,
+        key: KeyOption = None,
     ) -> None:
         """Report that QUEUE moved: resolve its head and start validating it."""
+        target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
-            api,
-            token_env,
+            target,
             lambda stub, md: stub.Ingest(
                 pb.IngestRequest(queue=queue, trigger=trigger), metadata=md
             ),
@@ -96,7 +181,7 @@ def register(app: typer.Typer) -> None:
         note = " (already known)" if response.duplicate else ""
         console.print(f"{response.request_id}  {response.uri}{note}")
         if wait:
-            raise typer.Exit(_wait_and_show(api, token_env, response.request_id, timeout))
+            raise typer.Exit(_wait_and_show(target, response.request_id, timeout))
 
     @app.command()
     def status(
@@ -105,13 +190,17 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+        tls: TlsOption = False,
+        ca_file: CaFileOption = None,
+        cert: CertOption = None,
+        key: KeyOption = None,
     ) -> None:
         """Show one Request: state, strategy, build and reason."""
+        target = Target(api, token_env, tls, ca_file, cert, key)
         if wait:
-            raise typer.Exit(_wait_and_show(api, token_env, request_id, timeout))
+            raise typer.Exit(_wait_and_show(target, request_id, timeout))
         request = _call(
-            api,
-            token_env,
+            target,
             lambda stub, md: stub.GetRequest(
                 pb.GetRequestRequest(request_id=request_id), metadata=md
             ),
@@ -124,11 +213,15 @@ def register(app: typer.Typer) -> None:
         project: Annotated[str, typer.Option(help="Project (default: whole repository).")] = "",
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+        tls: TlsOption = False,
+        ca_file: CaFileOption = None,
+        cert: CertOption = None,
+        key: KeyOption = None,
     ) -> None:
         """Print the newest green commit URI of QUEUE (exit 2 when there is none yet)."""
+        target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
-            api,
-            token_env,
+            target,
             lambda stub, md: stub.GetLastGreen(
                 pb.GetLastGreenRequest(queue=queue, project=project), metadata=md
             ),
@@ -145,11 +238,15 @@ def register(app: typer.Typer) -> None:
         project: Annotated[str, typer.Option(help="Project (default: whole repository).")] = "",
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+        tls: TlsOption = False,
+        ca_file: CaFileOption = None,
+        cert: CertOption = None,
+        key: KeyOption = None,
     ) -> None:
         """Exit 0 only when URI is recorded green (1 recorded not green, 2 not recorded)."""
+        target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
-            api,
-            token_env,
+            target,
             lambda stub, md: stub.GetGreenness(
                 pb.GetGreennessRequest(queue=queue, uri=uri, project=project), metadata=md
             ),
@@ -182,12 +279,16 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
+        tls: TlsOption = False,
+        ca_file: CaFileOption = None,
+        cert: CertOption = None,
+        key: KeyOption = None,
     ) -> None:
         """Validate URI again (admin): allowed for fail_closed verdicts, and for broken ones
         with --flaky. Green is final."""
+        target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
-            api,
-            token_env,
+            target,
             lambda stub, md: stub.Revalidate(
                 pb.RevalidateRequest(queue=queue, uri=uri, flaky=flaky, reason=reason),
                 metadata=md,
@@ -197,10 +298,10 @@ def register(app: typer.Typer) -> None:
         note = "already in flight" if response.already_in_flight else "started"
         console.print(f"{request.id}  attempt {request.attempt} {note}")
         if wait:
-            raise typer.Exit(_wait_and_show(api, token_env, request.id, timeout))
+            raise typer.Exit(_wait_and_show(target, request.id, timeout))
 
 
-def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) -> int:
+def _wait_and_show(target: Target, request_id: str, timeout: float) -> int:
     async def poll(stub: Any, md: Metadata) -> types_pb2.Request:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -215,7 +316,7 @@ def _wait_and_show(api: str, token_env: str, request_id: str, timeout: float) ->
                     return request
                 await asyncio.sleep(0.2)
 
-    request = _call(api, token_env, poll)
+    request = _call(target, poll)
     _show_request(request)
     if request.state not in _TERMINAL:
         err_console.print(f"still {_state_name(request.state)} after {timeout:g}s")

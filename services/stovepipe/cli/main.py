@@ -57,16 +57,18 @@ def db_upgrade(
 ) -> None:
     """Create or migrate the schema to the newest revision."""
     from stovepipe.cli.loading import load_settings
+    from stovepipe.redaction import redact_url
     from stovepipe.storage.migrate import current_revision, upgrade
 
     target = url or load_settings(config).storage.url
     upgrade(target)
-    typer.echo(f"schema at revision {current_revision(target)} ({_safe_url(target)})")
+    typer.echo(f"schema at revision {current_revision(target)} ({redact_url(target)})")
 
 
 @ext_app.command("git", context_settings=PASSTHROUGH)
 def ext_git(ctx: typer.Context) -> None:
-    """SourceControl over git (local paths or URLs). Options: --listen, --cache-dir."""
+    """SourceControl over the repositories of the Queues in --config. Options: --listen,
+    --cache-dir, --token-env/--token-file, --tls-cert/--tls-key/--client-ca."""
     from stovepipe.extensions.sourcecontrol.git import main as git_main
 
     raise typer.Exit(git_main(list(ctx.args)))
@@ -75,19 +77,44 @@ def ext_git(ctx: typer.Context) -> None:
 @ext_app.command("local-runner", context_settings=PASSTHROUGH)
 def ext_local_runner(ctx: typer.Context) -> None:
     """BuildRunner that runs targets as local subprocesses. Options: --listen,
-    --source-control, --work-dir."""
+    --source-control, --work-dir, --token-env/--token-file, --source-control-token-env."""
     from stovepipe.extensions.buildrunner.local import main as runner_main
 
     raise typer.Exit(runner_main(list(ctx.args)))
 
 
+HealthPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve readiness as plaintext gRPC health on this port: SERVING once ready, "
+        "NOT_SERVING while starting and draining.",
+        envvar="STOVEPIPE_HEALTH_PORT",
+        min=1,
+        max=65535,
+    ),
+]
+HealthHost = Annotated[
+    str,
+    typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
+]
+
+
+def _health_listen(host: str, port: int | None) -> str | None:
+    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
+    return f"{bracketed}:{port}" if port is not None else None
+
+
 @app.command()
-def api(config: ConfigOption = None) -> None:
+def api(
+    config: ConfigOption = None,
+    health_port: HealthPort = None,
+    health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+) -> None:
     """Serve the gRPC API (StovepipeService, health, reflection)."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    asyncio.run(run_api(load_settings(config)))
+    asyncio.run(run_api(load_settings(config), _health_listen(health_host, health_port)))
 
 
 @app.command()
@@ -97,6 +124,8 @@ def worker(
         typer.Argument(help="A registered stage (process, build, ...); a wrong name lists them."),
     ],
     config: ConfigOption = None,
+    health_port: HealthPort = None,
+    health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
 ) -> None:
     """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
@@ -106,7 +135,50 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    asyncio.run(run_worker(load_settings(config), stage))
+    asyncio.run(run_worker(load_settings(config), stage, _health_listen(health_host, health_port)))
+
+
+@app.command()
+def health(
+    address: Annotated[
+        str,
+        typer.Argument(
+            help="host:port of the API, an extension server or a worker's --health-port.",
+            envvar="STOVEPIPE_HEALTH_ADDRESS",
+            show_default=False,
+        ),
+    ],
+    service: Annotated[
+        str, typer.Option(help="The service to ask about (default: the whole server).")
+    ] = "",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 3.0,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Connect over TLS, trusting the system CAs.")
+    ] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA (PEM) of the server's certificate; implies --tls.")
+    ] = None,
+    cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for a mutual-TLS server.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="Key (PEM) of --cert.")] = None,
+) -> None:
+    """Exit 0 when ADDRESS answers gRPC health SERVING, 1 otherwise (a container probe)."""
+    from stovepipe.runtime.health import check_health, tls_credentials
+
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    credentials = None
+    if tls or ca_file is not None or cert is not None:
+        try:
+            credentials = tls_credentials(ca_file, cert, key)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {exc.filename}: {exc.strerror}") from None
+    answer = asyncio.run(
+        check_health(address, service=service, timeout_s=timeout, credentials=credentials)
+    )
+    typer.echo(f"{address}: {answer.said}")
+    raise typer.Exit(0 if answer.serving else 1)
 
 
 @app.command()
@@ -115,12 +187,22 @@ def up(
     state_dir: Annotated[
         Path, typer.Option(help="Where the embedded stack keeps its database, logs and worktrees.")
     ] = Path(".stovepipe"),
+    no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-sandbox",
+            help="Run builds as plain processes instead of in the bubblewrap sandbox: "
+            "only for code you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Run everything on embedded defaults: broker, SQLite, extensions, workers and API."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.embedded import run_embedded_stack
 
-    raise typer.Exit(asyncio.run(run_embedded_stack(load_settings(config), state_dir)))
+    raise typer.Exit(
+        asyncio.run(run_embedded_stack(load_settings(config), state_dir, sandbox=not no_sandbox))
+    )
 
 
 @app.command()
@@ -131,12 +213,6 @@ def demo(
     from stovepipe.runtime.demo import run_demo
 
     raise typer.Exit(asyncio.run(run_demo(keep=keep)))
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

@@ -3,22 +3,14 @@
 Entry points: ``load_config`` (a file), ``default_config`` (no file) and
 ``config_from_mapping`` (data already in memory). Every problem is reported at
 once as ``<file>: <field path>: <problem>``. The file never holds a secret:
-``resolve_secret`` reads the variable or file a setting names.
+``resolve_secret`` reads the variable or file a setting names. Keys for features
+that do not run yet are refused, not ignored.
 """
 
 from stovepipe.config.errors import ConfigError, ConfigProblem, SecretUnavailable, UnknownQueue
 from stovepipe.config.loader import config_from_mapping, default_config, load_config
 from stovepipe.config.models import StovepipeConfig
-from stovepipe.config.queues import (
-    BuildConfig,
-    HookConfig,
-    PollConfig,
-    ProjectConfig,
-    QueueConfig,
-    SourceConfig,
-    TargetConfig,
-)
-from stovepipe.config.redaction import redact_url
+from stovepipe.config.queues import BuildConfig, QueueConfig, SourceConfig, TargetConfig
 from stovepipe.config.secrets import SecretRef, resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
@@ -31,6 +23,7 @@ from stovepipe.config.sections import (
     TokenConfig,
     WorkersConfig,
 )
+from stovepipe.redaction import redact_url
 
 __all__ = [
     "ApiConfig",
@@ -39,10 +32,7 @@ __all__ = [
     "ConfigProblem",
     "Endpoint",
     "ExtensionsConfig",
-    "HookConfig",
     "KafkaConfig",
-    "PollConfig",
-    "ProjectConfig",
     "QueueConfig",
     "SecretRef",
     "SecretUnavailable",

@@ -2,13 +2,14 @@
 
 Every model is frozen (configuration is read once and shared by every stage)
 and rejects unknown keys, so a misspelt setting is an error instead of a
-silently ignored default.
+silently ignored default. A model may also refuse keys with a message of its
+own: a literal secret, or a feature that does not run yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -19,20 +20,24 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from stovepipe.config.redaction import is_redacted, redact_url
-
 Loc = tuple[int | str, ...]
 PROBLEM_TYPE = "stovepipe_config"
+T = TypeVar("T")
 
 
-def raise_problems(
+def nearest(found: Mapping[Loc, T], loc: Loc) -> T | None:
+    """What ``found`` holds for ``loc`` or, failing that, for its nearest ancestor."""
+    for end in range(len(loc), 0, -1):
+        value = found.get(loc[:end])
+        if value is not None:
+            return value
+    return None
+
+
+def combined(
     title: str, error: ValidationError | None, problems: Sequence[tuple[Loc, str]]
-) -> NoReturn:
-    """Raise one ``ValidationError`` holding ``error``'s line errors plus ``problems``.
-
-    Pydantic stops at a validator's first raise; this lets a validator report
-    several problems, each at its own location, next to the field errors.
-    """
+) -> ValidationError:
+    """One ``ValidationError`` holding ``error``'s line errors plus ``problems``."""
     details: list[InitErrorDetails] = []
     if error is not None:
         for err in error.errors(include_url=False):
@@ -47,63 +52,50 @@ def raise_problems(
         details.append(
             InitErrorDetails(type=PydanticCustomError(PROBLEM_TYPE, message), loc=loc, input=None)
         )
-    raise ValidationError.from_exception_data(title, details)
+    return ValidationError.from_exception_data(title, details)
 
 
-def repeated(names: Sequence[object]) -> list[tuple[int, int]]:
-    """``(index, first_index)`` for every entry equal to an earlier one."""
-    first: dict[object, int] = {}
-    out: list[tuple[int, int]] = []
-    for index, name in enumerate(names):
-        if name in first:
-            out.append((index, first[name]))
-        else:
-            first[name] = index
-    return out
+def raise_problems(
+    title: str, error: ValidationError | None, problems: Sequence[tuple[Loc, str]]
+) -> NoReturn:
+    """Raise ``combined(...)``: pydantic stops at a validator's first raise, and this lets
+    a validator report several problems, each at its own location."""
+    raise combined(title, error, problems)
 
 
 def require_unique_names(title: str, items: Sequence[Any], what: str, list_name: str) -> None:
     """Report each repeated ``name`` at ``[i].name``, pointing at the first use."""
+    first: dict[str, int] = {}
     problems: list[tuple[Loc, str]] = [
-        ((index, "name"), f"{what} name {items[index].name!r} is already used by {list_name}[{at}]")
-        for index, at in repeated([item.name for item in items])
+        ((i, "name"), f"{what} name {item.name!r} is already used by {list_name}[{at}]")
+        for i, item in enumerate(items)
+        if (at := first.setdefault(item.name, i)) != i
     ]
     if problems:
         raise_problems(title, None, problems)
 
 
 class ConfigModel(BaseModel):
-    """Frozen, strict about keys, and never shows a credential in ``repr``."""
+    """Frozen, strict about keys, and able to refuse a key with a message of its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    literal_secret_keys: ClassVar[Mapping[str, str]] = {}
-    """Keys that would put a secret in the file, each with the message that says what
-    to write instead. Reported at the key itself, with the model's other problems."""
+    refused_keys: ClassVar[Mapping[str, str]] = {}
+    """Keys that are not accepted, each with the message saying why and what to do.
+    Reported at the key itself, together with the model's other problems."""
 
     @model_validator(mode="wrap")
     @classmethod
-    def _reject_literal_secrets(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        if not cls.literal_secret_keys or not isinstance(data, Mapping):
-            return handler(data)
-        found = [key for key in cls.literal_secret_keys if key in data]
+    def _refuse_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        found = [key for key in cls.refused_keys if isinstance(data, Mapping) and key in data]
         if not found:
             return handler(data)
-        problems = [((key,), cls.literal_secret_keys[key]) for key in found]
+        problems = [((key,), cls.refused_keys[key]) for key in found]
         try:
             handler({k: v for k, v in data.items() if k not in found})
         except ValidationError as exc:
             raise_problems(cls.__name__, exc, problems)
         raise_problems(cls.__name__, None, problems)
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        fields = type(self).model_fields
-        for name, value in super().__repr_args__():
-            field = fields.get(name) if name else None
-            if field is not None and isinstance(value, str) and is_redacted(field.metadata):
-                yield name, redact_url(value)
-            else:
-                yield name, value
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump that is safe to log: credentials inside URLs are masked.

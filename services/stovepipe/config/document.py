@@ -17,7 +17,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from stovepipe.config.base import Loc
+from stovepipe.config.base import Loc, nearest
 from stovepipe.config.errors import ConfigError
 
 EXAMPLE_FILE = "stovepipe.example.yaml"
@@ -53,11 +53,7 @@ class Document:
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of ``loc``, or of its nearest written ancestor (for a missing key)."""
-        for end in range(len(loc), 0, -1):
-            line = self.lines.get(loc[:end])
-            if line is not None:
-                return line
-        return None
+        return nearest(self.lines, loc)
 
 
 def _record_lines(node: Node, loc: Loc, lines: dict[Loc, int], active: set[int]) -> None:
@@ -88,7 +84,7 @@ def _syntax_problem(exc: yaml.YAMLError) -> str:
     if context:
         message += f" ({context})"
     if context and "alias" in context:
-        message += "; quote values that start with '*', e.g. schedule: \"*/5 * * * *\""
+        message += "; quote values that start with '*', e.g. paths: [\"**/*.py\"]"
     elif "'\\t'" in problem:
         message += "; indent with spaces, not tabs"
     return message

@@ -15,7 +15,7 @@ for other programs too. Names are case-insensitive; empty values count as
 unset. Queues come only from the file, so the set of validated Queues can be
 read in one place.
 
-pydantic-settings does the reading (prefix, nesting, case, JSON for whole
+pydantic-settings reads the nested form (prefix, nesting, case, JSON for whole
 sections); the source below only lets callers pass the environment explicitly.
 """
 
@@ -38,7 +38,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from stovepipe.config.base import Loc
+from stovepipe.config.base import Loc, nearest
 from stovepipe.config.errors import ConfigProblem
 
 PREFIX = "STOVEPIPE__"
@@ -51,8 +51,8 @@ SHORTHANDS: Mapping[str, tuple[str, str]] = {
 }
 
 
-class _Overrides(BaseSettings):
-    """What the environment sets. Sections stay partial dicts: validation happens once,
+class _Sections(BaseSettings):
+    """What the nested variables set. Sections stay partial dicts: validation happens once,
     on the merged configuration, so a problem is reported at its real field path."""
 
     model_config = SettingsConfigDict(
@@ -68,9 +68,6 @@ class _Overrides(BaseSettings):
     api: dict[str, Any] = Field(default_factory=dict)
     extensions: dict[str, Any] = Field(default_factory=dict)
     workers: dict[str, Any] = Field(default_factory=dict)
-    database_url: str | None = Field(default=None, validation_alias="STOVEPIPE_DATABASE_URL")
-    bootstrap_servers: str | None = Field(default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    api_listen: str | None = Field(default=None, validation_alias="STOVEPIPE_API_LISTEN")
 
     @classmethod
     def settings_customise_sources(
@@ -103,18 +100,17 @@ class EnvOverrides:
     """The partial configuration the environment sets, and which variable set what."""
 
     data: dict[str, Any] = field(default_factory=dict)
-    origins: Mapping[tuple[str, ...], str] = field(default_factory=dict)
+    origins: Mapping[Loc, str] = field(default_factory=dict)
     problems: tuple[ConfigProblem, ...] = ()
 
     def origin_of(self, loc: Loc) -> str | None:
-        """The variable that set ``loc`` or the nearest ancestor of it, if any did."""
-        for end in range(len(loc), 0, -1):
-            head = loc[:end]
-            if all(isinstance(p, str) for p in head):
-                name = self.origins.get(tuple(str(p) for p in head))
-                if name is not None:
-                    return name
-        return None
+        """The variable that set ``loc`` or its nearest ancestor or, failing those, a setting
+        inside ``loc`` (a refused section set key by key), if any did."""
+        found = nearest(self.origins, loc)
+        if found is None and loc:
+            inside = (name for path, name in self.origins.items() if path[: len(loc)] == loc)
+            found = next(inside, None)
+        return found
 
     def apply(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """``data`` with the overrides merged in, key by key; ``data`` is left untouched."""
@@ -141,17 +137,17 @@ def _unknown_section(name: str, section: str) -> ConfigProblem:
     return ConfigProblem(f"environment variable {name}", message)
 
 
-def _origins(
-    environ: Mapping[str, str],
-) -> tuple[dict[tuple[str, ...], str], list[ConfigProblem]]:
-    """Which variable sets which path (nested names after shorthands: they win), and the
-    ``STOVEPIPE__`` variables that point at no overridable section."""
-    set_vars = {name.upper(): name for name, value in environ.items() if value}
-    origins: dict[tuple[str, ...], str] = {
-        path: set_vars[var] for var, path in SHORTHANDS.items() if var in set_vars
-    }
+def read_env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
+    """Collect the overrides in ``environ``; misdirected variables become problems."""
+    named = {name.upper(): name for name, value in environ.items() if value}
+    data: dict[str, Any] = {}
+    origins: dict[Loc, str] = {}
     problems: list[ConfigProblem] = []
-    for upper, name in set_vars.items():
+    for variable, (section, key) in SHORTHANDS.items():
+        if variable in named:
+            data.setdefault(section, {})[key] = environ[named[variable]]
+            origins[(section, key)] = named[variable]
+    for upper, name in named.items():
         if not upper.startswith(PREFIX):
             continue
         path = tuple(p.lower() for p in upper[len(PREFIX) :].split(DELIMITER) if p)
@@ -161,14 +157,8 @@ def _origins(
             origins[path] = name
         else:
             problems.append(_unknown_section(name, path[0]))
-    return origins, problems
-
-
-def read_env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
-    """Collect the overrides in ``environ``; misdirected variables become problems."""
-    origins, problems = _origins(environ)
     try:
-        found = _Overrides.model_validate(_GivenEnvironment(_Overrides, environ)())
+        found = _Sections.model_validate(_GivenEnvironment(_Sections, environ)())
     except SettingsError as exc:
         field_named = re.search(r'field "(\w+)"', str(exc))
         name = f"{PREFIX}{field_named[1].upper()}" if field_named else PREFIX + "<SECTION>"
@@ -180,15 +170,6 @@ def read_env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
             )
         )
         return EnvOverrides(problems=tuple(problems))
-    data: dict[str, Any] = {}
-    shorthands = (
-        (("storage", "url"), found.database_url),
-        (("kafka", "bootstrap_servers"), found.bootstrap_servers),
-        (("api", "listen"), found.api_listen),
-    )
-    for (section, key), shorthand in shorthands:
-        if shorthand is not None:
-            data.setdefault(section, {})[key] = shorthand
     for section in SECTIONS:
         nested: dict[str, Any] = getattr(found, section)
         if nested:

@@ -1,11 +1,10 @@
 """Build a ``StovepipeConfig``: file (YAML) → environment overrides → validation.
 
-Precedence is environment > file > defaults. Relative paths in the file
-(a local repository, token and TLS files, a hook's secret file) are taken
-relative to the file's directory, so the same file works whatever directory a
-process starts in; ``~`` is expanded. The SQLite URL is left as written (it is
-relative to the working directory; ``stovepipe up`` moves it into its state
-directory).
+Precedence is environment > file > defaults. Relative paths in the file (a
+local repository, token and TLS files) are taken relative to the file's
+directory, so the same file works whatever directory a process starts in; ``~``
+is expanded. The SQLite URL is left as written (it is relative to the working
+directory; ``stovepipe up`` moves it into its state directory).
 """
 
 from __future__ import annotations
@@ -14,17 +13,21 @@ import copy
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from stovepipe.config.base import Loc
+from stovepipe.config.base import ConfigModel, Loc, combined
 from stovepipe.config.document import read_document
 from stovepipe.config.env import read_env_overrides
 from stovepipe.config.errors import ConfigError, ConfigProblem
 from stovepipe.config.fields import is_remote
-from stovepipe.config.models import StovepipeConfig
+from stovepipe.config.models import StovepipeConfig, cross_section_problems
 from stovepipe.config.problems import problems_from
+from stovepipe.config.queues import QueueConfig
+from stovepipe.config.sections import ExtensionsConfig
+
+M = TypeVar("M", bound=ConfigModel)
 
 
 def _build(
@@ -40,11 +43,35 @@ def _build(
     try:
         config = StovepipeConfig.model_validate(merged)
     except ValidationError as exc:
-        problems.extend(problems_from(exc, merged, StovepipeConfig, line_of, overrides.origin_of))
+        salvaged = _salvaged_problems(merged)
+        error = combined(exc.title, exc, salvaged) if salvaged else exc
+        problems.extend(problems_from(error, merged, StovepipeConfig, line_of, overrides.origin_of))
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _valid(model: type[M], data: object) -> M | None:
+    """``data`` as ``model`` (ignoring the keys it refuses), or ``None`` if it is not one."""
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k not in model.refused_keys}
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _salvaged_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """The rules across sections, over the Queues (and extensions) that are valid on their
+    own: ``StovepipeConfig`` checks them only once everything else is valid."""
+    entries = data.get("queues")
+    queues = [
+        (i, queue)
+        for i, entry in enumerate(entries if isinstance(entries, list | tuple) else ())
+        if (queue := _valid(QueueConfig, entry)) is not None
+    ]
+    return cross_section_problems(_valid(ExtensionsConfig, data.get("extensions", {})), queues)
 
 
 def config_from_mapping(
@@ -107,7 +134,4 @@ def resolve_relative_paths(data: Any, base: Path) -> Any:
         source = queue.get("source")
         if isinstance(source, dict) and "repository" in source:
             source["repository"] = _resolved(source["repository"], base)
-        for hook in _entries(queue, "hooks"):
-            if "secret_file" in hook:
-                hook["secret_file"] = _resolved(hook["secret_file"], base)
     return data

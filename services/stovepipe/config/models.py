@@ -1,28 +1,65 @@
-"""The whole of ``stovepipe.yaml``: ``StovepipeConfig`` and the lookups the service needs.
+"""The whole of ``stovepipe.yaml``: ``StovepipeConfig``, the rules across its sections,
+and the lookups the service needs.
 
-Section models live in ``sections`` (service-wide) and ``queues`` (per Queue);
-this module adds the rules across sections and the Queue directory.
+Section models live in ``sections`` (service-wide) and ``queues`` (per Queue).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Self
+from collections.abc import Iterable, Mapping
+from typing import Self
 
-from pydantic import ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import model_validator
 
-from stovepipe.config.base import ConfigModel, raise_problems
-from stovepipe.config.crosscheck import as_plain_data, cross_check
-from stovepipe.config.errors import UnknownQueue
-from stovepipe.config.queues import QueueConfig
-from stovepipe.config.secrets import resolve_role_tokens
+from stovepipe.config.base import ConfigModel, Loc, raise_problems
+from stovepipe.config.errors import ConfigProblem, SecretUnavailable, UnknownQueue
+from stovepipe.config.queues import QueueConfig, branch
+from stovepipe.config.secrets import resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
+    Endpoint,
     ExtensionsConfig,
     KafkaConfig,
     StorageConfig,
     WorkersConfig,
 )
+
+
+def cross_section_problems(
+    extensions: ExtensionsConfig | None, queues: Iterable[tuple[int, QueueConfig]]
+) -> list[tuple[Loc, str]]:
+    """What is wrong between ``queues`` (each with its index in the file), or between a
+    Queue and ``extensions`` (unchecked when ``None``): a repeated name, an undeclared
+    extension, a ref of one repository promoted by two Queues.
+
+    The loader also runs this over the Queues that are valid on their own when others
+    are not, so these problems come in the same pass as the field errors.
+    """
+    problems: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    promoted: dict[tuple[str, str], int] = {}
+    for i, queue in queues:
+        if (first := names.setdefault(queue.name, i)) != i:
+            message = f"queue name {queue.name!r} is already used by queues[{first}]"
+            problems.append((("queues", i, "name"), message))
+        if extensions is not None:
+            for kind, loc, name in (
+                ("sourcecontrol", ("source", "extension"), queue.source.extension),
+                ("buildrunner", ("build", "runner"), queue.build.runner),
+            ):
+                declared: Mapping[str, Endpoint] = getattr(extensions, kind)
+                if name not in declared:
+                    offered = ", ".join(sorted(declared)) or "none"
+                    message = (
+                        f"{name!r} is not declared under extensions.{kind} (declared: {offered})"
+                    )
+                    problems.append((("queues", i, *loc), message))
+        if queue.promotion_ref is not None:
+            target = (queue.source.repository, branch(queue.promotion_ref))
+            if (first := promoted.setdefault(target, i)) != i:
+                message = f"queues[{first}] already promotes {target[1]!r} in the same repository"
+                problems.append((("queues", i, "promotion_ref"), message))
+    return problems
 
 
 class StovepipeConfig(ConfigModel):
@@ -35,19 +72,12 @@ class StovepipeConfig(ConfigModel):
     workers: WorkersConfig = WorkersConfig()
     queues: tuple[QueueConfig, ...] = ()
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _cross_check(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        problems = cross_check(as_plain_data(data))
-        try:
-            config = handler(data)
-        except ValidationError as exc:
-            if not problems:
-                raise
-            raise_problems(cls.__name__, exc, problems)
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Self:
+        problems = cross_section_problems(self.extensions, enumerate(self.queues))
         if problems:
-            raise_problems(cls.__name__, None, problems)
-        return config
+            raise_problems(type(self).__name__, None, problems)
+        return self
 
     @property
     def queue_names(self) -> tuple[str, ...]:
@@ -67,21 +97,43 @@ class StovepipeConfig(ConfigModel):
     def api_tokens(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """Secret token → role for the API, read now from the environment or files.
 
-        Raises ``SecretUnavailable`` naming every variable or file that could not be read.
+        Raises ``SecretUnavailable`` naming every variable or file that could not be read,
+        and every token whose secret another token has too: a caller's role would depend
+        on which entry happened to be read last.
         """
-        return resolve_role_tokens(self.api.tokens, env)
+        roles: dict[str, str] = {}
+        owners: dict[str, str] = {}
+        problems: list[ConfigProblem] = []
+        for token in self.api.tokens:
+            try:
+                secret = resolve_secret(token, env)
+            except SecretUnavailable as exc:
+                problems.extend(ConfigProblem(exc.source, p.message) for p in exc.problems)
+                continue
+            if secret in owners:
+                message = f"has the same secret as api token {owners[secret]!r}; "
+                problems.append(
+                    ConfigProblem(
+                        f"api token {token.name!r}", message + "give every caller its own token"
+                    )
+                )
+                continue
+            owners[secret] = token.name
+            roles[secret] = token.role
+        if problems:
+            raise SecretUnavailable("api.tokens", problems)
+        return roles
 
     def unaddressed_extensions(self) -> tuple[str, ...]:
         """Extensions the Queues use that have no address (``stovepipe up`` starts those;
         anywhere else they are a deployment error worth reporting before starting)."""
-        used: dict[str, set[str]] = {"sourcecontrol": set(), "buildrunner": set(), "hooks": set()}
-        for queue in self.queues:
-            used["sourcecontrol"].add(queue.source.extension)
-            used["buildrunner"].add(queue.build.runner)
-            used["hooks"].update(hook.kind for hook in queue.hooks)
+        used = {
+            "sourcecontrol": {queue.source.extension for queue in self.queues},
+            "buildrunner": {queue.build.runner for queue in self.queues},
+        }
         missing: list[str] = []
         for kind, names in used.items():
-            endpoints = getattr(self.extensions, kind)
+            endpoints: Mapping[str, Endpoint] = getattr(self.extensions, kind)
             for name in sorted(names):
                 endpoint = endpoints.get(name)
                 if endpoint is None or endpoint.address is None:

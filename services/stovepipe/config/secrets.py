@@ -8,12 +8,12 @@ an error can never contain it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from stovepipe.config.errors import ConfigProblem, SecretUnavailable
+from stovepipe.config.errors import SecretUnavailable
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,17 @@ class SecretRef:
 
 
 class HasSecret(Protocol):
-    def secret_ref(self) -> SecretRef | None: ...
+    def secret_ref(self) -> SecretRef: ...
 
 
-class RoleToken(HasSecret, Protocol):
-    @property
-    def name(self) -> str: ...
+def resolve_secret(holder: HasSecret | SecretRef, env: Mapping[str, str] | None = None) -> str:
+    """The secret ``holder`` names, from ``env`` (default: the process environment) or a file.
 
-    @property
-    def role(self) -> str: ...
-
-
-def _read(ref: SecretRef, env: Mapping[str, str]) -> str:
+    Raises ``SecretUnavailable`` naming the variable or file, never a value.
+    """
+    ref = holder if isinstance(holder, SecretRef) else holder.secret_ref()
     if ref.env is not None:
-        value = env.get(ref.env, "")
+        value = (os.environ if env is None else env).get(ref.env, "")
         if not value:
             raise SecretUnavailable(
                 ref.owner, [f"environment variable {ref.env} is not set or is empty"]
@@ -61,47 +58,3 @@ def _read(ref: SecretRef, env: Mapping[str, str]) -> str:
     if not value:
         raise SecretUnavailable(ref.owner, [f"secret file {path} is empty"])
     return value
-
-
-def resolve_secret(holder: HasSecret | SecretRef, env: Mapping[str, str] | None = None) -> str:
-    """The secret ``holder`` names, from ``env`` (default: the process environment) or a file.
-
-    Raises ``SecretUnavailable`` naming the variable or file, never a value.
-    """
-    ref = holder if isinstance(holder, SecretRef) else holder.secret_ref()
-    if ref is None:
-        raise SecretUnavailable("secret", ["this setting names no secret"])
-    return _read(ref, os.environ if env is None else env)
-
-
-def resolve_role_tokens(
-    tokens: Iterable[RoleToken], env: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Secret token → role for every token, reporting every unreadable one at once.
-
-    Two tokens that resolve to the same secret are refused: a caller's role would
-    depend on which entry happened to be read last.
-    """
-    resolved: dict[str, str] = {}
-    owners: dict[str, str] = {}
-    problems: list[ConfigProblem] = []
-    for token in tokens:
-        try:
-            secret = resolve_secret(token, env)
-        except SecretUnavailable as exc:
-            problems.extend(ConfigProblem(exc.source, p.message) for p in exc.problems)
-            continue
-        if secret in owners:
-            problems.append(
-                ConfigProblem(
-                    f"api token {token.name!r}",
-                    f"has the same secret as api token {owners[secret]!r}; "
-                    "give every caller its own token",
-                )
-            )
-            continue
-        owners[secret] = token.name
-        resolved[secret] = token.role
-    if problems:
-        raise SecretUnavailable("api.tokens", problems)
-    return resolved

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from stovepipe.config.base import ConfigModel, Loc, raise_problems, require_unique_names
 from stovepipe.config.fields import (
@@ -21,9 +30,10 @@ from stovepipe.config.fields import (
     PositiveSeconds,
     check_bootstrap_servers,
     check_kafka_topic_part,
+    check_not_blank,
 )
-from stovepipe.config.redaction import UrlWithCredentials
 from stovepipe.config.secrets import SecretRef
+from stovepipe.redaction import redact_url
 
 if TYPE_CHECKING:
     from stovepipe.failures.policy import RetryPolicy
@@ -51,13 +61,56 @@ def _check_database_url(value: str) -> str:
 
 
 class StorageConfig(ConfigModel):
-    """Where state lives: SQLite (the embedded default) or PostgreSQL."""
+    """Where state lives: SQLite (the embedded default) or PostgreSQL.
 
-    url: Annotated[UrlWithCredentials, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    ``url`` may carry a password (from ``STOVEPIPE_DATABASE_URL``): it is masked in
+    ``repr`` and in ``redacted()``, and kept in ``model_dump()`` for the code that connects.
+    """
+
+    url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "url", redact_url(self.url)
+
+    @field_serializer("url")
+    def _masked_when_redacting(self, url: str, info: SerializationInfo) -> str:
+        context = info.context
+        return redact_url(url) if isinstance(context, dict) and context.get("redact") else url
+
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_KAFKA_SSL_KEYS = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+_KAFKA_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password_env", "sasl_password_file")
+
+
+def _absolute_path(value: str) -> str:
+    """``~`` expanded; relative paths are refused rather than guessed at (unlike the
+    ``api`` files, the loader does not resolve these against the file's directory)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path (starting with / or ~/)")
+    return str(path)
+
+
+KafkaFile = Annotated[str, AfterValidator(check_not_blank), AfterValidator(_absolute_path)]
 
 
 class KafkaConfig(ConfigModel):
-    """The broker. Empty ``bootstrap_servers`` means ``stovepipe up`` starts an embedded one."""
+    """The broker. Empty ``bootstrap_servers`` means ``stovepipe up`` starts an embedded one.
+
+    ``security_protocol`` says how every client reaches the cluster. With SSL the
+    broker is verified against ``ssl_ca_file`` (the system trust store when it is
+    omitted), and ``ssl_cert_file`` + ``ssl_key_file`` add a client certificate
+    (mTLS). SASL needs a mechanism, a user name and the password *by reference*.
+    Files are checked when a client is built, not here: a command that never talks
+    to Kafka must not fail because a client certificate is not mounted on its host.
+    """
+
+    refused_keys = {
+        "sasl_password": "a literal password is not allowed in the file; name the environment "
+        "variable that holds it with sasl_password_env, or a file with sasl_password_file",
+    }
 
     bootstrap_servers: Annotated[str, AfterValidator(check_bootstrap_servers)] = ""
     topic_prefix: Annotated[str, AfterValidator(check_kafka_topic_part)] = ""
@@ -69,6 +122,14 @@ class KafkaConfig(ConfigModel):
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1_000
     graceful_timeout_seconds: Annotated[float, Field(ge=0, le=3_600)] = 30.0
     redelivery_pause_ms: Annotated[int, Field(ge=0, le=600_000)] = 1_000
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    ssl_ca_file: KafkaFile | None = None
+    ssl_cert_file: KafkaFile | None = None
+    ssl_key_file: KafkaFile | None = None
+    sasl_mechanism: KafkaSaslMechanism | None = None
+    sasl_username: NonBlank | None = None
+    sasl_password_env: EnvName | None = None
+    sasl_password_file: KafkaFile | None = None
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaConfig:
@@ -79,6 +140,54 @@ class KafkaConfig(ConfigModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaConfig:
+        protocol = self.security_protocol
+        uses_ssl = protocol in ("SSL", "SASL_SSL")
+        uses_sasl = protocol.startswith("SASL_")
+        problems: list[tuple[Loc, str]] = []
+        if protocol != "PLAINTEXT" and not self.bootstrap_servers:
+            problems.append(
+                (
+                    ("security_protocol",),
+                    f"{protocol} needs bootstrap_servers: the embedded broker that "
+                    "`stovepipe up` starts when bootstrap_servers is empty speaks PLAINTEXT only",
+                )
+            )
+        unused = (
+            (_KAFKA_SSL_KEYS, uses_ssl, "SSL or SASL_SSL"),
+            (_KAFKA_SASL_KEYS, uses_sasl, "SASL_PLAINTEXT or SASL_SSL"),
+        )
+        for keys, used, protocols in unused:
+            problems.extend(
+                ((key,), f"is only used with security_protocol {protocols} (it is {protocol})")
+                for key in keys
+                if not used and getattr(self, key) is not None
+            )
+        if uses_ssl and (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            missing = "ssl_key_file" if self.ssl_key_file is None else "ssl_cert_file"
+            problems.append(
+                ((missing,), "a client certificate needs both ssl_cert_file and ssl_key_file")
+            )
+        if uses_sasl:
+            mechanisms = ", ".join(get_args(KafkaSaslMechanism))
+            if self.sasl_mechanism is None:
+                problems.append(
+                    (("sasl_mechanism",), f"is required with {protocol} (one of {mechanisms})")
+                )
+            if self.sasl_username is None:
+                problems.append((("sasl_username",), f"is required with {protocol}"))
+            if (self.sasl_password_env is None) == (self.sasl_password_file is None):
+                problems.append(
+                    (
+                        ("sasl_password_env",),
+                        f"{protocol} needs exactly one of sasl_password_env or sasl_password_file",
+                    )
+                )
+        if problems:
+            raise_problems(type(self).__name__, None, problems)
+        return self
+
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _accept_a_list(cls, value: object) -> object:
@@ -86,11 +195,19 @@ class KafkaConfig(ConfigModel):
             return ",".join(value)
         return value
 
+    def secret_ref(self) -> SecretRef | None:
+        """Where the SASL password lives; ``None`` without SASL."""
+        if self.sasl_password_env is None and self.sasl_password_file is None:
+            return None
+        return SecretRef(
+            "kafka.sasl_password", env=self.sasl_password_env, file=self.sasl_password_file
+        )
+
 
 class TokenConfig(ConfigModel):
     """One API caller: a name, a role, and where its secret token lives (never the token)."""
 
-    literal_secret_keys = {
+    refused_keys = {
         "token": "a literal token is not allowed in the file; name the environment variable "
         "that holds it with token_env, or a file with token_file",
     }
@@ -111,10 +228,15 @@ class TokenConfig(ConfigModel):
 
 
 class TlsConfig(ConfigModel):
-    """Serve the API over TLS with this certificate chain and private key (PEM files)."""
+    """Serve the API over TLS with this certificate chain and private key (PEM files).
+
+    With ``client_ca_file`` (PEM bundle) every client must present a certificate
+    signed by one of those CAs (mutual TLS).
+    """
 
     cert_file: NonBlank
     key_file: NonBlank
+    client_ca_file: NonBlank | None = None
 
 
 class ApiConfig(ConfigModel):
@@ -123,6 +245,18 @@ class ApiConfig(ConfigModel):
     listen: Address = DEFAULT_API_LISTEN
     tokens: tuple[TokenConfig, ...] = ()
     tls: TlsConfig | None = None
+    allow_insecure: bool = False
+    """Serve tokens over plaintext on a non-loopback address anyway (refused otherwise)."""
+    max_event_streams: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Open ``WatchEvents`` streams per API process; more answer RESOURCE_EXHAUSTED."""
+    max_event_streams_per_caller: Annotated[int, Field(ge=1, le=100_000)] = 32
+    """Open ``WatchEvents`` streams per caller (token, or host without tokens)."""
+    keepalive_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    """How often the server pings an idle connection to find a peer that vanished."""
+    max_connection_age_seconds: Annotated[float, Field(ge=0, le=604_800)] = 3600.0
+    """A connection older than this is asked to reconnect (0: never)."""
+    max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    """How long calls in flight may finish after that request."""
 
     @field_validator("tokens")
     @classmethod
@@ -132,14 +266,52 @@ class ApiConfig(ConfigModel):
 
 
 class Endpoint(ConfigModel):
-    """Where one extension server listens. Omit ``address`` to let ``stovepipe up`` start it."""
+    """Where one extension server listens and how core proves who it is to it.
+
+    Omit ``address`` to let ``stovepipe up`` start the server. ``token_env`` or
+    ``token_file`` names the bearer token the server expects (never the token);
+    ``ca_file`` (the CA that signed the server's certificate) turns TLS on, and
+    ``cert_file`` with ``key_file`` present a client certificate (mutual TLS).
+    Paths must be absolute: they are read by whichever process opens the channel.
+    """
+
+    refused_keys = {
+        "token": "a literal token is not allowed in the file; name the environment variable "
+        "that holds it with token_env, or a file with token_file",
+    }
 
     address: Address | None = None
+    token_env: EnvName | None = None
+    token_file: NonBlank | None = None
+    ca_file: NonBlank | None = None
+    cert_file: NonBlank | None = None
+    key_file: NonBlank | None = None
 
     @field_validator("address", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("token_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not PurePath(value).is_absolute():
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Endpoint:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("give at most one of token_env or token_file")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate)")
+        return self
+
+    def secret_ref(self) -> SecretRef | None:
+        """Where the bearer token lives; ``None`` when the server expects none."""
+        if self.token_env is None and self.token_file is None:
+            return None
+        return SecretRef("extension token", env=self.token_env, file=self.token_file)
 
 
 ExtensionMap = Mapping[ExtensionName, Endpoint]
@@ -152,10 +324,15 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
+    refused_keys = {
+        "hooks": "not supported yet — no Hooks extension runs (verdict hooks are tracked by "
+        "their own issue); remove the key",
+        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
+        "verdicts are tracked by their own issue); remove the key",
+    }
+
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
-    hooks: ExtensionMap = Field(default_factory=dict)
-    projectmapper: ExtensionMap = Field(default_factory=dict)
 
 
 MAX_DELAY_S = 120.0
@@ -205,6 +382,34 @@ class WorkersConfig(ConfigModel):
 
     buildsignal_poll_interval_seconds: BoundedDelay = 1.0
     sweeper_stale_after_seconds: PositiveSeconds = 300.0
+
+    @model_validator(mode="after")
+    def _polls_fit_the_sweeper_window(self) -> WorkersConfig:
+        """A followed build ages a heartbeat plus one poll period between touches
+        (``stages.liveness``); a poll period longer than the rest of the sweeper's
+        window would have the sweeper re-drive builds that are polled perfectly well."""
+        if not self.model_fields_set:
+            return self  # the defaults fit, and the default instance is built at import time
+        from stovepipe.delays import choose_tier
+        from stovepipe.stages.liveness import HEARTBEATS_PER_STALE_WINDOW
+
+        window = self.sweeper_stale_after_seconds
+        room = window * (1 - 1 / HEARTBEATS_PER_STALE_WINDOW)
+        period = choose_tier(self.buildsignal_poll_interval_seconds)
+        if period >= room:
+            raise_problems(
+                type(self).__name__,
+                None,
+                [
+                    (
+                        ("sweeper_stale_after_seconds",),
+                        f"must exceed {period * HEARTBEATS_PER_STALE_WINDOW / 2:g} s so a "
+                        f"build polled every {period:g} s (buildsignal_poll_interval_seconds "
+                        "rounded up to a delay tier) is not taken for an orphan",
+                    )
+                ],
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_stages(self) -> WorkersConfig:

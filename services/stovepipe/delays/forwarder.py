@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
+from stovepipe.messaging.broker import transport_limit
+from stovepipe.messaging.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,60 +42,59 @@ def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
 
 
 class DelayForwarder:
-    """Forwards due messages from tier topics to the topic named in their headers."""
+    """Forwards due messages from tier topics to the topic named in their headers.
+
+    Its clients connect, and are sized, as ``settings`` says; it consumes in the
+    consumer group ``settings.group(group)``.
+    """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        settings: KafkaSettings,
         tier_topics: Sequence[str],
         *,
-        group_id: str,
-        fetch_max_wait_ms: int = 20,
+        group: str = "delay",
         allowed_targets: frozenset[str] | None = None,
-        client_id: str = "stovepipe-delay-forwarder",
-        max_request_size: int = 1024 * 1024,
         tier_delays: Mapping[str, float] | None = None,
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._settings = settings
         self._topics = list(tier_topics)
-        self._group_id = group_id
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._group = group
         self._allowed = allowed_targets
-        self._client_id = client_id
-        self._max_request_size = max_request_size
         self._tier_delays = dict(tier_delays or {})
-        self._session_timeout_ms = session_timeout_ms
-        self._heartbeat_interval_ms = heartbeat_interval_ms
         self._first_seen: dict[TopicPartition, tuple[int, float]] = {}
         self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+        """Set once the consumer holds its partitions and the producer is connected."""
         self.forwarded = 0
 
     async def run(self) -> None:
         """Forward until :meth:`stop` is called."""
+        settings = self._settings
         consumer = AIOKafkaConsumer(
             *self._topics,
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            client_id=self._client_id,
+            **settings.client_kwargs(),
+            group_id=settings.group(self._group),
+            client_id=settings.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
-            session_timeout_ms=self._session_timeout_ms,
-            heartbeat_interval_ms=self._heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # the configured group timing, so a killed forwarder's partitions move on soon
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
+            **settings.client_kwargs(),
+            client_id=settings.client_id,
             enable_idempotence=False,
             acks="all",
-            max_request_size=self._max_request_size,
+            max_request_size=transport_limit(settings),
         )
-        await producer.start()
-        await consumer.start()
         try:
+            await producer.start()
+            await consumer.start()
+            self.started.set()
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=500)
                 for tp, records in batch.items():

@@ -11,8 +11,9 @@ import re
 from stovepipe.domain.errors import InvalidQueueName
 
 MAX_QUEUE_NAME_LENGTH = 128
-_SEGMENT = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
-_ALLOWED = re.compile(r"^[a-z0-9._/-]+$")
+# Matched with ``fullmatch``: ``$`` would also accept a name with a trailing newline.
+_SEGMENT = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
+_ALLOWED = re.compile(r"[a-z0-9._/-]+")
 
 
 def validate_queue_name(name: str) -> str:
@@ -28,8 +29,8 @@ def validate_queue_name(name: str) -> str:
         raise InvalidQueueName(
             f"queue name is {len(name)} characters long; the limit is {MAX_QUEUE_NAME_LENGTH}"
         )
-    if not _ALLOWED.match(name):
-        bad = sorted({c for c in name if not re.match(r"[a-z0-9._/-]", c)})
+    if not _ALLOWED.fullmatch(name):
+        bad = sorted({c for c in name if not _ALLOWED.fullmatch(c)})
         shown = ", ".join(repr(c) for c in bad)
         raise InvalidQueueName(
             f"queue name {name!r} contains {shown}; allowed are lower-case letters, digits, "
@@ -40,7 +41,7 @@ def validate_queue_name(name: str) -> str:
             raise InvalidQueueName(
                 f"queue name {name!r} has an empty segment; '/' must separate non-empty parts"
             )
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             raise InvalidQueueName(
                 f"queue name {name!r}: segment {segment!r} must start and end "
                 "with a letter or digit"

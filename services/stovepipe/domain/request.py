@@ -56,7 +56,7 @@ class BuildStrategy(enum.StrEnum):
     INCREMENTAL = "incremental"
 
 
-_ID = re.compile(r"^request/(?P<queue>.+)/(?P<n>[1-9][0-9]*)$")
+_ID = re.compile(r"request/(?P<queue>.+)/(?P<n>[1-9][0-9]*)")  # fullmatch: no trailing newline
 
 
 @total_ordering
@@ -74,7 +74,7 @@ class RequestId:
 
     @classmethod
     def parse(cls, text: str) -> RequestId:
-        match = _ID.match(text or "")
+        match = _ID.fullmatch(text or "")
         if not match:
             raise InvalidInput(
                 f"request id {text!r} is malformed; expected 'request/<queue>/<n>' with n >= 1"
@@ -118,7 +118,6 @@ class Request:
     build_id: str | None = None
     reason: str = ""
     attempt: int = 1
-    slot_held: bool = False
 
     @property
     def request_id(self) -> RequestId:
@@ -142,7 +141,6 @@ def transition(
     build_strategy: BuildStrategy | None = None,
     base_uri: str | None = None,
     build_id: str | None = None,
-    slot_held: bool | None = None,
 ) -> Request:
     """Return ``request`` moved to ``to`` with ``version + 1``; raise on an illegal move.
 
@@ -167,7 +165,6 @@ def transition(
         build_strategy=build_strategy if admitting else request.build_strategy,
         base_uri=base_uri if admitting else request.base_uri,
         build_id=build_id if build_id is not None else request.build_id,
-        slot_held=slot_held if slot_held is not None else request.slot_held,
     )
 
 
@@ -203,5 +200,4 @@ def start_new_attempt(request: Request, *, now: datetime, reason: str) -> Reques
         build_strategy=None,
         base_uri=None,
         build_id=None,
-        slot_held=False,
     )

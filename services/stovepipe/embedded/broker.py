@@ -12,6 +12,17 @@ produce naming an unknown topic creates it with four partitions). A
 consumer-group join completes after about half the session timeout.
 
 Tansu writes its log to stdout and panics to stderr; both go to the log file.
+
+Security: ``authentication=True`` makes Tansu require a SASL login before any
+request but ApiVersions and the SASL handshake. Tansu 0.6.0 offers SCRAM-SHA-256
+and SCRAM-SHA-512 (not PLAIN: its SASL library is built without it), and its
+memory storage keeps no SCRAM credentials (``AlterUserScramCredentials`` is a
+no-op, every lookup finds nothing), so against it every login fails: it proves
+that a client without credentials is refused, never that one with them gets in.
+Tansu 0.6.0 does not serve TLS at all (``--cert`` and ``--key`` are refused
+together, and the TLS acceptor it builds is never used), so TLS is terminated
+in front of it (by the test suite's ``tests/harness/tls.py``), which
+``advertised_port`` is for.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from types import TracebackType
 from typing import IO
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import create_conn
 
 from stovepipe.runtime.processes import free_port, kill, terminate
 
@@ -57,6 +69,10 @@ class EmbeddedBroker:
     loses the race for it on the first start); once it has served, every later
     start uses the same port. Without ``log_path`` the log goes to a fresh
     temporary file; either way :attr:`log_path` says where.
+
+    ``advertised_port`` is the loopback port Tansu tells clients to use for
+    everything after bootstrap (default: its own), for a listener in front of
+    it. ``authentication`` requires a SASL login (see the module docstring).
     """
 
     def __init__(
@@ -67,9 +83,13 @@ class EmbeddedBroker:
         binary: str | None = None,
         ready_timeout_s: float = 30.0,
         stop_timeout_s: float = 5.0,
+        advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self._port_pinned = port is not None
         self.port = port if port is not None else free_port()
+        self.advertised_port = advertised_port
+        self.authentication = authentication
         self.log_path = log_path if log_path is not None else _temporary_log()
         self._binary = binary
         self.ready_timeout_s = ready_timeout_s
@@ -152,6 +172,10 @@ class EmbeddedBroker:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def _advertised(self) -> int:
+        return self.advertised_port if self.advertised_port is not None else self.port
+
     async def _spawn(self, binary: str) -> None:
         listener = f"tcp://{HOST}:{self.port}"
         argv = [
@@ -160,10 +184,12 @@ class EmbeddedBroker:
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{HOST}:{self._advertised}",
             "--storage-engine",
             "memory://tansu/",
         ]
+        if self.authentication:
+            argv.append("--authentication")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log: IO[bytes]
         with self.log_path.open("ab") as log:
@@ -199,7 +225,8 @@ class EmbeddedBroker:
         )
 
     async def _answers_kafka(self) -> bool:
-        """A TCP connect first (quiet), then a metadata request naming our own listener."""
+        """A TCP connect first (quiet), then a metadata request naming our own listener
+        (with authentication, which refuses metadata before a login: an ApiVersions answer)."""
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 1.0)
         except (OSError, TimeoutError):
@@ -207,10 +234,17 @@ class EmbeddedBroker:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+        if self.authentication:
+            try:
+                connection = await create_conn(HOST, self.port, request_timeout_ms=2000)
+            except Exception:
+                return False
+            connection.close()
+            return True
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
         try:
             await client.bootstrap()
-            return any(broker.port == self.port for broker in client.cluster.brokers())
+            return any(broker.port == self._advertised for broker in client.cluster.brokers())
         except Exception:
             return False
         finally:

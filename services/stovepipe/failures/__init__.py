@@ -13,6 +13,7 @@ Hierarchy::
 """
 
 from stovepipe.failures.classify import (
+    KNOWN_FAILURES,
     NonRetryable,
     Retryable,
     Verdict,
@@ -23,6 +24,7 @@ from stovepipe.failures.classify import (
 from stovepipe.failures.policy import Action, Decision, OnFailure, RetryPolicy, decide
 
 __all__ = [
+    "KNOWN_FAILURES",
     "Action",
     "Decision",
     "NonRetryable",

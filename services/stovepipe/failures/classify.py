@@ -13,7 +13,7 @@ from stovepipe.domain.errors import (
     Refused,
     StovepipeError,
 )
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact_line
 
 
 class Verdict(enum.StrEnum):
@@ -28,6 +28,12 @@ class Retryable(StovepipeError):
 class NonRetryable(StovepipeError):
     """A permanent failure: retrying the same message cannot help."""
 
+
+KNOWN_FAILURES: tuple[type[BaseException], ...] = (StovepipeError, grpc.aio.AioRpcError)
+"""What Stovepipe and its extensions raise on purpose: our own errors (storage's
+included) and gRPC status errors. A loop that must outlive one item's failure
+(the sweeper) catches these and :func:`classify`s them; anything else is a bug
+and propagates."""
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -82,6 +88,4 @@ def short_reason(exc: BaseException, limit: int = 300) -> str:
         text = f"{exc.code().name}: {exc.details() or ''}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    text = redact(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return redact_line(text, limit)

@@ -1,11 +1,16 @@
 """Start a grpc.aio server with standard health checking and reflection.
 
 Every Stovepipe server (the API and each reference extension) starts through
-here so they all answer `grpc.health.v1.Health` and reflection the same way.
+here so they all answer `grpc.health.v1.Health` and reflection the same way,
+and all bind their port exclusively: grpc sets ``SO_REUSEPORT`` by default, with
+which a second server on a port already served binds too, reports ready, and
+silently shares (or steals) the first one's connections.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +22,15 @@ from grpc_reflection.v1alpha import reflection
 Registrar = Callable[[grpc.aio.Server], None]
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+)
+
+
+class BindError(OSError):
+    """The server could not listen on its address; the message says why when it can."""
 
 
 @dataclass
@@ -43,19 +57,19 @@ async def start_server(
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor[object, object]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    serving: bool = True,
+    options: Sequence[tuple[str, int]] = (),
 ) -> GrpcServer:
     """Bind ``address`` (``host:port``; port 0 picks a free one), register and start.
 
     ``service_names`` are the full names of the registered services; they are
-    reported SERVING by the health service and listed by reflection.
+    reported SERVING by the health service and listed by reflection. With
+    ``serving=False`` they (and the server as a whole, ``""``) start NOT_SERVING
+    until the caller sets them. ``options`` adds grpc channel arguments (keepalive,
+    connection age) to the server's own. Raises ``BindError`` (errno ``EADDRINUSE`` when
+    another process holds the port).
     """
-    server = grpc.aio.server(
-        interceptors=list(interceptors),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+    server = grpc.aio.server(interceptors=list(interceptors), options=[*SERVER_OPTIONS, *options])
     for register in registrars:
         register(server)
     health_servicer = HealthServicer()
@@ -68,13 +82,42 @@ async def start_server(
         ),
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind gRPC server to {address}")
-    await server.start()
+        raise _bind_error(address)
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     for name in ("", *service_names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, status)
+    await server.start()
     return GrpcServer(server=server, port=port, health=health_servicer)
+
+
+def _bind_error(address: str) -> BindError:
+    """grpc only says that binding failed; a plain bind of the same address tells why."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host and port.isdigit() and int(port) != 0:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return BindError(
+                    errno.EADDRINUSE,
+                    f"cannot listen on {address}: address already in use "
+                    "(is another Stovepipe server running there?)",
+                )
+            return BindError(exc.errno, f"cannot listen on {address}: {exc.strerror}")
+    return BindError(errno.EADDRNOTAVAIL, f"cannot listen on {address}")

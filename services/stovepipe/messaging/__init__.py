@@ -3,7 +3,8 @@
 Exceptions::
 
     ValueError
-    └── MalformedMessage      garbage, wrong payload type, oversize, missing ids, empty key
+    ├── MalformedMessage      garbage, wrong payload type, oversize, missing ids, empty key
+    └── KafkaSecurityError    a CA, client certificate or key file is missing or unusable
     RuntimeError
     └── TopicCreationFailed   the cluster refused to create a topic
 """
@@ -16,7 +17,7 @@ from stovepipe.messaging.consumer import Consumer, DeliveryHandler, Subscription
 from stovepipe.messaging.delivery import Delivery, current_delivery
 from stovepipe.messaging.failure import FailurePolicy, Outcome, redeliver
 from stovepipe.messaging.publisher import Published, Publisher
-from stovepipe.messaging.settings import KafkaSettings
+from stovepipe.messaging.settings import KafkaSecurity, KafkaSecurityError, KafkaSettings
 from stovepipe.messaging.topics import (
     ANALYZE,
     BUILD,
@@ -44,6 +45,8 @@ __all__ = [
     "Delivery",
     "DeliveryHandler",
     "FailurePolicy",
+    "KafkaSecurity",
+    "KafkaSecurityError",
     "KafkaSettings",
     "MalformedMessage",
     "Outcome",

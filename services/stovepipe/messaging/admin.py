@@ -29,12 +29,12 @@ class TopicCreationFailed(RuntimeError):
 @asynccontextmanager
 async def _admin(settings: KafkaSettings) -> AsyncIterator[Any]:
     client = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=settings.request_timeout_ms,
     )
-    await client.start()
     try:
+        await client.start()
         yield client
     finally:
         with contextlib.suppress(TimeoutError):

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from stovepipe.messaging.settings import KafkaSettings
 
 HEADROOM_BYTES = 64 * 1024
 """Room for headers and record framing on top of the payload limit."""
 
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
 
 def transport_limit(settings: KafkaSettings) -> int:
     """The request / fetch size that always fits one payload at the limit plus its headers."""
     return max(1024 * 1024, settings.max_message_bytes + HEADROOM_BYTES)
+
+
+def faststream_security(client_kwargs: Mapping[str, Any]) -> BaseSecurity | None:
+    """:meth:`KafkaSettings.client_kwargs` in FastStream's terms.
+
+    FastStream takes security only as a ``security=`` object and turns it back
+    into exactly these aiokafka arguments, so its clients connect like ours.
+    """
+    protocol = client_kwargs["security_protocol"]
+    context = client_kwargs.get("ssl_context")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context)
+    login = _SASL[client_kwargs["sasl_mechanism"]]
+    return login(
+        client_kwargs["sasl_plain_username"],
+        client_kwargs["sasl_plain_password"],
+        ssl_context=context,
+        use_ssl=protocol == "SASL_SSL",
+    )
 
 
 def kafka_broker(settings: KafkaSettings) -> KafkaBroker:
@@ -24,8 +50,10 @@ def kafka_broker(settings: KafkaSettings) -> KafkaBroker:
     idempotent anyway). FastStream's per-message access log is moved to DEBUG:
     at INFO it would log twice per record.
     """
+    connection = settings.client_kwargs()
     return KafkaBroker(
-        settings.bootstrap_servers,
+        connection["bootstrap_servers"],
+        security=faststream_security(connection),
         client_id=settings.client_id,
         enable_idempotence=False,
         acks="all",

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact_line
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -39,8 +39,7 @@ MAX_REASON = 300
 def failure_reason(reason: str | BaseException) -> str:
     """A failure as one short, redacted line fit for a header, a log or an event."""
     text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
-    text = redact(" ".join(text.split()))
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+    return redact_line(text, MAX_REASON)
 
 
 def inject_trace_context(headers: dict[str, str]) -> dict[str, str]:

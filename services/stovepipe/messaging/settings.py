@@ -7,11 +7,110 @@ configuration: the composition root (or a test fixture) builds one
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from aiokafka.helpers import create_ssl_context
 
 _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 _MAX_TOPIC_NAME = 249
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecurityError(ValueError):
+    """The security settings cannot be used: a file is missing, unreadable or not PEM."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every client verifies the cluster and proves who it is.
+
+    ``protocol`` is Kafka's ``security.protocol``. With SSL the broker's
+    certificate is checked against ``ca_file`` (the system trust store when it
+    is ``None``) and must name the host the client dialled; ``cert_file`` and
+    ``key_file`` (an unencrypted PEM key) add a client certificate for mTLS.
+    With SASL the client logs in as ``sasl_username`` with ``sasl_mechanism``.
+    The password is resolved by the composition root and never shown by ``repr``.
+    """
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in get_args(SecurityProtocol):
+            raise ValueError(
+                f"security protocol {self.protocol!r} is not one of "
+                f"{', '.join(get_args(SecurityProtocol))}"
+            )
+        files = (self.ca_file, self.cert_file, self.key_file)
+        if not self.uses_ssl and any(f is not None for f in files):
+            raise ValueError(f"CA and client certificate files need SSL, not {self.protocol}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        sasl = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        if not self.uses_sasl:
+            if any(v is not None for v in sasl):
+                raise ValueError(
+                    f"SASL settings need SASL_PLAINTEXT or SASL_SSL, not {self.protocol}"
+                )
+            return
+        if self.sasl_mechanism not in get_args(SaslMechanism):
+            raise ValueError(
+                f"{self.protocol} needs a SASL mechanism, "
+                f"one of {', '.join(get_args(SaslMechanism))}"
+            )
+        if not self.sasl_username or not self.sasl_password:
+            raise ValueError(f"{self.protocol} needs a SASL user name and password")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The security part of :meth:`KafkaSettings.client_kwargs`."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_ssl:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A new client context, with the files read now (a rotated certificate is used by
+        the next client built). Raises :class:`KafkaSecurityError` naming the file at fault."""
+        named = (
+            ("CA file", self.ca_file),
+            ("client certificate", self.cert_file),
+            ("client key", self.key_file),
+        )
+        for what, path in named:
+            if path is not None and not os.path.isfile(path):
+                raise KafkaSecurityError(f"Kafka TLS: the {what} {path} does not exist")
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=self.ca_file, certfile=self.cert_file, keyfile=self.key_file
+            )
+        except (ssl.SSLError, OSError) as exc:
+            given = ", ".join(f"{what} {path}" for what, path in named if path is not None)
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            raise KafkaSecurityError(f"Kafka TLS: cannot load {given}: {reason}") from None
+        return context
 
 
 @dataclass(frozen=True)
@@ -24,7 +123,8 @@ class KafkaSettings:
     waiting fetch only when the wait runs out, so this is the latency floor of
     every hop. ``graceful_timeout_s`` must cover the longest handler; a stop
     waits that long for in-flight handlers and then ``close_timeout_s`` more for
-    the clients to close, and no longer.
+    the clients to close, and no longer. ``security`` is how clients reach the
+    cluster (:meth:`client_kwargs`).
     """
 
     bootstrap_servers: str
@@ -42,6 +142,7 @@ class KafkaSettings:
     close_timeout_s: float = 10.0
     max_message_bytes: int = 1024 * 1024
     redelivery_pause_ms: int = 1_000
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -73,6 +174,17 @@ class KafkaSettings:
                 raise ValueError(f"{name} must not be negative, not {number}")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Where the cluster is and how to reach it, as aiokafka keyword arguments.
+
+        ``bootstrap_servers`` and ``security_protocol`` always; ``ssl_context`` with
+        SSL; ``sasl_mechanism``, ``sasl_plain_username`` and ``sasl_plain_password``
+        with SASL. Every Kafka client Stovepipe builds (consumers, producers, admin
+        clients, the FastStream broker) is built from this, so none can connect
+        without the configured security.
+        """
+        return {"bootstrap_servers": self.bootstrap_servers, **self.security.client_kwargs()}
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (``stovepipe.process`` …)."""

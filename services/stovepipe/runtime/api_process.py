@@ -2,30 +2,92 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import NoReturn
 
-from stovepipe.api.server import StovepipeApi, serve_api
+from stovepipe.api.server import StovepipeApi, connection_options, serve_api
+from stovepipe.api.transport import TransportError, check_listener, server_credentials
 from stovepipe.config import StovepipeConfig
+from stovepipe.grpcutil import BindError, GrpcServer
 from stovepipe.runtime.event_feed import EventFeed
+from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.processes import stop_on_signals
 
 log = logging.getLogger(__name__)
 
+EXIT_MISCONFIGURED = 2
+EXIT_CANNOT_LISTEN = 1
 
-async def run_api(config: StovepipeConfig) -> None:
+
+async def start_api_server(
+    config: StovepipeConfig, api: StovepipeApi, tokens: dict[str, str]
+) -> GrpcServer:
+    """Serve ``api`` on ``config.api.listen`` with TLS when configured.
+
+    Raises ``TransportError`` for plaintext tokens on a network address or
+    unreadable TLS files, ``BindError`` when the address is taken.
+    """
+    check_listener(config.api, has_tokens=bool(tokens))
+    credentials = server_credentials(config.api.tls)
+    options = connection_options(
+        config.api.keepalive_seconds,
+        config.api.max_connection_age_seconds,
+        config.api.max_connection_age_grace_seconds,
+    )
+    return await serve_api(
+        api, config.api.listen, tokens=tokens, credentials=credentials, options=options
+    )
+
+
+async def run_api(config: StovepipeConfig, health_listen: str | None = None) -> None:
+    """Serve until SIGTERM. With ``health_listen`` readiness is also served there, in
+    plaintext, so a probe (``stovepipe up``, Kubernetes) needs no API credentials."""
     configure_logging("api")
+    tokens = config.api_tokens()
+    try:  # before anything connects: a refusal should cost nothing and say why at once
+        check_listener(config.api, has_tokens=bool(tokens))
+        server_credentials(config.api.tls)
+    except TransportError as exc:
+        _fail(str(exc), EXIT_MISCONFIGURED)
     stop = stop_on_signals()
+    health = await WorkerHealth.open(health_listen)
+    try:
+        await _serve(config, tokens, stop, health)
+    finally:
+        await health.close()
+
+
+async def _serve(
+    config: StovepipeConfig, tokens: dict[str, str], stop: asyncio.Event, health: WorkerHealth
+) -> None:
     async with open_pipeline(config, "stovepipe-api") as pipeline:
         parts = pipeline.parts
-        events = EventFeed(pipeline.messaging.settings, parts.store)
+        events = EventFeed(
+            pipeline.messaging.settings,
+            parts.store,
+            max_subscribers=config.api.max_event_streams,
+            max_per_owner=config.api.max_event_streams_per_caller,
+        )
         api = StovepipeApi(
             parts.store, config, parts.ingester(), parts.revalidator(), events=events
         )
-        server = await serve_api(api, config.api.listen, tokens=config.api_tokens())
-        log.info("API listening on %s", server.address)
+        try:
+            server = await start_api_server(config, api, tokens)
+        except (TransportError, BindError) as exc:
+            _fail(str(exc), EXIT_CANNOT_LISTEN)
+        scheme = "TLS" if config.api.tls is not None else "plaintext"
+        log.info("API listening on %s (%s)", server.address, scheme)
         print(f"listening on {config.api.listen}", flush=True)
+        await health.serving()
         await stop.wait()
+        await health.draining()
         await server.stop(grace=5.0)
         await events.close()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    log.error("cannot start: %s", message)
+    raise SystemExit(code)

@@ -63,7 +63,7 @@ async def watch_topics(
 
 async def _list_topics(settings: KafkaSettings) -> set[str] | None:
     client = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         client_id=f"{settings.client_id}-watch",
         request_timeout_ms=5_000,
     )

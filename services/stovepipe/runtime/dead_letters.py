@@ -45,13 +45,13 @@ async def read_dead_letters(
     """Every dead letter currently on the chosen stages' ``.dlq`` topics, oldest first."""
     wanted = [t for t in dead_letter_topics() if not stages or t.name.split(".")[1] in stages]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.client_kwargs(),
         enable_auto_commit=False,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
-    await consumer.start()
     letters: list[DeadLetter] = []
     try:
+        await consumer.start()
         partitions = [
             TopicPartition(settings.topic(t.name), p)
             for t in wanted
@@ -99,11 +99,9 @@ def _letter(settings: KafkaSettings, record: object) -> DeadLetter:
 async def replay_dead_letter(settings: KafkaSettings, letter: DeadLetter) -> str:
     """Publish the letter's payload to its source topic as attempt 1; the source topic."""
     source = _source_topic(letter.topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
+    consumer = AIOKafkaConsumer(**settings.client_kwargs(), enable_auto_commit=False)
     try:
+        await consumer.start()
         tp = TopicPartition(settings.topic(letter.topic), letter.partition)
         consumer.assign([tp])
         consumer.seek(tp, letter.offset)

@@ -118,7 +118,14 @@ async def run_demo(keep: bool = False, console: Console | None = None) -> int:
         config = demo_config(repo.path, free_port())
         console.print(f"[bold]Stovepipe demo[/bold] in {workdir}")
         rows: list[Row] = []
-        async with embedded_stack(config, workdir / "state", console) as stack:
+        sandbox = shutil.which("bwrap") is not None
+        if not sandbox:
+            console.print(
+                "[yellow]bubblewrap is not installed: the demo's own sample code runs without "
+                "the build sandbox (`stovepipe up` refuses that for your code; install it with "
+                "apt-get install bubblewrap)[/yellow]"
+            )
+        async with embedded_stack(config, workdir / "state", console, sandbox=sandbox) as stack:
             console.print(stack.table())
             async with grpc.aio.insecure_channel(stack.api_address) as channel:
                 stub: Any = pb_grpc.StovepipeServiceStub(channel)

@@ -1,17 +1,36 @@
-"""``stovepipe up``: the whole product on one machine, as a tree of processes.
+"""``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server, the local BuildRunner, the delay forwarder and every
-stage worker, then the API. Each is its own process, exactly as in production,
-so killing one (or the whole tree with Ctrl-C) behaves the way it would there.
+SourceControl server and the local BuildRunner, then every stage worker, then
+the API. Each group starts at once and must be ready before the next one
+starts: the extensions and the API answer gRPC health on their own port, each
+worker on its ``--health-port`` (SERVING once its consumers joined). "API
+ready" is printed only when every child is ready.
+
+Each is its own process, exactly as in production, and the supervisor
+(:mod:`stovepipe.runtime.supervisor`) restarts any of them that dies, with a
+backoff, until one crash-loops; then the stack stops and exits 1. Ctrl-C or
+SIGTERM stops everything within one grace period.
+
 Children get one generated configuration file with every address filled in.
+It holds the database URL with its password, so it is written 0600 in a 0700
+directory, the environment overrides it already resolved are not passed on,
+and the URL is shown to people with its password masked. The extension servers
+require a bearer token that is new on every run: it reaches them and the core
+through the environment only (``/proc/<pid>/environ`` is readable by its owner
+alone, while the command line is not secret).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +41,19 @@ from rich.console import Console
 from rich.table import Table
 
 from stovepipe.config import StovepipeConfig
+from stovepipe.config.env import PREFIX as ENV_OVERRIDE_PREFIX
+from stovepipe.config.env import SHORTHANDS as ENV_OVERRIDE_SHORTHANDS
 from stovepipe.embedded.broker import EmbeddedBroker
-from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
-from stovepipe.runtime.broker_watch import EXIT_RESTART
-from stovepipe.runtime.processes import free_port, stop_on_signals
+from stovepipe.redaction import redact, redact_url
+from stovepipe.runtime.health import grpc_serving
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import STAGE_NAMES
-from stovepipe.runtime.supervisor import ChildExited, ChildSpec, Supervisor
+from stovepipe.runtime.supervisor import ChildExited, ChildSpec, CrashLoop, Supervisor
 from stovepipe.storage.migrate import upgrade
+
+GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
+RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -45,17 +69,23 @@ def supervisor_stop_timeout(config: StovepipeConfig) -> float:
     return config.kafka.graceful_timeout_seconds + KafkaSettings.close_timeout_s + STOP_MARGIN_S
 
 
-async def _grpc_serving(address: str) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+class _Addresses:
+    """Loopback addresses on free ports, never one handed out before nor a reserved one
+    (the API's own port is free until the API binds it)."""
 
-    channel = open_channel(address)
-    try:
-        response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1.0
-        )
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
-    finally:
-        await channel.close(None)
+    def __init__(self, *reserved: str) -> None:
+        self._taken = {a.rsplit(":", 1)[1] for a in reserved if ":" in a}
+
+    def next(self) -> str:
+        while (port := str(free_port())) in self._taken:
+            continue
+        self._taken.add(port)
+        return f"127.0.0.1:{port}"
+
+
+def extension_tokens() -> dict[str, str]:
+    """A fresh random token per extension server, keyed by the variable that carries it."""
+    return {GIT_TOKEN_ENV: secrets.token_urlsafe(32), RUNNER_TOKEN_ENV: secrets.token_urlsafe(32)}
 
 
 def _cli(*args: str) -> list[str]:
@@ -71,20 +101,23 @@ class RunningStack:
     supervisor: Supervisor
 
     def table(self) -> Table:
+        """Every child with its pid, address and log; the database URL without its password."""
         table = Table(title="stovepipe up", show_lines=False)
         table.add_column("component")
         table.add_column("pid", justify="right")
-        table.add_column("address / log")
+        table.add_column("address")
+        table.add_column("log")
         for child in self.supervisor.children:
             table.add_row(
-                child.spec.name, str(child.pid), child.spec.address or str(child.spec.log_path)
+                child.spec.name, str(child.pid), child.spec.address, str(child.spec.log_path)
             )
-        table.add_row("storage", "-", self.database_url)
-        table.add_row("config", "-", str(self.config_path))
+        table.add_row("storage", "-", redact_url(self.database_url), "")
+        table.add_row("config", "-", str(self.config_path), "")
         return table
 
 
-def _effective_config(
+def write_effective_config(
+    path: Path,
     config: StovepipeConfig,
     *,
     bootstrap: str,
@@ -92,28 +125,103 @@ def _effective_config(
     api_address: str,
     git_address: str,
     runner_address: str,
-) -> dict[str, Any]:
+) -> None:
+    """The configuration every child reads, addresses filled in, written 0600: it holds
+    the database URL with its password."""
     data: dict[str, Any] = config.model_dump(mode="json", exclude_none=True)
     data.setdefault("storage", {})["url"] = database_url
     data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
     data.setdefault("api", {})["listen"] = api_address
     extensions = data.setdefault("extensions", {})
-    extensions.setdefault("sourcecontrol", {})["git"] = {"address": git_address}
-    extensions.setdefault("buildrunner", {})["local"] = {"address": runner_address}
-    return data
+    extensions.setdefault("sourcecontrol", {})["git"] = {
+        "address": git_address,
+        "token_env": GIT_TOKEN_ENV,
+    }
+    extensions.setdefault("buildrunner", {})["local"] = {
+        "address": runner_address,
+        "token_env": RUNNER_TOKEN_ENV,
+    }
+    write_private(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (with its parents) and closed to other users (0700)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by the owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode otherwise
+        out.write(text)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the configuration overrides (``STOVEPIPE_DATABASE_URL``,
+    ``STOVEPIPE__…``): the effective configuration already resolved them, and a
+    child must read exactly that file (an override would name a relative SQLite
+    path or an address other than the one ``up`` chose)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.upper() not in ENV_OVERRIDE_SHORTHANDS
+        and not name.upper().startswith(ENV_OVERRIDE_PREFIX)
+    }
+
+
+def _extension(
+    name: str, address: str, argv: list[str], log: Path, env: dict[str, str]
+) -> ChildSpec:
+    return ChildSpec(
+        name, argv, log, env, address, functools.partial(grpc_serving, address), stop_last=True
+    )
+
+
+def _worker(
+    stage: str, health: str, config_path: Path, logs: Path, env: dict[str, str]
+) -> ChildSpec:
+    host, port = health.rsplit(":", 1)
+    argv = _cli(
+        "worker", stage, "--config", str(config_path), "--health-port", port,
+        "--health-host", host,
+    )  # fmt: skip
+    return ChildSpec(
+        f"worker {stage}",
+        argv,
+        logs / f"worker-{stage}.log",
+        env,
+        f"{health} (health)",
+        functools.partial(grpc_serving, health),
+    )
 
 
 @asynccontextmanager
 async def embedded_stack(
-    config: StovepipeConfig, state_dir: Path, console: Console | None = None
+    config: StovepipeConfig,
+    state_dir: Path,
+    console: Console | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+    sandbox: bool = True,
 ) -> AsyncIterator[RunningStack]:
-    """Start everything, yield where it runs, and stop it all on exit."""
+    """Start everything and wait until every child is ready; yield where it runs; stop
+    it all on exit. Nothing is restarted unless the caller runs ``supervisor.supervise()``;
+    ``report`` receives the supervisor's restarts and kills. ``sandbox=False`` runs
+    builds as plain processes (``--no-sandbox`` on the local runner): only for code
+    the operator trusts."""
     console = console or Console(stderr=True)
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - start-up only
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logs = private_dir(state_dir / "logs")
     broker: EmbeddedBroker | None = None
-    supervisor = Supervisor(stop_timeout_s=supervisor_stop_timeout(config))
+    supervisor = Supervisor(
+        stop_timeout_s=supervisor_stop_timeout(config),
+        report=report,
+        base_env=child_environment(os.environ),
+    )
     try:
         bootstrap = config.kafka.bootstrap_servers
         if not bootstrap:
@@ -129,71 +237,70 @@ async def embedded_stack(
             db_path.parent.mkdir(parents=True, exist_ok=True)
             database_url = f"sqlite+aiosqlite:///{db_path}"
         await asyncio.to_thread(upgrade, database_url)
-        git_address = f"127.0.0.1:{free_port()}"
-        runner_address = f"127.0.0.1:{free_port()}"
         api_address = config.api.listen
+        addresses = _Addresses(api_address, bootstrap)
+        git_address = addresses.next()
+        runner_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
-        config_path.write_text(
-            yaml.safe_dump(
-                _effective_config(
-                    config,
-                    bootstrap=bootstrap,
-                    database_url=database_url,
-                    api_address=api_address,
-                    git_address=git_address,
-                    runner_address=runner_address,
-                ),
-                sort_keys=False,
-            )
+        write_effective_config(
+            config_path,
+            config,
+            bootstrap=bootstrap,
+            database_url=database_url,
+            api_address=api_address,
+            git_address=git_address,
+            runner_address=runner_address,
         )
-        env = {"STOVEPIPE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
-        await supervisor.start(
-            ChildSpec(
-                "ext git",
-                _cli("ext", "git", "--listen", git_address, "--cache-dir", str(state_dir / "git")),
-                logs / "ext-git.log",
-                env,
-                git_address,
-                lambda: _grpc_serving(git_address),
-            )
-        )
-        await supervisor.start(
-            ChildSpec(
-                "ext local-runner",
-                _cli(
-                    "ext",
-                    "local-runner",
-                    "--listen",
+        env = {
+            "STOVEPIPE_CONFIG": str(config_path),
+            "PYTHONUNBUFFERED": "1",
+            **extension_tokens(),
+        }
+        git_argv = _cli(
+            "ext", "git", "--listen", git_address, "--cache-dir", str(state_dir / "git"),
+            "--config", str(config_path), "--token-env", GIT_TOKEN_ENV,
+        )  # fmt: skip
+        runner_argv = _cli(
+            "ext", "local-runner", "--listen", runner_address, "--source-control", git_address,
+            "--work-dir", str(state_dir / "builds"),
+            "--token-env", RUNNER_TOKEN_ENV, "--source-control-token-env", GIT_TOKEN_ENV,
+            # builds must not see the database, the configuration or the logs
+            "--hide", str(state_dir),
+            *(() if sandbox else ("--no-sandbox",)),
+        )  # fmt: skip
+        await supervisor.start_all(
+            [
+                _extension("ext git", git_address, git_argv, logs / "ext-git.log", env),
+                _extension(
+                    "ext local-runner",
                     runner_address,
-                    "--source-control",
-                    git_address,
-                    "--work-dir",
-                    str(state_dir / "builds"),
-                ),
-                logs / "ext-local-runner.log",
-                env,
-                runner_address,
-                lambda: _grpc_serving(runner_address),
-            )
-        )
-        for stage in STAGE_NAMES:
-            await supervisor.start(
-                ChildSpec(
-                    f"worker {stage}",
-                    _cli("worker", stage, "--config", str(config_path)),
-                    logs / f"worker-{stage}.log",
+                    runner_argv,
+                    logs / "ext-local-runner.log",
                     env,
+                ),
+            ]
+        )
+        await supervisor.start_all(
+            [_worker(stage, addresses.next(), config_path, logs, env) for stage in STAGE_NAMES]
+        )
+        # The API's readiness is read on a plaintext loopback health port, so it
+        # works whatever api.tls and api.tokens ask of a real caller.
+        api_health = addresses.next()
+        api_argv = _cli(
+            "api", "--config", str(config_path),
+            "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
+        )  # fmt: skip
+        await supervisor.start_all(
+            [
+                ChildSpec(
+                    "api",
+                    api_argv,
+                    logs / "api.log",
+                    env,
+                    api_address,
+                    functools.partial(grpc_serving, api_health),
                 )
-            )
-        await supervisor.start(
-            ChildSpec(
-                "api",
-                _cli("api", "--config", str(config_path)),
-                logs / "api.log",
-                env,
-                api_address,
-                lambda: _grpc_serving(api_address),
-            )
+            ]
         )
         yield RunningStack(api_address, bootstrap, database_url, config_path, supervisor)
     finally:
@@ -202,32 +309,85 @@ async def embedded_stack(
             await broker.stop()
 
 
-async def run_embedded_stack(config: StovepipeConfig, state_dir: Path) -> int:
-    """Run until Ctrl-C / SIGTERM or until a component dies; return the exit code."""
+async def run_embedded_stack(
+    config: StovepipeConfig, state_dir: Path, *, sandbox: bool = True
+) -> int:
+    """Run and supervise until Ctrl-C / SIGTERM (exit 0) or a crash loop (exit 1).
+
+    A signal during start-up stops what has started at once instead of waiting
+    for the readiness deadline (exit 1).
+    """
     console = Console()
-    stop = stop_on_signals()
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    serving = asyncio.create_task(_serve(config, state_dir, console, stop, ready, sandbox))
+
+    def on_signal() -> None:
+        stop.set()
+        if not ready.is_set():
+            serving.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     try:
-        async with embedded_stack(config, state_dir, console) as stack:
-            console.print(stack.table())
-            console.print(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
-            stopped = asyncio.ensure_future(stop.wait())
-            while True:
-                died = asyncio.ensure_future(stack.supervisor.wait_any_exit())
-                done, _ = await asyncio.wait({stopped, died}, return_when=asyncio.FIRST_COMPLETED)
-                if died not in done:
-                    died.cancel()
-                    break
-                child = died.result()
-                if child.process.returncode == EXIT_RESTART:
-                    console.print(f"{child.spec.name} asked to be restarted; restarting")
-                    await stack.supervisor.respawn(child)
-                    continue
-                stopped.cancel()
-                console.print(f"[red]{stack.supervisor.describe_exit(child)}[/red]")
-                return 1
-            console.print("stopping ...")
-    except (ChildExited, TimeoutError) as exc:
-        console.print(f"[red]could not start the stack:[/red] {exc}")
+        return await serving
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        _say(console, "stopped before the stack was ready", "yellow")
         return 1
-    console.print("stopped cleanly")
-    return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _say(console: Console, text: str, style: str | None = None) -> None:
+    """Print plain text: log tails and URLs are not rich markup."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+async def _serve(
+    config: StovepipeConfig,
+    state_dir: Path,
+    console: Console,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    sandbox: bool,
+) -> int:
+    def say(text: str, style: str | None = None) -> None:
+        _say(console, text, style)
+
+    try:
+        async with embedded_stack(
+            config, state_dir, console, report=lambda text: say(text, "yellow"), sandbox=sandbox
+        ) as stack:
+            ready.set()
+            console.print(stack.table())
+            say(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
+            code = await supervise_until_stopped(stack.supervisor, stop, say)
+    except (ChildExited, TimeoutError) as exc:
+        say(f"could not start the stack: {redact(str(exc))}", "red")
+        return 1
+    say("stopped cleanly" if code == 0 else "stopped")
+    return code
+
+
+async def supervise_until_stopped(
+    supervisor: Supervisor, stop: asyncio.Event, say: Callable[[str, str | None], None]
+) -> int:
+    """Restart children until ``stop`` is set (0) or one of them crash-loops (1, said
+    in red); either way, stop them all before returning."""
+    supervising = asyncio.create_task(supervisor.supervise())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({supervising, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    code = 0
+    if supervising.done() and isinstance(crash := supervising.exception(), CrashLoop):
+        say(str(crash), "red")
+        code = 1
+    say("stopping ...", None)
+    await supervisor.stop()
+    with contextlib.suppress(CrashLoop):
+        await supervising
+    return code

@@ -126,14 +126,14 @@ class EventFeed:
     async def _read(self) -> None:
         topic = self._settings.topic(HOOK.name)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
+            **self._settings.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             client_id=f"{self._settings.client_id}-events",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             partitions: list[TopicPartition] = []
             while not partitions:
                 partitions = [

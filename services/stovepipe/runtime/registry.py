@@ -33,8 +33,12 @@ from stovepipe.messaging.headers import FAILURE_REASON
 from stovepipe.runtime.broker_watch import EPOCH_TOPIC
 from stovepipe.runtime.wiring import Collaborators
 
-WorkerRunner = Callable[[StovepipeConfig, asyncio.Event], Awaitable[None]]
-"""A worker that is not a plain consumer: runs until ``stop`` is set."""
+Ready = Callable[[], Awaitable[None]]
+"""Called by a worker once it does its job; its health then answers SERVING."""
+
+WorkerRunner = Callable[[StovepipeConfig, asyncio.Event, Ready], Awaitable[None]]
+"""A worker that is not a plain consumer: runs until ``stop`` is set, calls ``ready``
+once it has started."""
 
 
 @dataclass(frozen=True)
@@ -145,16 +149,16 @@ def _reconcile_handlers(parts: Collaborators) -> Sequence[Consumption]:
     ]
 
 
-def _run_delay(config: StovepipeConfig, stop: asyncio.Event) -> Awaitable[None]:
+def _run_delay(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.delay_worker import run_delay_forwarder
 
-    return run_delay_forwarder(config, stop)
+    return run_delay_forwarder(config, stop, ready)
 
 
-def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event) -> Awaitable[None]:
+def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.sweeper_worker import run_sweeper
 
-    return run_sweeper(config, stop)
+    return run_sweeper(config, stop, ready)
 
 
 STAGES: tuple[Stage, ...] = (

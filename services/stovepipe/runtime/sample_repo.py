@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +46,17 @@ STEPS = (
 )
 
 
+SANDBOX_PYTHON = "python3"
+"""Found through ``PATH`` inside the build sandbox: the interpreter running Stovepipe
+may live where the sandbox's unprivileged build user cannot reach (``/root``)."""
+
+
 def build_targets() -> list[dict[str, object]]:
     """The Queue's targets: the unit tests run on source/test changes, docs on README changes."""
-    python = sys.executable
     return [
         {
             "name": "unit-tests",
-            "command": f"{python} tests/test_calc.py",
+            "command": f"{SANDBOX_PYTHON} tests/test_calc.py",
             "paths": ["src/**", "tests/**"],
             "timeout_seconds": 120,
         },

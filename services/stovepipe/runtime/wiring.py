@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from stovepipe.config import StovepipeConfig
-from stovepipe.messaging import KafkaSettings
+from stovepipe.config import StovepipeConfig, resolve_secret
+from stovepipe.messaging import KafkaSecurity, KafkaSettings
 from stovepipe.runtime.extension_registry import ExtensionRegistry
 from stovepipe.stages import (
     BuildSignalPoller,
@@ -65,7 +65,7 @@ class Collaborators:
             self.delayed,
             self.clock,
             poll_interval_s=self.config.workers.buildsignal_poll_interval_seconds,
-            heartbeat_s=self.config.workers.sweeper_stale_after_seconds / 3,
+            sweeper_stale_after_s=self.config.workers.sweeper_stale_after_seconds,
         )
 
     def sweeper(self) -> StaleRequestSweeper:
@@ -83,10 +83,27 @@ class Collaborators:
 
 
 def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
-    """The messaging settings of one process, from the ``kafka:`` section."""
+    """The messaging settings of one process, from the ``kafka:`` section.
+
+    The SASL password is read here, from the variable or file the section names
+    (``SecretUnavailable`` naming it otherwise), and the TLS files are loaded once
+    (``KafkaSecurityError`` naming the file otherwise), so a process with unusable
+    security settings fails as it starts rather than at its first connection.
+    """
     k = config.kafka
     if not k.bootstrap_servers:
         raise ValueError("kafka.bootstrap_servers is empty; `stovepipe up` fills it in for you")
+    security = KafkaSecurity(
+        protocol=k.security_protocol,
+        ca_file=k.ssl_ca_file,
+        cert_file=k.ssl_cert_file,
+        key_file=k.ssl_key_file,
+        sasl_mechanism=k.sasl_mechanism,
+        sasl_username=k.sasl_username,
+        sasl_password=None if (ref := k.secret_ref()) is None else resolve_secret(ref),
+    )
+    if security.uses_ssl:
+        security.ssl_context()
     return KafkaSettings(
         bootstrap_servers=k.bootstrap_servers,
         client_id=client_id,
@@ -99,6 +116,7 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
         heartbeat_interval_ms=k.heartbeat_interval_ms,
         graceful_timeout_s=k.graceful_timeout_seconds,
         redelivery_pause_ms=k.redelivery_pause_ms,
+        security=security,
     )
 
 

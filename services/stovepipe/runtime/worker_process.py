@@ -1,4 +1,10 @@
-"""``stovepipe worker <stage>``: one registered stage as a process."""
+"""``stovepipe worker <stage>``: one registered stage as a process.
+
+Readiness is served as gRPC health on ``--health-port`` (see
+:mod:`stovepipe.runtime.health`): SERVING once the consumers have joined their
+groups (or the runner has started), NOT_SERVING from SIGTERM on. The
+``worker <stage> ready`` line on stdout is for people reading the log only.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +17,59 @@ from collections.abc import AsyncIterator, Iterable
 from stovepipe.config import StovepipeConfig
 from stovepipe.messaging import ensure_topics
 from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
+from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.processes import stop_on_signals
-from stovepipe.runtime.registry import Stage, all_topics, stage
+from stovepipe.runtime.registry import Ready, Stage, all_topics, stage
 from stovepipe.runtime.wiring import kafka_settings
 
 log = logging.getLogger(__name__)
 
 
-async def run_worker(config: StovepipeConfig, name: str) -> None:
-    """Run the stage until SIGTERM, then drain in-flight work and stop."""
+async def run_worker(config: StovepipeConfig, name: str, health_listen: str | None = None) -> None:
+    """Run the stage until SIGTERM, then drain in-flight work and stop.
+
+    With ``health_listen`` (``host:port``) the worker serves its readiness there.
+    """
     entry = stage(name)
     configure_logging(f"worker-{name}")
     stop = stop_on_signals()
-    async with _restart_on_empty_broker(config, name, entry.watched_topics):
-        if entry.run is not None:
-            print(f"worker {name} ready", flush=True)
-            await entry.run(config, stop)
-        else:
-            await _consume(config, entry, stop)
+    health = await WorkerHealth.open(health_listen)
+    if health.address is not None:
+        log.info("worker %s serves health on %s", name, health_listen)
+
+    async def ready() -> None:
+        await health.serving()
+        print(f"worker {name} ready", flush=True)
+
+    async def drain_when_stopped() -> None:
+        await stop.wait()
+        await health.draining()
+
+    draining = asyncio.create_task(drain_when_stopped())
+    try:
+        async with _restart_on_empty_broker(config, name, entry.watched_topics):
+            if entry.run is not None:
+                await entry.run(config, stop, ready)
+            else:
+                await _consume(config, entry, stop, ready)
+    finally:
+        draining.cancel()
+        await health.close()
 
 
-async def _consume(config: StovepipeConfig, entry: Stage, stop: asyncio.Event) -> None:
+async def _consume(
+    config: StovepipeConfig, entry: Stage, stop: asyncio.Event, ready: Ready
+) -> None:
     async with open_pipeline(config, f"stovepipe-{entry.name}") as pipeline:
         subscriptions = pipeline.subscriptions(entry)
+        # entered once every consumer has joined its group and holds its partitions
         async with pipeline.messaging.consuming(subscriptions):
             log.info(
                 "worker %s consuming %s", entry.name, ", ".join(t for t, _, _ in subscriptions)
             )
-            print(f"worker {entry.name} ready", flush=True)
+            await ready()
             await stop.wait()
             log.info("worker %s draining", entry.name)
 

@@ -72,6 +72,7 @@ class BuildTrigger(StageBase):
                     command=t.command,
                     paths=tuple(t.paths),
                     timeout_seconds=float(t.timeout_seconds),
+                    network=t.network,
                 )
                 for t in config.build.targets
             ),

@@ -4,13 +4,18 @@ Input: ``BuildSignalMessage`` (build id, request id, queue), keyed by build id.
 
 While the build runs, the same message is handed to the delay machinery and
 comes back after the poll interval; the partition is never held. Polls refresh
-the Build's ``updated_at`` at least once per heartbeat, which tells the sweeper
-the build is still being followed. Once the
-runner reports a terminal state: store status and target graph, release the
-Request's build slot (a no-op when already released), stamp the Request's
-outcome (first writer wins), wake the Queue's latest waiting head, and publish
-to record. Each step recognises its own earlier effect, so redelivery at any
-point converges on the same end state.
+the Build's ``updated_at`` at least once per heartbeat, a third of the
+sweeper's ``stale_after`` (see ``stovepipe.stages.liveness`` for why), which
+tells the sweeper the build is still being followed. Once the runner reports a
+terminal state: store status and target graph, release the Request's build
+slot (a no-op when already released), stamp the Request's outcome (first
+writer wins), and publish to record. Each step recognises its own earlier
+effect, so redelivery at any point converges on the same end state.
+
+buildsignal frees the slot but does not wake the Queue's waiting head: record
+does, once the bookmark reflects this verdict, so the next head is built
+incrementally from it. A crash in between leaves a waiting ``accepted`` head
+that the sweeper re-drives.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from stovepipe.extensions.buildrunner.client import BuildReport
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
-from stovepipe.stages.messages import is_stale, record_message, wake_queue
+from stovepipe.stages.liveness import build_heartbeat
+from stovepipe.stages.messages import is_stale, record_message
 from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, QueueDirectory
 from stovepipe.storage import Store, VersionMismatch
 from stovepipe.v1 import topics_pb2
@@ -58,12 +64,13 @@ class BuildSignalPoller(StageBase):
         delayed: DelayedPublisher,
         clock: Clock,
         poll_interval_s: float,
-        heartbeat_s: float = 60.0,
+        sweeper_stale_after_s: float,
     ) -> None:
+        """``sweeper_stale_after_s`` is the sweeper's window; the heartbeat derives from it."""
         super().__init__(store, queues, extensions, publisher, clock)
         self._delayed = delayed
         self._poll_interval_s = poll_interval_s
-        self._heartbeat = timedelta(seconds=heartbeat_s)
+        self._heartbeat = build_heartbeat(timedelta(seconds=sweeper_stale_after_s))
 
     async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:
         build = await self._store.get_build(message.queue, message.build_id)
@@ -110,9 +117,8 @@ class BuildSignalPoller(StageBase):
             # no business of the attempt now running (a re-validation).
             log.info("%s: build %s is not its current build; ignored", request.id, build.build_id)
             return
-        queue = await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+        await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
         request = await self._stamp_outcome(request, build)
-        await wake_queue(self._store, self._publisher, queue, request.id)
         await self._publisher.publish(topics.RECORD, record_message(request, message.scope.project))
 
     async def _stamp_outcome(self, request: Request, build: Build) -> Request:
@@ -124,7 +130,7 @@ class BuildSignalPoller(StageBase):
             try:
                 return await self._store.update_request(
                     request,
-                    transition(request, outcome, now=self._clock(), reason=reason, slot_held=False),
+                    transition(request, outcome, now=self._clock(), reason=reason),
                 )
             except VersionMismatch:
                 reloaded = await self._store.get_request(request.id)

@@ -73,15 +73,25 @@ def is_stale(message_attempt: int, request: Request) -> bool:
 async def wake_queue(store: Store, publisher: Publisher, queue: QueueState, freed_by: str) -> None:
     """After a slot was freed: wake the Queue's latest head and any waiting re-validation.
 
+    Call it once the bookmark reflects the verdict of ``freed_by`` (record does,
+    after its bookmark step), so the woken head is admitted against it.
+
     Wake-ups normally name only the latest head, because older waiting heads are
     superseded by it. A re-validation is never superseded, so one waiting at a
     closed gate needs its own wake-up or it would wait for the sweeper.
+
+    Only a head still ``accepted`` is woken. process answers a ``processing``
+    one by sending it back to build, which resumes polling its build: a wake-up
+    for a head that is already building would start a second poll chain beside
+    the first, one more for every slot freed while it builds.
     """
-    if queue.latest_request_id and queue.latest_request_id != freed_by:
-        await publisher.publish(
-            topics.PROCESS,
-            topics_pb2.ProcessMessage(request_id=queue.latest_request_id, queue=queue.name),
-        )
+    latest = queue.latest_request_id
+    if latest and latest != freed_by:
+        head = await store.get_request(latest)
+        if head is None or head.state is RequestState.ACCEPTED:  # None: not yet visible
+            await publisher.publish(
+                topics.PROCESS, topics_pb2.ProcessMessage(request_id=latest, queue=queue.name)
+            )
     waiting = await store.list_requests(
         queue.name,
         states=[RequestState.ACCEPTED],

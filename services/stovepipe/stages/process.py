@@ -4,9 +4,19 @@ Input: ``ProcessMessage`` (request id, queue), keyed by queue so one consumer
 sees a Queue's messages in order. It is published by ingest, by whoever frees
 a build slot (a wake-up for the Queue's latest head) and by the sweeper.
 
+Steps for an ``accepted`` head: coalesce (a newer head supersedes it; older
+waiting heads are superseded by it), gate (take a build slot), decide the
+strategy, admit. The gate comes before the strategy because the strategy asks
+SourceControl about ancestry: a head that meets a closed gate must cost no RPC,
+and a SourceControl outage must not turn "wait for a slot" into retries, a dead
+letter and a fail-closed verdict.
+
 A Request that meets a closed gate stays ``accepted`` and the delivery is
-acknowledged: nothing blocks the partition. The next slot release publishes a
-wake-up for the Queue's latest head.
+acknowledged: nothing blocks the partition. A wake-up for the Queue's latest
+head follows a slot release once the bookmark reflects the freed Request's
+verdict: record publishes it after its bookmark step, the dead-letter
+reconciler after failing a Request closed (which never moves the bookmark).
+The sweeper re-drives a head whose wake-up was lost.
 
 A re-validation (attempt > 1 of an older head) skips coalescing: it was asked
 for by an operator about one commit, so it is neither superseded by newer heads
@@ -18,7 +28,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from stovepipe.domain import BuildStrategy, Request, RequestState, is_newer, transition
+from stovepipe.domain import (
+    BuildStrategy,
+    QueueState,
+    Request,
+    RequestState,
+    is_newer,
+    transition,
+)
 from stovepipe.extensions.sourcecontrol.client import Ancestry
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
@@ -56,7 +73,8 @@ class RequestAdmitter(StageBase):
             await self._publish_build(request)
             return
         if request.attempt > 1:
-            await self._gate_admit(request, REVALIDATION)
+            if await self._take_slot(request) is not None:
+                await self._admit(request, REVALIDATION)
             return
         await self._coalesce_gate_admit(request)
 
@@ -66,15 +84,26 @@ class RequestAdmitter(StageBase):
             await self._supersede(request, queue.latest_request_id)
             return
         await self._supersede_older_waiting(request)
-        await self._gate_admit(request, await self._decide_strategy(request, queue.last_green_uri))
-
-    async def _gate_admit(self, request: Request, admission: Admission) -> None:
-        config = self._queues.queue(request.queue)
-        if not await queue_ops.take_slot(
-            self._store, request.queue, request.id, config.max_concurrent, self._clock
-        ):
-            log.info("%s waits: %s has no free build slot", request.id, request.queue)
+        gated = await self._take_slot(request)
+        if gated is None:
             return
+        # A slot taken here and not followed by admission (SourceControl down)
+        # stays with this accepted head: its redelivery finds it already held,
+        # a newer head's coalescing releases it, a dead letter's reconciler too.
+        await self._admit(request, await self._decide_strategy(request, gated.last_green_uri))
+
+    async def _take_slot(self, request: Request) -> QueueState | None:
+        """The Queue as it is once ``request`` holds a build slot; None when the gate is closed."""
+        config = self._queues.queue(request.queue)
+        queue = await queue_ops.take_slot(
+            self._store, request.queue, request.id, config.max_concurrent, self._clock
+        )
+        if not queue.holds_slot(request.id):
+            log.info("%s waits: %s has no free build slot", request.id, request.queue)
+            return None
+        return queue
+
+    async def _admit(self, request: Request, admission: Admission) -> None:
         try:
             admitted = await self._store.update_request(
                 request,
@@ -85,7 +114,6 @@ class RequestAdmitter(StageBase):
                     reason=admission.why,
                     build_strategy=admission.strategy,
                     base_uri=admission.base_uri,
-                    slot_held=True,
                 ),
             )
         except VersionMismatch as exc:

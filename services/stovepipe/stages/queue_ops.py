@@ -46,16 +46,19 @@ async def advance_latest(store: Store, queue: str, request_id: str, clock: Clock
 
 async def take_slot(
     store: Store, queue: str, request_id: str, max_concurrent: int, clock: Clock
-) -> bool:
-    """Take a build slot for ``request_id``; True when it holds one afterwards."""
+) -> QueueState:
+    """Take a build slot for ``request_id`` if one is free; the Queue as it is afterwards.
+
+    The caller asks ``holds_slot(request_id)`` of the result: False means the
+    gate is closed.
+    """
 
     def change(q: QueueState) -> QueueState | None:
         if q.holds_slot(request_id) or q.in_flight_count >= max_concurrent:
             return None
         return q.with_slot_taken(request_id, now=clock())
 
-    state = await _update(store, queue, change)
-    return state.holds_slot(request_id)
+    return await _update(store, queue, change)
 
 
 async def release_slot(store: Store, queue: str, request_id: str, clock: Clock) -> QueueState:
@@ -84,5 +87,22 @@ async def advance_bookmark(
         if not is_newer(request_id, q.last_green_request_id):
             return None
         return q.evolve(now=clock(), last_green_uri=uri, last_green_request_id=request_id)
+
+    return await _update(store, queue, change)
+
+
+async def note_promoted(
+    store: Store, queue: str, promotion_ref: str, uri: str, clock: Clock
+) -> QueueState:
+    """Remember that ``promotion_ref`` is at (or past) ``uri`` after a successful Promote.
+
+    Only while ``uri`` is still the bookmark: a newer bookmark notes its own
+    promotion, so the note never runs behind the bookmark it describes.
+    """
+
+    def change(q: QueueState) -> QueueState | None:
+        if q.last_green_uri != uri or not q.promotion_lags(promotion_ref):
+            return None
+        return q.evolve(now=clock(), promoted_ref=promotion_ref, promoted_uri=uri)
 
     return await _update(store, queue, change)

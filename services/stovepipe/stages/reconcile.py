@@ -63,7 +63,6 @@ class DeadLetterReconciler(StageBase):
                         RequestState.FAILED,
                         now=self._clock(),
                         reason=f"fail closed: {reason}"[:500],
-                        slot_held=False,
                     ),
                 )
             except VersionMismatch:

@@ -2,12 +2,24 @@
 
 Input: ``RecordMessage`` (request id, queue, scope), keyed by request id.
 
-Steps, each recognise-and-skip on redelivery: map the outcome to a degree;
-create the fact of this attempt (or adopt the one it already wrote); if green,
-advance the last-green bookmark by ingest order under CAS; promote the ref
-when this Request holds the bookmark; publish the HookEvent for the commit's
-authoritative fact. A message of an earlier attempt is skipped: after a
-re-validation only the current attempt writes.
+Steps, each recognise-and-skip on redelivery:
+
+1. map the outcome to a degree (a cancelled Request has none: only step 4);
+2. create the fact of this attempt (or adopt the one it already wrote);
+3. if green, advance the last-green bookmark by ingest order under CAS;
+4. wake the Queue's latest waiting head: buildsignal freed this Request's
+   build slot, and waking only now means the woken head is admitted against
+   the bookmark this verdict produced (incremental from this commit when it
+   is green), not against the one before it;
+5. if this Request took the bookmark, read the Queue again and promote the
+   ref only while this Request still holds it; then note on the Queue where
+   the ref now is (the sweeper's promotion repair reads that note);
+6. publish the HookEvent for the commit's authoritative fact.
+
+A message of an earlier attempt is skipped: after a re-validation only the
+current attempt writes. If the record message is lost, the sweeper repairs
+both halves: it re-records the verdict, and re-drives the waiting head once
+it has stood still for ``stale_after``.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from stovepipe.domain import (
     GREEN,
     BuildStatus,
     FactOrigin,
+    QueueState,
     Request,
     RequestState,
     ValidationFact,
@@ -29,7 +42,7 @@ from stovepipe.domain import (
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
-from stovepipe.stages.messages import is_stale
+from stovepipe.stages.messages import is_stale, wake_queue
 from stovepipe.stages.ports import Clock, queue_source
 from stovepipe.storage import AlreadyExists
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -47,24 +60,34 @@ class VerdictRecorder(StageBase):
         request = await self._store.get_request(message.request_id)
         if request is None:
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
-        if request.state in (RequestState.SUPERSEDED, RequestState.CANCELLED):
+        if request.state is RequestState.SUPERSEDED:
             return
         if is_stale(message.request_attempt, request):
             return
         if not request.terminal:
             raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
+        if request.state is RequestState.CANCELLED:
+            # No verdict to record, but its build slot was freed: wake the next head.
+            queue = await self._store.ensure_queue(request.queue)
+            await wake_queue(self._store, self._publisher, queue, request.id)
+            return
         project = message.scope.project
         fact = await self._create_or_adopt_fact(request, project)
-        took_bookmark = False
-        if fact.green and fact.request_id == request.id:
-            queue = await queue_ops.advance_bookmark(
-                self._store, request.queue, request.id, request.uri, self._clock
-            )
-            took_bookmark = queue.last_green_request_id == request.id
-            if took_bookmark:
-                await self._promote(request)
+        queue = await self._advance_bookmark(request, fact)
+        took_bookmark = queue.last_green_request_id == request.id
+        await wake_queue(self._store, self._publisher, queue, request.id)
+        if took_bookmark:
+            await self._promote(request)
         answer = await self._store.get_fact(request.queue, request.uri, project) or fact
         await self._publisher.publish(topics.HOOK, _hook_event(answer, took_bookmark, self._clock))
+
+    async def _advance_bookmark(self, request: Request, fact: ValidationFact) -> QueueState:
+        """The Queue after moving the bookmark to this Request's commit if it is green and newer."""
+        if fact.green and fact.request_id == request.id:
+            return await queue_ops.advance_bookmark(
+                self._store, request.queue, request.id, request.uri, self._clock
+            )
+        return await self._store.ensure_queue(request.queue)
 
     async def _create_or_adopt_fact(self, request: Request, project: str) -> ValidationFact:
         degree, origin, reason = await self._verdict(request)
@@ -111,11 +134,26 @@ class VerdictRecorder(StageBase):
         config = self._queues.queue(request.queue)
         if not config.promotion_ref:
             return
+        # Between taking the bookmark and this call a newer Request may have taken
+        # it and promoted its own commit. Promoting ours then would move the ref
+        # back, along history or, after a rewrite, off it; so ask again.
+        queue = await self._store.ensure_queue(request.queue)
+        if queue.last_green_request_id != request.id:
+            log.info(
+                "%s: %s now holds the bookmark; %s is left to it",
+                request.id,
+                queue.last_green_request_id,
+                config.promotion_ref,
+            )
+            return
         result = await self._extensions.source_control(config).promote(
             queue_source(config), request.uri, config.promotion_ref
         )
         log.info(
             "%s: %s -> %s (moved=%s)", request.id, config.promotion_ref, request.uri, result.moved
+        )
+        await queue_ops.note_promoted(
+            self._store, request.queue, config.promotion_ref, request.uri, self._clock
         )
 
 

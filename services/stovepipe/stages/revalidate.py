@@ -36,7 +36,7 @@ from stovepipe.domain import (
     validate_queue_name,
 )
 from stovepipe.domain.errors import InvalidInput
-from stovepipe.redaction import redact
+from stovepipe.redaction import redact_line
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import process_message
@@ -74,7 +74,7 @@ class Revalidator(StageBase):
             await self._check_verdict(request, flaky)
             why = f"re-validation (attempt {request.attempt + 1})"
             if reason:
-                why += f": {redact(reason)[:MAX_REASON_LENGTH]}"
+                why += f": {redact_line(reason, MAX_REASON_LENGTH)}"
             try:
                 started = await self._store.update_request(
                     request, start_new_attempt(request, now=self._clock(), reason=why)

@@ -46,6 +46,8 @@ def queue_from_row(row: RowMapping) -> QueueState:
         last_green_request_id=row["last_green_request_id"],
         latest_request_id=row["latest_request_id"],
         slot_holders=tuple(row["slot_holders"] or ()),
+        promoted_ref=row["promoted_ref"],
+        promoted_uri=row["promoted_uri"],
     )
 
 
@@ -59,6 +61,8 @@ def queue_values(q: QueueState) -> dict[str, Any]:
         "latest_request_id": q.latest_request_id,
         "slot_holders": list(q.slot_holders),
         "in_flight_count": q.in_flight_count,
+        "promoted_ref": q.promoted_ref,
+        "promoted_uri": q.promoted_uri,
     }
 
 
@@ -77,7 +81,6 @@ def request_from_row(row: RowMapping) -> Request:
         build_id=row["build_id"],
         reason=row["reason"],
         attempt=row["attempt"],
-        slot_held=bool(row["slot_held"]),
     )
 
 
@@ -98,7 +101,6 @@ def request_values(r: Request) -> dict[str, Any]:
         "build_id": r.build_id,
         "reason": r.reason,
         "attempt": r.attempt,
-        "slot_held": r.slot_held,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
     }

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -83,6 +82,8 @@ queues = Table(
     Column("latest_request_id", String(NAME)),
     Column("slot_holders", JSON, nullable=False),
     Column("in_flight_count", Integer, nullable=False),
+    Column("promoted_ref", String(NAME)),
+    Column("promoted_uri", String(URI)),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
@@ -108,7 +109,6 @@ requests = Table(
     Column("build_id", String(NAME)),
     Column("reason", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("slot_held", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )

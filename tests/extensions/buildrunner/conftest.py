@@ -1,13 +1,15 @@
-"""Fixtures for the BuildRunner suites: git identity, a repository, servers and a client."""
+"""Fixtures for the BuildRunner suites: git identity, a repository, servers, clients and
+runner processes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from harness.buildrunner import RUNNER_SETTINGS
+from harness.buildrunner_process import MakeRunner, RunnerProcess
 from harness.git_repos import WorkRepo
 from harness.sc_double import SourceControlDouble, serve_double
 from stovepipe.extensions.buildrunner import BuildRunnerClient
@@ -59,3 +61,32 @@ async def local_server(
 async def client(local_server: LocalRunnerServer) -> AsyncIterator[BuildRunnerClient]:
     async with build_runner_client(local_server.address) as client:
         yield client
+
+
+@pytest.fixture
+async def make_runner(
+    double: tuple[SourceControlDouble, GrpcServer], tmp_path: Path
+) -> AsyncIterator[MakeRunner]:
+    """Runner processes on a work directory (``tmp_path/work`` unless told), killed at
+    the end; each is returned unstarted."""
+    started: list[RunnerProcess] = []
+
+    def make(
+        *,
+        work_dir: Path | None = None,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> RunnerProcess:
+        runner = RunnerProcess(
+            source_control=double[1].address,
+            work_dir=work_dir or tmp_path / "work",
+            stderr_path=tmp_path / f"runner-{len(started)}.stderr",
+            args=args,
+            env=env,
+        )
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        await runner.close()

@@ -24,6 +24,7 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSettings, serve
+from stovepipe.extensions.buildrunner.local.locator import LocatorError, SourceControlLocator
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.testing import until
 from stovepipe.testing.contracts.buildrunner import wait_terminal
@@ -277,6 +278,8 @@ async def test_only_the_newest_finished_builds_are_kept(
         await channel.close(None)
     assert ids[0] not in listing(tmp_path / "w" / "logs")
     assert ids[2] in listing(tmp_path / "w" / "logs")
+    assert f"{ids[0]}.json" not in listing(tmp_path / "w" / "records")
+    assert f"{ids[2]}.json" in listing(tmp_path / "w" / "records")
 
 
 async def test_start_up_removes_what_an_earlier_process_left(
@@ -339,3 +342,33 @@ async def test_stopping_the_server_cancels_running_builds_and_removes_checkouts(
 
     assert not process_alive(int(read_text(pidfile)))
     assert listing(tmp_path / "w" / "builds") == []
+
+
+async def test_a_source_control_restart_during_checkout_does_not_error_the_build(
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
+) -> None:
+    """An errored build fails its commit closed: a passing outage must not cost a verdict."""
+    head = sc.mint(repo.commit({"src/a": "1"}))
+    sc.unavailable_for = 3
+
+    report = await wait_terminal(
+        client, await client.trigger(_spec(repo, head, TargetSpec(name="t", command="true")))
+    )
+
+    assert report.state is BuildState.SUCCEEDED, report.message
+    assert sc.unavailable_for == 0 and sc.describe_calls >= 4
+
+
+async def test_source_control_down_for_good_errors_the_build_once_retries_run_out(
+    sc: SourceControlDouble, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
+) -> None:
+    head = sc.mint(repo.commit({"src/a": "1"}))
+    sc.unavailable_for = 1_000
+    channel = open_channel(double[1].address)
+    try:
+        locator = SourceControlLocator(channel, retry_for_s=0.5, first_backoff_s=0.05)
+        with pytest.raises(LocatorError, match="DescribeCommit failed: UNAVAILABLE"):
+            await locator.revision(_spec(repo, head).source, head)
+    finally:
+        await channel.close(None)
+    assert 2 <= sc.describe_calls < 1_000

@@ -33,6 +33,7 @@ from stovepipe.extensions.buildrunner.codec import (
 )
 from stovepipe.extensions.buildrunner.fake import FakeBuildRunner, Outcome
 from stovepipe.extensions.buildrunner.local.logs import TargetLog
+from stovepipe.extensions.buildrunner.local.records import BuildRecord, RecordStore, TargetRecord
 from stovepipe.extensions.buildrunner.local.runner import redact
 from stovepipe.extensions.buildrunner.selection import should_run
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME, BuildRunnerServicer
@@ -45,7 +46,7 @@ SPEC = TriggerSpec(
     project="payments",
     targets=(
         TargetSpec(name="unit", command="make test", paths=("src/", "*.py"), timeout_seconds=90.5),
-        TargetSpec(name="lint", command="make lint"),
+        TargetSpec(name="lint", command="make lint", network=True),
     ),
     idempotency_key="request/mono/main/7#1#payments",
 )
@@ -211,3 +212,55 @@ async def test_served_fake_keeps_its_status_codes_and_spec(
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "busy"
     assert fake.triggers == [SPEC]
+
+
+RECORD = BuildRecord(
+    build_id="build-" + "0123456789abcdef" * 2,
+    spec=SPEC,
+    state=BuildState.RUNNING,
+    message="run again after the runner crashed during it (re-run 1 of 2)",
+    targets=(
+        TargetRecord(
+            state=TargetState.FAILED,
+            exit_code=2,
+            duration_seconds=1.5,
+            log="logs/x/0.log",
+            log_truncated=True,
+        ),
+        TargetRecord(state=TargetState.PENDING),
+    ),
+    crashes=1,
+    stopped=True,
+    finished_at=None,
+)
+
+
+def test_a_build_record_round_trips_through_its_file(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "records")
+    store.directory.mkdir()
+
+    store.save(RECORD)
+    store.save(RECORD)
+
+    assert store.load() == [RECORD]
+    assert [p.name for p in store.directory.iterdir()] == [f"{RECORD.build_id}.json"]
+    assert (store.directory / f"{RECORD.build_id}.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_torn_and_unreadable_records_are_not_loaded(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "records")
+    store.directory.mkdir()
+    store.save(RECORD)
+    other = "build-" + "f" * 32
+    (store.directory / f"{other}.json.tmp").write_text('{"format": 1, "build_id": ')
+    (store.directory / f"{other}.json").write_text("not json")
+    renamed = "build-" + "e" * 32
+    (store.directory / f"{renamed}.json").write_bytes(
+        (store.directory / f"{RECORD.build_id}.json").read_bytes()
+    )
+
+    assert store.load() == [RECORD]
+    assert not (store.directory / f"{other}.json.tmp").exists()
+    assert (store.directory / f"{other}.json").exists(), "left for an operator"
+    store.remove(RECORD.build_id)
+    assert store.load() == []

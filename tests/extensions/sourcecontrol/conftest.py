@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.git_repos import AUTHOR_EMAIL, AUTHOR_NAME
+from harness.sourcecontrol import promoting
 from stovepipe.extensions.sourcecontrol import SourceControlClient
-from stovepipe.extensions.sourcecontrol.git import serve
+from stovepipe.extensions.sourcecontrol.git import ServedRepositories, ServedRepository, serve
 from stovepipe.grpcutil import GrpcServer
 from stovepipe.testing.contracts import source_control_client
 
@@ -27,8 +28,20 @@ def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def git_server(tmp_path: Path) -> AsyncIterator[GrpcServer]:
-    server = await serve("127.0.0.1:0", cache_dir=tmp_path / "cache")
+def served(tmp_path: Path) -> list[ServedRepository]:
+    """What the git server serves: the repositories ``GitHarness`` makes, local and remote
+    (tests of the git server alone add their own)."""
+    return [
+        *(promoting(str(tmp_path / name)) for name in ("calc", "other", "gone")),
+        *(promoting(f"file://{tmp_path / name}.git") for name in ("calc", "other", "gone")),
+    ]
+
+
+@pytest.fixture
+async def git_server(tmp_path: Path, served: list[ServedRepository]) -> AsyncIterator[GrpcServer]:
+    server = await serve(
+        "127.0.0.1:0", served=ServedRepositories(served), cache_dir=tmp_path / "cache"
+    )
     yield server
     await server.stop(0)
 

@@ -14,9 +14,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.git_repos import WorkRepo, git, init_bare
 from harness.processes import process_alive, read_pid
+from harness.sourcecontrol import promoting
 from stovepipe.extensions.sourcecontrol import SERVICE_NAME, QueueSource, SourceControlClient
 from stovepipe.extensions.sourcecontrol.errors import Unavailable
-from stovepipe.extensions.sourcecontrol.git import GitSettings, GitSourceControl, serve
+from stovepipe.extensions.sourcecontrol.git import (
+    GitSettings,
+    GitSourceControl,
+    ServedRepositories,
+    ServedRepository,
+    serve,
+)
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.runtime.processes import free_port
 from stovepipe.testing import until
@@ -27,6 +34,28 @@ async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
     return raised.value
+
+
+SLOW_REMOTE = "ssh://git.example.invalid/slow.git"
+
+
+@pytest.fixture
+def unreachable_url() -> str:
+    return f"http://robot:s3cret-token@127.0.0.1:{free_port()}/calc.git"
+
+
+@pytest.fixture
+def served(
+    served: list[ServedRepository], tmp_path: Path, unreachable_url: str
+) -> list[ServedRepository]:
+    """The contract suite's repositories and the ones the tests below make."""
+    return [
+        *served,
+        promoting(f"file://{tmp_path / 'remote.git'}"),
+        *(promoting(str(tmp_path / name)) for name in ("local", "outer/inner")),
+        ServedRepository(unreachable_url),
+        ServedRepository(SLOW_REMOTE),
+    ]
 
 
 @pytest.fixture
@@ -134,9 +163,12 @@ async def test_repositories_that_are_not_paths_or_supported_urls_are_refused(
 
 
 async def test_an_unreachable_remote_is_unavailable_and_its_credentials_stay_secret(
-    client: SourceControlClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    client: SourceControlClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    unreachable_url: str,
 ) -> None:
-    url = f"http://robot:s3cret-token@127.0.0.1:{free_port()}/calc.git"
+    url = unreachable_url
 
     error = await rpc_error(client.resolve_head(QueueSource("demo/main", url, "main")))
 
@@ -171,7 +203,10 @@ async def test_promote_refuses_a_promotion_ref_that_is_checked_out(
 @pytest.fixture
 async def mirroring_client(tmp_path: Path) -> AsyncIterator[SourceControlClient]:
     server = await serve(
-        "127.0.0.1:0", cache_dir=tmp_path / "mirror-cache", mirror_local_paths=True
+        "127.0.0.1:0",
+        served=ServedRepositories([promoting(str(tmp_path / "shared.git"))]),
+        cache_dir=tmp_path / "mirror-cache",
+        mirror_local_paths=True,
     )
     channel = open_channel(server.address)
     yield SourceControlClient(channel)
@@ -221,7 +256,7 @@ def hanging_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[QueueS
     script.write_text(f"#!/bin/sh\necho $$ > '{pidfile}'\nexec sleep 300\n")
     script.chmod(0o755)
     monkeypatch.setenv("GIT_SSH_COMMAND", str(script))
-    return QueueSource("slow/main", "ssh://git.example.invalid/slow.git", "main"), pidfile
+    return QueueSource("slow/main", SLOW_REMOTE, "main"), pidfile
 
 
 async def test_a_hanging_fetch_holds_up_no_other_call_and_ends_with_the_server(
@@ -257,7 +292,10 @@ async def test_a_fetch_that_hangs_past_the_network_timeout_is_killed(
     hanging_ssh: tuple[QueueSource, Path], tmp_path: Path
 ) -> None:
     slow_source, pidfile = hanging_ssh
-    backend = GitSourceControl(GitSettings(cache_dir=tmp_path / "cache", network_timeout_s=1.0))
+    backend = GitSourceControl(
+        ServedRepositories([ServedRepository(SLOW_REMOTE)]),
+        GitSettings(cache_dir=tmp_path / "cache", network_timeout_s=1.0),
+    )
     try:
         with pytest.raises(Unavailable, match="retry later"):
             await backend.resolve_head(slow_source)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.git_repos import WorkRepo
@@ -18,6 +19,18 @@ from stovepipe.extensions.sourcecontrol import SERVICE_NAME, QueueSource, Source
 from stovepipe.grpcutil import open_channel
 
 START_DEADLINE_S = 60.0
+
+
+def write_config(path: Path, repository: Path) -> Path:
+    """A ``stovepipe.yaml`` with one Queue on ``repository``: what the server serves."""
+    queue = {
+        "name": "demo/main",
+        "source": {"repository": str(repository)},
+        "build": {"targets": [{"name": "t", "command": "true"}]},
+        "promotion_ref": "verified-main",
+    }
+    path.write_text(yaml.safe_dump({"queues": [queue]}))
+    return path
 
 
 @pytest.fixture
@@ -34,6 +47,8 @@ async def server_process(
         "127.0.0.1:0",
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--config",
+        str(write_config(tmp_path / "stovepipe.yaml", tmp_path / "repo")),
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -105,6 +120,8 @@ async def test_main_exits_one_when_it_cannot_listen(tmp_path: Path) -> None:
             f"127.0.0.1:{port}",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--config",
+            str(write_config(tmp_path / "stovepipe.yaml", tmp_path / "repo")),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

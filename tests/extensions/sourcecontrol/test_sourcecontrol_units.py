@@ -271,3 +271,19 @@ def test_errors_become_the_rpc_errors_a_client_would_see() -> None:
 
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert error.details() == "fetching failed"
+
+
+@pytest.mark.parametrize(
+    "repository",
+    [
+        "a" * 200_000,  # no '@' at all: once made the masking scan quadratic
+        "relative/" + "user:secretpassword" * 10_000 + "@host/x",
+        "ext::" + "x" * 100_000,
+    ],
+)
+def test_a_huge_refused_repository_is_quoted_short_and_masked(repository: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_location(repository)
+    message = str(refused.value)
+    assert len(message) < 1_000
+    assert "secretpassword" not in message

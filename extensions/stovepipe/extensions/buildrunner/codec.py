@@ -86,6 +86,7 @@ def encode_trigger(spec: TriggerSpec) -> pb.TriggerRequest:
                 command=t.command,
                 paths=list(t.paths),
                 timeout=_duration(t.timeout_seconds) if t.timeout_seconds else None,
+                network=t.network,
             )
             for t in spec.targets
         ],
@@ -109,6 +110,7 @@ def decode_trigger(request: pb.TriggerRequest) -> TriggerSpec:
                 command=t.command,
                 paths=tuple(t.paths),
                 timeout_seconds=_seconds(t.timeout) if t.HasField("timeout") else None,
+                network=t.network,
             )
             for t in request.targets
         ),

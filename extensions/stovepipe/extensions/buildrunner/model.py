@@ -77,12 +77,15 @@ class TargetSpec:
     ``paths`` are gitignore-style globs; an incremental build runs the target only
     when a changed file matches one, and an empty tuple means "always run".
     ``timeout_seconds`` of ``None`` or ``<= 0`` means the runner's default.
+    ``network`` lets the target use the network; a runner that isolates builds
+    keeps the others off it.
     """
 
     name: str
     command: str
     paths: tuple[str, ...] = ()
     timeout_seconds: float | None = None
+    network: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,8 @@ Hierarchy::
     ├── InvalidArgument      INVALID_ARGUMENT     a malformed source, ref name or URI, or a
     │                                             URI minted for another repository or ref
     ├── NotFound             NOT_FOUND            an unknown ref or commit
+    ├── PermissionDenied     PERMISSION_DENIED    a repository the server does not serve, or
+    │                                             a promotion ref it is not configured to move
     ├── RepositoryUnusable   FAILED_PRECONDITION  the repository is missing, is not a
     │                                             repository, or refuses us (credentials)
     ├── Unavailable          UNAVAILABLE          a transient failure talking to a remote
@@ -37,6 +39,10 @@ class InvalidArgument(SourceControlError):
 
 class NotFound(SourceControlError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class PermissionDenied(SourceControlError):
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class RepositoryUnusable(SourceControlError):

@@ -89,9 +89,14 @@ class BuildTarget(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     PATHS_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     command: _builtins.str
     """The shell command to run from the repository root."""
+    network: _builtins.bool
+    """Whether the target may use the network; a runner that isolates builds keeps
+    a target off the network unless this is set.
+    """
     @_builtins.property
     def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Path globs; an incremental build runs the target only when a changed file matches.
@@ -107,10 +112,11 @@ class BuildTarget(_message.Message):
         command: _builtins.str = ...,
         paths: _abc.Iterable[_builtins.str] | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        network: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "paths", b"paths", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "name", b"name", "network", b"network", "paths", b"paths", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,8 +1,9 @@
-"""The reference BuildRunner: git worktrees and local processes.
+"""The reference BuildRunner: git worktrees, targets in a bubblewrap sandbox, records on disk.
 
 ``serve`` starts it inside an asyncio program; ``main`` runs it as a process
 (``stovepipe ext local-runner --listen HOST:PORT --source-control HOST:PORT
---work-dir DIR``). See ``doc/rfc/ext-buildrunner.md`` for the model.
+--work-dir DIR [--hide STATE_DIR] [--no-sandbox]``). See
+``doc/rfc/ext-buildrunner.md`` for the model.
 """
 
 from stovepipe.extensions.buildrunner.local.locator import CommitLocator, SourceControlLocator

@@ -14,6 +14,16 @@ from pathlib import Path
 from stovepipe.extensions.buildrunner.model import LogChunk
 
 
+def read_log(path: Path, limit_bytes: int, *, dropped: bool = False) -> LogChunk:
+    """The kept output in ``path`` (empty when there is none); ``dropped`` says older
+    output was already cut from the file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    return LogChunk.tail(data, limit_bytes, dropped=dropped)
+
+
 class TargetLog:
     """The output of one target of one build; written while it runs, read any time."""
 
@@ -50,9 +60,10 @@ class TargetLog:
             os.close(self._fd)
             self._fd = None
 
+    @property
+    def dropped(self) -> bool:
+        """Whether older output was cut from the file to keep it under the cap."""
+        return self._dropped
+
     def read(self) -> LogChunk:
-        try:
-            data = self._path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        return LogChunk.tail(data, self._limit, dropped=self._dropped)
+        return read_log(self._path, self._limit, dropped=self._dropped)

@@ -1,7 +1,10 @@
 """One target as one process group: start, wait with a timeout, stop.
 
-Each target runs as ``/bin/sh -c <command>`` in a new session, so it and every
-process it starts share a process group we can signal as a whole. Stopping is
+Each target runs as the process its sandbox gives (``sandbox.py``: bwrap around
+``/bin/sh -c <command>``, or the shell alone) in a new session, so it and every
+process it starts share a process group we can signal as a whole; the
+processes inside a bwrap sandbox stay in that group, since bwrap starts no
+session of its own. Stopping is
 SIGTERM to the group, up to ``kill_grace`` seconds for the group to go, then
 SIGKILL. A target that exits but leaves processes behind has them stopped the
 same way, so nothing a build started outlives it.
@@ -21,6 +24,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from stovepipe.extensions.buildrunner.local.logs import TargetLog
@@ -93,7 +97,7 @@ class TargetProcess:
     @classmethod
     async def start(
         cls,
-        command: str,
+        argv: Sequence[str],
         *,
         cwd: Path,
         env: dict[str, str],
@@ -103,9 +107,7 @@ class TargetProcess:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
             lambda: _OutputToLog(log),
-            "/bin/sh",
-            "-c",
-            command,
+            *argv,
             cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -3,15 +3,17 @@
 Layout::
 
     <work_dir>/mirrors/<hash>.git     bare mirror of a repository, shared by builds
-    <work_dir>/builds/<build id>/     checkout/ (a git worktree) and home/ of a build
+    <work_dir>/builds/<build id>/     checkout/ (a git worktree), home/ and tmp/ of a build
     <work_dir>/logs/<build id>/       one file per target that started
+    <work_dir>/records/               one record per known build (``records.py``)
 
-Checkouts are worktrees of a mirror the runner owns, never of the repository
-the Queue names, so the runner adds nothing to a repository someone else uses
-and a remote URL works like a local path. Mirrors are kept between builds and
-fetched only when a revision is missing. A build's directory goes when the
-build ends; at start-up everything under ``builds/`` and ``logs/`` belongs to
-builds a previous process forgot, and is removed.
+``work_dir`` is private to the runner (mode 0700). Checkouts are worktrees of
+a mirror the runner owns, never of the repository the Queue names, so the
+runner adds nothing to a repository someone else uses and a remote URL works
+like a local path. Mirrors are kept between builds and fetched only when a
+revision is missing. A build's directory goes when the build ends; at start-up
+everything under ``builds/`` belongs to runs a previous process did not
+finish, and is removed, as are the logs of builds without a record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import stat
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from stovepipe.extensions.buildrunner.local.sandbox import BuildPaths
 
 _ERROR_LINES = 3
 _SAFE_REVISION = re.compile(r"[0-9A-Za-z._/^~@{}+][0-9A-Za-z._/^~@{}+-]*")
@@ -101,12 +105,18 @@ class Workspace:
     """Owns ``work_dir``; every method is safe to call concurrently for different builds."""
 
     def __init__(self, root: Path, *, git_timeout_s: float = 600.0) -> None:
-        self.root = root
+        # Absolute and without symlinks: sandboxes mount its parts at these very paths.
+        self.root = root.resolve()
         self._git_timeout = git_timeout_s
-        self._mirrors = root / "mirrors"
-        self._builds = root / "builds"
-        self._logs = root / "logs"
+        self._mirrors = self.root / "mirrors"
+        self._builds = self.root / "builds"
+        self._logs = self.root / "logs"
+        self.records_dir = self.root / "records"
         self._locks: defaultdict[Path, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def builds_dir(self) -> Path:
+        return self._builds
 
     def build_dir(self, build_id: str) -> Path:
         return self._builds / build_id
@@ -117,18 +127,39 @@ class Workspace:
     def home_dir(self, build_id: str) -> Path:
         return self.build_dir(build_id) / "home"
 
+    def tmp_dir(self, build_id: str) -> Path:
+        return self.build_dir(build_id) / "tmp"
+
+    def log_name(self, build_id: str, target_index: int) -> str:
+        """The log's path relative to ``work_dir``, as build records keep it."""
+        return f"logs/{build_id}/{target_index}.log"
+
     def log_path(self, build_id: str, target_index: int) -> Path:
-        return self._logs / build_id / f"{target_index}.log"
+        return self.root / self.log_name(build_id, target_index)
 
     def mirror_dir(self, repository: str) -> Path:
         digest = hashlib.sha256(repository.encode()).hexdigest()[:24]
         return self._mirrors / f"{digest}.git"
 
-    async def prepare(self) -> None:
-        """Create the layout and remove what builds of an earlier process left behind."""
-        for directory in (self._mirrors, self._builds, self._logs):
-            directory.mkdir(parents=True, exist_ok=True)
-        stale = [*self._builds.iterdir(), *self._logs.iterdir()]
+    def build_paths(self, build_id: str, repository: str) -> BuildPaths:
+        """What the build's targets see of the work directory."""
+        return BuildPaths(
+            work_dir=self.root,
+            checkout=self.checkout_dir(build_id),
+            home=self.home_dir(build_id),
+            tmp=self.tmp_dir(build_id),
+            mirror=self.mirror_dir(repository),
+        )
+
+    async def prepare(self, keep_logs_of: frozenset[str] = frozenset()) -> None:
+        """Create the layout (private to the runner) and remove what runs of an earlier
+        process left behind; the logs of ``keep_logs_of`` builds stay."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        for directory in (self._mirrors, self._builds, self._logs, self.records_dir):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        stale = [*self._builds.iterdir()]
+        stale += [p for p in self._logs.iterdir() if p.name not in keep_logs_of]
         stale += [p for p in self._mirrors.iterdir() if not p.name.endswith(".git")]
         for path in stale:
             await asyncio.to_thread(_remove_tree, path)
@@ -145,6 +176,7 @@ class Workspace:
             await self._ensure_revision(mirror, repository, revision)
             self.build_dir(build_id).mkdir(parents=True)
             self.home_dir(build_id).mkdir()
+            self.tmp_dir(build_id).mkdir()
             await _git(
                 "--git-dir",
                 str(mirror),

@@ -1,5 +1,8 @@
 """``SourceControl`` over git: the logic behind the reference server.
 
+Only repositories on the allow-list (``served.ServedRepositories``) are
+answered for, and only the promotions it lists are made; anything else is
+PERMISSION_DENIED, decided before any disk or network is touched.
 A local path is read in place; a URL (and, with ``mirror_local_paths``, a
 local path too) is read through a bare mirror that ``resolve_head`` fetches
 on every call, so a remote that moved is seen at once. The other methods
@@ -31,6 +34,7 @@ from stovepipe.extensions.sourcecontrol.errors import (
 from stovepipe.extensions.sourcecontrol.git.location import Location, parse_location
 from stovepipe.extensions.sourcecontrol.git.mirror import MirrorCache, default_cache_dir
 from stovepipe.extensions.sourcecontrol.git.repository import GitRepository, open_local
+from stovepipe.extensions.sourcecontrol.git.served import ServedRepositories
 from stovepipe.extensions.sourcecontrol.git.uri import commit_of, mint
 from stovepipe.extensions.sourcecontrol.model import (
     Ancestry,
@@ -75,14 +79,16 @@ class _Queue:
 
 
 class GitSourceControl:
-    """Answers the SourceControl contract from git repositories on this machine.
+    """Answers the SourceControl contract from the git repositories in ``served``.
 
     Every method validates all of its input (source, URIs, names) before it
     touches a disk or a network, so a malformed request is INVALID_ARGUMENT
-    whatever state the repository is in.
+    whatever state the repository is in, and a repository or promotion ref
+    that is not on the list is PERMISSION_DENIED.
     """
 
-    def __init__(self, settings: GitSettings | None = None) -> None:
+    def __init__(self, served: ServedRepositories, settings: GitSettings | None = None) -> None:
+        self._served = served
         self._settings = settings or GitSettings()
         self._mirrors = MirrorCache(
             self._settings.cache_dir or default_cache_dir(),
@@ -183,6 +189,7 @@ class GitSourceControl:
                     f"promotion_ref {quoted(promoted)} is the branch queue "
                     f"{quoted(source.queue)} follows; promote to a branch of its own"
                 )
+            self._served.check_promotion(queue.location, queue.branch, promoted, source.queue)
             repository = await self._repository(queue)
             await self._require(queue, repository, commit)
             async with self._promotions[(queue.location.key, promoted)]:
@@ -222,7 +229,7 @@ class GitSourceControl:
 
     def _queue(self, source: QueueSource) -> _Queue:
         branch = queue_branch(source)
-        location = parse_location(source.repository)
+        location = self._served.location(parse_location(source.repository), source.queue)
         mirrored = location.remote or self._settings.mirror_local_paths
         return _Queue(source, location, branch, mirrored)
 

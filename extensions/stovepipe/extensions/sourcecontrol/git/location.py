@@ -26,7 +26,12 @@ _SCP_LIKE = re.compile(
 )
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _USERINFO = re.compile(r"(?i)\b(?!(?:ssh|git\+ssh|ssh\+git)://)([a-z][a-z0-9+.-]*://)[^/\s@]+@")
-_ANY_USERINFO = re.compile(r"[^@/\s]+@")
+_ANY_USERINFO = re.compile(r"(?<![^@/\s])[^@/\s]+@")
+"""Starts only where a run begins, so a long run without ``@`` is scanned once, not once
+per character."""
+ECHO_LIMIT = 512
+_TRAILING_RUN = re.compile(r"(?<![^@/\s])[^@/\s]+$")
+"""How much of a refused repository string an error message quotes."""
 _PASSWORD = re.compile(r"(?i)\b((?:ssh|git\+ssh|ssh\+git)://[^/:\s@]+):[^/\s@]+@")
 
 
@@ -96,7 +101,10 @@ def redact_urls(text: str) -> str:
 
 def _userinfo_masked(text: str) -> str:
     """``text`` with anything that could be a user or password (before an ``@``) hidden,
-    for echoing input that did not even parse."""
+    for echoing input that did not even parse. Only a bounded head is quoted, so a
+    huge argument costs no more than a short one."""
+    if len(text) > ECHO_LIMIT:  # the cut may fall inside user information: hide its tail
+        text = _TRAILING_RUN.sub("***", text[:ECHO_LIMIT]) + "..."
     return _ANY_USERINFO.sub("***@", redact_urls(text))
 
 
