@@ -31,7 +31,7 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import config_from_mapping
 from stovepipe.console.process import uvicorn_config
 from stovepipe.domain import FactOrigin, ValidationFact
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.stages import HeadIngester, Revalidator
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async

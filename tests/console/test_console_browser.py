@@ -23,10 +23,6 @@ COLOURS = {"green": "rgb(26, 127, 55)", "broken": "rgb(207, 34, 46)"}
 WAIT_MS = 60_000
 
 
-def _cell(page: Page, sha: str, project: str = "") -> object:
-    return page.locator(f"tr[data-uri$='{sha}'] a.cell[data-project='{project}']")
-
-
 async def _open_grid(browser: Browser, demo: DemoHistory) -> Page:
     page = await browser.new_page(viewport={"width": 1100, "height": 700})
     await page.goto(f"{demo.stack.console_url}/queues/{QUEUE}")
@@ -68,9 +64,9 @@ async def test_the_demo_commits_render_with_their_colours(
 
     # the Queues page: coloured state, last green short id
     await page.goto(demo.stack.console_url + "/")
-    row = page.locator(f"tr[data-queue='{QUEUE}']")
-    assert await row.locator(".badge").inner_text() == "green"
-    assert newest_green[:10] in await row.inner_text()
+    queue_row = page.locator(f"tr[data-queue='{QUEUE}']")
+    assert await queue_row.locator(".badge").inner_text() == "green"
+    assert newest_green[:10] in await queue_row.inner_text()
     await page.close()
 
 

@@ -24,16 +24,16 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import running_console
-from stage_harness import Pipeline, queue_config
 
+from harness.console import running_console
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.console.client import ConsoleClient
 from stovepipe.console.live import RESYNC, LiveFeed
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.grpcutil import GrpcServer
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
