@@ -86,7 +86,7 @@ async def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     uris: dict[str, str] = {}
     ids: dict[str, str] = {}
     outcomes = {
-        "fail-closed": Outcome.errored("runner lost the checkout"),
+        "fail-closed": Outcome.errored("runner lost the checkout <script>alert(1)</script>"),
         "green": Outcome.succeed(),
         "running": Outcome.hang(),
         "superseded": Outcome.succeed(),
@@ -177,6 +177,9 @@ async def test_the_grid_shows_every_state_and_the_queues_page_counts_them(
         assert status == 200
         assert 'id="verdict">fail-closed<' in html
         assert "fail closed" in html and history.request_ids["fail-closed"] in html
+        # what extensions say is shown as text, never as markup
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script>alert" not in html
         assert "Re-validate" not in html  # no admin token configured
 
         status, html, _ = await fetch(f"{base}/queues/not/configured")
