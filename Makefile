@@ -42,6 +42,7 @@ bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
 	$(BIN)/python benchmarks/console_pages.py
+	$(BIN)/python benchmarks/redaction_linearity.py
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
 	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))
