@@ -52,12 +52,13 @@ def descendants(root: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (threads included)."""
+    """User + system CPU time of one process (threads included) and of the children it
+    waited for (git and build processes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
 
 
 def name_of(pid: int) -> str:

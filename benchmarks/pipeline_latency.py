@@ -224,7 +224,6 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
         f"{cpu / len(latencies) * 1000:.0f} ms CPU per head (one process + children)"
     )
     print(f"RESULT one_head_p50_vs_floor {p50 / floor:.2f} goal<=2")
-    print(f"RESULT heads_per_s_{queues}_queues_git_local {len(latencies) / wall:.1f}")
 
 
 if __name__ == "__main__":

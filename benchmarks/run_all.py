@@ -31,7 +31,11 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("one head vs floor", ["pipeline_latency.py", "--heads", "8" if quick else "20"]),
         (
             "throughput, 100 Queues, git + local runner",
-            ["pipeline_latency.py", "--queues", "20" if quick else "100", "--heads", "1"],
+            ["throughput.py", "--queues", "20" if quick else "100"],
+        ),
+        (
+            "throughput, 1,000 Queues, git + local runner",
+            ["throughput.py", "--queues", "100" if quick else "1000"],
         ),
         ("gate path", ["gate_path.py", "--seconds", seconds]),
         ("idle stovepipe up", ["idle_cpu.py", "--window", "15" if quick else "30"]),
