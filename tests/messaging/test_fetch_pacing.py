@@ -8,6 +8,7 @@ after work arrived (a latency regression), fails here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +54,37 @@ async def test_an_idle_consumer_slows_down_and_a_record_speeds_it_up(
         await inbox.wait_for(2)
     assert inbox.payloads == [process_message(1), process_message(2)]
     assert waits_while_handling == [settings.fetch_max_wait_ms] * 2
+
+
+async def test_a_consumer_is_not_idle_while_a_handler_runs(kafka_settings: KafkaSettings) -> None:
+    settings = replace(kafka_settings, idle_fetch_max_wait_ms=700, idle_after_s=0.3)
+    await ensure_topics(settings, PIPELINE_TOPICS)
+    bus = Bus(settings)
+    inbox = Inbox()
+    pacer = bus.consumer.pacer
+    release = asyncio.Event()
+    handling = asyncio.Event()
+
+    async def slow(payload: Any, delivery: Delivery) -> None:
+        handling.set()
+        await release.wait()
+        await inbox.add(payload, delivery)
+
+    subscriber = bus.consumer.subscribe(PROCESS, slow, group="busy")
+    async with bus:
+        bus.consumer.pace(subscriber)
+        consumer = subscriber.consumer  # type: ignore[attr-defined]
+        await bus.publish(PROCESS, process_message(1))
+        await asyncio.wait_for(handling.wait(), 60)
+        ticks = pacer.ticks
+
+        async def quiet_periods_passed() -> bool:
+            return pacer.ticks >= ticks + 4  # two idle periods with the handler running
+
+        await eventually(quiet_periods_passed, what="the idle check to run")
+        assert pacer.wait_ms(consumer) == settings.fetch_max_wait_ms
+        release.set()
+        await inbox.wait_for(1)
 
 
 async def test_pacing_is_off_when_the_idle_wait_is_not_longer(

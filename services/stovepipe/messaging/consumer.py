@@ -130,7 +130,12 @@ class Consumer:
     async def _settle(
         self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
     ) -> None:
-        self.pacer.active(message.consumer)
+        with self.pacer.handling(message.consumer):
+            await self._settle_paced(binding, handler, message)
+
+    async def _settle_paced(
+        self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
+    ) -> None:
         record = message.raw_message
         delivery = Delivery.from_record(record)
         with self._tracer.start_as_current_span(

@@ -22,8 +22,10 @@ relies on, and :func:`_fetcher` fails loudly if a new aiokafka renames it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 _FETCHER_WAIT = "_fetch_max_wait_ms"
@@ -47,7 +49,10 @@ class FetchPacer:
         self.idle_wait_ms = max(idle_wait_ms, busy_wait_ms)
         self.idle_after_s = idle_after_s
         self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._handling: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._timer: asyncio.TimerHandle | None = None
+        self.ticks = 0
+        """How often the idle check ran (tests wait on it instead of sleeping)."""
 
     @property
     def enabled(self) -> bool:
@@ -70,6 +75,23 @@ class FetchPacer:
             return
         self._last[consumer] = time.monotonic()
         self._set(consumer, self.busy_wait_ms)
+
+    @contextlib.contextmanager
+    def handling(self, consumer: Any) -> Iterator[None]:
+        """A record of ``consumer`` is being handled: it is not idle until the handler
+        returns (a consumer slowed under a long handler would, among other things, make
+        its shutdown wait for a slow fetch), and the quiet period starts afterwards."""
+        self.active(consumer)
+        self._handling[consumer] = self._handling.get(consumer, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._handling.get(consumer, 1) - 1
+            if left:
+                self._handling[consumer] = left
+            else:
+                self._handling.pop(consumer, None)
+            self.active(consumer)
 
     @property
     def tracked(self) -> int:
@@ -94,9 +116,10 @@ class FetchPacer:
 
     def _tick(self) -> None:
         self._timer = None
+        self.ticks += 1
         quiet_since = time.monotonic() - self.idle_after_s
         for consumer, last in list(self._last.items()):
-            if last <= quiet_since:
+            if last <= quiet_since and consumer not in self._handling:
                 self._set(consumer, self.idle_wait_ms)
         if self._last:
             self._arm()
