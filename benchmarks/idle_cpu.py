@@ -147,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--settle", type=float, default=15.0)
+    parser.add_argument("--settle", type=float, default=45.0)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument(
         "--config",

@@ -140,7 +140,7 @@ class KafkaSettings:
     replication_factor: int = 1
     fetch_max_wait_ms: int = 20
     idle_fetch_max_wait_ms: int = 0
-    idle_after_s: float = 10.0
+    idle_after_s: float = 30.0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 300_000
