@@ -31,12 +31,16 @@ import grpc
 import yaml
 
 from stovepipe.embedded import EmbeddedBroker
-from stovepipe.runtime.embedded import free_port
-from stovepipe.runtime.sample_repo import Step
-from stovepipe.testing.live import QUEUE, live_stack
-from stovepipe.testing.postgres import PostgresCluster
+from stovepipe.runtime.processes import free_port
+from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.live import QUEUE, live_stack  # noqa: E402
+from harness.postgres import PostgresCluster  # noqa: E402
 
 ECHO_METHOD = "/bench.Echo/Echo"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -158,9 +162,10 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         database_url = cluster.create_database("gate")
+        await upgrade_async(database_url)
         targets = [{"name": "instant", "command": "true", "timeout_seconds": 60}]
         async with live_stack(tmp, broker.bootstrap_servers, database_url, targets=targets) as live:
-            live.repo.commit(Step("root", {"README.md": "gate\n"}, True))
+            live.repo.commit({"README.md": "gate\n"}, "root")
             ingest = await live.ingest(QUEUE)
             await live.wait_terminal(ingest.request_id)
             config = live.config.model_dump(mode="json")

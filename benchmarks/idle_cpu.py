@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 import yaml
 
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import SampleRepo, build_targets
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc

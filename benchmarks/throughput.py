@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 import yaml
 
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import GIT_IDENTITY, SampleRepo, Step
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc

@@ -13,10 +13,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from messaging_harness import Inbox, eventually, process_message
 
+from harness.messaging import Inbox, process_message
 from stovepipe.messaging import PIPELINE_TOPICS, Bus, Delivery, KafkaSettings, ensure_topics
 from stovepipe.messaging.pacing import FetchPacer
+from stovepipe.testing import until
 
 pytestmark = pytest.mark.broker
 
@@ -46,10 +47,10 @@ async def test_an_idle_consumer_slows_down_and_a_record_speeds_it_up(
         async def slowed() -> bool:
             return pacer.wait_ms(consumer) == 700
 
-        await eventually(slowed, what="the idle consumer to ask for the idle wait")
+        await until(slowed, what="the idle consumer to ask for the idle wait")
         await bus.publish(PROCESS, process_message(1))
         await inbox.wait_for(1)
-        await eventually(slowed, what="the consumer to slow down again once quiet")
+        await until(slowed, what="the consumer to slow down again once quiet")
         await bus.publish(PROCESS, process_message(2))
         await inbox.wait_for(2)
     assert inbox.payloads == [process_message(1), process_message(2)]
@@ -81,7 +82,7 @@ async def test_a_consumer_is_not_idle_while_a_handler_runs(kafka_settings: Kafka
         async def quiet_periods_passed() -> bool:
             return pacer.ticks >= ticks + 4  # two idle periods with the handler running
 
-        await eventually(quiet_periods_passed, what="the idle check to run")
+        await until(quiet_periods_passed, what="the idle check to run")
         assert pacer.wait_ms(consumer) == settings.fetch_max_wait_ms
         release.set()
         await inbox.wait_for(1)
