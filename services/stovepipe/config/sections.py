@@ -116,10 +116,11 @@ class KafkaConfig(ConfigModel):
     topic_prefix: Annotated[str, AfterValidator(check_kafka_topic_part)] = ""
     partitions: Annotated[int, Field(ge=1)] = 3
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
+    idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     group_prefix: Annotated[NonBlank, AfterValidator(check_kafka_topic_part)] = "stovepipe"
     max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     session_timeout_ms: Annotated[int, Field(ge=1_000, le=300_000)] = 10_000
-    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3_000
     graceful_timeout_seconds: Annotated[float, Field(ge=0, le=3_600)] = 30.0
     redelivery_pause_ms: Annotated[int, Field(ge=0, le=600_000)] = 1_000
     security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
