@@ -1,0 +1,230 @@
+"""Hooks end to end: the real pipeline, broker, PostgreSQL, hooks server and HTTP receivers.
+
+Receivers verify every Standard Webhooks signature with the ``standardwebhooks``
+library; nothing between the record stage and the receiver is faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from hooks_setup import LINEAR, all_delivered, new_secret, settled, step, webhook
+
+from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_RECORDED
+from stovepipe.storage import HookDeliveryStatus
+from stovepipe.testing.live import live_stack, until
+from stovepipe.testing.webhook_receiver import WebhookReceiver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]
+
+CLI = [sys.executable, "-m", "stovepipe.cli.main"]
+
+
+def _types(receiver: WebhookReceiver) -> list[str]:
+    return [r.event["type"] for r in receiver.accepted()]
+
+
+async def _kafka_events(bootstrap: str, topic: str, count: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(records) < count and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _kcat(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is missing: apt-get install kcat (the Kafka hook kind is tested with it)"
+    done = subprocess.run(
+        [kcat, "-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+async def test_linear_history_reaches_every_kind_with_valid_signatures(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    pg_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="stovepipe.hooks.log")
+    every = WebhookReceiver(new_secret()).start()
+    transitions = WebhookReceiver(new_secret()).start()
+    # a receiver that still holds the previous key during a rotation
+    old_key = new_secret()
+    rotated = WebhookReceiver(old_key).start()
+    topic = f"team-events-{uuid.uuid4().hex[:8]}"
+    try:
+        hooks = [
+            webhook(tmp_path, "every", every, events="all"),
+            webhook(tmp_path, "transitions", transitions, events="transitions"),
+            {
+                **webhook(tmp_path, "rotating", rotated, events="transitions"),
+                "secret_file": str(_file(tmp_path, "new-key", new_secret())),
+                "previous_secret_file": str(_file(tmp_path, "old-key", old_key)),
+            },
+            {"name": "team-topic", "kind": "kafka", "topic": topic, "events": "transitions"},
+            {"name": "audit", "kind": "log", "events": "not_green"},
+        ]
+        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+            uris = [await step(live, change) for change in LINEAR]
+            for name, count in (("every", 8), ("transitions", 3), ("rotating", 3),
+                                ("team-topic", 3), ("audit", 2)):  # fmt: skip
+                rows = await settled(live, name, count)
+                assert len(rows) == count and all_delivered(rows), (name, rows)
+            listed = await live.stub.ListHookDeliveries(
+                __import__(
+                    "stovepipe.v1.stovepipe_service_pb2", fromlist=["x"]
+                ).ListHookDeliveriesRequest(queue="e2e/main", state="delivered", page_size=100)
+            )
+            assert len(listed.deliveries) == 8 + 3 + 3 + 3 + 2
+
+        assert all(r.verified for r in every.snapshot() + transitions.snapshot())
+        assert all(r.verified for r in rotated.snapshot()), "the previous key no longer verifies"
+        assert _types(transitions) == [BECAME_GREEN, BECAME_BROKEN, BECAME_GREEN]
+        assert [r.event["data"]["commit"] for r in transitions.accepted()] == [
+            uris[0],
+            uris[2],
+            uris[4],
+        ]
+        became_broken = transitions.accepted()[1].event
+        assert became_broken["subject"] == "e2e/main"
+        assert became_broken["data"]["previous"] == {"degree": 0.0, "commit": uris[1]}
+        assert became_broken["data"]["last_green"] == uris[1]
+        recorded = [r.event for r in every.accepted() if r.event["type"] == VERDICT_RECORDED]
+        assert [e["data"]["degree"] for e in recorded] == [0.0, 0.0, 1.0, 1.0, 0.0]
+        assert [e["data"]["commit"] for e in recorded] == uris
+        # one webhook-id per delivery, unique, and the CloudEvent ids are unique too
+        ids = [r.webhook_id for r in every.accepted()]
+        assert len(set(ids)) == len(ids) == 8
+        assert len({r.event["id"] for r in every.accepted()}) == 8
+        assert every.accepted()[0].headers["content-type"].startswith("application/cloudevents")
+
+        records = await _kafka_events(kafka_bootstrap, topic, 3)
+        assert [dict(r.headers)["ce_type"].decode() for r in records] == [
+            BECAME_GREEN,
+            BECAME_BROKEN,
+            BECAME_GREEN,
+        ]
+        assert [json.loads(r.value)["commit"] for r in records] == [uris[0], uris[2], uris[4]]
+        assert {r.key for r in records} == {b"e2e/main"}
+        by_kcat = _kcat(kafka_bootstrap, topic)
+        assert [json.loads(m["payload"])["commit"] for m in by_kcat] == [uris[0], uris[2], uris[4]]
+
+        logged = [
+            json.loads(r.getMessage()) for r in caplog.records if r.name == "stovepipe.hooks.log"
+        ]
+        assert [(line["type"], line["data"]["commit"]) for line in logged] == [
+            (VERDICT_RECORDED, uris[2]),
+            (VERDICT_RECORDED, uris[3]),
+        ]
+    finally:
+        for receiver in (every, transitions, rotated):
+            receiver.stop()
+
+
+def _file(tmp: Path, name: str, value: str) -> Path:
+    from hooks_setup import secret_file
+
+    return secret_file(tmp, name, value)
+
+
+async def test_a_receiver_down_for_twenty_seconds_loses_nothing(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    receiver = WebhookReceiver(new_secret()).start()
+    port = receiver.port
+    receiver.stop()  # down: connections refused
+    hooks = [webhook(tmp_path, "bot", receiver, events="all", max_attempts=100)]
+    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+        loop = asyncio.get_running_loop()
+        down_since = loop.time()
+        uris = [await step(live, change) for change in LINEAR[:3]]
+        await until(
+            lambda: _attempted(live), 60, "an attempt against the receiver while it is down"
+        )
+        await asyncio.sleep(max(0.0, 20 - (loop.time() - down_since)))  # the outage lasts 20 s
+        receiver.port = port
+        receiver.start()
+        try:
+            rows = await settled(live, "bot", 3 + 2, timeout_s=120)
+        finally:
+            receiver.stop()
+    assert all_delivered(rows)
+    assert any(r.attempts > 1 for r in rows), "nothing was ever retried: the outage was not seen"
+    got = receiver.accepted()
+    assert {r.event["id"] for r in got} == {r.event_id for r in rows}
+    assert [r.event["data"]["commit"] for r in got if r.event["type"] == VERDICT_RECORDED] == uris
+
+
+async def _attempted(live: Any) -> bool:
+    found, _ = await live.store.list_hook_deliveries(page_size=50)
+    return any(d.attempts >= 1 and d.last_error for d in found)
+
+
+async def test_a_receiver_failing_for_ever_ends_failed_and_redeliver_delivers(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    receiver = WebhookReceiver(new_secret(), status=500).start()
+    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", max_attempts=3)]
+    try:
+        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+            await step(live, LINEAR[0])
+            rows = await settled(live, "bot", 1)
+            assert [r.status for r in rows] == [HookDeliveryStatus.FAILED]
+            assert rows[0].attempts == 3 and "HTTP 500" in rows[0].last_error
+            api = ["--api", live.api_address]
+            listed = await _cli("hooks", "list", "--state", "failed", *api)
+            assert listed.returncode == 0, listed.stderr
+            assert rows[0].id in listed.stdout and "failed" in listed.stdout
+            shown = await _cli("hooks", "show", rows[0].id, *api)
+            assert shown.returncode == 0 and BECAME_GREEN in shown.stdout, shown.stderr
+
+            receiver.status = 204
+            again = await _cli("hooks", "redeliver", "--failed", *api)
+            assert again.returncode == 0, again.stderr
+            await until(lambda: len(receiver.accepted()) == 1, 60, "the redelivery")
+            rows = await settled(live, "bot", 1)
+            assert [r.status for r in rows] == [HookDeliveryStatus.DELIVERED]
+            refused = await _cli("hooks", "redeliver", "e2e/main/nope", *api)
+            assert refused.returncode == 3 and "INVALID_ARGUMENT" in refused.stderr
+    finally:
+        receiver.stop()
+    attempts = receiver.snapshot()
+    assert len(attempts) == 4  # three failed attempts, then the redelivery
+    assert len({r.webhook_id for r in attempts}) == 1, "a retry changed its webhook-id"
+    assert len({r.event["id"] for r in attempts}) == 1
+
+
+async def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [*CLI, *args], capture_output=True, text=True, timeout=120, check=False
+    )
