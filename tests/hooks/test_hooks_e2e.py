@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 from hooks_setup import LINEAR, all_delivered, new_secret, secret_file, settled, step, webhook
 
@@ -24,7 +27,12 @@ from stovepipe.storage import HookDeliveryStatus
 from stovepipe.testing.live import live_stack, until
 from stovepipe.testing.webhook_receiver import WebhookReceiver
 
-pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.broker,
+    pytest.mark.postgres,
+    pytest.mark.timeout(420),  # whole pipelines on a loaded 2-core machine
+]
 
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 
@@ -208,3 +216,98 @@ async def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run, [*CLI, *args], capture_output=True, text=True, timeout=120, check=False
     )
+
+
+async def test_a_slow_subscriber_delays_neither_another_subscription_nor_the_verdicts(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    """The slow receiver holds every request until the test lets it go (it stands for one
+    that takes 10 s, or much longer): everything else must be done meanwhile."""
+    let_go = threading.Event()
+    slow = WebhookReceiver(new_secret(), hold=let_go).start()
+    fast = WebhookReceiver(new_secret()).start()
+    hooks = [
+        webhook(tmp_path, "slow", slow, events="all", timeout_seconds=120),
+        webhook(tmp_path, "fast", fast, events="all"),
+    ]
+    try:
+        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+            uris = [await step(live, change) for change in LINEAR[:3]]
+            fast_rows = await settled(live, "fast", 3 + 2)
+            assert all_delivered(fast_rows)
+            facts = [await live.store.get_fact("e2e/main", uri, "") for uri in uris]
+            # every verdict is recorded and the fast subscriber has every event, while the
+            # slow one has not finished its first request yet
+            assert all(f is not None for f in facts)
+            assert slow.waiting == 1 and not slow.snapshot()
+            slow_rows = await _rows(live, "slow")
+            assert [r.status for r in slow_rows] == [HookDeliveryStatus.PENDING] * 5
+            let_go.set()
+            slow_rows = await settled(live, "slow", 3 + 2)
+            assert all_delivered(slow_rows)
+    finally:
+        let_go.set()
+        slow.stop()
+        fast.stop()
+    # in event order for each subscription
+    order = [r.event["id"] for r in fast.accepted()]
+    assert [r.event["id"] for r in slow.accepted()] == order
+    recorded = [
+        r.event["data"]["commit"] for r in fast.accepted() if r.event["type"] == VERDICT_RECORDED
+    ]
+    assert recorded == uris
+
+
+async def _rows(live: Any, hook: str) -> list[Any]:
+    from hooks_setup import deliveries
+
+    return await deliveries(live, hook)
+
+
+def _dispatcher(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*CLI, "worker", "hooks", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
+    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+) -> None:
+    let_go = threading.Event()
+    receiver = WebhookReceiver(new_secret(), hold=let_go).start()
+    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=60)]
+    dispatcher: subprocess.Popen[bytes] | None = None
+    try:
+        async with live_stack(
+            tmp_path, kafka_bootstrap, pg_database_url, hooks_dispatcher=False, hooks=hooks
+        ) as live:
+            config = tmp_path / "dispatcher.yaml"
+            config.write_text(
+                yaml.safe_dump(live.config.model_dump(mode="json", exclude_none=True))
+            )
+            log = tmp_path / "dispatcher.log"
+            dispatcher = _dispatcher(config, log)
+            await step(live, LINEAR[0])
+            await until(
+                lambda: receiver.waiting == 1, 150, "the first attempt, held by the receiver"
+            )
+            dispatcher.send_signal(signal.SIGKILL)
+            dispatcher.wait(30)
+            let_go.set()  # the answer goes to a dead process
+            rows = await _rows(live, "bot")
+            assert [r.status for r in rows] == [HookDeliveryStatus.PENDING]
+            dispatcher = _dispatcher(config, log)
+            rows = await settled(live, "bot", 1)
+            assert all_delivered(rows), log.read_text()[-3000:]
+    finally:
+        let_go.set()
+        receiver.stop()
+        if dispatcher is not None and dispatcher.poll() is None:
+            dispatcher.terminate()
+            dispatcher.wait(60)
+    got = receiver.snapshot()
+    assert len(got) >= 2, "the delivery cut by kill -9 was not made again"
+    assert len({r.webhook_id for r in got}) == 1 and len({r.event["id"] for r in got}) == 1

@@ -26,13 +26,13 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
+from stovepipe.extensions.hooks.reference import serve as serve_hooks
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
-from stovepipe.extensions.hooks.reference import serve as serve_hooks
 from stovepipe.runtime.delay_worker import run_delay_forwarder
-from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
 from stovepipe.runtime.event_feed import EventFeed
+from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.registry import STAGES
 from stovepipe.runtime.sample_repo import SampleRepo, build_targets

@@ -48,6 +48,8 @@ class WebhookReceiver:
     """When set, every request waits for it (up to ``hold_s``) before answering."""
     hold_s: float = 300.0
     received: list[Received] = field(default_factory=list)
+    waiting: int = 0
+    """Requests held right now (``hold`` not yet set)."""
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -61,7 +63,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -74,7 +76,11 @@ class WebhookReceiver:
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 if receiver.hold is not None:
+                    with receiver._lock:
+                        receiver.waiting += 1
                     receiver.hold.wait(receiver.hold_s)
+                    with receiver._lock:
+                        receiver.waiting -= 1
                 status = receiver.status if verified else 401
                 with receiver._lock:
                     receiver.received.append(
@@ -93,7 +99,7 @@ class WebhookReceiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
