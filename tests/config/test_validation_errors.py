@@ -12,13 +12,9 @@ NOT_YET = "not supported yet — "
 REFUSED = {
     "poll": f"{NOT_YET}the built-in poller is tracked by its own issue; remove the key "
     "(report heads with `stovepipe ingest` or the Ingest RPC)",
-    "hooks": f"{NOT_YET}verdict hooks (webhook, kafka, log) are tracked by their own issue; "
-    "remove the key (follow verdicts with WatchEvents)",
     "projects": f"{NOT_YET}per-project verdicts are tracked by their own issue; remove the key",
     "depends_on": f"{NOT_YET}dependencies between Queues are tracked by their own issue; "
     "remove the key",
-    "extensions.hooks": f"{NOT_YET}no Hooks extension runs (verdict hooks are tracked by their "
-    "own issue); remove the key",
     "extensions.projectmapper": f"{NOT_YET}no ProjectMapper extension runs (per-project "
     "verdicts are tracked by their own issue); remove the key",
 }

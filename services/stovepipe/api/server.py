@@ -6,6 +6,7 @@ is left here is whether the named Queue, project or commit exists, and the call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -204,16 +205,17 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
 
         async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
             assert self._events is not None
-            async for item in self._events.watch(_caller(context), start):
-                event = item.event
-                if event is None:
-                    yield pb.WatchEventsResponse(ready=True, cursor=item.cursor)
-                    continue
-                if queues and event.data.queue not in queues:
-                    continue
-                if projects and event.data.project not in projects:
-                    continue
-                yield pb.WatchEventsResponse(event=event, cursor=item.cursor)
+            async with contextlib.aclosing(self._events.watch(_caller(context), start)) as items:
+                async for item in items:
+                    event = item.event
+                    if event is None:
+                        yield pb.WatchEventsResponse(ready=True, cursor=item.cursor)
+                        continue
+                    if queues and event.data.queue not in queues:
+                        continue
+                    if projects and event.data.project not in projects:
+                        continue
+                    yield pb.WatchEventsResponse(event=event, cursor=item.cursor)
 
         async for item in guarded_stream(context, matching()):
             yield item

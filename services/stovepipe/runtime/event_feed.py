@@ -134,9 +134,10 @@ class EventFeed:
 
     async def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]:
         """Events from now on; raises :class:`TooManySubscribers` before the first one."""
-        async for item in self.watch(owner):
-            if item.event is not None:
-                yield item.event
+        async with contextlib.aclosing(self.watch(owner)) as items:
+            async for item in items:
+                if item.event is not None:
+                    yield item.event
 
     async def watch(self, owner: str = "", start: str = "") -> AsyncIterator[FeedItem]:
         """A ready item, then every verified event with its cursor.
@@ -181,6 +182,8 @@ class EventFeed:
                 waiting = asyncio.create_task(ready.wait())
                 await asyncio.wait({private, waiting}, return_when=asyncio.FIRST_COMPLETED)
                 waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
                 if not ready.is_set():
                     private.result()  # raises what stopped the reader
                     raise RuntimeError("the event reader stopped before it was positioned")
@@ -231,7 +234,7 @@ class EventFeed:
         )
         positions: dict[int, int] = {}
         try:
-            await consumer.start()
+            await _started(consumer)
             partitions: list[TopicPartition] = []
             while not partitions:
                 partitions = [
@@ -303,6 +306,18 @@ class EventFeed:
             log.warning("not an event, skipped: %s: %s", where, short_reason(exc))
             return None
         return await verified_event(self._store, event, where, self)
+
+
+async def _started(consumer: AIOKafkaConsumer) -> None:
+    """Start ``consumer``, letting a start that is under way finish even when cancelled:
+    a start cut short leaves a connection behind that ``stop`` does not close."""
+    starting = asyncio.ensure_future(consumer.start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        raise
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
