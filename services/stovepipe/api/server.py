@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -57,7 +57,7 @@ class EventFeed(Protocol):
     item has no event: the stream is ready. ``start`` is empty (from now on),
     ``"beginning"`` or a cursor from an earlier item."""
 
-    def watch(self, owner: str = "", start: str = "") -> AsyncIterator[FeedItem]: ...
+    def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]: ...
 
 
 class ApiQueues(QueueDirectory, Protocol):

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -139,7 +139,7 @@ class EventFeed:
                 if item.event is not None:
                     yield item.event
 
-    async def watch(self, owner: str = "", start: str = "") -> AsyncIterator[FeedItem]:
+    async def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]:
         """A ready item, then every verified event with its cursor.
 
         ``start``: empty for "from now on", :data:`BEGINNING`, or a cursor from an
