@@ -14,7 +14,11 @@ Isolation: the same run again with a second subscription whose receiver takes
 ``--slow-s`` seconds per request; the fast subscription's latency and the time
 to record the verdicts are compared with the run without it.
 
-    .venv/bin/python benchmarks/hook_delivery.py [--events 200] [--slow-s 10]
+Verdicts are paced (``--interval-s``, default 0.25 s) as builds pace them; with
+``--interval-s 0`` the 200 arrive at once and one lane's in-order delivery
+shows up as queueing.
+
+    .venv/bin/python benchmarks/hook_delivery.py [--events 200] [--slow-s 10] [--interval-s 0.25]
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def write_secret(tmp: Path, name: str, value: str) -> str:
 
 
 async def run(
-    tmp: Path, bootstrap: str, events: int, slow_s: float | None
+    tmp: Path, bootstrap: str, events: int, slow_s: float | None, interval_s: float = 0.0
 ) -> tuple[list[float], float]:
     """Latencies (s) of the fast subscription, and seconds to record every verdict."""
     fast = WebhookReceiver(secret()).start()
@@ -130,6 +134,8 @@ async def run(
                     if event.type.endswith("recorded"):
                         recorded[event.id] = now
                         await bus.publish(HOOK.name, event)
+                if interval_s:
+                    await asyncio.sleep(interval_s)
         recording_s = time.perf_counter() - start
         deadline = time.monotonic() + 600
         while len(fast.accepted()) < events and time.monotonic() < deadline:  # noqa: ASYNC110 - a count to poll
@@ -163,26 +169,27 @@ async def bare_posts(samples: int) -> list[float]:
         receiver.stop()
 
 
-async def main(events: int, slow_s: float) -> None:
+async def main(events: int, slow_s: float, interval_s: float) -> None:
     broker = EmbeddedBroker()
     await broker.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ref = await bare_posts(events)
             await run(Path(tmp), broker.bootstrap_servers, 10, None)  # warm-up, not counted
-            alone, rec_alone = await run(Path(tmp), broker.bootstrap_servers, events, None)
-            shared, rec_shared = await run(Path(tmp), broker.bootstrap_servers, events, slow_s)
+            bootstrap = broker.bootstrap_servers
+            alone, rec_alone = await run(Path(tmp), bootstrap, events, None, interval_s)
+            shared, rec_shared = await run(Path(tmp), bootstrap, events, slow_s, interval_s)
     finally:
         await broker.stop()
     ref_p50 = statistics.median(ref)
-    print(f"events: {events}")
+    print(f"events: {events}, one verdict every {interval_s:g} s")
     print(f"reference: bare HTTP POST round trip  p50 {ref_p50 * 1000:8.2f} ms  "
           f"p99 {pct(ref, 0.99) * 1000:8.2f} ms")  # fmt: skip
     for label, values in (("alone", alone), (f"beside a {slow_s:g}s subscriber", shared)):
         p50, p99 = statistics.median(values), pct(values, 0.99)
         print(f"verdict recorded -> webhook received ({label}):  p50 {p50 * 1000:8.1f} ms  "
               f"p99 {p99 * 1000:8.1f} ms  (p50 = {p50 / ref_p50:6.1f}x the bare POST)")  # fmt: skip
-    print(f"time to record {events} verdicts: alone {rec_alone:.2f} s, beside the slow "
+    print(f"time to record {events} verdicts (paced): alone {rec_alone:.2f} s, beside the slow "
           f"subscriber {rec_shared:.2f} s (ratio {rec_shared / rec_alone:.2f})")  # fmt: skip
     print(f"fast subscription p50 beside the slow one / alone: "
           f"{statistics.median(shared) / statistics.median(alone):.2f}")  # fmt: skip
@@ -192,5 +199,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--slow-s", type=float, default=10.0)
+    parser.add_argument(
+        "--interval-s",
+        type=float,
+        default=0.25,
+        help="seconds between verdicts (0: a burst, which measures queueing in one lane)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.slow_s))
+    asyncio.run(main(args.events, args.slow_s, args.interval_s))
