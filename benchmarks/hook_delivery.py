@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -46,7 +47,11 @@ from stovepipe.runtime.registry import all_topics
 from stovepipe.runtime.wiring import kafka_settings
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.testing.webhook_receiver import WebhookReceiver
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.webhook_receiver import WebhookReceiver  # noqa: E402
 
 QUEUE = "bench/main"
 

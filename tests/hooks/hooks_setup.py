@@ -8,10 +8,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from harness.live import Live
+from harness.webhook_receiver import WebhookReceiver
 from stovepipe.runtime.sample_repo import STEPS, Step
 from stovepipe.storage import HookDelivery, HookDeliveryStatus
-from stovepipe.testing.live import Live, until
-from stovepipe.testing.webhook_receiver import WebhookReceiver
+from stovepipe.testing import until
 
 # green -> green -> broken -> broken -> green (a README-only change after green skips the
 # target on an incremental build; the second broken commit still has the broken add()).
@@ -51,7 +52,7 @@ def webhook(tmp: Path, name: str, receiver: WebhookReceiver, **settings: Any) ->
 
 async def step(live: Live, change: Step) -> str:
     """Commit ``change``, ingest it, wait for its verdict; the commit URI."""
-    live.repo.commit(change)
+    live.repo.commit(change.files, change.title)
     ingest = await live.ingest()
     request = await live.wait_terminal(ingest.request_id, timeout_s=150)
     return str(request.uri)
@@ -72,7 +73,7 @@ async def settled(live: Live, hook: str, count: int, timeout_s: float = 120) -> 
         return None
 
     rows: list[HookDelivery] = await until(
-        check, timeout_s, f"{count} settled deliveries to {hook}"
+        check, timeout_s=timeout_s, what=f"{count} settled deliveries to {hook}"
     )
     return rows
 

@@ -22,10 +22,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 from hooks_setup import LINEAR, all_delivered, new_secret, secret_file, settled, step, webhook
 
+from harness.live import live_stack
+from harness.webhook_receiver import WebhookReceiver
 from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_RECORDED
 from stovepipe.storage import HookDeliveryStatus
-from stovepipe.testing.live import live_stack, until
-from stovepipe.testing.webhook_receiver import WebhookReceiver
+from stovepipe.testing import until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -155,7 +156,9 @@ async def test_a_receiver_down_for_twenty_seconds_loses_nothing(
         down_since = loop.time()
         uris = [await step(live, change) for change in LINEAR[:3]]
         await until(
-            lambda: _attempted(live), 60, "an attempt against the receiver while it is down"
+            lambda: _attempted(live),
+            timeout_s=60,
+            what="an attempt against the receiver while it is down",
         )
         await asyncio.sleep(max(0.0, 20 - (loop.time() - down_since)))  # the outage lasts 20 s
         receiver.port = port
@@ -197,7 +200,7 @@ async def test_a_receiver_failing_for_ever_ends_failed_and_redeliver_delivers(
             receiver.status = 204
             again = await _cli("hooks", "redeliver", "--failed", *api)
             assert again.returncode == 0, again.stderr
-            await until(lambda: len(receiver.accepted()) == 1, 60, "the redelivery")
+            await until(lambda: len(receiver.accepted()) == 1, timeout_s=60, what="the redelivery")
             rows = await settled(live, "bot", 1)
             assert [r.status for r in rows] == [HookDeliveryStatus.DELIVERED]
             malformed = await _cli("hooks", "redeliver", "no-slashes", *api)
@@ -292,7 +295,9 @@ async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
             dispatcher = _dispatcher(config, log)
             await step(live, LINEAR[0])
             await until(
-                lambda: receiver.waiting == 1, 150, "the first attempt, held by the receiver"
+                lambda: receiver.waiting == 1,
+                timeout_s=150,
+                what="the first attempt, held by the receiver",
             )
             dispatcher.send_signal(signal.SIGKILL)
             dispatcher.wait(30)

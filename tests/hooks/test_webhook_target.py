@@ -12,12 +12,12 @@ import pytest
 from hooks_setup import new_secret, secret_file
 from standardwebhooks import Webhook
 
+from harness.webhook_receiver import WebhookReceiver
 from stovepipe.config.hooks import HookConfig
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.extensions.hooks.client import Outcome
 from stovepipe.extensions.hooks.reference.webhook import post, retry_after
 from stovepipe.hooks.events import verdict_events
-from stovepipe.testing.webhook_receiver import WebhookReceiver
 
 EVENT = verdict_events(
     ValidationFact(queue="q/main", uri="git+r#main@" + "a" * 40, project="", degree=0.0,
