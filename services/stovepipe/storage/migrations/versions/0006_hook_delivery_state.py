@@ -23,7 +23,7 @@ branch_labels = None
 depends_on = None
 
 NAME = 256
-QUEUE = 256
+QUEUE = 128
 
 
 def upgrade() -> None:
