@@ -67,7 +67,8 @@ async def _kafka_events(bootstrap: str, topic: str, count: int) -> list[Any]:
 async def test_linear_history_reaches_every_kind_with_valid_signatures(
     tmp_path: Path,
     kafka_bootstrap: str,
-    pg_database_url: str,
+    migrated_pg_url: str,
+    live_kafka: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="stovepipe.hooks.log")
@@ -89,7 +90,9 @@ async def test_linear_history_reaches_every_kind_with_valid_signatures(
             {"name": "team-topic", "kind": "kafka", "topic": topic, "events": "transitions"},
             {"name": "audit", "kind": "log", "events": "not_green"},
         ]
-        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+        async with live_stack(
+            tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, hooks=hooks
+        ) as live:
             uris = [await step(live, change) for change in LINEAR]
             for name, count in (("every", 8), ("transitions", 3), ("rotating", 3),
                                 ("team-topic", 3), ("audit", 2)):  # fmt: skip
@@ -145,13 +148,15 @@ async def test_linear_history_reaches_every_kind_with_valid_signatures(
 
 
 async def test_a_receiver_down_for_twenty_seconds_loses_nothing(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     receiver = WebhookReceiver(new_secret()).start()
     port = receiver.port
     receiver.stop()  # down: connections refused
     hooks = [webhook(tmp_path, "bot", receiver, events="all", max_attempts=100)]
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, hooks=hooks
+    ) as live:
         loop = asyncio.get_running_loop()
         down_since = loop.time()
         uris = [await step(live, change) for change in LINEAR[:3]]
@@ -180,12 +185,14 @@ async def _attempted(live: Any) -> bool:
 
 
 async def test_a_receiver_failing_for_ever_ends_failed_and_redeliver_delivers(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     receiver = WebhookReceiver(new_secret(), status=500).start()
     hooks = [webhook(tmp_path, "bot", receiver, events="transitions", max_attempts=3)]
     try:
-        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+        async with live_stack(
+            tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, hooks=hooks
+        ) as live:
             await step(live, LINEAR[0])
             rows = await settled(live, "bot", 1)
             assert [r.status for r in rows] == [HookDeliveryStatus.FAILED]
@@ -222,7 +229,7 @@ async def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_a_slow_subscriber_delays_neither_another_subscription_nor_the_verdicts(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     """The slow receiver holds every request until the test lets it go (it stands for one
     that takes 10 s, or much longer): everything else must be done meanwhile."""
@@ -234,7 +241,9 @@ async def test_a_slow_subscriber_delays_neither_another_subscription_nor_the_ver
         webhook(tmp_path, "fast", fast, events="all"),
     ]
     try:
-        async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, hooks=hooks) as live:
+        async with live_stack(
+            tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, hooks=hooks
+        ) as live:
             uris = [await step(live, change) for change in LINEAR[:3]]
             fast_rows = await settled(live, "fast", 3 + 2)
             assert all_delivered(fast_rows)
@@ -277,7 +286,7 @@ def _dispatcher(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     let_go = threading.Event()
     receiver = WebhookReceiver(new_secret(), hold=let_go).start()
@@ -285,7 +294,12 @@ async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
     dispatcher: subprocess.Popen[bytes] | None = None
     try:
         async with live_stack(
-            tmp_path, kafka_bootstrap, pg_database_url, hooks_dispatcher=False, hooks=hooks
+            tmp_path,
+            kafka_bootstrap,
+            migrated_pg_url,
+            kafka=live_kafka,
+            hooks_dispatcher=False,
+            hooks=hooks,
         ) as live:
             config = tmp_path / "dispatcher.yaml"
             config.write_text(
