@@ -38,9 +38,10 @@ fmt: $(STAMP)  ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, redaction, hook delivery
+bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, console pages, redaction, hook delivery
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
+	$(BIN)/python benchmarks/console_pages.py
 	$(BIN)/python benchmarks/redaction_linearity.py
 	$(BIN)/python benchmarks/hook_delivery.py
 
