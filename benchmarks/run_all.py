@@ -42,6 +42,7 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("WatchEvents streams", ["watch_streams.py"]),
         ("redaction linearity", ["redaction_linearity.py"]),
         ("console pages, 1,000 commits", ["console_pages.py"]),
+        ("hook delivery", ["hook_delivery.py"]),
     ]
 
 

@@ -68,6 +68,9 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "ListFacts": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
     "WatchEvents": {*BAD_INPUT, C.UNIMPLEMENTED, C.RESOURCE_EXHAUSTED},
     "Revalidate": {*BAD_INPUT, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED},
+    "ListHookDeliveries": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "GetHookDelivery": {*BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "RedeliverHook": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
 }
 MESSAGES: dict[str, type[Message]] = {
     "Ping": pb.PingRequest,
@@ -78,6 +81,9 @@ MESSAGES: dict[str, type[Message]] = {
     "ListFacts": pb.ListFactsRequest,
     "WatchEvents": pb.WatchEventsRequest,
     "Revalidate": pb.RevalidateRequest,
+    "ListHookDeliveries": pb.ListHookDeliveriesRequest,
+    "GetHookDelivery": pb.GetHookDeliveryRequest,
+    "RedeliverHook": pb.RedeliverHookRequest,
 }
 
 

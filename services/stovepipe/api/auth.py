@@ -23,6 +23,9 @@ METHOD_ROLES: Mapping[str, str] = {
     "ListFacts": "read",
     "WatchEvents": "read",
     "Revalidate": "admin",
+    "ListHookDeliveries": "read",
+    "GetHookDelivery": "read",
+    "RedeliverHook": "admin",
 }
 
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stovepipe.domain import BuildStrategy, FactOrigin, Request, RequestState, ValidationFact
-from stovepipe.v1 import types_pb2
+from stovepipe.storage.hook_deliveries import HookDelivery
+from stovepipe.v1 import stovepipe_service_pb2, types_pb2
 
 _STATES = {
     RequestState.ACCEPTED: types_pb2.REQUEST_STATE_ACCEPTED,
@@ -82,3 +83,28 @@ def strategy_from_pb(value: int) -> BuildStrategy | None:
 
 def origin_from_pb(value: int) -> FactOrigin:
     return _ORIGINS_BACK[value]  # type: ignore[index]
+
+
+def hook_delivery_to_pb(
+    delivery: HookDelivery, *, with_event: bool = False
+) -> stovepipe_service_pb2.HookDelivery:
+    """The delivery as operators see it; its event only when asked (it is the big part)."""
+    out = stovepipe_service_pb2.HookDelivery(
+        id=delivery.id,
+        queue=delivery.queue,
+        event_id=delivery.event_id,
+        hook=delivery.hook,
+        state=delivery.status.value,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error,
+        event_type=delivery.event_type,
+        created_at=timestamp(delivery.created_at),
+        updated_at=timestamp(delivery.updated_at),
+    )
+    if delivery.delivered_at is not None:
+        out.delivered_at.CopyFrom(timestamp(delivery.delivered_at))
+    if delivery.next_attempt_at is not None and not delivery.status.terminal:
+        out.next_attempt_at.CopyFrom(timestamp(delivery.next_attempt_at))
+    if with_event and delivery.event:
+        out.event.ParseFromString(delivery.event)
+    return out

@@ -6,8 +6,9 @@ is left here is whether the named Queue, project or commit exists, and the call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -18,11 +19,13 @@ from stovepipe.api import convert
 from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
-from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
+from stovepipe.domain import InvalidInput, NotFound, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
+from stovepipe.hooks.redeliver import redeliver
 from stovepipe.stages import HeadIngester, Revalidator
 from stovepipe.stages.ports import QueueDirectory
-from stovepipe.storage import Store
+from stovepipe.storage import HookDelivery, HookDeliveryStatus, Store
+from stovepipe.storage.hook_deliveries import parse_delivery_id
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import topics_pb2
@@ -30,6 +33,8 @@ from stovepipe.v1 import topics_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StovepipeService"].full_name
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+MAX_REDELIVER = 1000
+"""At most this many deliveries are put back in line by one ``--failed`` call."""
 PER_PROJECT_UNSUPPORTED = (
     "per-project greenness is not supported yet; leave project empty for the whole repository"
 )
@@ -37,13 +42,22 @@ PER_PROJECT_UNSUPPORTED = (
 Context = grpc.aio.ServicerContext[object, object]
 
 
+class FeedItem(Protocol):
+    @property
+    def event(self) -> topics_pb2.HookEvent | None: ...
+    @property
+    def cursor(self) -> str: ...
+
+
 class EventFeed(Protocol):
-    """A live feed of recorded events; each subscriber gets its own iterator.
+    """A feed of recorded events; each subscriber gets its own iterator.
 
     ``owner`` identifies the caller for the per-caller cap on open streams; the
-    feed raises ``TooManySubscribers`` (a ``RuntimeError``) beyond it."""
+    feed raises ``TooManySubscribers`` (a ``RuntimeError``) beyond it. The first
+    item has no event: the stream is ready. ``start`` is empty (from now on),
+    ``"beginning"`` or a cursor from an earlier item."""
 
-    def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]: ...
+    def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]: ...
 
 
 class ApiQueues(QueueDirectory, Protocol):
@@ -184,18 +198,106 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no event feed")
             return
         queues, projects = set(request.queues), set(request.projects)
+        if request.cursor and request.from_beginning:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "give at most one of cursor or from_beginning"
+            )
+            return
+        start = "beginning" if request.from_beginning else request.cursor
 
         async def matching() -> AsyncIterator[pb.WatchEventsResponse]:
             assert self._events is not None
-            async for event in self._events.subscribe(_caller(context)):
-                if queues and event.data.queue not in queues:
-                    continue
-                if projects and event.data.project not in projects:
-                    continue
-                yield pb.WatchEventsResponse(event=event)
+            async with contextlib.aclosing(self._events.watch(_caller(context), start)) as items:
+                async for item in items:
+                    event = item.event
+                    if event is None:
+                        yield pb.WatchEventsResponse(ready=True, cursor=item.cursor)
+                        continue
+                    if queues and event.data.queue not in queues:
+                        continue
+                    if projects and event.data.project not in projects:
+                        continue
+                    yield pb.WatchEventsResponse(event=event, cursor=item.cursor)
 
         async for item in guarded_stream(context, matching()):
             yield item
+
+    async def ListHookDeliveries(
+        self, request: pb.ListHookDeliveriesRequest, context: Context
+    ) -> pb.ListHookDeliveriesResponse:
+        async def call() -> pb.ListHookDeliveriesResponse:
+            if request.queue:
+                validate_queue_name(request.queue)
+                self._queues.queue(request.queue)
+            if request.page_size < 0:
+                raise InvalidInput("page_size must not be negative")
+            size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            found, token = await self._store.list_hook_deliveries(
+                queue=request.queue,
+                status=_delivery_state(request.state),
+                page_size=size,
+                page_token=request.page_token,
+            )
+            return pb.ListHookDeliveriesResponse(
+                deliveries=[convert.hook_delivery_to_pb(d) for d in found],
+                next_page_token=token,
+            )
+
+        return await guarded(context, call)
+
+    async def GetHookDelivery(
+        self, request: pb.GetHookDeliveryRequest, context: Context
+    ) -> pb.GetHookDeliveryResponse:
+        async def call() -> pb.GetHookDeliveryResponse:
+            found = await self._delivery(request.id)
+            return pb.GetHookDeliveryResponse(
+                delivery=convert.hook_delivery_to_pb(found, with_event=True)
+            )
+
+        return await guarded(context, call)
+
+    async def RedeliverHook(
+        self, request: pb.RedeliverHookRequest, context: Context
+    ) -> pb.RedeliverHookResponse:
+        async def call() -> pb.RedeliverHookResponse:
+            if bool(request.id) == request.all_failed:
+                raise InvalidInput("give either a delivery id or all_failed")
+            if request.queue:
+                validate_queue_name(request.queue)
+                self._queues.queue(request.queue)
+            if request.id:
+                targets = [await self._delivery(request.id)]
+            else:
+                targets = []
+                token = ""
+                while True:
+                    page, token = await self._store.list_hook_deliveries(
+                        queue=request.queue,
+                        status=HookDeliveryStatus.FAILED,
+                        page_size=MAX_PAGE_SIZE,
+                        page_token=token,
+                    )
+                    targets.extend(page)
+                    if not token or len(targets) >= MAX_REDELIVER:
+                        break
+            done = [await redeliver(self._store, d) for d in targets[:MAX_REDELIVER]]
+            return pb.RedeliverHookResponse(
+                deliveries=[convert.hook_delivery_to_pb(d) for d in done]
+            )
+
+        return await guarded(context, call)
+
+    async def _delivery(self, delivery_id: str) -> HookDelivery:
+        try:
+            queue, event_id, hook = parse_delivery_id(delivery_id)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        validate_queue_name(queue)
+        self._queues.queue(queue)
+        found = await self._store.get_hook_delivery(queue, event_id, hook)
+        if found is None:
+            raise NotFound(f"no hook delivery {delivery_id[:600]}")
+        return found
 
     def _check_scope(self, queue: str, project: str) -> None:
         """The Queue must exist; a project must be one of its own, and is not served yet."""
@@ -215,6 +317,16 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             raise InvalidInput(
                 f"no watched queue has project {project!r}: {PER_PROJECT_UNSUPPORTED}"
             )
+
+
+def _delivery_state(text: str) -> HookDeliveryStatus | None:
+    if not text:
+        return None
+    try:
+        return HookDeliveryStatus(text)
+    except ValueError:
+        choices = ", ".join(s.value for s in HookDeliveryStatus)
+        raise InvalidInput(f"state {text[:50]!r} is not one of {choices}") from None
 
 
 def _caller(context: Context) -> str:

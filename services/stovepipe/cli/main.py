@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from stovepipe.cli import client_commands
+from stovepipe.cli import client_commands, hooks_commands
 from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ext_app, name="ext")
 app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
+hooks_commands.register(app)
 
 ConfigOption = Annotated[
     Path | None,
@@ -81,6 +82,15 @@ def ext_local_runner(ctx: typer.Context) -> None:
     from stovepipe.extensions.buildrunner.local import main as runner_main
 
     raise typer.Exit(runner_main(list(ctx.args)))
+
+
+@ext_app.command("hooks", context_settings=PASSTHROUGH)
+def ext_hooks(ctx: typer.Context) -> None:
+    """HooksService for the hooks of the Queues in --config: signed webhooks, Kafka topics,
+    log lines. Options: --listen, --config, --token-env/--token-file, --tls-cert/--tls-key."""
+    from stovepipe.extensions.hooks.reference import main as hooks_main
+
+    raise typer.Exit(hooks_main(list(ctx.args)))
 
 
 HealthPort = Annotated[

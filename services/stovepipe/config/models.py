@@ -55,6 +55,14 @@ def cross_section_problems(
                         f"{name!r} is not declared under extensions.{kind} (declared: {offered})"
                     )
                     problems.append((("queues", i, *loc), message))
+            for h, hook in enumerate(queue.hooks):
+                if hook.kind not in extensions.hooks:
+                    offered = ", ".join(sorted(extensions.hooks)) or "none"
+                    message = (
+                        f"{hook.kind!r} is not declared under extensions.hooks "
+                        f"(declared: {offered})"
+                    )
+                    problems.append((("queues", i, "hooks", h, "kind"), message))
         if queue.promotion_ref is not None:
             target = (queue.source.repository, branch(queue.promotion_ref))
             if (first := promoted.setdefault(target, i)) != i:
@@ -132,6 +140,7 @@ class StovepipeConfig(ConfigModel):
         used = {
             "sourcecontrol": {queue.source.extension for queue in self.queues},
             "buildrunner": {queue.build.runner for queue in self.queues},
+            "hooks": {hook.kind for queue in self.queues for hook in queue.hooks},
         }
         missing: list[str] = []
         for kind, names in used.items():

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
 from stovepipe.config.fields import ExtensionName, NonBlank, PositiveSeconds, RefName, is_remote
+from stovepipe.config.hooks import HookConfig
 from stovepipe.domain.errors import InvalidInput
 from stovepipe.domain.queue_name import validate_queue_name
 
@@ -93,8 +94,6 @@ class QueueConfig(ConfigModel):
     refused_keys = {
         "poll": "not supported yet — the built-in poller is tracked by its own issue; remove "
         "the key (report heads with `stovepipe ingest` or the Ingest RPC)",
-        "hooks": "not supported yet — verdict hooks (webhook, kafka, log) are tracked by their "
-        "own issue; remove the key (follow verdicts with WatchEvents)",
         "projects": "not supported yet — per-project verdicts are tracked by their own issue; "
         "remove the key",
         "depends_on": "not supported yet — dependencies between Queues are tracked by their "
@@ -106,6 +105,17 @@ class QueueConfig(ConfigModel):
     build: BuildConfig
     promotion_ref: RefName | None = None
     max_concurrent: Annotated[int, Field(ge=1)] = 1
+    hooks: tuple[HookConfig, ...] = ()
+
+    @field_validator("hooks")
+    @classmethod
+    def _unique_hooks(cls, hooks: tuple[HookConfig, ...]) -> tuple[HookConfig, ...]:
+        require_unique_names(cls.__name__, hooks, "hook", "hooks")
+        return hooks
+
+    def hook(self, name: str) -> HookConfig | None:
+        """The subscription called ``name``, if this Queue has it."""
+        return next((h for h in self.hooks if h.name == name), None)
 
     @model_validator(mode="after")
     def _promotion_differs(self) -> QueueConfig:

@@ -1,8 +1,9 @@
 """``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server and the local BuildRunner, then every stage worker, then
-the API with the web console. Each group starts at once and must be ready before the next one
+SourceControl server, the local BuildRunner and the reference hooks server,
+then every stage worker (the hooks dispatcher among them), then the API with
+the web console. Each group starts at once and must be ready before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
 worker on its ``--health-port`` (SERVING once its consumers joined), the
 console on ``/healthz`` (the API answers it). "API ready" is printed only when
@@ -56,6 +57,7 @@ from stovepipe.storage.migrate import upgrade
 
 GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
+HOOKS_TOKEN_ENV = "STOVEPIPE_EXT_HOOKS_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -87,7 +89,10 @@ class _Addresses:
 
 def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
-    return {GIT_TOKEN_ENV: secrets.token_urlsafe(32), RUNNER_TOKEN_ENV: secrets.token_urlsafe(32)}
+    return {
+        name: secrets.token_urlsafe(32)
+        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV)
+    }
 
 
 def _cli(*args: str) -> list[str]:
@@ -128,9 +133,11 @@ def write_effective_config(
     api_address: str,
     git_address: str,
     runner_address: str,
+    hooks_address: str | None = None,
 ) -> None:
     """The configuration every child reads, addresses filled in, written 0600: it holds
-    the database URL with its password."""
+    the database URL with its password. ``hooks_address`` serves every hooks kind that
+    has no address of its own (the reference server serves webhook, kafka and log)."""
     data: dict[str, Any] = config.model_dump(mode="json", exclude_none=True)
     data.setdefault("storage", {})["url"] = database_url
     data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
@@ -144,7 +151,18 @@ def write_effective_config(
         "address": runner_address,
         "token_env": RUNNER_TOKEN_ENV,
     }
+    if hooks_address is not None:
+        hooks = extensions.setdefault("hooks", {})
+        for kind in hooks_kinds_to_serve(config):
+            hooks[kind] = {"address": hooks_address, "token_env": HOOKS_TOKEN_ENV}
     write_private(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def hooks_kinds_to_serve(config: StovepipeConfig) -> list[str]:
+    """The ``extensions.hooks`` kinds without an address: the reference server takes them."""
+    return sorted(
+        kind for kind, endpoint in config.extensions.hooks.items() if not endpoint.address
+    )
 
 
 def private_dir(path: Path) -> Path:
@@ -244,6 +262,7 @@ async def embedded_stack(
         addresses = _Addresses(api_address, bootstrap, config.console.listen)
         git_address = addresses.next()
         runner_address = addresses.next()
+        hooks_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
         write_effective_config(
             config_path,
@@ -253,6 +272,7 @@ async def embedded_stack(
             api_address=api_address,
             git_address=git_address,
             runner_address=runner_address,
+            hooks_address=hooks_address,
         )
         env = {
             "STOVEPIPE_CONFIG": str(config_path),
@@ -271,9 +291,14 @@ async def embedded_stack(
             "--hide", str(state_dir),
             *(() if sandbox else ("--no-sandbox",)),
         )  # fmt: skip
+        hooks_argv = _cli(
+            "ext", "hooks", "--listen", hooks_address, "--config", str(config_path),
+            "--token-env", HOOKS_TOKEN_ENV,
+        )  # fmt: skip
         await supervisor.start_all(
             [
                 _extension("ext git", git_address, git_argv, logs / "ext-git.log", env),
+                _extension("ext hooks", hooks_address, hooks_argv, logs / "ext-hooks.log", env),
                 _extension(
                     "ext local-runner",
                     runner_address,

@@ -155,6 +155,12 @@ def _run_delay(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Aw
     return run_delay_forwarder(config, stop, ready)
 
 
+def _run_hooks(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
+    from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
+
+    return run_hooks_dispatcher(config, stop, ready)
+
+
 def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.sweeper_worker import run_sweeper
 
@@ -175,6 +181,13 @@ STAGES: tuple[Stage, ...] = (
         "forward delay-tier records to their target topic once due",
         run=_run_delay,
         watched=tuple(tier_topic(s) for s in DEFAULT_TIERS_S),
+    ),
+    Stage(
+        "hooks",
+        "deliver events to the Queues' hooks (webhook, kafka, log), retried per subscription",
+        consumes=(t.HOOK,),
+        on_failure=OnFailure.PARK_UNREADABLE,
+        run=_run_hooks,
     ),
     Stage(
         "sweeper",
@@ -229,5 +242,6 @@ def all_topics() -> list[str]:
         EPOCH_TOPIC,
         *dead,
         *(poison(d.removesuffix(".dlq")) for d in dead),
+        poison(t.HOOK.name),
         *(tier_topic(s) for s in DEFAULT_TIERS_S),
     ]

@@ -193,6 +193,11 @@ def hook_delivery_from_row(row: RowMapping) -> HookDelivery:
         updated_at=row["updated_at"],
         attempts=row["attempts"],
         last_error=row["last_error"],
+        event_type=row["event_type"],
+        event=bytes(row["event"] or b""),
+        position=row["position"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
     )
 
 
@@ -207,4 +212,9 @@ def hook_delivery_values(d: HookDelivery) -> dict[str, Any]:
         "updated_at": d.updated_at,
         "attempts": d.attempts,
         "last_error": d.last_error,
+        "event_type": d.event_type,
+        "event": d.event,
+        "position": d.position,
+        "next_attempt_at": d.next_attempt_at,
+        "delivered_at": d.delivered_at,
     }

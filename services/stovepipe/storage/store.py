@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     or_,
     select,
     update,
@@ -51,11 +52,12 @@ from stovepipe.storage.errors import (
     VersionMismatch,
     translate,
 )
-from stovepipe.storage.hook_deliveries import HookDelivery
+from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
 from stovepipe.storage.page_token import FactCursor, decode_page_token, encode_page_token
 from stovepipe.storage.tables import (
     builds,
     hook_deliveries,
+    hook_subscriptions_disabled,
     queues,
     request_counters,
     request_dedup,
@@ -424,6 +426,100 @@ class Store:
             convert.hook_delivery_values(new),
         )
         return new
+
+    async def next_hook_delivery(self, queue: str, hook: str) -> HookDelivery | None:
+        """The subscription's pending delivery that comes first in event order."""
+        c = hook_deliveries.c
+        row = await self._one(
+            select(hook_deliveries)
+            .where(c.status == HookDeliveryStatus.PENDING.value, c.queue == queue, c.hook == hook)
+            .order_by(c.position, c.created_at, c.event_id)
+            .limit(1)
+        )
+        return convert.hook_delivery_from_row(row) if row else None
+
+    async def pending_hook_subscriptions(self) -> list[tuple[str, str]]:
+        """Every ``(queue, hook)`` with at least one pending delivery."""
+        c = hook_deliveries.c
+        rows = await self._all(
+            select(c.queue, c.hook)
+            .where(c.status == HookDeliveryStatus.PENDING.value)
+            .group_by(c.queue, c.hook)
+        )
+        return [(r["queue"], r["hook"]) for r in rows]
+
+    async def list_hook_deliveries(
+        self,
+        *,
+        queue: str = "",
+        status: HookDeliveryStatus | None = None,
+        page_size: int,
+        page_token: str = "",
+    ) -> tuple[list[HookDelivery], str]:
+        """One page of deliveries, newest first, and the next page's token (empty: last page).
+
+        The token is an offset: deliveries created between two calls shift the pages."""
+        _check_limit(page_size)
+        try:
+            offset = int(page_token or "0")
+        except ValueError:
+            raise InvalidInput("page_token is not one this server returned") from None
+        if offset < 0:
+            raise InvalidInput("page_token is not one this server returned")
+        c = hook_deliveries.c
+        statement = select(hook_deliveries)
+        if queue:
+            statement = statement.where(c.queue == queue)
+        if status is not None:
+            statement = statement.where(c.status == status.value)
+        statement = (
+            statement.order_by(c.created_at.desc(), c.position.desc(), c.event_id, c.hook)
+            .offset(offset)
+            .limit(page_size + 1)
+        )
+        rows = await self._all(statement)
+        found = [convert.hook_delivery_from_row(r) for r in rows[:page_size]]
+        return found, str(offset + page_size) if len(rows) > page_size else ""
+
+    async def disable_hook_subscription(
+        self, queue: str, hook: str, reason: str, now: datetime
+    ) -> None:
+        """Remember that the subscription's target is gone (idempotent: the first reason stays)."""
+        await self._insert_if_absent(
+            hook_subscriptions_disabled,
+            {"queue": queue, "hook": hook, "reason": reason[:2000], "disabled_at": now},
+        )
+
+    async def hook_subscription_disabled(self, queue: str, hook: str) -> str | None:
+        """Why the subscription is disabled, or ``None`` when it is not."""
+        c = hook_subscriptions_disabled.c
+        row = await self._one(
+            select(hook_subscriptions_disabled).where(c.queue == queue, c.hook == hook)
+        )
+        return str(row["reason"]) if row else None
+
+    async def enable_hook_subscription(self, queue: str, hook: str) -> None:
+        c = hook_subscriptions_disabled.c
+        async with self._transaction() as conn:
+            await conn.execute(
+                delete(hook_subscriptions_disabled).where(c.queue == queue, c.hook == hook)
+            )
+
+    async def previous_fact(
+        self, queue: str, project: str, before_request: int
+    ) -> ValidationFact | None:
+        """The authoritative fact of the Queue's newest Request ingested before request number
+        ``before_request`` that has one: the verdict a new one is a transition from."""
+        f = validation_facts.c
+        r = requests.c
+        row = await self._one(
+            select(validation_facts)
+            .join(requests, and_(r.queue == f.queue, r.id == f.request_id))
+            .where(f.queue == queue, f.project == project, r.n < before_request, _authoritative())
+            .order_by(r.n.desc())
+            .limit(1)
+        )
+        return convert.fact_from_row(row) if row else None
 
     # Plumbing
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -172,4 +174,26 @@ hook_deliveries = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("event_type", String(NAME), nullable=False, server_default=""),
+    Column("event", LargeBinary, nullable=True),
+    Column("position", BigInteger, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
+)
+Index(
+    "ix_hook_deliveries_due",
+    hook_deliveries.c.status,
+    hook_deliveries.c.queue,
+    hook_deliveries.c.hook,
+    hook_deliveries.c.position,
+)
+Index("ix_hook_deliveries_updated", hook_deliveries.c.updated_at)
+
+hook_subscriptions_disabled = Table(
+    "hook_subscriptions_disabled",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("hook", String(NAME), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=False),
 )

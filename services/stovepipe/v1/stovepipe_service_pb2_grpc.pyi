@@ -51,6 +51,14 @@ class StovepipeServiceStub:
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
     """
+    ListHookDeliveries: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListHookDeliveriesRequest, _stovepipe_service_pb2.ListHookDeliveriesResponse]
+    """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+    GetHookDelivery: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetHookDeliveryRequest, _stovepipe_service_pb2.GetHookDeliveryResponse]
+    """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+    RedeliverHook: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RedeliverHookRequest, _stovepipe_service_pb2.RedeliverHookResponse]
+    """RedeliverHook puts failed (or pending) deliveries back in line for another round
+    of attempts. Needs the admin role.
+    """
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -74,6 +82,14 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     Revalidate: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RevalidateRequest, _stovepipe_service_pb2.RevalidateResponse]  # type: ignore[assignment]
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
+    """
+    ListHookDeliveries: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListHookDeliveriesRequest, _stovepipe_service_pb2.ListHookDeliveriesResponse]  # type: ignore[assignment]
+    """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+    GetHookDelivery: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetHookDeliveryRequest, _stovepipe_service_pb2.GetHookDeliveryResponse]  # type: ignore[assignment]
+    """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+    RedeliverHook: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RedeliverHookRequest, _stovepipe_service_pb2.RedeliverHookResponse]  # type: ignore[assignment]
+    """RedeliverHook puts failed (or pending) deliveries back in line for another round
+    of attempts. Needs the admin role.
     """
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +159,32 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_stovepipe_service_pb2.RevalidateResponse, _abc.Awaitable[_stovepipe_service_pb2.RevalidateResponse]]:
         """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
         broken when `flaky` is set. Green is final. Needs the admin role.
+        """
+
+    @_abc_1.abstractmethod
+    def ListHookDeliveries(
+        self,
+        request: _stovepipe_service_pb2.ListHookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListHookDeliveriesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListHookDeliveriesResponse]]:
+        """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+
+    @_abc_1.abstractmethod
+    def GetHookDelivery(
+        self,
+        request: _stovepipe_service_pb2.GetHookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetHookDeliveryResponse, _abc.Awaitable[_stovepipe_service_pb2.GetHookDeliveryResponse]]:
+        """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+
+    @_abc_1.abstractmethod
+    def RedeliverHook(
+        self,
+        request: _stovepipe_service_pb2.RedeliverHookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.RedeliverHookResponse, _abc.Awaitable[_stovepipe_service_pb2.RedeliverHookResponse]]:
+        """RedeliverHook puts failed (or pending) deliveries back in line for another round
+        of attempts. Needs the admin role.
         """
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

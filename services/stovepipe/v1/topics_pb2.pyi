@@ -203,6 +203,13 @@ class GreennessEventData(_message.Message):
     TOOK_BOOKMARK_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    HAS_PREVIOUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_DEGREE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_URI_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_URI_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    BUILD_LINK_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_REASON_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -216,6 +223,20 @@ class GreennessEventData(_message.Message):
     reason: _builtins.str
     attempt: _builtins.int
     """The attempt of the Request that wrote the fact."""
+    has_previous: _builtins.bool
+    """The Queue's previous recorded verdict in ingest order (the Queue's verdict
+    just before this one); unset when this is the Queue's first verdict.
+    """
+    previous_degree: _builtins.float
+    previous_uri: _builtins.str
+    last_green_uri: _builtins.str
+    """The newest green commit of the Queue after this verdict (empty: none yet)."""
+    strategy: _builtins.str
+    """How the commit was built: `full` or `incremental` (empty: not built)."""
+    build_link: _builtins.str
+    """Where the build can be looked at, as the BuildRunner named it (may be empty)."""
+    dead_letter_reason: _builtins.str
+    """Why the Request failed closed (origin FAIL_CLOSED only), redacted and bounded."""
     def __init__(
         self,
         *,
@@ -229,10 +250,17 @@ class GreennessEventData(_message.Message):
         took_bookmark: _builtins.bool = ...,
         reason: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        has_previous: _builtins.bool = ...,
+        previous_degree: _builtins.float = ...,
+        previous_uri: _builtins.str = ...,
+        last_green_uri: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        build_link: _builtins.str = ...,
+        dead_letter_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "degree", b"degree", "green", b"green", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,10 +286,12 @@ class HookEvent(_message.Message):
     source: _builtins.str
     """The CloudEvents source, for example `stovepipe/monorepo/main`."""
     type: _builtins.str
-    """`dev.stovepipe.greenness.green` or `dev.stovepipe.greenness.not_green`."""
+    """`dev.stovepipe.verdict.recorded`, `dev.stovepipe.queue.became_green` or
+    `dev.stovepipe.queue.became_broken` (other producers may add their own types).
+    """
     spec_version: _builtins.str
     subject: _builtins.str
-    """The commit URI the event is about."""
+    """The Queue the event is about."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
