@@ -20,6 +20,7 @@ from stovepipe.domain.fact import (
 )
 from stovepipe.domain.queue import QueueState
 from stovepipe.domain.queue_name import MAX_QUEUE_NAME_LENGTH, validate_queue_name
+from stovepipe.domain.trigger import TriggerKind, UpstreamGreen
 from stovepipe.domain.request import (
     TERMINAL_STATES,
     BuildStrategy,
@@ -54,6 +55,8 @@ __all__ = [
     "RequestState",
     "StovepipeError",
     "TargetOutcome",
+    "TriggerKind",
+    "UpstreamGreen",
     "ValidationFact",
     "authoritative",
     "can_transition",
