@@ -160,7 +160,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ingest(
         queue: Annotated[str, typer.Argument(help="Queue name, e.g. monorepo/main.")],
-        trigger: Annotated[str, typer.Option(help="Who reports the head.")] = "cli",
+        trigger: Annotated[
+            str, typer.Option(help="Who reports the head (manual, schedule, ...).")
+        ] = "manual",
         wait: Annotated[bool, typer.Option(help="Wait until the Request is terminal.")] = False,
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",

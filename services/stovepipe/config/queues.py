@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
@@ -116,6 +115,9 @@ def _timezone(name: str) -> str:
     return name
 
 
+_EPSILON = 1e-6
+"""A due time computed as ``tick * every`` must fall in ``tick``, not in the one before."""
+
 MIN_POLL_EVERY_S = 0.5
 """Faster polling would spend the SourceControl server on asking rather than answering."""
 
@@ -144,20 +146,22 @@ class PollConfig(ConfigModel):
     def tick_at(self, when: datetime) -> int:
         """The number of the tick ``when`` falls in: every replica computes the same one."""
         if self.every is not None:
-            return math.floor(when.timestamp() / self.every)
+            return math.floor(when.timestamp() / self.every + _EPSILON)
         return math.floor(self.previous_fire(when).timestamp())
 
     def next_due(self, after: datetime) -> datetime:
         """The first poll time strictly after ``after`` (an aware datetime)."""
         if self.every is not None:
-            tick = math.floor(after.timestamp() / self.every) + 1
+            tick = math.floor(after.timestamp() / self.every + _EPSILON) + 1
             return datetime.fromtimestamp(tick * self.every, UTC)
+        assert self.schedule is not None
         local = after.astimezone(_zone(self.timezone))
         due: datetime = croniter(self.schedule, local).get_next(datetime)
         return due.astimezone(UTC)
 
     def previous_fire(self, when: datetime) -> datetime:
         """The cron time at or before ``when`` (``schedule`` only)."""
+        assert self.schedule is not None, "previous_fire needs a schedule"
         local = when.astimezone(_zone(self.timezone))
         fired: datetime = croniter(self.schedule, local + timedelta(microseconds=1)).get_prev(
             datetime

@@ -20,7 +20,6 @@ from stovepipe.domain.fact import (
 )
 from stovepipe.domain.queue import QueueState
 from stovepipe.domain.queue_name import MAX_QUEUE_NAME_LENGTH, validate_queue_name
-from stovepipe.domain.trigger import TriggerKind, UpstreamGreen
 from stovepipe.domain.request import (
     TERMINAL_STATES,
     BuildStrategy,
@@ -33,6 +32,7 @@ from stovepipe.domain.request import (
     transition,
     with_build,
 )
+from stovepipe.domain.trigger import TriggerKind, UpstreamGreen
 
 __all__ = [
     "BROKEN",

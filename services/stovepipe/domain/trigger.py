@@ -45,7 +45,9 @@ PUSH_DELIVERY = "delivery"
 PUSH_SHA_HINT = "sha_hint"
 
 
-def trigger_details(details: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> TriggerDetails:
+def trigger_details(
+    details: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> TriggerDetails:
     """``details`` as sorted pairs, bounded; ``InvalidInput`` when a bound is exceeded."""
     pairs = dict(details or {})
     if len(pairs) > MAX_DETAILS:

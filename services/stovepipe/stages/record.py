@@ -79,7 +79,10 @@ class VerdictRecorder(StageBase):
         if took_bookmark:
             await self._promote(request)
         answer = await self._store.get_fact(request.queue, request.uri, project) or fact
-        await self._publisher.publish(topics.HOOK, _hook_event(answer, took_bookmark, self._clock))
+        event = _hook_event(answer, took_bookmark, self._clock)
+        if answer.request_id == request.id:
+            _add_trigger(event.data, request)
+        await self._publisher.publish(topics.HOOK, event)
 
     async def _advance_bookmark(self, request: Request, fact: ValidationFact) -> QueueState:
         """The Queue after moving the bookmark to this Request's commit if it is green and newer."""
@@ -103,6 +106,7 @@ class VerdictRecorder(StageBase):
                     created_at=self._clock(),
                     reason=reason,
                     attempt=request.attempt,
+                    upstream_greens=request.upstream_greens,
                 )
             )
         except AlreadyExists as exc:
@@ -155,6 +159,16 @@ class VerdictRecorder(StageBase):
         await queue_ops.note_promoted(
             self._store, request.queue, config.promotion_ref, request.uri, self._clock
         )
+
+
+def _add_trigger(data: topics_pb2.GreennessEventData, request: Request) -> None:
+    """Say in the event why the Request that wrote the fact exists."""
+    data.trigger = request.trigger
+    data.trigger_details.update(dict(request.trigger_details))
+    data.upstream_greens.extend(
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+        for g in request.upstream_greens
+    )
 
 
 def _hook_event(fact: ValidationFact, took_bookmark: bool, clock: Clock) -> topics_pb2.HookEvent:

@@ -135,12 +135,11 @@ class PollLeases:
     async def head_of(self, queue: str) -> str | None:
         """The head the poller last saw for ``queue``."""
         async with self._transaction() as conn:
-            value = (
+            return (
                 await conn.execute(
                     select(poll_leases.c.head_uri).where(poll_leases.c.queue == queue)
                 )
             ).scalar_one_or_none()
-        return value
 
     async def _update(self, lease: PollLease, **values: object) -> None:
         """Write only while ``lease`` is still the current claim (a later tick wins)."""
