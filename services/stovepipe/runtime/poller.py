@@ -73,7 +73,8 @@ class PollStats:
     ingests: int = 0
     failures: int = 0
     skipped: int = 0
-    polls_by_queue: dict[str, list[datetime]] = field(default_factory=dict)
+    claims: list[tuple[str, int]] = field(default_factory=list)
+    """``(queue, tick)`` of every tick this replica won, in order."""
 
 
 class Poller:
@@ -172,7 +173,7 @@ class Poller:
         if lease is None:
             self.stats.skipped += 1
             return
-        self.stats.polls_by_queue.setdefault(queue.name, []).append(self._clock())
+        self.stats.claims.append((queue.name, tick))
         timeout = min(self._tuning.resolve_timeout_max_s, max(1.0, ttl / 2))
         try:
             async with self._in_flight:
