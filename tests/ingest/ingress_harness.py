@@ -27,6 +27,7 @@ from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
 from stovepipe.runtime.delay_worker import run_delay_forwarder
+from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.poller import Poller, PollerTuning
 from stovepipe.runtime.registry import STAGES
@@ -260,8 +261,10 @@ async def ingress_stack(
             await forwarder
 
         stack.push_async_callback(stop_forwarder)
+        events = EventFeed(pipeline.messaging.settings, parts.store)
+        stack.push_async_callback(events.close)
         api = await serve_api(
-            StovepipeApi(parts.store, config, parts.ingester(), parts.revalidator()),
+            StovepipeApi(parts.store, config, parts.ingester(), parts.revalidator(), events=events),
             "127.0.0.1:0",
         )
         stack.push_async_callback(api.stop)

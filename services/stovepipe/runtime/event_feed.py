@@ -203,7 +203,12 @@ class EventFeed:
                 where,
             )
             return None
-        return _from_fact(event, fact)
+        served = _from_fact(event, fact)
+        request = await self._store.get_request(fact.request_id)
+        if request is not None:  # why the Request exists, from storage too
+            served.data.trigger = request.trigger
+            served.data.trigger_details.update(dict(request.trigger_details))
+        return served
 
 
 def _agrees(event: topics_pb2.HookEvent, fact: ValidationFact) -> bool:
@@ -234,6 +239,10 @@ def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.
             took_bookmark=event.data.took_bookmark and fact.green,
             reason=fact.reason,
             attempt=fact.attempt,
+            upstream_greens=[
+                types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+                for g in fact.upstream_greens
+            ],
         )
     )
     return served
