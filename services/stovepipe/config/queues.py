@@ -133,13 +133,14 @@ class PollConfig(ConfigModel):
     enabled: bool = True
     every: Annotated[float, Field(ge=MIN_POLL_EVERY_S, le=86_400)] | None = None
     schedule: Annotated[str, AfterValidator(_cron)] | None = None
-    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+    """The zone the cron fields are read in (UTC when omitted)."""
 
     @model_validator(mode="after")
     def _one_schedule(self) -> PollConfig:
         if (self.every is None) == (self.schedule is None):
             raise ValueError("give exactly one of every (seconds) or schedule (a cron expression)")
-        if self.every is not None and "timezone" in self.model_fields_set:
+        if self.every is not None and self.timezone is not None:
             raise ValueError("timezone only applies to schedule (cron), not to every")
         return self
 
@@ -155,14 +156,14 @@ class PollConfig(ConfigModel):
             tick = math.floor(after.timestamp() / self.every + _EPSILON) + 1
             return datetime.fromtimestamp(tick * self.every, UTC)
         assert self.schedule is not None
-        local = after.astimezone(_zone(self.timezone))
+        local = after.astimezone(_zone(self.timezone or "UTC"))
         due: datetime = croniter(self.schedule, local).get_next(datetime)
         return due.astimezone(UTC)
 
     def previous_fire(self, when: datetime) -> datetime:
         """The cron time at or before ``when`` (``schedule`` only)."""
         assert self.schedule is not None, "previous_fire needs a schedule"
-        local = when.astimezone(_zone(self.timezone))
+        local = when.astimezone(_zone(self.timezone or "UTC"))
         fired: datetime = croniter(self.schedule, local + timedelta(microseconds=1)).get_prev(
             datetime
         )
