@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -184,7 +183,6 @@ poll_leases = Table(
     Column("queue", String(QUEUE), primary_key=True),
     Column("holder", String(NAME), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
-    Column("tick", BigInteger, nullable=False),
     Column("head_uri", String(URI)),
     Column("failures", Integer, nullable=False),
     Column("not_before", UtcDateTime, nullable=False),

@@ -1,9 +1,9 @@
 """Poll leases, trigger details on Requests, upstream greens on Requests and facts.
 
-``poll_leases`` holds one row per polled Queue: which poller replica claimed
-which tick (a compare-and-swap, so replicas never poll one Queue twice per
-tick), until when, the head it last saw, and the Queue's backoff after
-SourceControl errors. ``requests.trigger_details`` says what the trigger said
+``poll_leases`` holds one row per polled Queue: which poller replica holds it
+(acquired by compare-and-swap, so one replica polls a Queue at a time) and
+until when, the head it last saw, and the Queue's backoff after SourceControl
+errors. ``requests.trigger_details`` says what the trigger said
 about itself; ``upstream_greens`` (on Requests and facts) records the green
 commits of the Queues a Queue ``depends_on`` that it was built against.
 
@@ -37,7 +37,6 @@ def upgrade() -> None:
         sa.Column("queue", sa.String(QUEUE), nullable=False),
         sa.Column("holder", sa.String(NAME), nullable=False),
         sa.Column("expires_at", UtcDateTime(), nullable=False),
-        sa.Column("tick", sa.BigInteger(), nullable=False),
         sa.Column("head_uri", sa.String(URI), nullable=True),
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("not_before", UtcDateTime(), nullable=False),
