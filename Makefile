@@ -23,13 +23,13 @@ demo: $(STAMP)  ## Run the embedded stack on a sample repository and print which
 test: $(STAMP)  ## Lint, type-check and run the whole test suite (starts a broker and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(STAMP)  ## ruff and mypy only
+lint: $(STAMP)  ## ruff and mypy (package, tests and benchmarks) only
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 
 proto: $(STAMP)  ## Regenerate the Python stubs from proto/
 	$(BIN)/python scripts/gen_proto.py
@@ -41,6 +41,7 @@ fmt: $(STAMP)  ## Format and auto-fix
 bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, ingest latency, poller cadence
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
+	$(BIN)/python benchmarks/redaction_linearity.py
 	$(BIN)/python benchmarks/ingest_latency.py
 	$(BIN)/python benchmarks/poller_cadence.py
 
