@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
@@ -34,16 +35,19 @@ from stovepipe.embedded import EmbeddedBroker
 from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.extension_registry import ExtensionRegistry
 from stovepipe.runtime.poller import Poller, PollerTuning
-from stovepipe.runtime.sample_repo import Step
 from stovepipe.runtime.wiring import open_extensions
 from stovepipe.stages import HeadIngester
 from stovepipe.stages.ports import queue_source, utc_now
 from stovepipe.storage.poll_leases import PollLeases
-from stovepipe.testing.live import QUEUE, Live, live_stack
-from stovepipe.testing.postgres import PostgresCluster
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.webhooks.receiver import WebhookReceiver
 from stovepipe.webhooks.signatures import sign
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.live import QUEUE, Live, live_stack  # noqa: E402
+from harness.postgres import PostgresCluster  # noqa: E402
 
 SECRET = "bench-secret"
 
@@ -84,7 +88,7 @@ def post(url: str, body: bytes) -> int:
 
 
 async def sample(live: Live, n: int, way: str, url: str) -> float:
-    sha = live.repo.commit(Step(f"{way} {n}", {"bench.txt": f"{way} {n}\n"}, True))
+    sha = live.repo.commit({"bench.txt": f"{way} {n}\n"}, f"{way} {n}")
     start = time.perf_counter()
     if way == "webhook":
         status = await asyncio.to_thread(post, url, push_body(live, sha))
@@ -112,7 +116,7 @@ async def main(samples: int, use_sqlite: bool) -> None:
             live_stack(tmp, broker.bootstrap_servers, database_url, targets=targets) as live,
             open_extensions(live.config) as extensions,
         ):
-            live.repo.commit(Step("root", {"README.md": "bench\n"}, True))
+            live.repo.commit({"README.md": "bench\n"}, "root")
             parts_config = live.config
             queue: QueueConfig = config_from_mapping(
                 {"queues": [{**_queue_dict(live), "poll": {"every": 1}}]}

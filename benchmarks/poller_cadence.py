@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import math
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -35,7 +36,11 @@ from stovepipe.runtime.poller import Poller, PollerTuning
 from stovepipe.storage import create_engine
 from stovepipe.storage.migrate import upgrade
 from stovepipe.storage.poll_leases import PollLeases
-from stovepipe.testing.postgres import PostgresCluster
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.postgres import PostgresCluster  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from harness.live import TERMINAL, write_token
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import QueueConfig, StovepipeConfig, config_from_mapping
 from stovepipe.config.webhooks import CodeHost
@@ -37,7 +38,7 @@ from stovepipe.stages.ports import queue_source
 from stovepipe.storage import Store
 from stovepipe.storage.migrate import upgrade
 from stovepipe.storage.poll_leases import PollLeases
-from stovepipe.testing.live import TERMINAL, until, write_token
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
@@ -142,7 +143,9 @@ class Ingress:
             for p, e in zip(pollers, started, strict=True)
         ]
         try:
-            await until(lambda: all(e.is_set() for e in started), 60, "pollers started")
+            await until(
+                lambda: all(e.is_set() for e in started), timeout_s=60, what="pollers started"
+            )
             yield
         finally:
             stop.set()
@@ -196,7 +199,9 @@ class Ingress:
                     return None
             return got
 
-        result: types_pb2.Request = await until(done, timeout_s, f"{request_id} terminal")
+        result: types_pb2.Request = await until(
+            done, timeout_s=timeout_s, what=f"{request_id} terminal"
+        )
         return result
 
 

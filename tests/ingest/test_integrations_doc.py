@@ -23,7 +23,7 @@ from ingress_harness import commit, make_repo
 from push_payloads import delivery
 
 from stovepipe.runtime.embedded import free_port
-from stovepipe.testing.live import until
+from stovepipe.testing import until
 
 DOC = Path(__file__).resolve().parents[2] / "doc" / "integrations.md"
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
@@ -209,7 +209,9 @@ async def test_cron_and_cronjob_snippets_ingest_through_a_real_stack(tmp_path: P
             )  # fmt: skip
             return shown.returncode == 0 and bool(re.search(r"trigger\s+poll", shown.stdout))
 
-        await until(lambda: asyncio.to_thread(polled_request), 120, "the poller's Request")
+        await until(
+            lambda: asyncio.to_thread(polled_request), timeout_s=120, what="the poller's Request"
+        )
 
         # the webhook receiver `up` started takes a signed push
         commit(repo, green=True)

@@ -10,7 +10,7 @@ import pytest
 from ingress_harness import Ingress, commit, ingress_stack, make_repo, queue
 
 from stovepipe.domain import Request
-from stovepipe.testing.live import until
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
 
@@ -30,7 +30,7 @@ async def _collect(stream: Any, into: list[topics_pb2.HookEvent]) -> None:
 
 
 async def test_a_new_green_upstream_ingests_the_dependent_and_a_broken_one_does_not(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str
 ) -> None:
     tools = make_repo(tmp_path / "tools")
     mono = make_repo(tmp_path / "monorepo")
@@ -38,7 +38,7 @@ async def test_a_new_green_upstream_ingests_the_dependent_and_a_broken_one_does_
         queue("tools/main", tools.path),
         queue("monorepo/main", mono.path, depends_on=["tools/main"]),
     ]
-    async with ingress_stack(tmp_path, kafka_bootstrap, pg_database_url, qs) as live:
+    async with ingress_stack(tmp_path, kafka_bootstrap, migrated_pg_url, qs) as live:
         events: list[topics_pb2.HookEvent] = []
         stream = live.stub.WatchEvents(pb.WatchEventsRequest(queues=["monorepo/main"]))
         watching = asyncio.create_task(_collect(stream, events))
@@ -47,7 +47,9 @@ async def test_a_new_green_upstream_ingests_the_dependent_and_a_broken_one_does_
         ingest = await live.stub.Ingest(pb.IngestRequest(queue="tools/main", trigger="manual"))
         green = await live.wait_terminal(ingest.request_id)
         assert green.state == types_pb2.REQUEST_STATE_SUCCEEDED
-        dependent = await until(lambda: _triggered_by(live, green.uri), 60, "monorepo ingested")
+        dependent = await until(
+            lambda: _triggered_by(live, green.uri), timeout_s=60, what="monorepo ingested"
+        )
         assert dependent.trigger == "upstream"
         assert dict(dependent.trigger_details) == {
             "upstream_queue": "tools/main",
@@ -65,7 +67,7 @@ async def test_a_new_green_upstream_ingests_the_dependent_and_a_broken_one_does_
         assert [(g.queue, g.uri, g.request_id) for g in greenness.fact.upstream_greens] == [
             ("tools/main", green.uri, green.id)
         ]
-        event = await until(lambda: events[:1], 60, "monorepo's event")
+        event = await until(lambda: events[:1], timeout_s=60, what="monorepo's event")
         assert event[0].data.trigger == "upstream"
         assert event[0].data.trigger_details["upstream_uri"] == green.uri
         assert [g.uri for g in event[0].data.upstream_greens] == [green.uri]
@@ -82,7 +84,9 @@ async def test_a_new_green_upstream_ingests_the_dependent_and_a_broken_one_does_
         ingest = await live.stub.Ingest(pb.IngestRequest(queue="tools/main", trigger="manual"))
         fixed = await live.wait_terminal(ingest.request_id)
         assert fixed.state == types_pb2.REQUEST_STATE_SUCCEEDED
-        await until(lambda: _triggered_by(live, fixed.uri), 60, "monorepo ingested again")
+        await until(
+            lambda: _triggered_by(live, fixed.uri), timeout_s=60, what="monorepo ingested again"
+        )
         assert await _triggered_by(live, broken.uri) is None
         upstream = await live.requests_of("monorepo/main")
         assert [dict(r.trigger_details)["upstream_uri"] for r in upstream] == [

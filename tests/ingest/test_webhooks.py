@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from ingress_harness import Ingress, commit, ingress_stack, make_repo, queue
-from plugins.postgres import _fresh_database as fresh_database
 from push_payloads import delivery
 
+from harness.postgres import MigratedTemplate
 from stovepipe.config.webhooks import CodeHost
 from stovepipe.runtime.sample_repo import SampleRepo
 from stovepipe.webhooks.signatures import sign
@@ -38,18 +38,21 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, di
 
 @pytest.fixture(scope="module")
 async def tools(
-    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, postgres_url: str
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, pg_template: MigratedTemplate
 ) -> AsyncIterator[Tools]:
     """One stack for the module: every test adds its own commits and compares counts."""
     tmp = tmp_path_factory.mktemp("webhooks")
     repo = make_repo(tmp / "mirrors" / "acme" / "tools")
     qs = [queue("tools/main", repo.path)]
-    async with (
-        fresh_database(postgres_url) as database,
-        ingress_stack(tmp, kafka_bootstrap, database, qs) as live,
-        live.webhooks(SECRETS) as (url, _),
-    ):
-        yield live, url, repo
+    database = await pg_template.create()
+    try:
+        async with (
+            ingress_stack(tmp, kafka_bootstrap, database, qs) as live,
+            live.webhooks(SECRETS) as (url, _),
+        ):
+            yield live, url, repo
+    finally:
+        await pg_template.drop(database)
 
 
 async def _count(live: Ingress) -> int:

@@ -11,7 +11,7 @@ from stovepipe.config import config_from_mapping
 from stovepipe.runtime.poller import Poller, PollerTuning
 from stovepipe.storage import Store
 from stovepipe.storage.poll_leases import NEVER, Note, PollLeases, Taken
-from stovepipe.testing.live import until
+from stovepipe.testing import until
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -82,13 +82,13 @@ async def test_replicas_share_queues_and_a_stopped_one_hands_them_over(store: St
     first, second = replica("r1"), replica("r2")
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     running_first = asyncio.create_task(first.run(stop_first, started))
-    await until(lambda: len(first.stats.claims) >= 4, 30, "r1 polling")
+    await until(lambda: len(first.stats.claims) >= 4, timeout_s=30, what="r1 polling")
     running_second = asyncio.create_task(second.run(stop_second, started))
-    await until(lambda: len(first.stats.claims) >= 16, 60, "r1 keeps polling")
+    await until(lambda: len(first.stats.claims) >= 16, timeout_s=60, what="r1 keeps polling")
     assert second.stats.claims == []  # r1 holds every Queue
     stop_first.set()
     await running_first
-    await until(lambda: len(second.stats.claims) >= 8, 60, "r2 took over")
+    await until(lambda: len(second.stats.claims) >= 8, timeout_s=60, what="r2 took over")
     stop_second.set()
     await running_second
     per_tick = Counter([*first.stats.claims, *second.stats.claims])
