@@ -91,6 +91,7 @@ def _read_until(up: subprocess.Popen[str], marker: str, seen: list[str]) -> None
 
 @pytest.mark.e2e
 @pytest.mark.broker
+@pytest.mark.timeout(480)  # `up` starts eleven processes; slow on a loaded 2-core machine
 async def test_cron_and_cronjob_snippets_ingest_through_a_real_stack(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "acme" / "monorepo")
     polled = make_repo(tmp_path / "acme" / "polled")
