@@ -162,6 +162,7 @@ class Ingress:
                 "webhooks": {
                     "listen": listen,
                     "max_body_bytes": max_body_bytes,
+                    "ingest_timeout_seconds": 60,  # 50 deliveries at once on a loaded machine
                     **{host: {"secret_env": f"HOOK_{host.upper()}"} for host in secrets},
                 }
             }
