@@ -43,6 +43,8 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("redaction linearity", ["redaction_linearity.py"]),
         ("console pages, 1,000 commits", ["console_pages.py"]),
         ("hook delivery", ["hook_delivery.py"]),
+        ("ingest latency: commit -> Request", ["ingest_latency.py"]),
+        ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
     ]
 
 

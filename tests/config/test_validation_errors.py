@@ -191,9 +191,7 @@ def test_each_problem_names_its_field_path_and_what_is_wrong(
 @pytest.mark.parametrize(
     ("data", "path"),
     [
-        ({"queues": [queue(poll={"every": 60})]}, "queues[0] (mono/main).poll"),
         ({"queues": [queue(projects=[{"name": "web"}])]}, "queues[0] (mono/main).projects"),
-        ({"queues": [queue(depends_on=[])]}, "queues[0] (mono/main).depends_on"),
         ({"extensions": {"projectmapper": {}}}, "extensions.projectmapper"),
     ],
 )
@@ -203,9 +201,9 @@ def test_a_key_for_a_feature_that_does_not_run_is_refused(data: dict[str, Any], 
 
 
 def test_a_refused_key_hides_no_other_problem_of_its_entry() -> None:
-    assert problems_of({"queues": [queue(poll={"every": 60}, max_concurrent=0)]}) == [
+    assert problems_of({"queues": [queue(projects=[{"name": "web"}], max_concurrent=0)]}) == [
         "stovepipe.yaml: queues[0] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[0] (mono/main).poll: {REFUSED['poll']}",
+        f"stovepipe.yaml: queues[0] (mono/main).projects: {REFUSED['projects']}",
     ]
 
 
@@ -227,7 +225,7 @@ def test_every_problem_is_listed_at_once() -> None:
             "queues": [
                 queue("Bad"),
                 queue(max_concurrent=0),
-                queue(poll={"every": 60}),
+                queue(projects=[{"name": "web"}]),
                 queue(),
                 queue("b/main", source={"repository": "/r", "extension": "github"}),
             ],
@@ -239,7 +237,7 @@ def test_every_problem_is_listed_at_once() -> None:
         "stovepipe.yaml: queues[0] (Bad).name: queue name 'Bad' contains 'B'; allowed are "
         "lower-case letters, digits, '.', '_', '-' and '/'",
         "stovepipe.yaml: queues[1] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[2] (mono/main).poll: {REFUSED['poll']}",
+        f"stovepipe.yaml: queues[2] (mono/main).projects: {REFUSED['projects']}",
         "stovepipe.yaml: queues[3] (mono/main).name: queue name 'mono/main' is already used "
         "by queues[2]",
         "stovepipe.yaml: queues[4] (b/main).source.extension: 'github' is not declared under "

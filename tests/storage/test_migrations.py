@@ -25,6 +25,7 @@ TABLES = {
     "request_counters",
     "requests",
     "request_dedup",
+    "poll_leases",
     "builds",
     "validation_facts",
     "hook_deliveries",

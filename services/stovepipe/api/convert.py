@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stovepipe.domain import BuildStrategy, FactOrigin, Request, RequestState, ValidationFact
+from stovepipe.domain import (
+    BuildStrategy,
+    FactOrigin,
+    Request,
+    RequestState,
+    UpstreamGreen,
+    ValidationFact,
+)
 from stovepipe.storage.hook_deliveries import HookDelivery
 from stovepipe.v1 import stovepipe_service_pb2, types_pb2
 
@@ -56,7 +64,15 @@ def request_to_pb(request: Request) -> types_pb2.Request:
         created_at=timestamp(request.created_at),
         updated_at=timestamp(request.updated_at),
         attempt=request.attempt,
+        trigger_details=dict(request.trigger_details),
+        upstream_greens=upstream_to_pb(request.upstream_greens),
     )
+
+
+def upstream_to_pb(greens: Iterable[UpstreamGreen]) -> list[types_pb2.UpstreamGreen]:
+    return [
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id) for g in greens
+    ]
 
 
 def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
@@ -70,6 +86,7 @@ def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
         origin=_ORIGINS[fact.origin],
         reason=fact.reason,
         attempt=fact.attempt,
+        upstream_greens=upstream_to_pb(fact.upstream_greens),
     )
 
 

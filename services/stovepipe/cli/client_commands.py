@@ -23,6 +23,7 @@ import grpc
 import typer
 from rich.console import Console
 
+from stovepipe.cli.trigger_display import TRIGGER_HELP, show_trigger
 from stovepipe.grpcutil import open_channel
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
@@ -160,7 +161,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ingest(
         queue: Annotated[str, typer.Argument(help="Queue name, e.g. monorepo/main.")],
-        trigger: Annotated[str, typer.Option(help="Who reports the head.")] = "cli",
+        trigger: Annotated[str, typer.Option(help=TRIGGER_HELP)] = "manual",
         wait: Annotated[bool, typer.Option(help="Wait until the Request is terminal.")] = False,
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",
@@ -338,3 +339,4 @@ def _show_request(request: types_pb2.Request) -> None:
         console.print(f"  build     {request.build_id}")
     if request.reason:
         console.print(f"  reason    {request.reason}")
+    show_trigger(console, request)

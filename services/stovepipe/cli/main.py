@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from stovepipe.cli import client_commands, hooks_commands
+from stovepipe.cli import client_commands, hooks_commands, ingress_commands
 from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(ext_app, name="ext")
 app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
 hooks_commands.register(app)
+ingress_commands.register(app)
 
 ConfigOption = Annotated[
     Path | None,

@@ -219,6 +219,47 @@ def _worker(
     )
 
 
+def ingress_children(
+    config: StovepipeConfig,
+    addresses: _Addresses,
+    config_path: Path,
+    logs: Path,
+    env: dict[str, str],
+) -> list[ChildSpec]:
+    """The poller (when a Queue has ``poll:``) and the webhook receiver (when the
+    ``webhooks`` section exists), each ready when its gRPC health says SERVING."""
+    children: list[ChildSpec] = []
+    wanted = [
+        ("poller", "poller", bool(config.polled_queues), ""),
+        (
+            "webhooks",
+            "webhooks",
+            config.webhooks is not None,
+            config.webhooks.listen if config.webhooks else "",
+        ),
+    ]
+    for name, command, needed, shown in wanted:
+        if not needed:
+            continue
+        health = addresses.next()
+        host, port = health.rsplit(":", 1)
+        argv = _cli(
+            command, "--config", str(config_path), "--health-port", port, "--health-host", host
+        )
+        address = f"{shown} (health {health})" if shown else f"{health} (health)"
+        children.append(
+            ChildSpec(
+                name,
+                argv,
+                logs / f"{name}.log",
+                env,
+                address,
+                functools.partial(grpc_serving, health),
+            )
+        )
+    return children
+
+
 @asynccontextmanager
 async def embedded_stack(
     config: StovepipeConfig,
@@ -259,7 +300,12 @@ async def embedded_stack(
             database_url = f"sqlite+aiosqlite:///{db_path}"
         await asyncio.to_thread(upgrade, database_url)
         api_address = config.api.listen
-        addresses = _Addresses(api_address, bootstrap, config.console.listen)
+        addresses = _Addresses(
+            api_address,
+            bootstrap,
+            config.console.listen,
+            *([config.webhooks.listen] if config.webhooks else []),
+        )
         git_address = addresses.next()
         runner_address = addresses.next()
         hooks_address = addresses.next()
@@ -343,6 +389,7 @@ async def embedded_stack(
                     console_url,
                     functools.partial(console_ready, console_url),
                 ),
+                *ingress_children(config, addresses, config_path, logs, env),
             ]
         )
         yield RunningStack(

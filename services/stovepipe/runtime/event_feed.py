@@ -360,7 +360,13 @@ async def verified_event(
             where,
         )
         return None
-    return _from_fact(event, fact)
+    served = _from_fact(event, fact)
+    request = await store.get_request(fact.request_id)
+    if request is not None:  # why the Request exists, from storage too
+        served.data.trigger = request.trigger
+        served.data.trigger_details.clear()
+        served.data.trigger_details.update(dict(request.trigger_details))
+    return served
 
 
 def _agrees(event: topics_pb2.HookEvent, fact: ValidationFact) -> bool:
@@ -393,4 +399,9 @@ def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.
     data.green = fact.green
     data.took_bookmark = event.data.took_bookmark and fact.green
     data.attempt = fact.attempt
+    del data.upstream_greens[:]
+    data.upstream_greens.extend(
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+        for g in fact.upstream_greens
+    )
     return served

@@ -149,6 +149,17 @@ def _reconcile_handlers(parts: Collaborators) -> Sequence[Consumption]:
     ]
 
 
+def _upstream_handlers(parts: Collaborators) -> Sequence[Consumption]:
+    from stovepipe.stages.upstream import UpstreamTrigger
+
+    trigger = UpstreamTrigger(parts.store, parts.config, parts.ingester())
+
+    async def on_event(event: Any, _delivery: Delivery) -> None:
+        await trigger(event)
+
+    return [Consumption(t.HOOK, "upstream", on_event)]
+
+
 def _run_delay(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.delay_worker import run_delay_forwarder
 
@@ -175,6 +186,13 @@ STAGES: tuple[Stage, ...] = (
         consumes=dead_letter_topics(),
         on_failure=OnFailure.PARK_UNREADABLE,
         handlers=_reconcile_handlers,
+    ),
+    Stage(
+        "upstream",
+        "ingest the Queues that depend_on a Queue when it records a new green commit",
+        consumes=(t.HOOK,),
+        on_failure=OnFailure.PARK_UNREADABLE,
+        handlers=_upstream_handlers,
     ),
     Stage(
         "delay",
@@ -237,11 +255,16 @@ def all_topics() -> list[str]:
     and poison parking, the delay tiers, and the broker-epoch marker."""
     names = [topic.name for topic in PIPELINE_TOPICS]
     dead = [topic.name for topic in dead_letter_topics()]
+    parked = [
+        topic.name.removesuffix(".dlq")
+        for entry in STAGES
+        if entry.on_failure is OnFailure.PARK_UNREADABLE
+        for topic in entry.consumes
+    ]
     return [
         *names,
         EPOCH_TOPIC,
         *dead,
-        *(poison(d.removesuffix(".dlq")) for d in dead),
-        poison(t.HOOK.name),
+        *dict.fromkeys(poison(name) for name in [*(d.removesuffix(".dlq") for d in dead), *parked]),
         *(tier_topic(s) for s in DEFAULT_TIERS_S),
     ]

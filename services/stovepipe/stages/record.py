@@ -45,7 +45,7 @@ from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import is_stale, wake_queue
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import AlreadyExists
-from stovepipe.v1 import topics_pb2
+from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class VerdictRecorder(StageBase):
             await self._promote(request)
         answer = await self._store.get_fact(request.queue, request.uri, project) or fact
         for event in await self._events(request, answer, took_bookmark):
+            if answer.request_id == request.id:
+                _add_trigger(event.data, request)
             await self._publisher.publish(topics.HOOK, event)
 
     async def _events(
@@ -119,6 +121,7 @@ class VerdictRecorder(StageBase):
                     created_at=self._clock(),
                     reason=reason,
                     attempt=request.attempt,
+                    upstream_greens=request.upstream_greens,
                 )
             )
         except AlreadyExists as exc:
@@ -171,3 +174,13 @@ class VerdictRecorder(StageBase):
         await queue_ops.note_promoted(
             self._store, request.queue, config.promotion_ref, request.uri, self._clock
         )
+
+
+def _add_trigger(data: topics_pb2.GreennessEventData, request: Request) -> None:
+    """Say in the event why the Request that wrote the fact exists."""
+    data.trigger = request.trigger
+    data.trigger_details.update(dict(request.trigger_details))
+    data.upstream_greens.extend(
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+        for g in request.upstream_greens
+    )

@@ -45,6 +45,7 @@ from stovepipe.domain import (
     validate_queue_name,
 )
 from stovepipe.domain.errors import InvalidInput
+from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 from stovepipe.storage import convert
 from stovepipe.storage.errors import (
     AlreadyExists,
@@ -156,7 +157,14 @@ class Store:
         return int(value)
 
     async def create_request(
-        self, queue: str, uri: str, *, trigger: str, now: datetime
+        self,
+        queue: str,
+        uri: str,
+        *,
+        trigger: str,
+        now: datetime,
+        trigger_details: TriggerDetails = (),
+        upstream_greens: tuple[UpstreamGreen, ...] = (),
     ) -> tuple[Request, bool]:
         """The Request for ``(queue, uri)`` and True, or the one already there and False.
 
@@ -180,6 +188,8 @@ class Store:
             created_at=now,
             updated_at=now,
             trigger=trigger,
+            trigger_details=trigger_details,
+            upstream_greens=upstream_greens,
         )
         row = convert.check_lengths(requests, convert.request_values(request))
         dedup = convert.check_lengths(

@@ -113,6 +113,8 @@ requests = Table(
     Column("attempt", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("trigger_details", JSON),
+    Column("upstream_greens", JSON),
 )
 Index(None, requests.c.queue, requests.c.state)
 Index(None, requests.c.state, requests.c.updated_at)
@@ -152,6 +154,7 @@ validation_facts = Table(
     Column("origin", String(STATE), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("upstream_greens", JSON),
     CheckConstraint("degree >= 0 AND degree <= 1", name="degree_in_unit_interval"),
 )
 Index(
@@ -196,4 +199,16 @@ hook_subscriptions_disabled = Table(
     Column("hook", String(NAME), primary_key=True),
     Column("reason", Text, nullable=False),
     Column("disabled_at", UtcDateTime, nullable=False),
+)
+
+poll_leases = Table(
+    "poll_leases",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("holder", String(NAME), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("head_uri", String(URI)),
+    Column("failures", Integer, nullable=False),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=False),
 )

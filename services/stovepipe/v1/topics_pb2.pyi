@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from stovepipe.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -193,6 +195,26 @@ class GreennessEventData(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TriggerDetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     QUEUE_FIELD_NUMBER: _builtins.int
     URI_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
@@ -210,6 +232,9 @@ class GreennessEventData(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     BUILD_LINK_FIELD_NUMBER: _builtins.int
     DEAD_LETTER_REASON_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -237,6 +262,16 @@ class GreennessEventData(_message.Message):
     """Where the build can be looked at, as the BuildRunner named it (may be empty)."""
     dead_letter_reason: _builtins.str
     """Why the Request failed closed (origin FAIL_CLOSED only), redacted and bounded."""
+    trigger: _builtins.str
+    """The trigger of the Request that wrote the fact: manual, poll, schedule, push,
+    upstream (or a caller's own word), and what it said about itself.
+    """
+    @_builtins.property
+    def trigger_details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def upstream_greens(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.UpstreamGreen]:
+        """The upstream green commits the Request was built against."""
+
     def __init__(
         self,
         *,
@@ -257,10 +292,13 @@ class GreennessEventData(_message.Message):
         strategy: _builtins.str = ...,
         build_link: _builtins.str = ...,
         dead_letter_reason: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        upstream_greens: _abc.Iterable[_types_pb2.UpstreamGreen] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
