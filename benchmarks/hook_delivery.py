@@ -88,7 +88,7 @@ async def run(
     if slow is not None:
         hooks.append(
             {"name": "slow", "kind": "webhook", "url": slow.url, "events": "all",
-             "timeout_seconds": slow_s + 10, "secret_file": write_secret(tmp, "slow", slow.secret)}
+             "timeout_seconds": (slow_s or 0) + 10, "secret_file": write_secret(tmp, "slow", slow.secret)}
         )  # fmt: skip
     db = tmp / f"bench-{uuid.uuid4().hex[:6]}.db"
     url = f"sqlite+aiosqlite:///{db}"

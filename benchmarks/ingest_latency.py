@@ -32,9 +32,9 @@ from aiohttp import web
 
 from stovepipe.config import QueueConfig, config_from_mapping
 from stovepipe.embedded import EmbeddedBroker
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.extension_registry import ExtensionRegistry
 from stovepipe.runtime.poller import Poller, PollerTuning
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.wiring import open_extensions
 from stovepipe.stages import HeadIngester
 from stovepipe.stages.ports import queue_source, utc_now

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
-from hooks_setup import LINEAR, all_delivered, new_secret, secret_file, settled, step, webhook
 
+from harness.hooks import LINEAR, all_delivered, new_secret, secret_file, settled, step, webhook
 from harness.live import live_stack
 from harness.webhook_receiver import WebhookReceiver
 from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_RECORDED
@@ -271,7 +271,7 @@ async def test_a_slow_subscriber_delays_neither_another_subscription_nor_the_ver
 
 
 async def _rows(live: Any, hook: str) -> list[Any]:
-    from hooks_setup import deliveries
+    from harness.hooks import deliveries
 
     return await deliveries(live, hook)
 

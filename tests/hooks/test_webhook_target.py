@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from hooks_setup import new_secret, secret_file
 from standardwebhooks import Webhook
 
+from harness.hooks import new_secret, secret_file
 from harness.webhook_receiver import WebhookReceiver
 from stovepipe.config.hooks import HookConfig
 from stovepipe.domain import FactOrigin, ValidationFact

@@ -8,9 +8,10 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from ingress_harness import Ingress, commit, ingress_stack, make_repo, queue
 from sqlalchemy import select
 
+from harness.ingress import Ingress, commit, ingress_stack, make_repo, queue
+from stovepipe.domain import Request
 from stovepipe.storage.poll_leases import PollLeases
 from stovepipe.storage.tables import poll_leases, queues
 from stovepipe.testing import until
@@ -59,7 +60,7 @@ async def test_commits_pushed_without_ingest_are_validated_on_the_next_poll(
             sha = commit(repo, green=False)
             claims_before = len(poller.stats.claims)
 
-            async def ingested() -> list[object]:
+            async def ingested() -> list[Request]:
                 return [r for r in await live.requests_of("app/main") if r.uri.endswith(sha)]
 
             (second,) = await until(

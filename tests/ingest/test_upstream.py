@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ingress_harness import Ingress, commit, ingress_stack, make_repo, queue
 
+from harness.ingress import Ingress, commit, ingress_stack, make_repo, queue
 from stovepipe.domain import Request
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb

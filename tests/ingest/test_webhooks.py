@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from ingress_harness import Ingress, commit, ingress_stack, make_repo, queue
-from push_payloads import delivery
 
+from harness.ingress import Ingress, commit, ingress_stack, make_repo, queue
 from harness.postgres import MigratedTemplate
+from harness.push_payloads import delivery
 from stovepipe.config.webhooks import CodeHost
 from stovepipe.runtime.sample_repo import SampleRepo
 from stovepipe.webhooks.signatures import sign
@@ -170,7 +170,7 @@ async def test_fifty_pushes_of_one_head_make_one_request(
         *(_post(f"{url}/hooks/github", body, headers) for body, headers in deliveries)
     )
     assert {status for status, _ in answers} == {202}
-    ids = {str(answer["requests"]) for _, answer in answers}  # type: ignore[index]
+    ids = {str(answer["requests"]) for _, answer in answers}
     assert len(ids) == 1
     requests = [r for r in await live.requests_of("tools/main") if r.uri.endswith(sha)]
     assert len(requests) == 1

@@ -14,7 +14,7 @@ from stovepipe.webhooks.payloads import MalformedPayload, Push, read_push
 from stovepipe.webhooks.signatures import sign, verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
-from push_payloads import delivery
+from harness.push_payloads import delivery
 
 
 @pytest.mark.parametrize("host", ["github", "gitlab", "gitea"])
@@ -45,7 +45,7 @@ def test_each_host_push_is_read_the_same_way(host: str) -> None:
 
 def test_non_pushes_tags_and_deletions_are_not_pushes() -> None:
     for kwargs in ({"event": "ping"}, {"ref": "refs/tags/v1"}):
-        body, headers = delivery("github", "k", "acme", "tools", "a" * 40, **kwargs)  # type: ignore[arg-type]
+        body, headers = delivery("github", "k", "acme", "tools", "a" * 40, **kwargs)
         assert read_push("github", headers, body) is None
     body, headers = delivery("github", "k", "acme", "tools", "0" * 40)
     assert read_push("github", headers, body) is None

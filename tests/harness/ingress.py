@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -31,6 +30,7 @@ from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.poller import Poller, PollerTuning
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import STAGES
 from stovepipe.runtime.sample_repo import SampleRepo, Step
 from stovepipe.runtime.wiring import Collaborators
@@ -73,12 +73,6 @@ def commit(repo: SampleRepo, *, green: bool) -> str:
     return repo.commit(
         Step(f"change {n}", {"n.txt": f"{n}\n", "ok": "1\n" if green else None}, green)
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -189,7 +183,8 @@ class Ingress:
 
     async def wait_terminal(self, request_id: str, timeout_s: float = 120.0) -> types_pb2.Request:
         async def done() -> types_pb2.Request | None:
-            got = (await self.stub.GetRequest(pb.GetRequestRequest(request_id=request_id))).request
+            answer = await self.stub.GetRequest(pb.GetRequestRequest(request_id=request_id))
+            got: types_pb2.Request = answer.request
             if got.state not in TERMINAL:
                 return None
             if got.state in (types_pb2.REQUEST_STATE_SUCCEEDED, types_pb2.REQUEST_STATE_FAILED):
