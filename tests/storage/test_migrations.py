@@ -25,6 +25,7 @@ TABLES = {
     "request_counters",
     "requests",
     "request_dedup",
+    "request_transitions",
     "builds",
     "validation_facts",
     "hook_deliveries",

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -141,6 +143,9 @@ class Request(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_URI_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id, `request/<queue>/<n>`, where n is the ingest order within the Queue."""
     queue: _builtins.str
@@ -159,10 +164,20 @@ class Request(_message.Message):
     version: _builtins.int
     attempt: _builtins.int
     """How many validation attempts this head has had."""
+    superseded_by: _builtins.str
+    """For a superseded Request: the id of the Request whose newer head superseded it."""
+    superseded_by_uri: _builtins.str
+    """For a superseded Request: the commit URI of that newer head."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestTransition]:
+        """Fields 20-29: trigger metadata (ingestion front door).
+        Every state change of this Request, oldest first (only in GetRequest answers).
+        """
+
     def __init__(
         self,
         *,
@@ -179,14 +194,50 @@ class Request(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
+        transitions: _abc.Iterable[Global___RequestTransition] | None = ...,
+        superseded_by: _builtins.str = ...,
+        superseded_by_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "trigger", b"trigger", "updated_at", b"updated_at", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "superseded_by", b"superseded_by", "superseded_by_uri", b"superseded_by_uri", "transitions", b"transitions", "trigger", b"trigger", "updated_at", b"updated_at", "uri", b"uri", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Request: _TypeAlias = Request  # noqa: Y015
+
+@_typing.final
+class RequestTransition(_message.Message):
+    """RequestTransition is one durable state change of a Request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    state: Global___RequestState.ValueType
+    attempt: _builtins.int
+    """The attempt the change belongs to."""
+    reason: _builtins.str
+    """The reason stored with the change (redacted, short)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        state: Global___RequestState.ValueType = ...,
+        attempt: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestTransition: _TypeAlias = RequestTransition  # noqa: Y015
 
 @_typing.final
 class ValidationFact(_message.Message):
