@@ -324,9 +324,13 @@ async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_
                 async for _answer in refused:
                     pass
             assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        async def read_to_the_end() -> None:
+            while await held.read() is not grpc.aio.EOF:
+                pass
+
         with pytest.raises(grpc.aio.AioRpcError) as ended:
-            while True:
-                assert await held.read() is not grpc.aio.EOF
+            await read_to_the_end()
         assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         await _until(lambda: feed.subscriber_count == 0)
     finally:

@@ -117,7 +117,9 @@ def _duration(value: str) -> float:
 def timeout_option(default: str, what: str) -> Any:
     return typer.Option(
         parser=_duration,
-        metavar="DURATION", help=f"How long to wait {what}: 90, 90s, 30m, 1h30m.", show_default=True
+        metavar="DURATION",
+        help=f"How long to wait {what}: 90, 90s, 30m, 1h30m.",
+        show_default=True,
     )
 
 
@@ -230,17 +232,13 @@ def register(app: typer.Typer) -> None:
                 pb.IngestRequest(queue=queue, trigger=trigger), metadata=md
             ),
         )
+        if not json_out:
+            known = "\t(already known)" if response.duplicate else ""
+            line(f"{response.request_id}\t{response.uri}{known}")
         if not wait:
             if json_out:
                 output.emit_json(response)
-            else:
-                note_ = "\t(already known)" if response.duplicate else ""
-                line(f"{response.request_id}\t{response.uri}{note_}")
             return
-        note(
-            f"{response.request_id}  {response.uri}"
-            + ("  (already known)" if response.duplicate else "")
-        )
         raise typer.Exit(_follow(target, response.request_id, timeout, json_out))
 
     @app.command(epilog=EXIT_HELP)
@@ -421,14 +419,13 @@ def register(app: typer.Typer) -> None:
             ),
         )
         request = response.request
+        state = "already in flight" if response.already_in_flight else "started"
+        if not json_out:
+            line(f"{request.id}  attempt {request.attempt} {state}")
         if wait:
-            note(f"{request.id}  attempt {request.attempt}")
             raise typer.Exit(_follow(target, request.id, timeout, json_out))
         if json_out:
             output.emit_json(response)
-            return
-        state = "already in flight" if response.already_in_flight else "started"
-        line(f"{request.id}\tattempt {request.attempt} {state}")
 
     @app.command()
     def queues(

@@ -10,6 +10,7 @@ of type tags.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +41,8 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Path to stovepipe.yaml (default: ./stovepipe.yaml if present, else defaults).",
+        help="Path to stovepipe.yaml (default: the configuration of a `stovepipe up` running "
+        "in this directory, else ./stovepipe.yaml if present, else defaults).",
         envvar="STOVEPIPE_CONFIG",
     ),
 ]
@@ -146,7 +148,8 @@ def api(
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    asyncio.run(run_api(load_settings(config), _health_listen(health_host, health_port)))
+    settings = load_settings(config, running_up=False)
+    asyncio.run(run_api(settings, _health_listen(health_host, health_port)))
 
 
 @app.command()
@@ -167,7 +170,8 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    asyncio.run(run_worker(load_settings(config), stage, _health_listen(health_host, health_port)))
+    settings = load_settings(config, running_up=False)
+    asyncio.run(run_worker(settings, stage, _health_listen(health_host, health_port)))
 
 
 @app.command()
@@ -232,9 +236,8 @@ def up(
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.embedded import run_embedded_stack
 
-    raise typer.Exit(
-        asyncio.run(run_embedded_stack(load_settings(config), state_dir, sandbox=not no_sandbox))
-    )
+    settings = load_settings(config, running_up=False)
+    raise typer.Exit(asyncio.run(run_embedded_stack(settings, state_dir, sandbox=not no_sandbox)))
 
 
 @app.command()
@@ -288,6 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a start-up failure: one line, the traceback kept aside
+        from stovepipe.cli.startup_errors import report
+
+        given = argv if argv is not None else sys.argv[1:]
+        words = list(itertools.takewhile(lambda a: not a.startswith("-"), given))
+        sys.exit(report(" ".join(words[:2]) or "stovepipe", exc))
     sys.exit(code if isinstance(code, int) else 0)
 
 
