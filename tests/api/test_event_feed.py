@@ -280,14 +280,14 @@ async def test_wait_for_greenness_is_woken_by_a_verified_event_and_ends_final(
         )
         first = await stream.read()
         assert not first.final and first.uri == WAIT_URI
-        await _until(lambda: feed.subscriber_count == 1 and feed._positioned.is_set())
+        await until(lambda: feed.subscriber_count == 1 and feed._positioned.is_set())
         await sqlite_store.create_fact(_fact(WAIT_URI, 0.0))
         await producer.publish(HOOK.name, _event(WAIT_URI, green=True, event_id="w1"))
         last = first
         while not last.final:
             last = await asyncio.wait_for(stream.read(), 30)
         assert last.status == pb.GREENNESS_STATUS_RECORDED and last.fact.degree == 0.0
-        await _until(lambda: feed.subscriber_count == 0)
+        await until(lambda: feed.subscriber_count == 0)
     finally:
         await channel.close(None)
         await server.stop(0)
@@ -306,7 +306,7 @@ async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_
             pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI), timeout=3
         )
         assert not (await held.read()).final
-        await _until(lambda: feed.subscriber_count == 1)
+        await until(lambda: feed.subscriber_count == 1)
         for refused in (
             stub.WaitForGreenness(pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI)),
             stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE])),
@@ -323,7 +323,7 @@ async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await read_to_the_end()
         assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        await _until(lambda: feed.subscriber_count == 0)
+        await until(lambda: feed.subscriber_count == 0)
     finally:
         await channel.close(None)
         await server.stop(0)

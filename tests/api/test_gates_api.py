@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from api_harness import Q, ServedApi, status_of
 
+from harness.api import Q, ServedApi, status_of
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.v1 import stovepipe_service_pb2 as pb

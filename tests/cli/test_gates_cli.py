@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from stage_harness import REPO, Pipeline, queue_config
 
+from harness.stages import REPO, Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.extensions.sourcecontrol import QueueSource
