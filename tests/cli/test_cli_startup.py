@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.supervisor import ChildSpec, Supervisor
+
+pytestmark = pytest.mark.timeout(900)  # each case starts fresh interpreters; CI may be loaded
 
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 IGNORES_SIGTERM = (
@@ -104,14 +107,15 @@ def test_operator_commands_find_the_configuration_of_a_running_up(tmp_path: Path
     assert database.exists() and str(database) in done.stdout
 
 
-def test_usage_errors_exit_4_and_version_answers(tmp_path: Path) -> None:
-    assert _run("gate", cwd=tmp_path).returncode == 4
-    assert _run("no-such-command", cwd=tmp_path).returncode == 4
-    version = _run("--version", cwd=tmp_path)
-    assert (
-        version.returncode == 0
-        and version.stdout.strip() == _run("version", cwd=tmp_path).stdout.strip()
+async def test_usage_errors_exit_4_and_version_answers(tmp_path: Path) -> None:
+    missing, unknown, version, named = await asyncio.gather(
+        *(
+            asyncio.to_thread(_run, *args, cwd=tmp_path)
+            for args in (("gate",), ("no-such-command",), ("--version",), ("version",))
+        )
     )
+    assert missing.returncode == 4 and unknown.returncode == 4
+    assert version.returncode == 0 and version.stdout.strip() == named.stdout.strip()
 
 
 async def test_a_stack_that_failed_to_start_is_stopped_without_the_drain_period(

@@ -21,7 +21,6 @@ from stovepipe.extensions.sourcecontrol import QueueSource
 from stovepipe.grpcutil import GrpcServer
 from stovepipe.runtime.embedded import free_port
 from stovepipe.storage import Store, create_engine
-from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 
@@ -69,9 +68,8 @@ class Cli:
 
 
 @pytest.fixture
-async def cli(pg_database_url: str) -> AsyncIterator[Cli]:
-    await upgrade_async(pg_database_url)
-    engine = create_engine(pg_database_url)
+async def cli(migrated_pg_url: str) -> AsyncIterator[Cli]:
+    engine = create_engine(migrated_pg_url)
     store = Store(engine)
     pipe = Pipeline(
         store,
