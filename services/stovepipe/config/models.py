@@ -17,6 +17,7 @@ from stovepipe.config.queues import QueueConfig, branch
 from stovepipe.config.secrets import resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
+    ConsoleConfig,
     Endpoint,
     ExtensionsConfig,
     KafkaConfig,
@@ -68,6 +69,7 @@ class StovepipeConfig(ConfigModel):
     storage: StorageConfig = StorageConfig()
     kafka: KafkaConfig = KafkaConfig()
     api: ApiConfig = ApiConfig()
+    console: ConsoleConfig = ConsoleConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
     queues: tuple[QueueConfig, ...] = ()
