@@ -54,7 +54,7 @@ class Cli:
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
-        out, err = await asyncio.wait_for(process.communicate(), 180)
+        out, err = await asyncio.wait_for(process.communicate(), 600)  # a loaded CI box
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
