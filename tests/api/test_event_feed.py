@@ -336,6 +336,35 @@ async def test_a_reconnecting_watcher_resumes_from_its_cursor_and_misses_nothing
         await feed.close()
 
 
+WAIT_URI = "fake+0123456789abcdef#main@" + "c0ffee" * 6 + "c0ff"
+
+
+async def test_wait_for_greenness_is_woken_by_a_verified_event_and_ends_final(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    await sqlite_store.create_request(QUEUE, WAIT_URI, trigger="test", now=datetime.now(UTC))
+    feed = EventFeed(kafka_settings, sqlite_store)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        stream = stub.WaitForGreenness(
+            pb.WaitForGreennessRequest(queue=QUEUE, uri="c0ffeec0"), timeout=60
+        )
+        first = await stream.read()
+        assert not first.final and first.uri == WAIT_URI
+        await until(lambda: feed.subscriber_count == 1 and feed._positioned.is_set())
+        await sqlite_store.create_fact(_fact(WAIT_URI, 0.0))
+        await producer.publish(HOOK.name, _event(WAIT_URI, green=True, event_id="w1"))
+        last = first
+        while not last.final:
+            last = await asyncio.wait_for(stream.read(), 30)
+        assert last.status == pb.GREENNESS_STATUS_RECORDED and last.fact.degree == 0.0
+        await until(lambda: feed.subscriber_count == 0)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
 @pytest.mark.parametrize(
     "request_",
     [
@@ -356,6 +385,42 @@ async def test_a_cursor_this_server_did_not_hand_out_is_invalid_argument(
             await asyncio.wait_for(stub.WatchEvents(request_).read(), 30)
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert feed.subscriber_count == 0
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_the_deadline(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    await sqlite_store.create_request(QUEUE, WAIT_URI, trigger="test", now=datetime.now(UTC))
+    feed = EventFeed(kafka_settings, sqlite_store, max_per_owner=1)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        held = stub.WaitForGreenness(
+            pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI), timeout=3
+        )
+        assert not (await held.read()).final
+        await until(lambda: feed.subscriber_count == 1)
+        for refused in (
+            stub.WaitForGreenness(pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI)),
+            stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE])),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _answer in refused:
+                    pass
+            assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        async def read_to_the_end() -> None:
+            while await held.read() is not grpc.aio.EOF:
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await read_to_the_end()
+        assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        await until(lambda: feed.subscriber_count == 0)
     finally:
         await channel.close(None)
         await server.stop(0)

@@ -158,7 +158,7 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
         status = await asyncio.to_thread(_cli, "status", green.stdout.split()[0], env=env)
         assert "succeeded" in status.stdout and "full" in status.stdout
         missing = await asyncio.to_thread(_cli, "ingest", "nope/main", env=env)
-        assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
+        assert missing.returncode == 4 and "NOT_FOUND" in missing.stderr  # invalid input
     finally:
         up.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(up.communicate, timeout=60)

@@ -45,6 +45,10 @@ def timestamp(value: datetime) -> Timestamp:
     return ts
 
 
+def state_to_pb(state: RequestState) -> types_pb2.RequestState.ValueType:
+    return _STATES[state]
+
+
 def request_to_pb(request: Request) -> types_pb2.Request:
     return types_pb2.Request(
         id=request.id,

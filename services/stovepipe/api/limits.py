@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from stovepipe.domain import MAX_QUEUE_NAME_LENGTH, InvalidInput, RequestId, validate_queue_name
 from stovepipe.storage.page_token import FactCursor, decode_page_token
+from stovepipe.storage.request_history import MAX_REQUEST_TOKEN_LENGTH, decode_request_token
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 MAX_URI_LENGTH = 1024
@@ -146,6 +147,22 @@ def _list_facts(r: pb.ListFactsRequest) -> None:
     check_page_token("page_token", r.page_token)
 
 
+def _wait_for_greenness(r: pb.WaitForGreennessRequest) -> None:
+    check_queue("queue", r.queue)
+    _uri("uri", r.uri)
+    _project("project", r.project)
+
+
+def _list_requests(r: pb.ListRequestsRequest) -> None:
+    check_queue("queue", r.queue)
+    _project("project", r.project)
+    if r.page_size < 0:
+        raise InvalidInput("page_size must not be negative")
+    if len(r.page_token) > MAX_REQUEST_TOKEN_LENGTH or not _PAGE_TOKEN.fullmatch(r.page_token):
+        raise InvalidInput("page_token is not one this server issued")
+    decode_request_token(r.page_token)
+
+
 def _watch_events(r: pb.WatchEventsRequest) -> None:
     _entries("queues", r.queues, check_queue)
     _entries("projects", r.projects, _project)
@@ -192,6 +209,9 @@ _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.ListHookDeliveriesRequest: _list_hook_deliveries,
     pb.GetHookDeliveryRequest: lambda r: _delivery_id("id", r.id),
     pb.RedeliverHookRequest: _redeliver_hook,
+    pb.WaitForGreennessRequest: _wait_for_greenness,
+    pb.ListRequestsRequest: _list_requests,
+    pb.ListQueuesRequest: lambda _r: None,
 }
 
 

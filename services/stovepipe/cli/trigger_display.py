@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
-
+from stovepipe.cli.output import line
 from stovepipe.v1 import types_pb2
 
 TRIGGER_HELP = (
@@ -14,10 +12,11 @@ TRIGGER_HELP = (
 )
 
 
-def show_trigger(console: Console, request: types_pb2.Request) -> None:
-    """The trigger, its details (upstream commit, push delivery) and the upstream greens."""
+def show_trigger(request: types_pb2.Request) -> None:
+    """The trigger, its details (upstream commit, push delivery) and the upstream greens,
+    as plain lines: ``status`` output is read by scripts too."""
     details = ", ".join(f"{k}={v}" for k, v in sorted(request.trigger_details.items()))
-    line = request.trigger or "unspecified"
-    console.print(f"  trigger   {escape(line)}" + (f" ({escape(details)})" if details else ""))
+    trigger = request.trigger or "unspecified"
+    line(f"  trigger   {trigger}" + (f" ({details})" if details else ""))
     for green in request.upstream_greens:
-        console.print(f"  upstream  {escape(green.queue)} green at {escape(green.uri)}")
+        line(f"  upstream  {green.queue} green at {green.uri}")

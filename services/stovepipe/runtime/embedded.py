@@ -63,6 +63,10 @@ STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
 
 
+FAILED_START_GRACE_S = 3.0
+"""How long children of a stack that failed to start get to exit before they are killed."""
+
+
 def supervisor_stop_timeout(config: StovepipeConfig) -> float:
     """How long a child may take after SIGTERM before it is killed.
 
@@ -111,10 +115,10 @@ class RunningStack:
     def table(self) -> Table:
         """Every child with its pid, address and log; the database URL without its password."""
         table = Table(title="stovepipe up", show_lines=False)
-        table.add_column("component")
-        table.add_column("pid", justify="right")
-        table.add_column("address")
-        table.add_column("log")
+        table.add_column("component", no_wrap=True)
+        table.add_column("pid", justify="right", no_wrap=True)
+        table.add_column("address", overflow="fold")  # paths and URLs fold, never cut
+        table.add_column("log", overflow="fold")
         for child in self.supervisor.children:
             table.add_row(
                 child.spec.name, str(child.pid), child.spec.address, str(child.spec.log_path)
@@ -279,6 +283,7 @@ async def embedded_stack(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs = private_dir(state_dir / "logs")
     broker: EmbeddedBroker | None = None
+    started = False
     supervisor = Supervisor(
         stop_timeout_s=supervisor_stop_timeout(config),
         report=report,
@@ -392,11 +397,13 @@ async def embedded_stack(
                 *ingress_children(config, addresses, config_path, logs, env),
             ]
         )
+        started = True
         yield RunningStack(
             api_address, bootstrap, database_url, config_path, supervisor, console_url
         )
     finally:
-        await supervisor.stop()
+        # A start that failed has nothing in flight: do not wait a drain period for it.
+        await supervisor.stop(None if started else FAILED_START_GRACE_S)
         if broker is not None:
             await broker.stop()
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from stovepipe.domain import Request, UpstreamGreen, validate_queue_name
 from stovepipe.domain.trigger import MAX_TRIGGER_LENGTH, TriggerKind, trigger_details
+from stovepipe.extensions.sourcecontrol.model import Ancestry
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import process_message
@@ -35,7 +36,24 @@ class IngestResult:
 
 
 class HeadIngester(StageBase):
-    """Mints (or finds) the Request for a Queue's current head."""
+    """Mints (or finds) the Request for a Queue's current head.
+
+    It is also the API's one door to SourceControl for read questions about the
+    branch (``head``, ``on_branch``), so the API holds no extension clients of its own.
+    """
+
+    async def head(self, queue: str) -> str:
+        """The URI of the Queue's head now (no Request is created)."""
+        config = self._queues.queue(queue)
+        return await self._extensions.source_control(config).resolve_head(queue_source(config))
+
+    async def on_branch(self, queue: str, uri: str, head: str) -> Ancestry:
+        """Whether ``uri`` is reachable from ``head`` (``UNKNOWN`` when SourceControl cannot
+        tell, for example because the commit is gone)."""
+        config = self._queues.queue(queue)
+        return await self._extensions.source_control(config).is_ancestor(
+            queue_source(config), uri, head
+        )
 
     async def ingest(
         self,

@@ -119,6 +119,18 @@ requests = Table(
 Index(None, requests.c.queue, requests.c.state)
 Index(None, requests.c.state, requests.c.updated_at)
 
+request_transitions = Table(
+    "request_transitions",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(STATE), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
 request_dedup = Table(
     "request_dedup",
     metadata,

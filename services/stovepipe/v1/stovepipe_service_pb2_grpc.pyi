@@ -59,6 +59,14 @@ class StovepipeServiceStub:
     """RedeliverHook puts failed (or pending) deliveries back in line for another round
     of attempts. Needs the admin role.
     """
+    WaitForGreenness: _grpc.UnaryStreamMultiCallable[_stovepipe_service_pb2.WaitForGreennessRequest, _stovepipe_service_pb2.WaitForGreennessResponse]
+    """WaitForGreenness streams what is known about one commit until it is recorded, its
+    head is superseded, or the caller's deadline passes. The first answer comes at once.
+    """
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListRequestsRequest, _stovepipe_service_pb2.ListRequestsResponse]
+    """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]
+    """ListQueues summarises every configured Queue."""
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -91,6 +99,14 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """RedeliverHook puts failed (or pending) deliveries back in line for another round
     of attempts. Needs the admin role.
     """
+    WaitForGreenness: _aio.UnaryStreamMultiCallable[_stovepipe_service_pb2.WaitForGreennessRequest, _stovepipe_service_pb2.WaitForGreennessResponse]  # type: ignore[assignment]
+    """WaitForGreenness streams what is known about one commit until it is recorded, its
+    head is superseded, or the caller's deadline passes. The first answer comes at once.
+    """
+    ListRequests: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListRequestsRequest, _stovepipe_service_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """ListQueues summarises every configured Queue."""
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     """StovepipeService answers which commit of a Queue is green and takes new heads."""
@@ -186,5 +202,31 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         """RedeliverHook puts failed (or pending) deliveries back in line for another round
         of attempts. Needs the admin role.
         """
+
+    @_abc_1.abstractmethod
+    def WaitForGreenness(
+        self,
+        request: _stovepipe_service_pb2.WaitForGreennessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_stovepipe_service_pb2.WaitForGreennessResponse], _abc.AsyncIterator[_stovepipe_service_pb2.WaitForGreennessResponse]]:
+        """WaitForGreenness streams what is known about one commit until it is recorded, its
+        head is superseded, or the caller's deadline passes. The first answer comes at once.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _stovepipe_service_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListRequestsResponse, _abc.Awaitable[_stovepipe_service_pb2.ListRequestsResponse]]:
+        """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _stovepipe_service_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListQueuesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListQueuesResponse]]:
+        """ListQueues summarises every configured Queue."""
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

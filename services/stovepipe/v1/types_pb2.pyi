@@ -165,6 +165,9 @@ class Request(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
     UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_URI_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id, `request/<queue>/<n>`, where n is the ingest order within the Queue."""
     queue: _builtins.str
@@ -183,6 +186,10 @@ class Request(_message.Message):
     version: _builtins.int
     attempt: _builtins.int
     """How many validation attempts this head has had."""
+    superseded_by: _builtins.str
+    """For a superseded Request: the id of the Request whose newer head superseded it."""
+    superseded_by_uri: _builtins.str
+    """For a superseded Request: the commit URI of that newer head."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -197,6 +204,10 @@ class Request(_message.Message):
     @_builtins.property
     def upstream_greens(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpstreamGreen]:
         """The last green commit of every Queue this one depends on, read at ingest."""
+
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestTransition]:
+        """Every state change of this Request, oldest first (only in GetRequest answers)."""
 
     def __init__(
         self,
@@ -216,10 +227,13 @@ class Request(_message.Message):
         attempt: _builtins.int = ...,
         trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         upstream_greens: _abc.Iterable[Global___UpstreamGreen] | None = ...,
+        transitions: _abc.Iterable[Global___RequestTransition] | None = ...,
+        superseded_by: _builtins.str = ...,
+        superseded_by_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "trigger", b"trigger", "trigger_details", b"trigger_details", "updated_at", b"updated_at", "upstream_greens", b"upstream_greens", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "superseded_by", b"superseded_by", "superseded_by_uri", b"superseded_by_uri", "transitions", b"transitions", "trigger", b"trigger", "trigger_details", b"trigger_details", "updated_at", b"updated_at", "upstream_greens", b"upstream_greens", "uri", b"uri", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,6 +265,39 @@ class UpstreamGreen(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpstreamGreen: _TypeAlias = UpstreamGreen  # noqa: Y015
+
+@_typing.final
+class RequestTransition(_message.Message):
+    """RequestTransition is one durable state change of a Request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    state: Global___RequestState.ValueType
+    attempt: _builtins.int
+    """The attempt the change belongs to."""
+    reason: _builtins.str
+    """The reason stored with the change (redacted, short)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        state: Global___RequestState.ValueType = ...,
+        attempt: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestTransition: _TypeAlias = RequestTransition  # noqa: Y015
 
 @_typing.final
 class ValidationFact(_message.Message):
