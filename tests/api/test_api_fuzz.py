@@ -312,7 +312,9 @@ async def _call(served: ServedApi, method: str, request: bytes, tally: Tally) ->
             async for _ in stream:
                 pass
         elif method == "WaitForGreenness":  # its first answer comes at once; then it waits
-            stream = served.channel.unary_stream(path)(request, timeout=10)
+            stream = served.channel.unary_stream(
+                path, request_serializer=None, response_deserializer=None
+            )(request, timeout=10)
             await stream.read()
             stream.cancel()
         else:

@@ -414,7 +414,7 @@ async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_
             assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
         async def read_to_the_end() -> None:
-            while await held.read() is not grpc.aio.EOF:
+            while await held.read() is not grpc.aio.EOF:  # type: ignore[attr-defined]
                 pass
 
         with pytest.raises(grpc.aio.AioRpcError) as ended:

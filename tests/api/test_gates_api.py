@@ -235,7 +235,7 @@ async def test_wait_for_greenness_answers_at_once_then_with_the_verdict(
         answers.append(await stream.read())
     assert answers[-1].status == pb.GREENNESS_STATUS_RECORDED
     assert answers[-1].fact.degree == 0.0
-    assert await stream.read() is grpc.aio.EOF
+    assert await stream.read() is grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 async def test_wait_for_greenness_ends_at_the_callers_deadline(served: ServedApi) -> None:

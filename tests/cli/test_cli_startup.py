@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.supervisor import ChildSpec, Supervisor
 
 pytestmark = pytest.mark.timeout(900)  # each case starts fresh interpreters; CI may be loaded

@@ -19,7 +19,7 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.extensions.sourcecontrol import QueueSource
 from stovepipe.grpcutil import GrpcServer
-from stovepipe.runtime.embedded import free_port
+from stovepipe.runtime.processes import free_port
 from stovepipe.storage import Store, create_engine
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
@@ -96,7 +96,9 @@ async def cli(migrated_pg_url: str) -> AsyncIterator[Cli]:
 
 
 async def _ingest(cli: Cli, queue: str = Q) -> pb.IngestResponse:
-    response: pb.IngestResponse = await cli.stub.Ingest(pb.IngestRequest(queue=queue))
+    response: pb.IngestResponse = await cli.stub.Ingest(  # type: ignore[misc]
+        pb.IngestRequest(queue=queue)
+    )
     return response
 
 

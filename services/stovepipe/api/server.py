@@ -479,9 +479,13 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         events = self._events
 
         async def pump() -> None:
-            async for event in events.subscribe(owner):
-                if event.data.queue == queue and (not uri or event.data.uri == uri):
-                    wake.set()
+            async with contextlib.aclosing(events.watch(owner)) as items:
+                async for item in items:
+                    event = item.event
+                    if event is None:
+                        continue
+                    if event.data.queue == queue and (not uri or event.data.uri == uri):
+                        wake.set()
 
         return asyncio.create_task(pump(), name=f"wait-for-greenness {queue}")
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from google.protobuf.json_format import MessageToDict
+from rich.console import Console
 
 from stovepipe.cli.client_commands import (
     EXIT_ERROR,
@@ -27,12 +28,12 @@ from stovepipe.cli.client_commands import (
     TlsOption,
     TokenEnvOption,
     _call,
-    console,
-    err_console,
 )
+from stovepipe.cli.output import stderr as err_console
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2
 
+console = Console(highlight=False, soft_wrap=True)
 hooks_app = typer.Typer(help="Hook deliveries: list, show, redeliver.", no_args_is_help=True)
 DEFAULT_API = "127.0.0.1:50051"
 
