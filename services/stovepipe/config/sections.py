@@ -327,12 +327,11 @@ class ExtensionsConfig(ConfigModel):
     refused_keys = {
         "hooks": "not supported yet — no Hooks extension runs (verdict hooks are tracked by "
         "their own issue); remove the key",
-        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
-        "verdicts are tracked by their own issue); remove the key",
     }
 
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
+    projectmapper: ExtensionMap = Field(default_factory=lambda: {"config": Endpoint()})
 
 
 MAX_DELAY_S = 120.0

@@ -20,6 +20,8 @@ BROKEN = 1.0
 class FactOrigin(enum.StrEnum):
     BUILD = "build"
     FAIL_CLOSED = "fail_closed"
+    INHERITED = "inherited"
+    """A project unaffected since its own last green commit carries that verdict."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class ValidationFact:
     created_at: datetime
     reason: str = ""
     attempt: int = 1
+    inherited_from_uri: str = ""
+    """For ``origin = inherited``: the commit whose verdict this fact carries forward."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.degree, int | float) or math.isnan(self.degree):

@@ -1,8 +1,8 @@
 """``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server and the local BuildRunner, then every stage worker, then
-the API. Each group starts at once and must be ready before the next one
+SourceControl server, the local BuildRunner and the config ProjectMapper, then
+every stage worker, then the API. Each group starts at once and must be ready before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
 worker on its ``--health-port`` (SERVING once its consumers joined). "API
 ready" is printed only when every child is ready.
@@ -54,6 +54,7 @@ from stovepipe.storage.migrate import upgrade
 
 GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
+MAPPER_TOKEN_ENV = "STOVEPIPE_EXT_PROJECT_MAPPER_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -91,7 +92,10 @@ class _Addresses:
 
 def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
-    return {GIT_TOKEN_ENV: secrets.token_urlsafe(32), RUNNER_TOKEN_ENV: secrets.token_urlsafe(32)}
+    return {
+        name: secrets.token_urlsafe(32)
+        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, MAPPER_TOKEN_ENV)
+    }
 
 
 def _cli(*args: str) -> list[str]:
@@ -131,6 +135,7 @@ def write_effective_config(
     api_address: str,
     git_address: str,
     runner_address: str,
+    mapper_address: str | None = None,
 ) -> None:
     """The configuration every child reads, addresses filled in, written 0600: it holds
     the database URL with its password."""
@@ -147,6 +152,11 @@ def write_effective_config(
         "address": runner_address,
         "token_env": RUNNER_TOKEN_ENV,
     }
+    if mapper_address is not None:
+        extensions.setdefault("projectmapper", {})["config"] = {
+            "address": mapper_address,
+            "token_env": MAPPER_TOKEN_ENV,
+        }
     write_private(path, yaml.safe_dump(data, sort_keys=False))
 
 
@@ -247,6 +257,7 @@ async def embedded_stack(
         addresses = _Addresses(api_address, bootstrap)
         git_address = addresses.next()
         runner_address = addresses.next()
+        mapper_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
         write_effective_config(
             config_path,
@@ -256,6 +267,7 @@ async def embedded_stack(
             api_address=api_address,
             git_address=git_address,
             runner_address=runner_address,
+            mapper_address=mapper_address,
         )
         env = {
             "STOVEPIPE_CONFIG": str(config_path),
@@ -282,6 +294,20 @@ async def embedded_stack(
                     runner_address,
                     runner_argv,
                     logs / "ext-local-runner.log",
+                    env,
+                ),
+                _extension(
+                    "ext project-mapper",
+                    mapper_address,
+                    _cli(
+                        "ext",
+                        "project-mapper",
+                        "--listen",
+                        mapper_address,
+                        "--token-env",
+                        MAPPER_TOKEN_ENV,
+                    ),  # fmt: skip
+                    logs / "ext-project-mapper.log",
                     env,
                 ),
             ]

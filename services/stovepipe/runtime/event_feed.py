@@ -46,6 +46,7 @@ QUEUE_DEPTH = 1000
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
     FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+    FactOrigin.INHERITED: types_pb2.FACT_ORIGIN_INHERITED,
 }
 
 
@@ -234,6 +235,7 @@ def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.
             took_bookmark=event.data.took_bookmark and fact.green,
             reason=fact.reason,
             attempt=fact.attempt,
+            inherited_from_uri=fact.inherited_from_uri,
         )
     )
     return served

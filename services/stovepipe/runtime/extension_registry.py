@@ -19,10 +19,12 @@ from stovepipe.config import Endpoint, QueueConfig, StovepipeConfig, resolve_sec
 from stovepipe.config.errors import ConfigProblem, SecretUnavailable
 from stovepipe.domain import InvalidInput
 from stovepipe.extensions.buildrunner.client import BuildRunner, BuildRunnerClient
+from stovepipe.extensions.projectmapper import ProjectMapper
+from stovepipe.extensions.projectmapper.client import ProjectMapperClient
 from stovepipe.extensions.sourcecontrol.client import SourceControl, SourceControlClient
 from stovepipe.grpcutil import ChannelSecurity, open_channel
 
-_OPENED_KINDS = ("sourcecontrol", "buildrunner")
+_OPENED_KINDS = ("sourcecontrol", "buildrunner", "projectmapper")
 
 
 def _path(value: str | None) -> Path | None:
@@ -86,6 +88,15 @@ class ExtensionRegistry:
         if endpoint is None or not endpoint.address:
             raise InvalidInput(f"queue {queue.name}: no address for buildrunner extension {name!r}")
         return BuildRunnerClient(self._channel("buildrunner", name, endpoint.address))
+
+    def project_mapper(self, queue: QueueConfig) -> ProjectMapper:
+        name = queue.project_mapper
+        endpoint = self._config.extensions.projectmapper.get(name)
+        if endpoint is None or not endpoint.address:
+            raise InvalidInput(
+                f"queue {queue.name}: no address for projectmapper extension {name!r}"
+            )
+        return ProjectMapperClient(self._channel("projectmapper", name, endpoint.address))
 
     async def close(self) -> None:
         for channel in self._channels.values():

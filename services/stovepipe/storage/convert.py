@@ -11,6 +11,7 @@ from stovepipe.domain import (
     BuildStatus,
     BuildStrategy,
     FactOrigin,
+    ProjectBookmark,
     QueueState,
     Request,
     RequestState,
@@ -165,6 +166,7 @@ def fact_from_row(row: RowMapping) -> ValidationFact:
         created_at=row["created_at"],
         reason=row["reason"],
         attempt=row["attempt"],
+        inherited_from_uri=row["inherited_from_uri"] or "",
     )
 
 
@@ -179,6 +181,31 @@ def fact_values(f: ValidationFact) -> dict[str, Any]:
         "created_at": f.created_at,
         "reason": f.reason,
         "attempt": f.attempt,
+        "inherited_from_uri": f.inherited_from_uri,
+    }
+
+
+def project_bookmark_from_row(row: RowMapping) -> ProjectBookmark:
+    return ProjectBookmark(
+        queue=row["queue"],
+        project=row["project"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+        last_green_uri=row["last_green_uri"],
+        last_green_request_id=row["last_green_request_id"],
+        promoted_uri=row["promoted_uri"],
+    )
+
+
+def project_bookmark_values(b: ProjectBookmark) -> dict[str, Any]:
+    return {
+        "queue": b.queue,
+        "project": b.project,
+        "version": b.version,
+        "updated_at": b.updated_at,
+        "last_green_uri": b.last_green_uri,
+        "last_green_request_id": b.last_green_request_id,
+        "promoted_uri": b.promoted_uri,
     }
 
 

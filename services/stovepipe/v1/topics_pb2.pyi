@@ -171,17 +171,21 @@ class AnalyzeMessage(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current"."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,6 +207,7 @@ class GreennessEventData(_message.Message):
     TOOK_BOOKMARK_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    INHERITED_FROM_URI_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -216,6 +221,8 @@ class GreennessEventData(_message.Message):
     reason: _builtins.str
     attempt: _builtins.int
     """The attempt of the Request that wrote the fact."""
+    inherited_from_uri: _builtins.str
+    """For an inherited per-project fact: the commit whose verdict it carries forward."""
     def __init__(
         self,
         *,
@@ -229,10 +236,11 @@ class GreennessEventData(_message.Message):
         took_bookmark: _builtins.bool = ...,
         reason: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        inherited_from_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "degree", b"degree", "green", b"green", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "degree", b"degree", "green", b"green", "inherited_from_uri", b"inherited_from_uri", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
