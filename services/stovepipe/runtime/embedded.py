@@ -306,7 +306,7 @@ async def embedded_stack(
                         mapper_address,
                         "--token-env",
                         MAPPER_TOKEN_ENV,
-                    ),  # fmt: skip
+                    ),
                     logs / "ext-project-mapper.log",
                     env,
                 ),
