@@ -20,6 +20,7 @@ METHOD_ROLES: Mapping[str, str] = {
     "GetRequest": "read",
     "GetLastGreen": "read",
     "GetGreenness": "read",
+    "GetProjectGreenness": "read",
     "ListFacts": "read",
     "WatchEvents": "read",
     "Revalidate": "admin",

@@ -23,6 +23,7 @@ import grpc
 import typer
 from rich.console import Console
 
+from stovepipe.cli.project_table import project_table
 from stovepipe.grpcutil import open_channel
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
@@ -186,6 +187,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def status(
         request_id: Annotated[str, typer.Argument(help="request/<queue>/<n>")],
+        project: Annotated[
+            str, typer.Option(help="Show only this project's verdict (default: every scope).")
+        ] = "",
         wait: Annotated[bool, typer.Option(help="Wait until the Request is terminal.")] = False,
         timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
         api: ApiOption = "127.0.0.1:50051",
@@ -195,17 +199,21 @@ def register(app: typer.Typer) -> None:
         cert: CertOption = None,
         key: KeyOption = None,
     ) -> None:
-        """Show one Request: state, strategy, build and reason."""
+        """Show one Request: state, strategy, build and reason, then a table of its
+        commit's verdict per project (whole repository first) when projects are configured."""
         target = Target(api, token_env, tls, ca_file, cert, key)
-        if wait:
-            raise typer.Exit(_wait_and_show(target, request_id, timeout))
+        code = _wait_and_show(target, request_id, timeout) if wait else None
         request = _call(
             target,
             lambda stub, md: stub.GetRequest(
                 pb.GetRequestRequest(request_id=request_id), metadata=md
             ),
         ).request
-        _show_request(request)
+        if code is None:
+            _show_request(request)
+        _show_projects(target, request, project)
+        if code is not None:
+            raise typer.Exit(code)
 
     @app.command("last-green")
     def last_green(
@@ -322,6 +330,27 @@ def _wait_and_show(target: Target, request_id: str, timeout: float) -> int:
         err_console.print(f"still {_state_name(request.state)} after {timeout:g}s")
         return EXIT_NOT_RECORDED
     return EXIT_GREEN if request.state == types_pb2.REQUEST_STATE_SUCCEEDED else EXIT_NOT_GREEN
+
+
+def _show_projects(target: Target, request: types_pb2.Request, project: str) -> None:
+    scopes = _call(
+        target,
+        lambda stub, md: stub.GetProjectGreenness(
+            pb.GetProjectGreennessRequest(queue=request.queue, uri=request.uri), metadata=md
+        ),
+    ).scopes
+    if project:
+        _call(  # INVALID_ARGUMENT naming the configured projects when it is not one
+            target,
+            lambda stub, md: stub.GetGreenness(
+                pb.GetGreennessRequest(queue=request.queue, uri=request.uri, project=project),
+                metadata=md,
+            ),
+        )
+        scopes = [s for s in scopes if s.project == project]
+    elif len(scopes) <= 1:
+        return
+    console.print(project_table(request.uri, scopes))
 
 
 def _show_request(request: types_pb2.Request) -> None:

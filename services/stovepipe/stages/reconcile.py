@@ -17,7 +17,6 @@ without a fact. Other projects keep their verdicts.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from google.protobuf.message import Message
@@ -61,7 +60,8 @@ class DeadLetterReconciler(StageBase):
         project = str(getattr(scope, "project", "")) if scope is not None else ""
         per_project = project or isinstance(message, topics_pb2.AnalyzeMessage)
         if per_project and request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
-            await self._fail_projects_closed(request, project, reason)
+            from_record = isinstance(message, topics_pb2.RecordMessage)
+            await self._fail_projects_closed(request, project, reason, from_record)
             return
         if not request.terminal:
             state = await queue_ops.release_slot(
@@ -72,11 +72,15 @@ class DeadLetterReconciler(StageBase):
         if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
             await self._publisher.publish(topics.RECORD, record_message(request))
 
-    async def _fail_projects_closed(self, request: Request, project: str, reason: str) -> None:
+    async def _fail_projects_closed(
+        self, request: Request, project: str, reason: str, from_record: bool
+    ) -> None:
+        """A record dead letter for a project that already has its fact is not sent back
+        to record: the same step would fail the same way, round and round."""
         config = self._queues.queue(request.queue)
         names = [project] if project else list(config.project_names)
         for name in names:
-            with contextlib.suppress(AlreadyExists):
+            try:
                 await self._store.create_fact(
                     ValidationFact(
                         queue=request.queue,
@@ -90,6 +94,16 @@ class DeadLetterReconciler(StageBase):
                         attempt=request.attempt,
                     )
                 )
+            except AlreadyExists:
+                if from_record:
+                    log.error(
+                        "%s: record of project %s dead-lettered after its fact was written "
+                        "(%s); not re-sent",
+                        request.id,
+                        name,
+                        reason,
+                    )
+                    continue
             await self._publisher.publish(topics.RECORD, record_message(request, name))
 
     async def _fail(self, request: Request, reason: str) -> Request:

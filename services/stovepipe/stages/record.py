@@ -142,12 +142,13 @@ class VerdictRecorder(StageBase):
                 self._store, request.queue, project, request.id, request.uri, self._clock
             )
             took = bookmark.last_green_request_id == request.id
-            if took and spec.promotion_ref:
-                await self._promote_project(request, config, project, spec.promotion_ref)
         answer = await self._store.get_fact(request.queue, request.uri, project) or fact
         await self._publisher.publish(topics.HOOK, _hook_event(answer, took, self._clock))
         if await self._project_facts(request, config) is not None:
             await self._publisher.publish(topics.RECORD, record_message(request))
+        # Last: a SourceControl outage must not hold back the event or the whole verdict.
+        if took and spec.promotion_ref:
+            await self._promote_project(request, config, project, spec.promotion_ref)
 
     async def _project_build_verdict(
         self, request: Request, project: str

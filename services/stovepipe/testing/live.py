@@ -26,6 +26,7 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
+from stovepipe.extensions.projectmapper.config import serve as serve_mapper
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
@@ -130,6 +131,8 @@ def live_config(
     workers: dict[str, Any] | None = None,
     git_token_file: Path | None = None,
     runner_token_file: Path | None = None,
+    mapper: str | None = None,
+    mapper_token_file: Path | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     def endpoint(address: str, token_file: Path | None) -> dict[str, str]:
@@ -146,6 +149,11 @@ def live_config(
             "extensions": {
                 "sourcecontrol": {"git": endpoint(git, git_token_file)},
                 "buildrunner": {"local": endpoint(runner, runner_token_file)},
+                **(
+                    {"projectmapper": {"config": endpoint(mapper, mapper_token_file)}}
+                    if mapper
+                    else {}
+                ),
             },
             "workers": {"buildsignal_poll_interval_seconds": 0.2, **(workers or {})},
             "queues": live_queues(repo, queues, **queue),
@@ -199,6 +207,11 @@ async def live_stack(
             source_control_security=ChannelSecurity(token=git_token),
         )
         stack.push_async_callback(runner.stop)
+        mapper_token_file = tmp_path / "ext-mapper.token"
+        mapper = await serve_mapper(
+            "127.0.0.1:0", security=ServerSecurity(token=write_token(mapper_token_file))
+        )
+        stack.push_async_callback(mapper.stop)
         config = live_config(
             repo.path,
             bootstrap=kafka_bootstrap,
@@ -209,6 +222,8 @@ async def live_stack(
             workers=workers,
             git_token_file=git_token_file,
             runner_token_file=runner_token_file,
+            mapper=mapper.address,
+            mapper_token_file=mapper_token_file,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))

@@ -27,15 +27,15 @@ from stovepipe.v1 import topics_pb2 as stovepipe_dot_v1_dot_topics__pb2
 from stovepipe.v1 import types_pb2 as stovepipe_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stovepipe/v1/stovepipe_service.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stovepipe/v1/topics.proto\x1a\x18stovepipe/v1/types.proto\"\r\n\x0bPingRequest\"P\n\x0cPingResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\rIngestRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07trigger\x18\x02 \x01(\t\"D\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x12GetRequestResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\"5\n\x13GetLastGreenRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\"r\n\x14GetLastGreenResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x04\x66\x61\x63t\x18\x04 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"B\n\x13GetGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"\xa1\x01\n\x14GetGreennessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12.\n\x08\x61ttempts\x18\x03 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"Y\n\x10ListFactsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x11ListFactsResponse\x12+\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12WatchEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x10\n\x08projects\x18\x02 \x03(\t\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\"N\n\x11RevalidateRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\r\n\x05\x66laky\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"W\n\x12RevalidateResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12\x19\n\x11\x61lready_in_flight\x18\x02 \x01(\x08*u\n\x0fGreennessStatus\x12 \n\x1cGREENNESS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GREENNESS_STATUS_RECORDED\x10\x01\x12!\n\x1dGREENNESS_STATUS_NOT_RECORDED\x10\x02\x32\x8a\x05\n\x10StovepipeService\x12=\n\x04Ping\x12\x19.stovepipe.v1.PingRequest\x1a\x1a.stovepipe.v1.PingResponse\x12\x43\n\x06Ingest\x12\x1b.stovepipe.v1.IngestRequest\x1a\x1c.stovepipe.v1.IngestResponse\x12O\n\nGetRequest\x12\x1f.stovepipe.v1.GetRequestRequest\x1a .stovepipe.v1.GetRequestResponse\x12U\n\x0cGetLastGreen\x12!.stovepipe.v1.GetLastGreenRequest\x1a\".stovepipe.v1.GetLastGreenResponse\x12U\n\x0cGetGreenness\x12!.stovepipe.v1.GetGreennessRequest\x1a\".stovepipe.v1.GetGreennessResponse\x12L\n\tListFacts\x12\x1e.stovepipe.v1.ListFactsRequest\x1a\x1f.stovepipe.v1.ListFactsResponse\x12T\n\x0bWatchEvents\x12 .stovepipe.v1.WatchEventsRequest\x1a!.stovepipe.v1.WatchEventsResponse0\x01\x12O\n\nRevalidate\x12\x1f.stovepipe.v1.RevalidateRequest\x1a .stovepipe.v1.RevalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stovepipe/v1/stovepipe_service.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stovepipe/v1/topics.proto\x1a\x18stovepipe/v1/types.proto\"\r\n\x0bPingRequest\"P\n\x0cPingResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\rIngestRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07trigger\x18\x02 \x01(\t\"D\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x12GetRequestResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\"5\n\x13GetLastGreenRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\"r\n\x14GetLastGreenResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x04\x66\x61\x63t\x18\x04 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"B\n\x13GetGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"\xa1\x01\n\x14GetGreennessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12.\n\x08\x61ttempts\x18\x03 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"8\n\x1aGetProjectGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\"~\n\x10ProjectGreenness\x12\x0f\n\x07project\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x03 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"M\n\x1bGetProjectGreennessResponse\x12.\n\x06scopes\x18\x01 \x03(\x0b\x32\x1e.stovepipe.v1.ProjectGreenness\"Y\n\x10ListFactsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x11ListFactsResponse\x12+\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12WatchEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x10\n\x08projects\x18\x02 \x03(\t\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\"N\n\x11RevalidateRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\r\n\x05\x66laky\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"W\n\x12RevalidateResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12\x19\n\x11\x61lready_in_flight\x18\x02 \x01(\x08*u\n\x0fGreennessStatus\x12 \n\x1cGREENNESS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GREENNESS_STATUS_RECORDED\x10\x01\x12!\n\x1dGREENNESS_STATUS_NOT_RECORDED\x10\x02\x32\xf6\x05\n\x10StovepipeService\x12=\n\x04Ping\x12\x19.stovepipe.v1.PingRequest\x1a\x1a.stovepipe.v1.PingResponse\x12\x43\n\x06Ingest\x12\x1b.stovepipe.v1.IngestRequest\x1a\x1c.stovepipe.v1.IngestResponse\x12O\n\nGetRequest\x12\x1f.stovepipe.v1.GetRequestRequest\x1a .stovepipe.v1.GetRequestResponse\x12U\n\x0cGetLastGreen\x12!.stovepipe.v1.GetLastGreenRequest\x1a\".stovepipe.v1.GetLastGreenResponse\x12U\n\x0cGetGreenness\x12!.stovepipe.v1.GetGreennessRequest\x1a\".stovepipe.v1.GetGreennessResponse\x12j\n\x13GetProjectGreenness\x12(.stovepipe.v1.GetProjectGreennessRequest\x1a).stovepipe.v1.GetProjectGreennessResponse\x12L\n\tListFacts\x12\x1e.stovepipe.v1.ListFactsRequest\x1a\x1f.stovepipe.v1.ListFactsResponse\x12T\n\x0bWatchEvents\x12 .stovepipe.v1.WatchEventsRequest\x1a!.stovepipe.v1.WatchEventsResponse0\x01\x12O\n\nRevalidate\x12\x1f.stovepipe.v1.RevalidateRequest\x1a .stovepipe.v1.RevalidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.v1.stovepipe_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GREENNESSSTATUS']._serialized_start=1332
-  _globals['_GREENNESSSTATUS']._serialized_end=1449
+  _globals['_GREENNESSSTATUS']._serialized_start=1597
+  _globals['_GREENNESSSTATUS']._serialized_end=1714
   _globals['_PINGREQUEST']._serialized_start=140
   _globals['_PINGREQUEST']._serialized_end=153
   _globals['_PINGRESPONSE']._serialized_start=155
@@ -56,18 +56,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETGREENNESSREQUEST']._serialized_end=696
   _globals['_GETGREENNESSRESPONSE']._serialized_start=699
   _globals['_GETGREENNESSRESPONSE']._serialized_end=860
-  _globals['_LISTFACTSREQUEST']._serialized_start=862
-  _globals['_LISTFACTSREQUEST']._serialized_end=951
-  _globals['_LISTFACTSRESPONSE']._serialized_start=953
-  _globals['_LISTFACTSRESPONSE']._serialized_end=1042
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1044
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1098
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1100
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1161
-  _globals['_REVALIDATEREQUEST']._serialized_start=1163
-  _globals['_REVALIDATEREQUEST']._serialized_end=1241
-  _globals['_REVALIDATERESPONSE']._serialized_start=1243
-  _globals['_REVALIDATERESPONSE']._serialized_end=1330
-  _globals['_STOVEPIPESERVICE']._serialized_start=1452
-  _globals['_STOVEPIPESERVICE']._serialized_end=2102
+  _globals['_GETPROJECTGREENNESSREQUEST']._serialized_start=862
+  _globals['_GETPROJECTGREENNESSREQUEST']._serialized_end=918
+  _globals['_PROJECTGREENNESS']._serialized_start=920
+  _globals['_PROJECTGREENNESS']._serialized_end=1046
+  _globals['_GETPROJECTGREENNESSRESPONSE']._serialized_start=1048
+  _globals['_GETPROJECTGREENNESSRESPONSE']._serialized_end=1125
+  _globals['_LISTFACTSREQUEST']._serialized_start=1127
+  _globals['_LISTFACTSREQUEST']._serialized_end=1216
+  _globals['_LISTFACTSRESPONSE']._serialized_start=1218
+  _globals['_LISTFACTSRESPONSE']._serialized_end=1307
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1309
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1363
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1365
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1426
+  _globals['_REVALIDATEREQUEST']._serialized_start=1428
+  _globals['_REVALIDATEREQUEST']._serialized_end=1506
+  _globals['_REVALIDATERESPONSE']._serialized_start=1508
+  _globals['_REVALIDATERESPONSE']._serialized_end=1595
+  _globals['_STOVEPIPESERVICE']._serialized_start=1717
+  _globals['_STOVEPIPESERVICE']._serialized_end=2475
 # @@protoc_insertion_point(module_scope)

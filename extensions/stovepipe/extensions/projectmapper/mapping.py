@@ -2,13 +2,17 @@
 
 A project's targets are the graph's targets whose name matches one of its
 patterns (shell-style, ``fnmatch`` case-sensitive: target names are
-identifiers, not paths). Its verdict: broken when one of them failed, errored
-(timed out) or was cancelled; green when there is at least one and every one
-of them passed; otherwise *not yet known*: a skipped or absent target says
-nothing, and absence is never green. A project is affected by a change when a
-changed file matches its path globs (gitignore-style, as target paths are) or
-when one of its targets ran in the build (the runner ran it because of the
-change).
+identifiers, not paths). Its verdict: broken when one of them failed, timed
+out or was cancelled; green when at least one ran and passed and every other
+one passed too or was skipped; otherwise *not yet known*. A skipped target is
+one an incremental build left out because nothing it covers changed since the
+Queue's last green commit (where every target passed); a target that never
+ran to an end (pending, running, absent) says nothing, and absence is never
+green. A project none of whose targets ran is therefore not yet known.
+
+A project is affected by a change when a changed file matches its path globs
+(gitignore-style, as target paths are) or when one of its targets ran in the
+build (the runner ran it because of the change).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from stovepipe.extensions.projectmapper.model import (
 )
 
 PASSED = frozenset({"succeeded"})
+SKIPPED = frozenset({"skipped"})
 BROKE = frozenset({"failed", "timed_out", "cancelled"})
 RAN = PASSED | BROKE
 MAX_PROJECTS = 1000
@@ -63,7 +68,7 @@ def _impact(project: ProjectSpec, request: MapInput) -> ProjectImpact:
     states = {t.state for t in mine}
     if states & BROKE:
         verdict = ProjectVerdict.BROKEN
-    elif mine and states <= PASSED:
+    elif states & PASSED and states <= PASSED | SKIPPED:
         verdict = ProjectVerdict.GREEN
     else:
         verdict = ProjectVerdict.NOT_YET_KNOWN
