@@ -104,7 +104,11 @@ def test_relative_paths_are_read_from_the_files_directory(tmp_path: Path) -> Non
             {
                 "api": {
                     "tokens": [{"name": "p", "role": "read", "token_file": "secrets/token"}],
-                    "tls": {"cert_file": "../tls/cert.pem", "key_file": "/abs/key.pem"},
+                    "tls": {
+                        "cert_file": "../tls/cert.pem",
+                        "key_file": "/abs/key.pem",
+                        "client_ca_file": "clients/ca.pem",
+                    },
                 },
                 "queues": [
                     queue("a/main", source={"repository": "../repo"}),
@@ -119,6 +123,7 @@ def test_relative_paths_are_read_from_the_files_directory(tmp_path: Path) -> Non
     assert config.api.tls is not None
     assert config.api.tls.cert_file == str(tmp_path / "tls" / "cert.pem")
     assert config.api.tls.key_file == "/abs/key.pem"
+    assert config.api.tls.client_ca_file == str(tmp_path / "conf" / "clients" / "ca.pem")
     assert config.queue("a/main").source.repository == str(tmp_path / "repo")
     assert config.queue("b/main").source.repository == "git@github.com:org/b.git"
     assert config.queue("b/main").source.is_remote

@@ -124,7 +124,7 @@ def resolve_relative_paths(data: Any, base: Path) -> Any:
     api = data.get("api")
     tls = api.get("tls") if isinstance(api, dict) else None
     if isinstance(tls, dict):
-        for key in ("cert_file", "key_file"):
+        for key in ("cert_file", "key_file", "client_ca_file"):
             if key in tls:
                 tls[key] = _resolved(tls[key], base)
     for token in _entries(api, "tokens"):
