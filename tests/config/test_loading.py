@@ -233,14 +233,12 @@ def test_keys_for_features_that_do_not_run_are_refused_at_their_line(tmp_path: P
         tmp_path,
         """extensions:
   hooks: {webhook: {}}
-  projectmapper: {paths: {}}
 queues:
   - name: a/main
     source: {repository: /r}
     build: {targets: [{name: u, command: x}]}
     poll: {schedule: "*/2 * * * *"}
     hooks: [{name: console, kind: log}]
-    projects: [{name: web, paths: ["web/**"]}]
     depends_on: [b/main]
 """,
     )
@@ -249,17 +247,15 @@ queues:
     problems = caught.value.problems
     assert [(p.path, p.line) for p in problems] == [
         ("extensions.hooks", 2),
-        ("extensions.projectmapper", 3),
-        ("queues[0] (a/main).poll", 8),
-        ("queues[0] (a/main).hooks", 9),
-        ("queues[0] (a/main).projects", 10),
-        ("queues[0] (a/main).depends_on", 11),
+        ("queues[0] (a/main).poll", 7),
+        ("queues[0] (a/main).hooks", 8),
+        ("queues[0] (a/main).depends_on", 9),
     ]
     assert all(p.message.startswith("not supported yet — ") for p in problems)
-    assert str(caught.value).splitlines()[2] == (
+    assert str(caught.value).splitlines()[1] == (
         f"{path}: queues[0] (a/main).poll: not supported yet — the built-in poller is tracked "
         "by its own issue; remove the key (report heads with `stovepipe ingest` or the Ingest "
-        "RPC) (line 8)"
+        "RPC) (line 7)"
     )
 
 

@@ -14,13 +14,10 @@ REFUSED = {
     "(report heads with `stovepipe ingest` or the Ingest RPC)",
     "hooks": f"{NOT_YET}verdict hooks (webhook, kafka, log) are tracked by their own issue; "
     "remove the key (follow verdicts with WatchEvents)",
-    "projects": f"{NOT_YET}per-project verdicts are tracked by their own issue; remove the key",
     "depends_on": f"{NOT_YET}dependencies between Queues are tracked by their own issue; "
     "remove the key",
     "extensions.hooks": f"{NOT_YET}no Hooks extension runs (verdict hooks are tracked by their "
     "own issue); remove the key",
-    "extensions.projectmapper": f"{NOT_YET}no ProjectMapper extension runs (per-project "
-    "verdicts are tracked by their own issue); remove the key",
 }
 
 
@@ -195,10 +192,8 @@ def test_each_problem_names_its_field_path_and_what_is_wrong(
     [
         ({"queues": [queue(poll={"every": 60})]}, "queues[0] (mono/main).poll"),
         ({"queues": [queue(hooks=[{"name": "c", "kind": "log"}])]}, "queues[0] (mono/main).hooks"),
-        ({"queues": [queue(projects=[{"name": "web"}])]}, "queues[0] (mono/main).projects"),
         ({"queues": [queue(depends_on=[])]}, "queues[0] (mono/main).depends_on"),
         ({"extensions": {"hooks": {"webhook": {}}}}, "extensions.hooks"),
-        ({"extensions": {"projectmapper": {}}}, "extensions.projectmapper"),
     ],
 )
 def test_a_key_for_a_feature_that_does_not_run_is_refused(data: dict[str, Any], path: str) -> None:
