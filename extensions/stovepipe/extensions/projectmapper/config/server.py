@@ -59,17 +59,18 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> int:
-    try:
-        security = auth_options.server_security(args)
-        server = await serve(args.listen, security=security)
-    except (ValueError, InsecureListen, OSError) as exc:
-        print(f"stovepipe ext project-mapper: {exc}", file=sys.stderr)
-        return 2
-    print(f"listening on {server.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        security = auth_options.server_security(args)
+        server = await serve(args.listen, security=security)
+    except (ValueError, InsecureListen, OSError) as exc:
+        print(f"stovepipe ext project-mapper: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"listening on {host}:{server.port}", flush=True)
     await stop.wait()
     await server.stop()
     return 0
