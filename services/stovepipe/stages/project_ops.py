@@ -7,6 +7,7 @@ already there, so redelivery is harmless.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 from stovepipe.config import ProjectConfig
@@ -81,7 +82,8 @@ def whole_repo_degree(
     by_name = {f.project: f for f in facts}
     total = sum(p.weight for p in projects)
     broken = sum(p.weight * by_name[p.name].degree for p in projects)
-    degree = 0.0 if broken == 0 else min(1.0, broken / total)
+    # A broken share too small for a float is still not green.
+    degree = 0.0 if broken == 0 else min(1.0, max(broken / total, sys.float_info.min))
     failed_closed = any(by_name[p.name].origin is FactOrigin.FAIL_CLOSED for p in projects)
     names = [p.name for p in projects if by_name[p.name].degree != GREEN]
     reason = f"broken projects: {', '.join(names)}" if names else "every project green"

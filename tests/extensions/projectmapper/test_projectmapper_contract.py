@@ -53,10 +53,18 @@ async def test_a_failed_target_breaks_every_project_that_owns_it(mapper: Project
     assert result["lib"][0] is ProjectVerdict.BROKEN
 
 
-@pytest.mark.parametrize("state", ["failed", "timed_out", "cancelled"])
+@pytest.mark.parametrize("state", ["failed", "timed_out"])
 async def test_every_failing_state_is_broken(mapper: ProjectMapper, state: str) -> None:
     result = await _map(mapper, _graph(web_test=state, api_test="skipped", lib_test="skipped"))
     assert result["web"][0] is ProjectVerdict.BROKEN
+
+
+async def test_a_cancelled_target_says_nothing_about_the_code(mapper: ProjectMapper) -> None:
+    result = await _map(
+        mapper, _graph(web_test="cancelled", api_test="succeeded", lib_test="succeeded")
+    )
+    assert result["web"][0] is ProjectVerdict.NOT_YET_KNOWN
+    assert result["api"][0] is ProjectVerdict.GREEN
 
 
 async def test_a_project_none_of_whose_targets_ran_is_not_yet_known(

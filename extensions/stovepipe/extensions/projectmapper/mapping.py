@@ -2,8 +2,9 @@
 
 A project's targets are the graph's targets whose name matches one of its
 patterns (shell-style, ``fnmatch`` case-sensitive: target names are
-identifiers, not paths). Its verdict: broken when one of them failed, timed
-out or was cancelled; green when at least one ran and passed and every other
+identifiers, not paths). Its verdict: broken when one of them failed or timed
+out (a cancelled target says nothing about the code: the runner or an operator
+stopped it); green when at least one ran and passed and every other
 one passed too or was skipped; otherwise *not yet known*. A skipped target is
 one an incremental build left out because nothing it covers changed since the
 Queue's last green commit (where every target passed); a target that never
@@ -33,7 +34,7 @@ from stovepipe.extensions.projectmapper.model import (
 
 PASSED = frozenset({"succeeded"})
 SKIPPED = frozenset({"skipped"})
-BROKE = frozenset({"failed", "timed_out", "cancelled"})
+BROKE = frozenset({"failed", "timed_out"})
 RAN = PASSED | BROKE
 MAX_PROJECTS = 1000
 MAX_TARGETS = 100_000
