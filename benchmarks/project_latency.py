@@ -68,10 +68,10 @@ async def run(
     """(settled → verdict complete, ingest → verdict) seconds per commit."""
     settle: list[float] = []
     total: list[float] = []
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up only
     async with live_stack(tmp, bootstrap, database_url, targets=TARGETS, **queue) as live:
         for n in range(heads + 1):  # the first commit (a full build) warms up
-            live.repo.commit(ROOT if n == 0 else Step(f"api {n}", {"api/a": f"{n}\n"}, True))
+            live.repo.commit(ROOT if n == 0 else Step(f"api {n}", {"api/a": f"v{n}\n"}, True))
             start = time.perf_counter()
             ingest = await live.ingest()
             await _verdict(live, ingest.uri)
