@@ -23,13 +23,13 @@ demo: $(STAMP)  ## Run the embedded stack on a sample repository and print which
 test: $(STAMP)  ## Lint, type-check and run the whole test suite (starts a broker and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(STAMP)  ## ruff and mypy only
+lint: $(STAMP)  ## ruff and mypy (package, tests and benchmarks) only
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 
 proto: $(STAMP)  ## Regenerate the Python stubs from proto/
 	$(BIN)/python scripts/gen_proto.py

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import NoReturn
 
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
@@ -15,6 +14,7 @@ from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.processes import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,7 @@ async def run_api(config: StovepipeConfig, health_listen: str | None = None) -> 
         server_credentials(config.api.tls)
     except TransportError as exc:
         _fail(str(exc), EXIT_MISCONFIGURED)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     health = await WorkerHealth.open(health_listen)
     try:
         await _serve(config, tokens, stop, health)

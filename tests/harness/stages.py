@@ -34,6 +34,7 @@ from stovepipe.stages import (
 )
 from stovepipe.stages.analyze import ProjectAnalyzer
 from stovepipe.storage import Store
+from stovepipe.v1 import topics_pb2
 
 REPO = "/repos/mono"
 
@@ -121,7 +122,7 @@ class Pipeline:
             topics.RECORD: VerdictRecorder(*args),
             topics.ANALYZE: ProjectAnalyzer(*args),
         }
-        self.hook_events: list[Message] = []
+        self.hook_events: list[topics_pb2.HookEvent] = []
 
     def repo(self, location: str = REPO) -> FakeRepository:
         return self.sc.repository(location)
@@ -154,6 +155,7 @@ class Pipeline:
 
     async def _deliver(self, topic: str, message: Message, twice: bool) -> None:
         if topic == topics.HOOK:
+            assert isinstance(message, topics_pb2.HookEvent), message
             self.hook_events.append(message)
             return
         handler = self.handlers[topic]
