@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from stovepipe.embedded import EmbeddedBroker
-from stovepipe.runtime.sample_repo import Step
-from stovepipe.testing.live import QUEUE, Live, live_stack
-from stovepipe.testing.postgres import PostgresCluster
 from stovepipe.v1 import stovepipe_service_pb2 as pb
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.live import QUEUE, Live, live_stack  # noqa: E402
+from harness.postgres import PostgresCluster  # noqa: E402
 
 TARGETS: list[dict[str, Any]] = [
     {"name": f"{p}-test", "command": "true", "paths": [f"{p}/**"], "timeout_seconds": 60}
@@ -46,7 +50,7 @@ PROJECTS: list[dict[str, Any]] = [
     {"name": "api", "paths": ["api/**"], "targets": ["api-*"], "weight": 2},
     {"name": "lib", "paths": ["lib/**"], "targets": ["lib-*"]},
 ]
-ROOT = Step("root", {"web/a": "1\n", "api/a": "1\n", "lib/a": "1\n"}, True)
+ROOT = {"web/a": "1\n", "api/a": "1\n", "lib/a": "1\n"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,7 +75,7 @@ async def run(
     tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up only
     async with live_stack(tmp, bootstrap, database_url, targets=TARGETS, **queue) as live:
         for n in range(heads + 1):  # the first commit (a full build) warms up
-            live.repo.commit(ROOT if n == 0 else Step(f"api {n}", {"api/a": f"v{n}\n"}, True))
+            live.repo.commit(ROOT if n == 0 else {"api/a": f"v{n}\n"}, f"commit {n}")
             start = time.perf_counter()
             ingest = await live.ingest()
             await _verdict(live, ingest.uri)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config_factory import problems_of, queue
-
+from harness.config_factory import problems_of, queue
 from stovepipe.config import config_from_mapping
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 

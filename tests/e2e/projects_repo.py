@@ -9,9 +9,15 @@ project without running its target.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from stovepipe.runtime.sample_repo import Step
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    files: dict[str, str | None]
+
 
 WEIGHTS = {"web": 1.0, "api": 2.0, "lib": 1.0}
 TOTAL = sum(WEIGHTS.values())
@@ -50,9 +56,9 @@ ALL_GREEN = Step(
     {"web/src/status": "ok\n", "web/README": "web\n", "api/status": "ok\n", "lib/status": "ok\n"},
     True,
 )
-BREAK_API = Step("break api", {"api/status": "broken\n"}, False)
-TOUCH_API = Step("touch api only, still green", {"api/status": "ok\n", "api/notes": "x\n"}, True)
-TOUCH_WEB_README = Step("touch web/README only", {"web/README": "web, again\n"}, True)
+BREAK_API = Step("break api", {"api/status": "broken\n"})
+TOUCH_API = Step("touch api only, still green", {"api/status": "ok\n", "api/notes": "x\n"})
+TOUCH_WEB_README = Step("touch web/README only", {"web/README": "web, again\n"})
 
 
 def queue_options(**extra: Any) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from projects_repo import (
     TOUCH_API,
     TOUCH_WEB_README,
     WEIGHTS,
+    Step,
     queue_options,
 )
 
-from stovepipe.runtime.sample_repo import Step
-from stovepipe.testing.live import Live, live_stack, until
+from harness.live import Live, live_stack
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import types_pb2
 
@@ -31,7 +32,7 @@ INHERITED = types_pb2.FACT_ORIGIN_INHERITED
 
 
 async def _step(live: Live, step: Step) -> types_pb2.Request:
-    live.repo.commit(step)
+    live.repo.commit(step.files, step.title)
     ingest = await live.ingest()
     assert not ingest.duplicate
     return await live.wait_terminal(ingest.request_id, timeout_s=180)
@@ -69,7 +70,7 @@ async def test_break_only_api_is_api_weight_share_and_moves_only_green_bookmarks
         for project in ("", *WEIGHTS):
             fact = await _fact(live, green.uri, project)
             assert (fact.degree, fact.origin) == (0.0, BUILD), project
-        await until(lambda: live.repo.ref("verified-api") is not None, what="api promoted")
+        await until(lambda: live.repo.revision("verified-api") is not None, what="api promoted")
 
         broken = await _step(live, BREAK_API)
         assert broken.state == types_pb2.REQUEST_STATE_FAILED
@@ -87,8 +88,10 @@ async def test_break_only_api_is_api_weight_share_and_moves_only_green_bookmarks
         assert await _last_green(live, "web") == broken.uri
         assert await _last_green(live, "api") == green.uri
         assert await _last_green(live, "") == green.uri
-        await until(lambda: live.repo.ref("verified-web") == live.repo.ref("main"), what="web")
-        assert live.repo.ref("verified-api") not in (None, live.repo.ref("main"))
+        await until(
+            lambda: live.repo.revision("verified-web") == live.repo.revision("main"), what="web"
+        )
+        assert live.repo.revision("verified-api") not in (None, live.repo.revision("main"))
 
         table = await live.stub.GetProjectGreenness(
             pb.GetProjectGreennessRequest(queue=QUEUE, uri=broken.uri)
@@ -178,7 +181,7 @@ async def test_events_one_verdict_per_project(
         reader = asyncio.create_task(read_one())
         try:
             for i in range(20):  # the feed joins its consumer group in the background
-                request = await _step(live, Step(f"api {i}", {"api/notes": f"{i}\n"}, True))
+                request = await _step(live, Step(f"api {i}", {"api/notes": f"{i}\n"}))
                 done, _ = await asyncio.wait({reader}, timeout=2.0)
                 if done:
                     break

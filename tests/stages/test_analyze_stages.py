@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.domain import FactOrigin, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.failures import Retryable
