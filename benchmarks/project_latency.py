@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stovepipe.embedded import EmbeddedBroker
+from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -114,6 +115,7 @@ async def main(heads: int, use_sqlite: bool) -> None:
                 if cluster is None
                 else cluster.create_database(name.replace("-", "_"))
             )
+            await upgrade_async(database_url)
             results[label] = await run(
                 tmp / name, broker.bootstrap_servers, database_url, heads, **options
             )

@@ -54,7 +54,6 @@ PROJECTS: list[dict[str, Any]] = [
 ALL_GREEN = Step(
     "three projects, all green",
     {"web/src/status": "ok\n", "web/README": "web\n", "api/status": "ok\n", "lib/status": "ok\n"},
-    True,
 )
 BREAK_API = Step("break api", {"api/status": "broken\n"})
 TOUCH_API = Step("touch api only, still green", {"api/status": "ok\n", "api/notes": "x\n"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -63,9 +64,11 @@ async def _project_builds(live: Live, request_id: str) -> dict[str, str]:
 
 
 async def test_break_only_api_is_api_weight_share_and_moves_only_green_bookmarks(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, **queue_options()) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, **queue_options()
+    ) as live:
         green = await _step(live, ALL_GREEN)
         for project in ("", *WEIGHTS):
             fact = await _fact(live, green.uri, project)
@@ -107,9 +110,11 @@ async def test_break_only_api_is_api_weight_share_and_moves_only_green_bookmarks
 
 
 async def test_unknown_project_is_invalid_argument_naming_the_configured_ones(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, **queue_options()) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, **queue_options()
+    ) as live:
         calls = [
             live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE, project="mobile")),
             live.stub.GetGreenness(
@@ -129,12 +134,13 @@ async def test_unknown_project_is_invalid_argument_naming_the_configured_ones(
 
 
 async def test_without_inheritance_an_unaffected_project_gets_its_own_build(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     async with live_stack(
         tmp_path,
         kafka_bootstrap,
-        pg_database_url,
+        migrated_pg_url,
+        kafka=live_kafka,
         **queue_options(inherit_unaffected=False),
     ) as live:
         await _step(live, ALL_GREEN)
@@ -152,9 +158,11 @@ async def test_without_inheritance_an_unaffected_project_gets_its_own_build(
 
 
 async def test_change_under_a_project_is_never_inherited(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, **queue_options()) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, **queue_options()
+    ) as live:
         first = await _step(live, ALL_GREEN)
         readme = await _step(live, TOUCH_WEB_README)
         web = await _fact(live, readme.uri, "web")
@@ -166,9 +174,11 @@ async def test_change_under_a_project_is_never_inherited(
 
 
 async def test_events_one_verdict_per_project(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, **queue_options()) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, **queue_options()
+    ) as live:
         await _step(live, ALL_GREEN)
         stream = live.stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE], projects=["api"]))
         received: list[pb.WatchEventsResponse] = []
