@@ -45,6 +45,7 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("hook delivery", ["hook_delivery.py"]),
         ("ingest latency: commit -> Request", ["ingest_latency.py"]),
         ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
+        ("Phase 2 latency: whole-repo fact -> project facts", ["project_latency.py"]),
     ]
 
 

@@ -30,6 +30,7 @@ from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.hooks.reference import serve as serve_hooks
+from stovepipe.extensions.projectmapper.config import serve as serve_mapper
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
@@ -127,6 +128,8 @@ def live_config(
     runner_token_file: Path | None = None,
     hooks_address: str | None = None,
     hooks_token_file: Path | None = None,
+    mapper: str | None = None,
+    mapper_token_file: Path | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     def endpoint(address: str, token_file: Path | None) -> dict[str, str]:
@@ -152,6 +155,11 @@ def live_config(
                         }
                     }
                     if hooks_address
+                    else {}
+                ),
+                **(
+                    {"projectmapper": {"config": endpoint(mapper, mapper_token_file)}}
+                    if mapper
                     else {}
                 ),
             },
@@ -226,6 +234,11 @@ async def live_stack(
                 security=ServerSecurity(token=hooks_token),
             )
             stack.push_async_callback(hooks.stop)
+        mapper_token_file = tmp_path / "ext-mapper.token"
+        mapper = await serve_mapper(
+            "127.0.0.1:0", security=ServerSecurity(token=write_token(mapper_token_file))
+        )
+        stack.push_async_callback(mapper.stop)
         config = live_config(
             repo.path,
             bootstrap=kafka_bootstrap,
@@ -239,6 +252,8 @@ async def live_stack(
             runner_token_file=runner_token_file,
             hooks_address=hooks.address if hooks is not None else None,
             hooks_token_file=hooks_token_file if hooks is not None else None,
+            mapper=mapper.address,
+            mapper_token_file=mapper_token_file,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))

@@ -31,6 +31,7 @@ TABLES = {
     "validation_facts",
     "hook_deliveries",
     "hook_subscriptions_disabled",
+    "project_bookmarks",
 }
 
 

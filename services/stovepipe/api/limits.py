@@ -139,6 +139,11 @@ def _get_greenness(r: pb.GetGreennessRequest) -> None:
     _project("project", r.project)
 
 
+def _get_project_greenness(r: pb.GetProjectGreennessRequest) -> None:
+    check_queue("queue", r.queue)
+    _uri("uri", r.uri)
+
+
 def _list_facts(r: pb.ListFactsRequest) -> None:
     check_queue("queue", r.queue)
     _project("project", r.project)
@@ -203,6 +208,7 @@ _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.GetRequestRequest: _get_request,
     pb.GetLastGreenRequest: _get_last_green,
     pb.GetGreennessRequest: _get_greenness,
+    pb.GetProjectGreennessRequest: _get_project_greenness,
     pb.ListFactsRequest: _list_facts,
     pb.WatchEventsRequest: _watch_events,
     pb.RevalidateRequest: _revalidate,

@@ -47,9 +47,6 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 MAX_REDELIVER = 1000
 """At most this many deliveries are put back in line by one ``--failed`` call."""
-PER_PROJECT_UNSUPPORTED = (
-    "per-project greenness is not supported yet; leave project empty for the whole repository"
-)
 
 WAIT_POLL_SECONDS = 2.0
 """How often a WaitForGreenness stream re-reads storage; a matching event wakes it sooner."""
@@ -150,6 +147,8 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
+            if request.project:
+                return await self._project_last_green(request.queue, request.project)
             found = await self._store.get_last_green(request.queue)
             if found is None:
                 return pb.GetLastGreenResponse(found=False)
@@ -176,6 +175,32 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             self._check_scope(request.queue, request.project)
             uri = await resolve_commit(self._store, request.queue, request.uri)
             return await self._greenness(request.queue, uri, request.project, attempts=True)
+
+        return await guarded(context, call)
+
+    async def GetProjectGreenness(
+        self, request: pb.GetProjectGreennessRequest, context: Context
+    ) -> pb.GetProjectGreennessResponse:
+        async def call() -> pb.GetProjectGreennessResponse:
+            self._check_scope(request.queue, "")
+            if not request.uri:
+                raise InvalidInput("uri is empty; pass the commit URI returned by Ingest")
+            config = self._queues.queue(request.queue)
+            scopes = []
+            for project in ("", *config.project_names):
+                fact = await self._store.get_fact(request.queue, request.uri, project)
+                scopes.append(
+                    pb.ProjectGreenness(
+                        project=project,
+                        status=(
+                            pb.GREENNESS_STATUS_RECORDED
+                            if fact
+                            else pb.GREENNESS_STATUS_NOT_RECORDED
+                        ),
+                        fact=convert.fact_to_pb(fact) if fact else None,
+                    )
+                )
+            return pb.GetProjectGreennessResponse(scopes=scopes)
 
         return await guarded(context, call)
 
@@ -541,24 +566,46 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 )
         return pb.GetLastGreenResponse(found=False, head_uri=head, bookmark_off_branch=True)
 
+    async def _project_last_green(self, queue: str, project: str) -> pb.GetLastGreenResponse:
+        bookmark = await self._store.get_project_bookmark(queue, project)
+        if bookmark is None or not bookmark.last_green_uri or not bookmark.last_green_request_id:
+            return pb.GetLastGreenResponse(found=False)
+        fact = await self._store.get_fact(queue, bookmark.last_green_uri, project)
+        return pb.GetLastGreenResponse(
+            found=True,
+            uri=bookmark.last_green_uri,
+            request_id=bookmark.last_green_request_id,
+            fact=convert.fact_to_pb(fact) if fact else None,
+        )
+
     def _check_scope(self, queue: str, project: str) -> None:
-        """The Queue must exist; a project must be one of its own, and is not served yet."""
+        """The Queue must exist; a project must be one of its own (``INVALID_ARGUMENT``
+        naming the configured ones otherwise)."""
         validate_queue_name(queue)
-        self._queues.queue(queue)
-        if project:
+        config = self._queues.queue(queue)
+        if project and config.project(project) is None:
             raise InvalidInput(
-                f"queue {queue} has no project {project!r}: {PER_PROJECT_UNSUPPORTED}; "
-                "ask about the whole repository (no project)"
+                f"queue {queue} has no project {project!r}; {_configured(config.project_names)}"
             )
 
     def _check_projects(self, queues: Iterable[str], projects: Iterable[str]) -> None:
-        """No Queue has projects while per-project verdicts are not supported."""
-        for name in queues:
-            self._queues.queue(name)
+        """Every project asked for must be a project of a watched Queue (of any Queue when
+        none is named)."""
+        watched = [self._queues.queue(name) for name in queues] or [
+            self._queues.queue(name) for name in self._queues.queue_names
+        ]
+        known = sorted({p for q in watched for p in q.project_names})
         for project in projects:
-            raise InvalidInput(
-                f"no watched queue has project {project!r}: {PER_PROJECT_UNSUPPORTED}"
-            )
+            if project not in known:
+                raise InvalidInput(
+                    f"no watched queue has project {project!r}; {_configured(tuple(known))}"
+                )
+
+
+def _configured(names: Sequence[str]) -> str:
+    if not names:
+        return "no project is configured (leave project empty for the whole repository)"
+    return f"configured projects: {', '.join(names)}"
 
 
 def _delivery_state(text: str) -> HookDeliveryStatus | None:

@@ -128,6 +128,16 @@ def ext_hooks(ctx: typer.Context) -> None:
     raise typer.Exit(hooks_main(list(ctx.args)))
 
 
+@ext_app.command("project-mapper", context_settings=PASSTHROUGH)
+def ext_project_mapper(ctx: typer.Context) -> None:
+    """ProjectMapper that attributes targets and changed files to the projects in each
+    call (path globs, target patterns). Options: --listen, --token-env/--token-file,
+    --tls-cert/--tls-key/--client-ca."""
+    from stovepipe.extensions.projectmapper.config import main as mapper_main
+
+    raise typer.Exit(mapper_main(list(ctx.args)))
+
+
 HealthPort = Annotated[
     int | None,
     typer.Option(

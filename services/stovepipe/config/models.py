@@ -49,6 +49,11 @@ def cross_section_problems(
             for kind, loc, name in (
                 ("sourcecontrol", ("source", "extension"), queue.source.extension),
                 ("buildrunner", ("build", "runner"), queue.build.runner),
+                *(
+                    [("projectmapper", ("project_mapper",), queue.project_mapper)]
+                    if queue.projects
+                    else []
+                ),
             ):
                 declared: Mapping[str, Endpoint] = getattr(extensions, kind)
                 if name not in declared:
@@ -215,6 +220,7 @@ class StovepipeConfig(ConfigModel):
             "sourcecontrol": {queue.source.extension for queue in self.queues},
             "buildrunner": {queue.build.runner for queue in self.queues},
             "hooks": {hook.kind for queue in self.queues for hook in queue.hooks},
+            "projectmapper": {q.project_mapper for q in self.queues if q.projects},
         }
         missing: list[str] = []
         for kind, names in used.items():

@@ -397,10 +397,7 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
-    refused_keys = {
-        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
-        "verdicts are tracked by their own issue); remove the key",
-    }
+    refused_keys = {}
 
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
@@ -409,6 +406,7 @@ class ExtensionsConfig(ConfigModel):
     )
     """HooksService servers by kind; ``stovepipe up`` serves the reference kinds
     (``webhook``, ``kafka``, ``log``) from one ``stovepipe ext hooks`` server."""
+    projectmapper: ExtensionMap = Field(default_factory=lambda: {"config": Endpoint()})
 
 
 MAX_DELAY_S = 120.0

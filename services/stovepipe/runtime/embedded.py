@@ -1,9 +1,10 @@
 """``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server, the local BuildRunner and the reference hooks server,
-then every stage worker (the hooks dispatcher among them), then the API with
-the web console. Each group starts at once and must be ready before the next one
+SourceControl server, the local BuildRunner, the config ProjectMapper and the
+reference hooks server, then every stage worker (the hooks dispatcher among them),
+then the API with the web console. Each group starts at once and must be ready
+before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
 worker on its ``--health-port`` (SERVING once its consumers joined), the
 console on ``/healthz`` (the API answers it). "API ready" is printed only when
@@ -58,6 +59,7 @@ from stovepipe.storage.migrate import upgrade
 GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
 HOOKS_TOKEN_ENV = "STOVEPIPE_EXT_HOOKS_TOKEN"
+MAPPER_TOKEN_ENV = "STOVEPIPE_EXT_PROJECT_MAPPER_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -95,7 +97,7 @@ def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
     return {
         name: secrets.token_urlsafe(32)
-        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV)
+        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV, MAPPER_TOKEN_ENV)
     }
 
 
@@ -138,6 +140,7 @@ def write_effective_config(
     git_address: str,
     runner_address: str,
     hooks_address: str | None = None,
+    mapper_address: str | None = None,
 ) -> None:
     """The configuration every child reads, addresses filled in, written 0600: it holds
     the database URL with its password. ``hooks_address`` serves every hooks kind that
@@ -159,6 +162,11 @@ def write_effective_config(
         hooks = extensions.setdefault("hooks", {})
         for kind in hooks_kinds_to_serve(config):
             hooks[kind] = {"address": hooks_address, "token_env": HOOKS_TOKEN_ENV}
+    if mapper_address is not None:
+        extensions.setdefault("projectmapper", {})["config"] = {
+            "address": mapper_address,
+            "token_env": MAPPER_TOKEN_ENV,
+        }
     write_private(path, yaml.safe_dump(data, sort_keys=False))
 
 
@@ -314,6 +322,7 @@ async def embedded_stack(
         git_address = addresses.next()
         runner_address = addresses.next()
         hooks_address = addresses.next()
+        mapper_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
         write_effective_config(
             config_path,
@@ -324,6 +333,7 @@ async def embedded_stack(
             git_address=git_address,
             runner_address=runner_address,
             hooks_address=hooks_address,
+            mapper_address=mapper_address,
         )
         env = {
             "STOVEPIPE_CONFIG": str(config_path),
@@ -355,6 +365,20 @@ async def embedded_stack(
                     runner_address,
                     runner_argv,
                     logs / "ext-local-runner.log",
+                    env,
+                ),
+                _extension(
+                    "ext project-mapper",
+                    mapper_address,
+                    _cli(
+                        "ext",
+                        "project-mapper",
+                        "--listen",
+                        mapper_address,
+                        "--token-env",
+                        MAPPER_TOKEN_ENV,
+                    ),
+                    logs / "ext-project-mapper.log",
                     env,
                 ),
             ]

@@ -59,6 +59,7 @@ BEGINNING = "beginning"
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
     FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+    FactOrigin.INHERITED: types_pb2.FACT_ORIGIN_INHERITED,
 }
 
 
@@ -399,6 +400,7 @@ def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.
     data.green = fact.green
     data.took_bookmark = event.data.took_bookmark and fact.green
     data.attempt = fact.attempt
+    data.inherited_from_uri = fact.inherited_from_uri
     del data.upstream_greens[:]
     data.upstream_greens.extend(
         types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)

@@ -112,6 +112,14 @@ class BuildSignalPoller(StageBase):
         request = await self._store.get_request(build.request_id)
         if request is None:
             raise Retryable(f"{build.request_id} not found (not yet visible?)")
+        if message.scope.project:
+            # A project-scoped build (analyze asked for it after the Request
+            # settled): no slot, no outcome to stamp; record derives the fact.
+            if not is_stale(message.request_attempt, request):
+                await self._publisher.publish(
+                    topics.RECORD, record_message(request, message.scope.project)
+                )
+            return
         if is_stale(message.request_attempt, request) or request.build_id != build.build_id:
             # The build of an earlier attempt: its slot, outcome and verdict are
             # no business of the attempt now running (a re-validation).

@@ -39,6 +39,7 @@ from stovepipe.domain import (
     TERMINAL_STATES,
     Build,
     FactOrigin,
+    ProjectBookmark,
     QueueState,
     Request,
     RequestId,
@@ -67,6 +68,7 @@ from stovepipe.storage.tables import (
     builds,
     hook_deliveries,
     hook_subscriptions_disabled,
+    project_bookmarks,
     queues,
     request_counters,
     request_dedup,
@@ -490,6 +492,69 @@ class Store:
         return facts, encode_page_token(FactCursor(last.created_at, last.uri))
 
     # Hook deliveries
+
+    async def list_project_facts(self, queue: str, uri: str) -> list[ValidationFact]:
+        """The authoritative fact of every project (not the whole repository) of a commit."""
+        c = validation_facts.c
+        statement = (
+            select(validation_facts)
+            .where(c.queue == queue, c.uri == uri, c.project != "", _authoritative())
+            .order_by(c.project)
+        )
+        return [convert.fact_from_row(r) for r in await self._all(statement)]
+
+    async def latest_project_build(self, queue: str, request_id: str, project: str) -> Build | None:
+        """The newest build of ``project`` started for ``request_id`` (project-scoped)."""
+        b = builds.c
+        row = await self._one(
+            select(builds)
+            .where(b.queue == queue, b.request_id == request_id, b.project == project)
+            .order_by(b.created_at.desc(), b.build_id.desc())
+            .limit(1)
+        )
+        return convert.build_from_row(row) if row else None
+
+    # Per-project bookmarks
+
+    async def ensure_project_bookmark(
+        self, queue: str, project: str, *, now: datetime | None = None
+    ) -> ProjectBookmark:
+        """The project's bookmark row, created empty at version 1 on first use; safe to race."""
+        await self._insert_if_absent(
+            project_bookmarks,
+            convert.project_bookmark_values(
+                ProjectBookmark(
+                    queue=queue, project=project, version=1, updated_at=now or datetime.now(UTC)
+                )
+            ),
+        )
+        found = await self.get_project_bookmark(queue, project)
+        if found is None:
+            raise StorageError(f"project bookmark {queue}/{project} vanished after insert")
+        return found
+
+    async def get_project_bookmark(self, queue: str, project: str) -> ProjectBookmark | None:
+        c = project_bookmarks.c
+        row = await self._one(
+            select(project_bookmarks).where(c.queue == queue, c.project == project)
+        )
+        return convert.project_bookmark_from_row(row) if row else None
+
+    async def list_project_bookmarks(self, queue: str) -> list[ProjectBookmark]:
+        c = project_bookmarks.c
+        statement = select(project_bookmarks).where(c.queue == queue).order_by(c.project)
+        return [convert.project_bookmark_from_row(r) for r in await self._all(statement)]
+
+    async def update_project_bookmark(
+        self, old: ProjectBookmark, new: ProjectBookmark
+    ) -> ProjectBookmark:
+        await self._compare_and_swap(
+            project_bookmarks,
+            {"queue": old.queue, "project": old.project},
+            old.version,
+            convert.project_bookmark_values(new),
+        )
+        return new
 
     async def create_hook_delivery(self, delivery: HookDelivery) -> HookDelivery:
         """Create-only; ``AlreadyExists.existing`` is the stored row."""

@@ -167,6 +167,7 @@ validation_facts = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("upstream_greens", JSON),
+    Column("inherited_from_uri", String(URI), nullable=False, server_default=""),
     CheckConstraint("degree >= 0 AND degree <= 1", name="degree_in_unit_interval"),
 )
 Index(
@@ -175,6 +176,18 @@ Index(
     validation_facts.c.project,
     validation_facts.c.created_at,
     validation_facts.c.uri,
+)
+
+project_bookmarks = Table(
+    "project_bookmarks",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("project", String(NAME), primary_key=True),
+    Column("last_green_uri", String(URI)),
+    Column("last_green_request_id", String(NAME)),
+    Column("promoted_uri", String(URI)),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 hook_deliveries = Table(

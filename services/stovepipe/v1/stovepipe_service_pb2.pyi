@@ -570,6 +570,81 @@ class ListQueuesResponse(_message.Message):
 Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
 
 @_typing.final
+class GetProjectGreennessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    uri: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProjectGreennessRequest: _TypeAlias = GetProjectGreennessRequest  # noqa: Y015
+
+@_typing.final
+class ProjectGreenness(_message.Message):
+    """ProjectGreenness is one scope's verdict of a commit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FACT_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """The project; empty means the whole repository."""
+    status: Global___GreennessStatus.ValueType
+    @_builtins.property
+    def fact(self) -> _types_pb2.ValidationFact:
+        """The authoritative fact, when recorded."""
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        status: Global___GreennessStatus.ValueType = ...,
+        fact: _types_pb2.ValidationFact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "project", b"project", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectGreenness: _TypeAlias = ProjectGreenness  # noqa: Y015
+
+@_typing.final
+class GetProjectGreennessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectGreenness]:
+        """The whole repository first, then every configured project in configuration order."""
+
+    def __init__(
+        self,
+        *,
+        scopes: _abc.Iterable[Global___ProjectGreenness] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProjectGreennessResponse: _TypeAlias = GetProjectGreennessResponse  # noqa: Y015
+
+@_typing.final
 class ListFactsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -60,6 +60,11 @@ class StovepipeServiceStub:
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.FromString,
                 _registered_method=True)
+        self.GetProjectGreenness = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/GetProjectGreenness',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.FromString,
+                _registered_method=True)
         self.ListFacts = channel.unary_unary(
                 '/stovepipe.v1.StovepipeService/ListFacts',
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListFactsRequest.SerializeToString,
@@ -141,6 +146,14 @@ class StovepipeServiceServicer:
 
     def GetGreenness(self, request, context):
         """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProjectGreenness(self, request, context):
+        """GetProjectGreenness returns the verdict of one commit for the whole repository
+        and for every configured project of its Queue (not recorded ones included).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +252,11 @@ def add_StovepipeServiceServicer_to_server(servicer, server):
                     servicer.GetGreenness,
                     request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.FromString,
                     response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.SerializeToString,
+            ),
+            'GetProjectGreenness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectGreenness,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.SerializeToString,
             ),
             'ListFacts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFacts,
@@ -422,6 +440,33 @@ class StovepipeService:
             '/stovepipe.v1.StovepipeService/GetGreenness',
             stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.SerializeToString,
             stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectGreenness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/GetProjectGreenness',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class StovepipeServiceStub:
     """GetLastGreen returns the newest green commit of a Queue (or project)."""
     GetGreenness: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetGreennessRequest, _stovepipe_service_pb2.GetGreennessResponse]
     """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+    GetProjectGreenness: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetProjectGreennessRequest, _stovepipe_service_pb2.GetProjectGreennessResponse]
+    """GetProjectGreenness returns the verdict of one commit for the whole repository
+    and for every configured project of its Queue (not recorded ones included).
+    """
     ListFacts: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListFactsRequest, _stovepipe_service_pb2.ListFactsResponse]
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]
@@ -83,6 +87,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """GetLastGreen returns the newest green commit of a Queue (or project)."""
     GetGreenness: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetGreennessRequest, _stovepipe_service_pb2.GetGreennessResponse]  # type: ignore[assignment]
     """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+    GetProjectGreenness: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetProjectGreennessRequest, _stovepipe_service_pb2.GetProjectGreennessResponse]  # type: ignore[assignment]
+    """GetProjectGreenness returns the verdict of one commit for the whole repository
+    and for every configured project of its Queue (not recorded ones included).
+    """
     ListFacts: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListFactsRequest, _stovepipe_service_pb2.ListFactsResponse]  # type: ignore[assignment]
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
@@ -150,6 +158,16 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stovepipe_service_pb2.GetGreennessResponse, _abc.Awaitable[_stovepipe_service_pb2.GetGreennessResponse]]:
         """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+
+    @_abc_1.abstractmethod
+    def GetProjectGreenness(
+        self,
+        request: _stovepipe_service_pb2.GetProjectGreennessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetProjectGreennessResponse, _abc.Awaitable[_stovepipe_service_pb2.GetProjectGreennessResponse]]:
+        """GetProjectGreenness returns the verdict of one commit for the whole repository
+        and for every configured project of its Queue (not recorded ones included).
+        """
 
     @_abc_1.abstractmethod
     def ListFacts(

@@ -173,17 +173,21 @@ class AnalyzeMessage(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current"."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +239,7 @@ class GreennessEventData(_message.Message):
     TRIGGER_FIELD_NUMBER: _builtins.int
     TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
     UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
+    INHERITED_FROM_URI_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -266,6 +271,8 @@ class GreennessEventData(_message.Message):
     """The trigger of the Request that wrote the fact: manual, poll, schedule, push,
     upstream (or a caller's own word), and what it said about itself.
     """
+    inherited_from_uri: _builtins.str
+    """For an inherited per-project fact: the commit whose verdict it carries forward."""
     @_builtins.property
     def trigger_details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -295,10 +302,11 @@ class GreennessEventData(_message.Message):
         trigger: _builtins.str = ...,
         trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         upstream_greens: _abc.Iterable[_types_pb2.UpstreamGreen] | None = ...,
+        inherited_from_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "inherited_from_uri", b"inherited_from_uri", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
