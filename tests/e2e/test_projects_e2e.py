@@ -9,7 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from projects_repo import (
+
+from harness.live import Live, live_stack
+from harness.projects_repo import (
     ALL_GREEN,
     BREAK_API,
     TOTAL,
@@ -19,8 +21,6 @@ from projects_repo import (
     Step,
     queue_options,
 )
-
-from harness.live import Live, live_stack
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import types_pb2
