@@ -18,6 +18,7 @@ from stovepipe.api import convert
 from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.api.telemetry import ApiTelemetry
 from stovepipe.domain import InvalidInput, RequestId, validate_queue_name
 from stovepipe.grpcutil import GrpcServer, start_server
 from stovepipe.stages import HeadIngester, Revalidator
@@ -239,8 +240,9 @@ async def serve_api(
 
     ``options`` are grpc server arguments (see :func:`connection_options`).
 
-    Interceptors run in order: the token check, then the request guard, so an
-    unauthenticated caller learns nothing about what the API would accept.
+    Interceptors run in order: metrics (so refusals are counted too), the token
+    check, then the request guard, so an unauthenticated caller learns nothing
+    about what the API would accept.
     """
 
     def register(server: grpc.aio.Server) -> None:
@@ -249,6 +251,7 @@ async def serve_api(
     interceptors: list[grpc.aio.ServerInterceptor[object, object]] = [RequestGuard()]
     if tokens:
         interceptors.insert(0, TokenAuthInterceptor(tokens))
+    interceptors.insert(0, ApiTelemetry())
     return await start_server(
         address,
         [register],

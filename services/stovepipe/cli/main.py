@@ -99,6 +99,26 @@ HealthHost = Annotated[
 ]
 
 
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: "
+        "telemetry.metrics_port; neither: no metrics server).",
+        envvar="STOVEPIPE_METRICS_PORT",
+        min=1,
+        max=65535,
+    ),
+]
+MetricsHost = Annotated[
+    str | None,
+    typer.Option(
+        help="Address the metrics port binds (default: telemetry.metrics_host).",
+        envvar="STOVEPIPE_METRICS_HOST",
+        show_default=False,
+    ),
+]
+
+
 def _health_listen(host: str, port: int | None) -> str | None:
     bracketed = f"[{host}]" if ":" in host and "[" not in host else host
     return f"{bracketed}:{port}" if port is not None else None
@@ -109,12 +129,21 @@ def api(
     config: ConfigOption = None,
     health_port: HealthPort = None,
     health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
 ) -> None:
     """Serve the gRPC API (StovepipeService, health, reflection)."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    asyncio.run(run_api(load_settings(config), _health_listen(health_host, health_port)))
+    asyncio.run(
+        run_api(
+            load_settings(config),
+            _health_listen(health_host, health_port),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
 
 
 @app.command()
@@ -126,6 +155,8 @@ def worker(
     config: ConfigOption = None,
     health_port: HealthPort = None,
     health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
 ) -> None:
     """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
@@ -135,7 +166,15 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    asyncio.run(run_worker(load_settings(config), stage, _health_listen(health_host, health_port)))
+    asyncio.run(
+        run_worker(
+            load_settings(config),
+            stage,
+            _health_listen(health_host, health_port),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
 
 
 @app.command()

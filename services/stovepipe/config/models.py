@@ -21,6 +21,7 @@ from stovepipe.config.sections import (
     ExtensionsConfig,
     KafkaConfig,
     StorageConfig,
+    TelemetryConfig,
     WorkersConfig,
 )
 
@@ -70,6 +71,7 @@ class StovepipeConfig(ConfigModel):
     api: ApiConfig = ApiConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     queues: tuple[QueueConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ from stovepipe.messaging import HOOK, KafkaSettings, MalformedMessage, decode
 from stovepipe.messaging import headers as hdr
 from stovepipe.stages.record import EVENT_GREEN, EVENT_NOT_GREEN
 from stovepipe.storage import Store
+from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ class EventFeed:
         except MalformedMessage as exc:
             log.warning("not an event, skipped: %s: %s", where, short_reason(exc))
             return None
+        if event.type in (EVENT_STALE, EVENT_FRESH):
+            return None  # about a Queue, not a verdict: not part of this feed
         data = event.data
         fact = await self._store.get_fact_of_attempt(
             data.queue, data.uri, data.project, max(data.attempt, 1)

@@ -16,7 +16,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
@@ -46,12 +56,14 @@ from stovepipe.storage.page_token import FactCursor, decode_page_token, encode_p
 from stovepipe.storage.tables import (
     builds,
     hook_deliveries,
+    queue_staleness,
     queues,
     request_counters,
     request_dedup,
     requests,
     validation_facts,
 )
+from stovepipe.telemetry.metrics import INGEST_TO_VERDICT_SECONDS, VERDICTS
 
 _IMMUTABLE_COLUMNS = frozenset({"created_at"})
 
@@ -302,7 +314,18 @@ class Store:
                 f"(attempt {fact.attempt})",
                 existing,
             )
+        await self._count_verdict(fact)
         return fact
+
+    async def _count_verdict(self, fact: ValidationFact) -> None:
+        """Metrics of a verdict, counted here because this insert happens once per fact
+        whichever stage (record, the dead-letter reconciler) produced it."""
+        origin = "fail_closed" if fact.origin is FactOrigin.FAIL_CLOSED else "build"
+        VERDICTS.labels(fact.queue, "green" if fact.green else "red", origin).inc()
+        request = await self.get_request(fact.request_id)
+        if request is not None:
+            waited = (fact.created_at - request.created_at).total_seconds()
+            INGEST_TO_VERDICT_SECONDS.labels(fact.queue).observe(max(0.0, waited))
 
     async def get_fact(self, queue: str, uri: str, project: str) -> ValidationFact | None:
         """The authoritative fact of a commit and scope (see ``domain.fact.outranks``)."""
@@ -397,6 +420,51 @@ class Store:
             convert.hook_delivery_values(new),
         )
         return new
+
+    # Freshness of the Queues (the staleness objective)
+
+    async def count_requests_after(self, queue: str, after: datetime | None) -> int:
+        """Requests (reported heads) of ``queue`` created after ``after`` (all if ``None``)."""
+        c = requests.c
+        statement = select(func.count()).select_from(requests).where(c.queue == queue)
+        if after is not None:
+            statement = statement.where(c.created_at > after)
+        async with self._transaction() as conn:
+            return int((await conn.execute(statement)).scalar_one())
+
+    async def first_request_at(self, queue: str) -> datetime | None:
+        """When ``queue``'s first Request was reported, if any."""
+        c = requests.c
+        statement = select(func.min(c.created_at)).where(c.queue == queue)
+        async with self._transaction() as conn:
+            value = (await conn.execute(statement)).scalar_one()
+        return value if isinstance(value, datetime) else None
+
+    async def turn_staleness(self, queue: str, stale: bool, now: datetime) -> bool:
+        """Record that ``queue`` is (or is no longer) stale; True only for the caller that
+        made the change, so an episode is announced once however many judge it.
+
+        A Queue never recorded counts as fresh: turning it fresh changes nothing.
+        """
+        c = queue_staleness.c
+        async with self._transaction() as conn:
+            changed = await conn.execute(
+                update(queue_staleness)
+                .where(c.queue == queue, c.stale != stale)
+                .values(stale=stale, changed_at=now)
+            )
+        if changed.rowcount:
+            return True
+        if not stale:
+            return False
+        return await self._insert_if_absent(
+            queue_staleness, {"queue": queue, "stale": True, "changed_at": now}
+        )
+
+    async def list_staleness(self) -> dict[str, tuple[bool, datetime]]:
+        """Every Queue ever judged stale: whether it is stale now, and since when."""
+        rows = await self._all(select(queue_staleness))
+        return {row["queue"]: (bool(row["stale"]), row["changed_at"]) for row in rows}
 
     # Plumbing
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -172,4 +173,12 @@ hook_deliveries = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+queue_staleness = Table(
+    "queue_staleness",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("stale", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
 )
