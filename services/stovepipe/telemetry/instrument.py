@@ -22,6 +22,7 @@ _FIELDS = (
     ("queue", "stovepipe.queue"),
     ("request_attempt", "stovepipe.request.attempt"),
     ("build_id", "stovepipe.build.id"),
+    ("uri", "stovepipe.commit"),
 )
 
 

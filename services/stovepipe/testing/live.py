@@ -29,6 +29,7 @@ from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
+from stovepipe.messaging import DeliveryHandler
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
@@ -171,10 +172,12 @@ async def live_stack(
     queues: int = 1,
     workers: dict[str, Any] | None = None,
     sandbox: bool = True,
+    wrap: Callable[[str, DeliveryHandler], DeliveryHandler] | None = None,
     **queue: Any,
 ) -> AsyncIterator[Live]:
     """The live pipeline; ``sandbox=False`` for targets that signal the test through
-    files outside their checkout (the sandbox rightly forbids that)."""
+    files outside their checkout (the sandbox rightly forbids that). ``wrap(topic,
+    handler)`` replaces a stage's handler, to inject a fault where a test wants one."""
     repo = SampleRepo(tmp_path / "repo").init()
     await asyncio.to_thread(upgrade, database_url)
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
@@ -215,7 +218,10 @@ async def live_stack(
         parts = pipeline.parts
         bus = pipeline.messaging
         store = parts.store
-        await stack.enter_async_context(bus.consuming(pipeline.subscriptions(*STAGES)))
+        subscriptions = pipeline.subscriptions(*STAGES)
+        if wrap is not None:
+            subscriptions = [(t, g, wrap(t, h)) for t, g, h in subscriptions]
+        await stack.enter_async_context(bus.consuming(subscriptions))
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 
