@@ -98,5 +98,5 @@ def configure_logging(component: str, log_format: LogFormat | None = None) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("STOVEPIPE_LOG_LEVEL", "INFO").upper())
-    for noisy in ("aiokafka", "faststream"):
+    for noisy in ("aiokafka", "faststream", "stovepipe.faststream"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
