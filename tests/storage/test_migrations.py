@@ -28,6 +28,7 @@ TABLES = {
     "builds",
     "validation_facts",
     "hook_deliveries",
+    "queue_staleness",
 }
 
 
