@@ -11,6 +11,7 @@ from stage_harness import Pipeline, queue_config
 
 from stovepipe.messaging import HOOK, encode
 from stovepipe.storage import Store
+from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
 from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE, FreshnessMonitor
 from stovepipe.v1 import topics_pb2
 
@@ -99,9 +100,21 @@ async def test_a_queue_without_an_objective_gets_gauges_and_no_events(store: Sto
     pipe = Pipeline(store, [queue_config(Q)])
     await _head(pipe, 1)
     await _head(pipe, 2)
+    for n, status in enumerate(["failed", "failed", "delivered", "pending"]):
+        await store.create_hook_delivery(
+            HookDelivery(
+                Q, f"event-{n}", "chat", HookDeliveryStatus(status), 1, pipe.clock(), pipe.clock()
+            )
+        )
     clock = FakeClock(pipe.clock.now + timedelta(days=30))
     assert await FreshnessMonitor(pipe.config, store, pipe.outbox, clock=clock).check() == []
     assert _gauge("stovepipe_queue_commits_since_last_green") == 2.0
     age = _gauge("stovepipe_queue_last_green_age_seconds")
     assert age is not None and age >= timedelta(days=30).total_seconds()
     assert await store.list_staleness() == {}
+    assert (
+        REGISTRY.get_sample_value("stovepipe_hook_deliveries", {"queue": Q, "state": "failed"}) == 2
+    )
+    for state in ("delivered", "pending"):
+        labels = {"queue": Q, "state": state}
+        assert REGISTRY.get_sample_value("stovepipe_hook_deliveries", labels) == 1

@@ -461,6 +461,14 @@ class Store:
             queue_staleness, {"queue": queue, "stale": True, "changed_at": now}
         )
 
+    async def count_hook_deliveries(self) -> dict[tuple[str, str], int]:
+        """``(queue, status) -> count`` over every hook delivery ever recorded."""
+        c = hook_deliveries.c
+        statement = select(c.queue, c.status, func.count()).group_by(c.queue, c.status)
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {(str(queue), str(status)): int(count) for queue, status, count in rows}
+
     async def list_staleness(self) -> dict[str, tuple[bool, datetime]]:
         """Every Queue ever judged stale: whether it is stale now, and since when."""
         rows = await self._all(select(queue_staleness))

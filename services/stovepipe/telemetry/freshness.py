@@ -28,6 +28,7 @@ from stovepipe.messaging import HOOK
 from stovepipe.stages.ports import Publisher
 from stovepipe.storage import Store
 from stovepipe.telemetry.metrics import (
+    HOOK_DELIVERIES,
     QUEUE_COMMITS_SINCE_LAST_GREEN,
     QUEUE_LAST_GREEN_AGE_SECONDS,
     QUEUE_SLOTS_IN_USE,
@@ -145,6 +146,10 @@ class FreshnessMonitor:
             event = await self._check_queue(queue)
             if event is not None:
                 announced.append(event)
+        configured = set(self._config.queue_names)
+        for (name, state), count in (await self._store.count_hook_deliveries()).items():
+            if name in configured:  # a Queue removed from the file is no label any more
+                HOOK_DELIVERIES.labels(name, state).set(count)
         return announced
 
     async def _check_queue(self, queue: QueueConfig) -> topics_pb2.HookEvent | None:

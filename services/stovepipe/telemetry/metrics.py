@@ -63,6 +63,11 @@ QUEUE_COMMITS_SINCE_LAST_GREEN = Gauge(
 QUEUE_STALE = Gauge(
     "stovepipe_queue_stale", "1 while the Queue breaks its staleness objective.", ["queue"]
 )
+HOOK_DELIVERIES = Gauge(
+    "stovepipe_hook_deliveries",
+    "Hook deliveries recorded in storage, by Queue and state (pending, delivered, failed).",
+    ["queue", "state"],
+)
 INGEST_TO_VERDICT_SECONDS = Histogram(
     "stovepipe_ingest_to_verdict_seconds",
     "From a head being reported to its verdict being recorded.",
