@@ -65,7 +65,7 @@ def formatter(component: str, log_format: LogFormat = "auto") -> logging.Formatt
         return event
 
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(ensure_ascii=False)
         if json_wanted(log_format)
         else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
     )
