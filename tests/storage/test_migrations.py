@@ -29,6 +29,7 @@ TABLES = {
     "validation_facts",
     "hook_deliveries",
     "queue_staleness",
+    "build_logs",
 }
 
 

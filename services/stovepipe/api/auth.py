@@ -23,6 +23,7 @@ METHOD_ROLES: Mapping[str, str] = {
     "ListFacts": "read",
     "WatchEvents": "read",
     "Revalidate": "admin",
+    "GetBuildLog": "read",
 }
 
 

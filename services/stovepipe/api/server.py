@@ -155,6 +155,31 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
 
         return await guarded(context, call)
 
+    async def GetBuildLog(
+        self, request: pb.GetBuildLogRequest, context: Context
+    ) -> pb.GetBuildLogResponse:
+        async def call() -> pb.GetBuildLogResponse:
+            rid = RequestId.parse(request.request_id)
+            self._queues.queue(rid.queue)
+            if await self._store.get_request(str(rid)) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {rid}")
+            logs = await self._store.list_build_logs(str(rid), request.target)
+            return pb.GetBuildLogResponse(
+                logs=[
+                    pb.TargetLog(
+                        target=entry.target,
+                        attempt=entry.attempt,
+                        build_id=entry.build_id,
+                        content=entry.content,
+                        truncated=entry.truncated,
+                        created_at=convert.timestamp(entry.created_at),
+                    )
+                    for entry in logs
+                ]
+            )
+
+        return await guarded(context, call)
+
     async def Revalidate(
         self, request: pb.RevalidateRequest, context: Context
     ) -> pb.RevalidateResponse:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from stovepipe.cli import client_commands, preflight_command
+from stovepipe.cli import client_commands, logs_command, preflight_command
 from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ext_app, name="ext")
 app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
+logs_command.register(app)
 preflight_command.register(app)
 
 ConfigOption = Annotated[

@@ -68,6 +68,8 @@ class StorageConfig(ConfigModel):
     """
 
     url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    build_log_retention_days: Annotated[float, Field(gt=0, le=3650)] = 14.0
+    """How long the kept logs of failed targets (``stovepipe logs``) stay."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "url", redact_url(self.url)

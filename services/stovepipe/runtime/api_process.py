@@ -1,7 +1,8 @@
 """``stovepipe api``: the gRPC API as a process.
 
-It also runs the :class:`~stovepipe.telemetry.freshness.FreshnessMonitor`: the
-API is the one process every deployment runs, and it already reads storage.
+It also runs the :class:`~stovepipe.telemetry.freshness.FreshnessMonitor` and the
+pruning of kept build logs: the API is the one process every deployment runs,
+and it already reads storage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from stovepipe.config import StovepipeConfig
 from stovepipe.grpcutil import BindError, GrpcServer
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.health import WorkerHealth
+from stovepipe.runtime.log_retention import prune_until_stopped
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.telemetry.freshness import FreshnessMonitor
 from stovepipe.telemetry.process import process_telemetry
@@ -103,12 +105,16 @@ async def _serve(
         freshness = asyncio.create_task(
             FreshnessMonitor(config, parts.store, pipeline.messaging).run(stop)
         )
+        pruning = asyncio.create_task(
+            prune_until_stopped(parts.store, config.storage.build_log_retention_days, stop)
+        )
         await health.serving()
         await stop.wait()
         await health.draining()
         await server.stop(grace=5.0)
         await events.close()
         await freshness
+        await pruning
 
 
 def _fail(message: str, code: int) -> NoReturn:

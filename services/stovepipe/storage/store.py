@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    delete,
     func,
     or_,
     select,
@@ -45,6 +46,7 @@ from stovepipe.domain import (
 )
 from stovepipe.domain.errors import InvalidInput
 from stovepipe.storage import convert
+from stovepipe.storage.build_logs import BuildLog
 from stovepipe.storage.errors import (
     AlreadyExists,
     StorageError,
@@ -54,6 +56,7 @@ from stovepipe.storage.errors import (
 from stovepipe.storage.hook_deliveries import HookDelivery
 from stovepipe.storage.page_token import FactCursor, decode_page_token, encode_page_token
 from stovepipe.storage.tables import (
+    build_logs,
     builds,
     hook_deliveries,
     queue_staleness,
@@ -420,6 +423,52 @@ class Store:
             convert.hook_delivery_values(new),
         )
         return new
+
+    # Build logs of failed targets
+
+    async def put_build_log(self, entry: BuildLog) -> bool:
+        """Keep ``entry`` unless a log of the same target and attempt is kept (True if new)."""
+        values = {
+            "queue": entry.queue,
+            "request_id": entry.request_id,
+            "attempt": entry.attempt,
+            "target": entry.target,
+            "build_id": entry.build_id,
+            "content": entry.content,
+            "truncated": entry.truncated,
+            "created_at": entry.created_at,
+        }
+        return await self._insert_if_absent(build_logs, values)
+
+    async def list_build_logs(self, request_id: str, target: str = "") -> list[BuildLog]:
+        """The kept logs of a Request, newest attempt first, then by target name."""
+        c = build_logs.c
+        rid = RequestId.parse(request_id)
+        statement = select(build_logs).where(c.queue == rid.queue, c.request_id == request_id)
+        if target:
+            statement = statement.where(c.target == target)
+        rows = await self._all(statement.order_by(c.attempt.desc(), c.target))
+        return [
+            BuildLog(
+                queue=row["queue"],
+                request_id=row["request_id"],
+                attempt=row["attempt"],
+                target=row["target"],
+                build_id=row["build_id"],
+                content=row["content"],
+                truncated=bool(row["truncated"]),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    async def prune_build_logs(self, older_than: datetime) -> int:
+        """Forget logs kept before ``older_than``; returns how many went."""
+        async with self._transaction() as conn:
+            result = await conn.execute(
+                delete(build_logs).where(build_logs.c.created_at < older_than)
+            )
+        return int(result.rowcount or 0)
 
     # Freshness of the Queues (the staleness objective)
 

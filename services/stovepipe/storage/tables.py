@@ -182,3 +182,17 @@ queue_staleness = Table(
     Column("stale", Boolean, nullable=False),
     Column("changed_at", UtcDateTime, nullable=False),
 )
+
+build_logs = Table(
+    "build_logs",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("request_id", String(NAME), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("target", String(NAME), primary_key=True),
+    Column("build_id", String(NAME), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("truncated", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index(None, build_logs.c.created_at)

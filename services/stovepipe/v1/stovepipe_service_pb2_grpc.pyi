@@ -51,6 +51,10 @@ class StovepipeServiceStub:
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
     """
+    GetBuildLog: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+    """
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -74,6 +78,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     Revalidate: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RevalidateRequest, _stovepipe_service_pb2.RevalidateResponse]  # type: ignore[assignment]
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
+    """
+    GetBuildLog: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]  # type: ignore[assignment]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
     """
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +151,16 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_stovepipe_service_pb2.RevalidateResponse, _abc.Awaitable[_stovepipe_service_pb2.RevalidateResponse]]:
         """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
         broken when `flaky` is set. Green is final. Needs the admin role.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBuildLog(
+        self,
+        request: _stovepipe_service_pb2.GetBuildLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetBuildLogResponse, _abc.Awaitable[_stovepipe_service_pb2.GetBuildLogResponse]]:
+        """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+        the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
         """
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
