@@ -84,6 +84,7 @@ def _value(samples: dict, name: str, **labels: str) -> float | None:  # type: ig
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+@pytest.mark.timeout(600)  # two starts of the whole stack
 async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
     tmp_path: Path,
 ) -> None:
@@ -115,21 +116,31 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
     )
     env = {**os.environ, "STOVEPIPE_API": api, "OPS_TOKEN": token, "STOVEPIPE_TOKEN": token}
     state = tmp_path / "state"
-    up = subprocess.Popen(
-        [*CLI, "up", "--config", str(config), "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+
+    def start_up() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CLI, "up", "--config", str(config), "--state-dir", str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+
+    async def answering() -> bool:
+        assert up.poll() is None, f"stovepipe up exited early with {up.returncode}"
+        done = await asyncio.to_thread(_cli, "last-green", QUEUE, env=env)
+        return done.returncode in (0, 2)
+
+    async def stop_up() -> str:
+        up.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(up.communicate, timeout=90)
+        assert up.returncode == 0, output
+        return output
+
+    outputs: list[str] = []
+    up = start_up()
     try:
-
-        async def answering() -> bool:
-            assert up.poll() is None, f"stovepipe up exited early with {up.returncode}"
-            done = await asyncio.to_thread(_cli, "last-green", QUEUE, env=env)
-            return done.returncode in (0, 2)
-
         await until(answering, 120, "the API of `stovepipe up`")
         repo.commit(STEPS[0])
         green = await asyncio.to_thread(_cli, "ingest", QUEUE, "--wait", env=env)
@@ -203,12 +214,30 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
         assert {"api", "worker-process", "worker-build", "worker-record", "worker-delay"} <= (
             components
         ), components
-    finally:
-        up.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.to_thread(up.communicate, timeout=90)
-        await receiver.stop()
-    assert up.returncode == 0, output
 
+        # a red verdict names its failed target, and its log survives a restart of `up`
+        repo.commit(STEPS[1])
+        red = await asyncio.to_thread(_cli, "ingest", QUEUE, "--wait", env=env)
+        assert red.returncode == 1, red.stdout + red.stderr
+        red_id = red.stdout.split()[0]
+        status = await asyncio.to_thread(_cli, "status", red_id, env=env)
+        assert "target unit-tests (exit 1) failed" in " ".join(status.stdout.split())
+        before = await asyncio.to_thread(_cli, "logs", red_id, env=env)
+        assert before.returncode == 0, before.stdout + before.stderr
+        assert before.stdout.startswith("== unit-tests (attempt 1, build ")
+        outputs.append(await stop_up())
+        up = start_up()
+        await until(answering, 120, "the API of `stovepipe up`, restarted")
+        after = await asyncio.to_thread(_cli, "logs", red_id, "--target", "unit-tests", env=env)
+        assert after.returncode == 0 and after.stdout == before.stdout, after.stderr
+        none = await asyncio.to_thread(_cli, "logs", red_id, "--target", "docs", env=env)
+        assert none.returncode == 2
+    finally:
+        if up.poll() is None:
+            outputs.append(await stop_up())
+        await receiver.stop()
+
+    output = "\n".join(outputs)
     assert token not in output
     contexts = []
     for path in sorted((state / "logs").glob("*.log")):
