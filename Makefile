@@ -23,13 +23,13 @@ demo: $(STAMP)  ## Run the embedded stack on a sample repository and print which
 test: $(STAMP)  ## Lint, type-check and run the whole test suite (starts a broker and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(STAMP)  ## ruff and mypy only
+lint: $(STAMP)  ## ruff and mypy (package, tests and benchmarks) only
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p stovepipe
+	$(BIN)/mypy
 
 proto: $(STAMP)  ## Regenerate the Python stubs from proto/
 	$(BIN)/python scripts/gen_proto.py
@@ -42,6 +42,7 @@ bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
 	$(BIN)/python benchmarks/telemetry_overhead.py
+	$(BIN)/python benchmarks/redaction_linearity.py
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
 	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -23,10 +23,15 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stovepipe.embedded import EmbeddedBroker
-from stovepipe.runtime.sample_repo import GIT_IDENTITY, SampleRepo, Step
-from stovepipe.testing.live import QUEUE, Live, live_stack
-from stovepipe.testing.postgres import PostgresCluster
+from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.git_repos import WorkRepo  # noqa: E402
+from harness.live import QUEUE, Live, live_stack  # noqa: E402
+from harness.postgres import PostgresCluster  # noqa: E402
 
 PIPELINE_HOPS = 4  # ingest→process→build→buildsignal→record; delay-tier polls come on top
 
@@ -36,18 +41,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def new_head(repo: SampleRepo, branch: str, n: int) -> None:
-    env = {**GIT_IDENTITY}
+def new_head(repo: WorkRepo, branch: str, n: int) -> None:
+    """A new (empty) commit on ``branch`` without touching the working tree, so queues
+    on different branches can move concurrently."""
     tip = repo.git("rev-parse", f"refs/heads/{branch}")
     tree = repo.git("rev-parse", f"{tip}^{{tree}}")
-    sha = subprocess.run(
-        ["git", "commit-tree", tree, "-p", tip, "-m", f"{branch} head {n}"],
-        cwd=repo.path,
-        env={**__import__("os").environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    sha = repo.git("commit-tree", tree, "-p", tip, "-m", f"{branch} head {n}")
     repo.git("update-ref", f"refs/heads/{branch}", sha, tip)
 
 
@@ -106,11 +105,12 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
     broker = EmbeddedBroker()
     await broker.start()
     try:
+        await upgrade_async(database_url)
         targets = [{"name": "instant", "command": "true", "timeout_seconds": 60}]
         async with live_stack(
             tmp, broker.bootstrap_servers, database_url, queues=queues, targets=targets
         ) as live:
-            live.repo.commit(Step("root", {"README.md": "bench\n"}, True))
+            live.repo.commit({"README.md": "bench\n"}, "root")
             for i in range(1, queues):
                 live.repo.git("branch", f"q{i}")
             names = [

@@ -2,7 +2,7 @@
 
 Runs the product as a process tree on a real Tansu broker and a crash-safe
 PostgreSQL 15 cluster of its own, and combines faults at random (see
-``stovepipe.testing.soak``). Exits 1 when any invariant was violated.
+``harness.soak``). Exits 1 when any invariant was violated.
 
     .venv/bin/python benchmarks/soak.py [--seed 7] [--scenarios 40] [--minutes 20]
 """
@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from stovepipe.testing.fault_stack import fault_stack
-from stovepipe.testing.postgres import PostgresCluster
-from stovepipe.testing.soak import run_soak
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from harness.fault_stack import fault_stack  # noqa: E402
+from harness.postgres import PostgresCluster  # noqa: E402
+from harness.soak import run_soak  # noqa: E402
 
 
 async def main(seed: int, scenarios: int, minutes: float, queues: int) -> int:

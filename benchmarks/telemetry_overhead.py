@@ -28,16 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline_latency import drive_queue, pct
+from pipeline_latency import drive_queue, pct  # puts tests/ (the shared harness) on the path
 
+from harness.live import QUEUE, live_stack
+from harness.postgres import PostgresCluster
 from stovepipe.config.sections import TelemetryConfig
 from stovepipe.embedded import EmbeddedBroker
-from stovepipe.runtime.embedded import free_port
-from stovepipe.runtime.sample_repo import Step
+from stovepipe.runtime.processes import free_port
+from stovepipe.storage.migrate import upgrade_async
 from stovepipe.telemetry.metrics import serve_metrics
 from stovepipe.telemetry.tracing import start_tracing
-from stovepipe.testing.live import QUEUE, live_stack
-from stovepipe.testing.postgres import PostgresCluster
 
 
 def _receiver(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
@@ -62,7 +62,7 @@ async def run_phase(
     """Ingest → fact latencies of ``heads`` sequential heads on each of ``queues`` Queues."""
     targets = [{"name": "instant", "command": "true", "timeout_seconds": 60}]
     async with live_stack(tmp, bootstrap, database_url, queues=queues, targets=targets) as live:
-        live.repo.commit(Step("root", {"README.md": "bench\n"}, True))
+        live.repo.commit({"README.md": "bench\n"}, "root")
         for i in range(1, queues):
             live.repo.git("branch", f"q{i}")
         names = [
@@ -147,6 +147,7 @@ async def main(args: argparse.Namespace) -> None:
                     if cluster is None
                     else cluster.create_database(name)
                 )
+                await upgrade_async(url)
                 results[phase] += await asyncio.to_thread(
                     run_child, phase, broker.bootstrap_servers, url, f"127.0.0.1:{port}", args
                 )

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from api_harness import Q, ServedApi
-from stage_harness import Pipeline, queue_config
 
+from harness.api import Q, ServedApi
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.storage import Store
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.storage import Store

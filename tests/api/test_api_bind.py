@@ -11,9 +11,9 @@ import errno
 from collections.abc import AsyncIterator
 
 import pytest
-from api_harness import Q
-from stage_harness import Pipeline, queue_config
 
+from harness.api import Q
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.grpcutil import BindError, open_channel, start_server
 from stovepipe.storage import Store, create_engine

@@ -14,9 +14,9 @@ from typing import Any
 
 import grpc
 import pytest
-from api_harness import PROJECT, PingProbe, Q, ServedApi, status_of
-from stage_harness import Pipeline, queue_config
 
+from harness.api import PROJECT, PingProbe, Q, ServedApi, status_of
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.errors import MAX_DETAILS, bounded
 from stovepipe.api.limits import MAX_REASON_LENGTH, MAX_URI_LENGTH
 from stovepipe.api.server import StovepipeApi, serve_api
@@ -262,7 +262,11 @@ async def test_corrupt_request_bytes_are_invalid_argument_without_a_traceback(
 async def test_corrupt_bytes_to_a_streaming_method_are_invalid_argument(
     served: ServedApi,
 ) -> None:
-    call = served.channel.unary_stream("/stovepipe.v1.StovepipeService/WatchEvents")
+    call = served.channel.unary_stream(
+        "/stovepipe.v1.StovepipeService/WatchEvents",
+        request_serializer=None,
+        response_deserializer=None,
+    )
     _assert_bounded(await _stream_status(call(NOT_UTF8)), INVALID)
 
 
@@ -322,7 +326,11 @@ async def test_the_token_check_comes_before_decoding(store: Store) -> None:
     server = await serve_api(api, "127.0.0.1:0", tokens={"read-secret": "read"})
     channel = grpc.aio.insecure_channel(server.address)
     try:
-        call = channel.unary_unary("/stovepipe.v1.StovepipeService/GetRequest")
+        call = channel.unary_unary(
+            "/stovepipe.v1.StovepipeService/GetRequest",
+            request_serializer=None,
+            response_deserializer=None,
+        )
         assert (await status_of(call(NOT_UTF8))).code() == grpc.StatusCode.UNAUTHENTICATED
         authorised = call(NOT_UTF8, metadata=(("authorization", "Bearer read-secret"),))
         _assert_bounded(await status_of(authorised), INVALID)
@@ -345,7 +353,9 @@ async def test_health_watch_and_reflection_still_work_behind_the_guard(served: S
     services = [s.name async for r in listing for s in r.list_services_response.service]
     assert "stovepipe.v1.StovepipeService" in services
     corrupt = served.channel.stream_stream(
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=None,
+        response_deserializer=None,
     )
     _assert_bounded(await _stream_status(corrupt(iter([b"\x0b"]))), INVALID)
 

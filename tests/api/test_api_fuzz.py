@@ -31,12 +31,12 @@ from typing import Any
 
 import grpc
 import pytest
-from api_harness import PROJECT, PingProbe, Q, ServedApi
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from harness.api import PROJECT, PingProbe, Q, ServedApi
 from stovepipe.api.errors import MAX_DETAILS
 from stovepipe.api.limits import (
     MAX_PAGE_TOKEN_LENGTH,
@@ -292,11 +292,15 @@ async def _call(served: ServedApi, method: str, request: bytes, tally: Tally) ->
     started = loop.time()
     try:
         if method == "WatchEvents":
-            stream = served.channel.unary_stream(path)(request, timeout=10)
+            stream = served.channel.unary_stream(
+                path, request_serializer=None, response_deserializer=None
+            )(request, timeout=10)
             async for _ in stream:
                 pass
         else:
-            await served.channel.unary_unary(path)(request, timeout=10)
+            await served.channel.unary_unary(
+                path, request_serializer=None, response_deserializer=None
+            )(request, timeout=10)
     except grpc.aio.AioRpcError as exc:
         return exc.code(), exc.details() or ""
     finally:

@@ -18,16 +18,16 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from api_harness import Q
-from stage_harness import Pipeline, queue_config
 
+from harness.api import Q
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi
 from stovepipe.api.transport import TransportError, check_listener, is_loopback
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.runtime.api_process import start_api_server
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.health import grpc_serving
+from stovepipe.runtime.processes import free_port
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from api_harness import Q, ServedApi, status_of
 
+from harness.api import Q, ServedApi, status_of
 from stovepipe.extensions.buildrunner.fake import Outcome, TargetScript
 from stovepipe.extensions.buildrunner.model import TargetState
 from stovepipe.runtime.log_retention import prune_once

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from stage_harness import Pipeline, queue_config
+from aiokafka import AIOKafkaConsumer
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.grpcutil import GrpcServer
@@ -25,7 +25,7 @@ from stovepipe.messaging import HOOK, Bus, KafkaSettings, ensure_topics
 from stovepipe.runtime import event_feed
 from stovepipe.runtime.event_feed import EventFeed, TooManySubscribers
 from stovepipe.storage import Store, create_engine
-from stovepipe.storage.migrate import upgrade_async
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -34,10 +34,8 @@ QUEUE = "feed/main"
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'feed.db'}"
-    await upgrade_async(url)
-    engine = create_engine(url)
+async def sqlite_store(migrated_sqlite_url: str) -> AsyncIterator[Store]:
+    engine = create_engine(migrated_sqlite_url)
     try:
         yield Store(engine)
     finally:
@@ -94,8 +92,9 @@ async def _collect(
 
     async def run() -> list[topics_pb2.HookEvent]:
         stream = feed.subscribe(owner)
+        assert isinstance(stream, AsyncGenerator)  # so it can be closed
         first = asyncio.ensure_future(anext(stream))
-        await _until(lambda: feed._positioned.is_set())
+        await until(feed._positioned.is_set, what="the feed positioned", interval_s=0.02)
         subscribed.set()
         received.append(await first)
         while len(received) < count:
@@ -106,15 +105,6 @@ async def _collect(
     task = asyncio.create_task(run())
     await asyncio.wait_for(subscribed.wait(), 30)
     return task, subscribed
-
-
-async def _until(check: object, timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not check():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_only_events_that_storage_confirms_are_served(
@@ -151,7 +141,7 @@ async def test_one_reader_fans_out_to_every_subscriber_and_joins_no_group(
     """Tansu does not list groups, so the consumers the feed builds are recorded instead."""
     built: list[dict[str, object]] = []
 
-    class RecordedConsumer(event_feed.AIOKafkaConsumer):  # type: ignore[misc]
+    class RecordedConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         def __init__(self, *topics: str, **options: object) -> None:
             built.append(options)
             super().__init__(*topics, **options)
@@ -185,6 +175,7 @@ async def test_abandoned_streams_leave_nothing_open(
 
     async def watch_then_give_up() -> None:
         stream = feed.subscribe("gate")
+        assert isinstance(stream, AsyncGenerator)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(anext(stream), 0.3)  # a gate's deadline passes
         await stream.aclose()
@@ -239,7 +230,7 @@ async def test_the_api_answers_resource_exhausted_beyond_the_callers_cap(
     server, channel, stub = await _served_with_feed(sqlite_store, feed)
     first = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
     try:
-        await _until(lambda: feed.subscriber_count == 1)
+        await until(lambda: feed.subscriber_count == 1)
         second = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await second.read()
@@ -262,11 +253,11 @@ async def test_an_old_connection_is_asked_to_go_and_its_stream_is_released(
     server, channel, stub = await _served_with_feed(sqlite_store, feed, options)
     stream = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
     try:
-        await _until(lambda: feed.subscriber_count == 1)
+        await until(lambda: feed.subscriber_count == 1)
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(stream.read(), 30)
         assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-        await _until(lambda: feed.subscriber_count == 0)
+        await until(lambda: feed.subscriber_count == 0)
     finally:
         stream.cancel()
         await channel.close(None)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.tls import Pki, PkiUnavailable, make_pki
 from stovepipe.grpcutil import ServerTls, start_server
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.health import WorkerHealth
-from stovepipe.testing.tls import Pki, PkiUnavailable, make_pki
+from stovepipe.runtime.processes import free_port
 
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 TOKEN = "health-test-token-0123456789abcdef"

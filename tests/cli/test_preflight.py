@@ -26,9 +26,9 @@ from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ServerSecurity
 from stovepipe.messaging import ensure_topics
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.preflight import Result, Status, run_checks
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import all_topics
 from stovepipe.runtime.sample_repo import STEPS, SampleRepo
 from stovepipe.runtime.wiring import kafka_settings

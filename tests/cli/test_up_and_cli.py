@@ -13,12 +13,14 @@ import grpc
 import pytest
 import yaml
 
+from harness.git_repos import WorkRepo
 from stovepipe.extensions.buildrunner import BuildRunnerClient
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControlClient
 from stovepipe.grpcutil import open_channel
 from stovepipe.runtime.demo import run_demo
-from stovepipe.runtime.embedded import free_port
-from stovepipe.runtime.sample_repo import STEPS, SampleRepo, build_targets
+from stovepipe.runtime.processes import free_port
+from stovepipe.runtime.sample_repo import STEPS, build_targets
+from stovepipe.testing import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -32,15 +34,12 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 async def _wait_healthy(api: str, up: subprocess.Popen[str], env: dict[str, str]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while loop.time() < deadline:
+    async def answers() -> bool:
         assert up.poll() is None, f"stovepipe up exited early with {up.returncode}"
         done = await asyncio.to_thread(_cli, "last-green", "up/main", env=env)
-        if done.returncode in (0, 2):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the API of `stovepipe up` never answered")
+        return done.returncode in (0, 2)
+
+    await until(answers, timeout_s=120, what="the API of `stovepipe up` answering", interval_s=0.2)
 
 
 def _descendants(root: int) -> list[int]:
@@ -106,7 +105,7 @@ async def _assert_extensions_refuse_anonymous_callers(state_dir: Path, repo: Pat
 
 
 async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
-    repo = SampleRepo(tmp_path / "repo").init()
+    repo = WorkRepo(tmp_path / "repo")
     api = f"127.0.0.1:{free_port()}"
     config = tmp_path / "stovepipe.yaml"
     config.write_text(
@@ -135,14 +134,14 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
     )
     try:
         await _wait_healthy(api, up, env)
-        repo.commit(STEPS[0])
+        repo.commit(STEPS[0].files, STEPS[0].title)
         green = await asyncio.to_thread(_cli, "ingest", "up/main", "--wait", env=env)
         assert green.returncode == 0, green.stdout + green.stderr
         _assert_extension_tokens_stay_secret(up.pid, tmp_path / "state")
         await _assert_extensions_refuse_anonymous_callers(tmp_path / "state", repo.path)
         uri = green.stdout.split()[1]
         assert (await asyncio.to_thread(_cli, "gate", "up/main", uri, env=env)).returncode == 0
-        repo.commit(STEPS[1])
+        repo.commit(STEPS[1].files, STEPS[1].title)
         broken = await asyncio.to_thread(_cli, "ingest", "up/main", "--wait", env=env)
         assert broken.returncode == 1, broken.stdout + broken.stderr
         broken_uri = broken.stdout.split()[1]

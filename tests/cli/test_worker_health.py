@@ -5,8 +5,8 @@ from __future__ import annotations
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stovepipe.grpcutil import open_channel
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.health import WorkerHealth, grpc_serving
+from stovepipe.runtime.processes import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

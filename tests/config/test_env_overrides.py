@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_factory import problems_of, queue
 
+from harness.config_factory import problems_of, queue
 from stovepipe.config import config_from_mapping, default_config, load_config
 
 FILE = {

@@ -8,9 +8,10 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from config_factory import problems_of
 
+from harness.config_factory import problems_of
 from stovepipe.config import SecretUnavailable, config_from_mapping, resolve_secret
+from stovepipe.config.secrets import SecretRef
 from stovepipe.config.sections import KafkaConfig, KafkaSaslMechanism, KafkaSecurityProtocol
 from stovepipe.messaging.settings import SaslMechanism, SecurityProtocol
 
@@ -33,6 +34,13 @@ SASL_SSL = {
     "sasl_username": "stovepipe",
     "sasl_password_env": "STOVEPIPE_KAFKA_PASSWORD",
 }
+
+
+def _ref(kafka: KafkaConfig) -> SecretRef:
+    """The SASL password's reference (the test configures one)."""
+    ref = kafka.secret_ref()
+    assert ref is not None
+    return ref
 
 
 def example_security_block() -> dict[str, Any]:
@@ -60,7 +68,9 @@ def test_the_example_shows_every_security_key_and_its_block_loads() -> None:
     config = config_from_mapping(example, "stovepipe.example.yaml", env=env)
     assert config.kafka.security_protocol == "SASL_SSL"
     assert config.kafka.ssl_cert_file == "/etc/stovepipe/kafka/client.pem"
-    assert resolve_secret(config.kafka, env={"STOVEPIPE_KAFKA_PASSWORD": "s3cr3t"}) == "s3cr3t"
+    assert (
+        resolve_secret(_ref(config.kafka), env={"STOVEPIPE_KAFKA_PASSWORD": "s3cr3t"}) == "s3cr3t"
+    )
 
 
 def test_the_default_is_plaintext_without_a_password() -> None:
@@ -71,13 +81,13 @@ def test_the_default_is_plaintext_without_a_password() -> None:
 
 def test_the_password_is_read_from_the_variable_or_the_file_it_names(tmp_path: Path) -> None:
     config = config_from_mapping(kafka(**SASL_SSL))
-    assert resolve_secret(config.kafka, env={"STOVEPIPE_KAFKA_PASSWORD": "pw-1"}) == "pw-1"
+    assert resolve_secret(_ref(config.kafka), env={"STOVEPIPE_KAFKA_PASSWORD": "pw-1"}) == "pw-1"
     secret = tmp_path / "kafka-password"
     secret.write_text("pw-2\n")
     by_file = {**SASL_SSL, "sasl_password_env": None, "sasl_password_file": str(secret)}
-    assert resolve_secret(config_from_mapping(kafka(**by_file)).kafka, env={}) == "pw-2"
+    assert resolve_secret(_ref(config_from_mapping(kafka(**by_file)).kafka), env={}) == "pw-2"
     with pytest.raises(SecretUnavailable) as caught:
-        resolve_secret(config.kafka, env={})
+        resolve_secret(_ref(config.kafka), env={})
     assert str(caught.value) == (
         "kafka.sasl_password: environment variable STOVEPIPE_KAFKA_PASSWORD is not set or is empty"
     )

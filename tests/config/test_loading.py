@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_factory import queue
 
+from harness.config_factory import queue
 from stovepipe.config import (
     ConfigError,
     StovepipeConfig,
@@ -93,7 +93,7 @@ def test_a_dump_loads_back_unchanged(tmp_path: Path) -> None:
 def test_models_are_frozen() -> None:
     config = config_from_mapping({"queues": [queue()]})
     with pytest.raises(ValueError, match="frozen"):
-        config.queue("mono/main").max_concurrent = 5  # type: ignore[misc]
+        config.queue("mono/main").max_concurrent = 5
 
 
 def test_relative_paths_are_read_from_the_files_directory(tmp_path: Path) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from config_factory import queue
 from pydantic import ValidationError
 
+from harness.config_factory import queue
 from stovepipe.config import StovepipeConfig, UnknownQueue, config_from_mapping
 from stovepipe.domain.errors import InvalidInput
 

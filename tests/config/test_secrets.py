@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from config_factory import problems_of, queue
 
+from harness.config_factory import problems_of, queue
 from stovepipe.config import (
     ConfigError,
     SecretRef,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from config_factory import problems_of, queue
+
+from harness.config_factory import problems_of, queue
 
 ONE_TARGET_TIMEOUT_ZERO = {"targets": [{"name": "unit", "command": "x", "timeout_seconds": 0}]}
 NOT_YET = "not supported yet — "

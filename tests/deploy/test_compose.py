@@ -3,7 +3,7 @@
 The file is validated against the Compose specification's JSON schema as
 check-jsonschema ships it (vendored from github.com/compose-spec/compose-spec,
 ``schema/compose-spec.json``). Commands are checked by the CLI's own parser
-(``stovepipe_argv``), so a renamed verb, stage or option fails here.
+(``harness.stovepipe_argv``), so a renamed verb, stage or option fails here.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from stovepipe_argv import Invocation, option_value, parse
 
+from harness.stovepipe_argv import Invocation, option_value, parse
 from stovepipe.api.transport import check_listener
 from stovepipe.config import StovepipeConfig, load_config
 from stovepipe.runtime.registry import STAGE_NAMES

@@ -2,7 +2,7 @@
 ``stovepipe`` as ENTRYPOINT and a HEALTHCHECK that is a real ``stovepipe health`` call.
 
 No container engine runs in the suite, so the file is read as data; the
-commands in it go through the CLI's own parser (``stovepipe_argv``).
+commands in it go through the CLI's own parser (``harness.stovepipe_argv``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from stovepipe_argv import parse
+
+from harness.stovepipe_argv import parse
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"

@@ -2,7 +2,7 @@
 
 Every rendered object is validated against the Kubernetes 1.30 OpenAPI schemas
 (``kubernetes-validate``, strict: unknown fields are errors). Every container
-command goes through the CLI's own parser (``stovepipe_argv``), every stage of
+command goes through the CLI's own parser (``harness.stovepipe_argv``), every stage of
 the registry must have its Deployment, and the rest checks what the manifests
 promise: probes on the ports the processes really serve, replicas within the
 partitions, Secrets by reference only, a PodDisruptionBudget and resources for
@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-from stovepipe_argv import Invocation, option_value, parse
 
+from harness.stovepipe_argv import Invocation, option_value, parse
 from stovepipe.api.transport import check_listener
 from stovepipe.config import StovepipeConfig, load_config
 from stovepipe.runtime.registry import STAGE_NAMES, stage

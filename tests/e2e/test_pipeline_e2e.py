@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness.live import Live, live_stack
 from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, STEPS, Step
-from stovepipe.testing.live import Live, live_stack, until
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
 
@@ -18,8 +21,12 @@ QUEUE = "e2e/main"
 FULL, INCREMENTAL = types_pb2.BUILD_STRATEGY_FULL, types_pb2.BUILD_STRATEGY_INCREMENTAL
 
 
+def _commit(live: Live, step: Step) -> str:
+    return live.repo.commit(step.files, step.title)
+
+
 async def _step(live: Live, step: Step) -> types_pb2.Request:
-    live.repo.commit(step)
+    _commit(live, step)
     ingest = await live.ingest()
     assert not ingest.duplicate
     return await live.wait_terminal(ingest.request_id)
@@ -34,8 +41,9 @@ async def _greenness(live: Live, uri: str) -> pb.GetGreennessResponse:
 
 async def test_green_broken_fixed_then_force_push(live: Live) -> None:
     requests = [await _step(live, step) for step in STEPS]
-    rewritten_sha = live.repo.rewrite_last(
-        "fix add() differently", {"src/calc.py": "def add(a, b):\n    return b + a\n"}
+    live.repo.force_push("main", "HEAD~1")
+    rewritten_sha = live.repo.commit(
+        {"src/calc.py": "def add(a, b):\n    return b + a\n"}, "fix add() differently"
     )
     rewrite = await live.ingest()
     requests.append(await live.wait_terminal(rewrite.request_id))
@@ -57,7 +65,7 @@ async def test_green_broken_fixed_then_force_push(live: Live) -> None:
     assert degrees == [0.0, 1.0, 0.0, 0.0]
     last = await live.stub.GetLastGreen(pb.GetLastGreenRequest(queue=QUEUE))
     assert last.found and last.request_id == requests[3].id and last.uri == requests[3].uri
-    await until(lambda: live.repo.ref("verified-main") == rewritten_sha, what="promotion")
+    await until(lambda: live.repo.revision("verified-main") == rewritten_sha, what="promotion")
     unknown = await _greenness(live, requests[3].uri.replace(rewritten_sha, "0" * 40))
     assert unknown.status == pb.GREENNESS_STATUS_NOT_RECORDED
 
@@ -74,13 +82,18 @@ def _slow_targets(release: Path) -> list[dict[str, object]]:
 
 
 async def test_heads_reported_while_one_builds_are_superseded(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     release = tmp_path / "release"
     async with live_stack(
-        tmp_path, kafka_bootstrap, pg_database_url, targets=_slow_targets(release), sandbox=False
+        tmp_path,
+        kafka_bootstrap,
+        migrated_pg_url,
+        kafka=live_kafka,
+        targets=_slow_targets(release),
+        sandbox=False,
     ) as live:
-        live.repo.commit(Step("A", {**STEPS[0].files, "slow": "1"}, True))
+        live.repo.commit({**STEPS[0].files, "slow": "1"}, "A")
         first = await live.ingest()
         await until(
             lambda: _is(live, first.request_id, types_pb2.REQUEST_STATE_PROCESSING),
@@ -88,9 +101,7 @@ async def test_heads_reported_while_one_builds_are_superseded(
         )
         later = []
         for name in "BCDEF":
-            live.repo.commit(
-                Step(name, {"slow": None} if name == "B" else {f"notes/{name}": name}, True)
-            )
+            live.repo.commit({"slow": None} if name == "B" else {f"notes/{name}": name}, name)
             later.append((await live.ingest()).request_id)
         release.write_text("go")
         final = [await live.wait_terminal(rid) for rid in [first.request_id, *later]]
@@ -106,7 +117,7 @@ async def _is(live: Live, request_id: str, state: int) -> bool:
 
 
 async def test_re_reported_head_is_deduplicated(live: Live) -> None:
-    live.repo.commit(STEPS[0])
+    _commit(live, STEPS[0])
     first = await live.ingest()
     again = await live.ingest()
     assert (first.duplicate, again.duplicate) == (False, True)
@@ -154,7 +165,7 @@ async def test_every_stage_message_delivered_twice_has_no_extra_effect(live: Liv
 
 
 async def test_max_concurrent_two_never_runs_more_than_two_builds(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     running, peaks, release = tmp_path / "running", tmp_path / "peaks", tmp_path / "release"
     running.mkdir()
@@ -164,15 +175,21 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
     )
     targets = [{"name": "hold", "command": command, "timeout_seconds": 120}]
     async with live_stack(
-        tmp_path, kafka_bootstrap, pg_database_url, targets=targets, max_concurrent=2, sandbox=False
+        tmp_path,
+        kafka_bootstrap,
+        migrated_pg_url,
+        kafka=live_kafka,
+        targets=targets,
+        max_concurrent=2,
+        sandbox=False,
     ) as live:
         ids = []
         for i in range(5):
-            live.repo.commit(Step(f"c{i}", {f"f{i}": str(i)}, True))
+            live.repo.commit({f"f{i}": str(i)}, f"c{i}")
             ids.append((await live.ingest()).request_id)
             if i < 2:
                 await until(
-                    lambda rid=ids[-1]: _is(live, rid, types_pb2.REQUEST_STATE_PROCESSING),
+                    functools.partial(_is, live, ids[-1], types_pb2.REQUEST_STATE_PROCESSING),
                     what=f"{ids[-1]} admitted",
                 )
         await until(
@@ -193,12 +210,14 @@ async def test_max_concurrent_two_never_runs_more_than_two_builds(
 
 
 async def test_runner_down_exhausts_retries_and_fails_closed(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
 ) -> None:
     fast_retries = {"build": {"max_attempts": 2, "backoff_initial_seconds": 0.2}}
-    async with live_stack(tmp_path, kafka_bootstrap, pg_database_url, workers=fast_retries) as live:
+    async with live_stack(
+        tmp_path, kafka_bootstrap, migrated_pg_url, kafka=live_kafka, workers=fast_retries
+    ) as live:
         await live.runner.stop()
-        live.repo.commit(STEPS[0])
+        _commit(live, STEPS[0])
         ingest = await live.ingest()
         request = await live.wait_terminal(ingest.request_id)
         assert request.state == types_pb2.REQUEST_STATE_FAILED
@@ -224,9 +243,7 @@ async def test_watch_events_streams_recorded_verdicts(live: Live) -> None:
     reader = asyncio.create_task(read_one())
     try:
         for i in range(20):  # the feed joins its consumer group in the background
-            live.repo.commit(
-                Step(f"w{i}", {"src/calc.py": f"def add(a, b):\n    return a + b  # {i}\n"}, True)
-            )
+            live.repo.commit({"src/calc.py": f"def add(a, b):\n    return a + b  # {i}\n"}, f"w{i}")
             request = await live.wait_terminal((await live.ingest()).request_id)
             done, _ = await asyncio.wait({reader}, timeout=2.0)
             if done:

@@ -30,20 +30,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from harness.chaos_proxy import Fault
+from harness.fault_checks import commit_of, settle, watching
+from harness.fault_stack import FaultStack, fault_stack
+from harness.postgres import PostgresCluster
 from stovepipe.config import config_from_mapping
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
 from stovepipe.messaging import Bus, Delivery, KafkaSettings, ensure_topics
-from stovepipe.runtime.embedded import supervisor_stop_timeout
-from stovepipe.testing.chaos_proxy import Fault
-from stovepipe.testing.fault_checks import commit_of, settle, watching
-from stovepipe.testing.fault_stack import FaultStack, fault_stack
-from stovepipe.testing.postgres import PostgresCluster
+from stovepipe.runtime.embedded import STOP_MARGIN_S, supervisor_stop_timeout
+from stovepipe.testing import until
 from stovepipe.v1 import topics_pb2
 
 pytestmark = pytest.mark.broker
@@ -86,14 +86,6 @@ async def _ends(settings: KafkaSettings, topic: str) -> dict[int, int]:
         return {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
     finally:
         await consumer.stop()
-
-
-async def _until(check: Any, what: str, timeout_s: float = DEADLINE_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, f"{what} not within {timeout_s:.0f}s"
-        await asyncio.sleep(0.05)
 
 
 async def _fully_committed(settings: KafkaSettings, group: str) -> bool:
@@ -144,7 +136,11 @@ async def test_stop_lets_a_running_handler_finish_commits_it_and_a_restart_appli
     second = Bus(settings)
     second.consumer.subscribe(PROCESS, apply, group="drain")
     async with second:
-        await _until(lambda: _fully_committed(settings, "drain"), "the restart catching up")
+        await until(
+            lambda: _fully_committed(settings, "drain"),
+            what="the restart catching up",
+            timeout_s=DEADLINE_S,
+        )
     counts = Counter(applied)
     assert set(counts) == {first_id, *(m.request_id for m in later)}
     assert [name for name, n in counts.items() if n != 1] == []  # none twice, none lost
@@ -191,7 +187,11 @@ async def test_a_handler_outliving_the_grace_period_is_cancelled_uncommitted_and
     second = Bus(settings)
     second.consumer.subscribe(PROCESS, apply, group="overrun")
     async with second:
-        await _until(lambda: _fully_committed(settings, "overrun"), "the redelivery")
+        await until(
+            lambda: _fully_committed(settings, "overrun"),
+            what="the redelivery",
+            timeout_s=DEADLINE_S,
+        )
     assert applied == [first_id, _message(2).request_id]  # in order, once each
 
 
@@ -200,24 +200,62 @@ async def test_a_handler_outliving_the_grace_period_is_cancelled_uncommitted_and
 # The extension call each stage's handler is caught inside.
 HELD = {"build": ("runner", "Trigger"), "record": ("git", "Promote")}
 
-MARGIN_S = 5.0
-"""What a worker may take beyond its drain to leave its groups and close (Python exit included)."""
+MARGIN_S = KafkaSettings.close_timeout_s + STOP_MARGIN_S
+"""What a worker may take beyond its drain to leave its groups and close (Python exit
+included): what the supervisor of ``stovepipe up`` allows it before SIGKILL."""
+OVERRUN_GRACE_S = 2.0
+"""The grace period of the stack whose held handler outlives it."""
 
 
 @asynccontextmanager
 async def _stack(
-    tmp_path: Path, postgres: PostgresCluster, graceful_s: float
+    root: Path, postgres: PostgresCluster, template: str, *, graceful_s: float, rounds: int
 ) -> AsyncIterator[FaultStack]:
-    kafka = {
-        "graceful_timeout_seconds": graceful_s,
-        # a group join takes about half the session on Tansu; keep restarts quick
-        "session_timeout_ms": 4_000,
-        "heartbeat_interval_ms": 800,
-    }
-    async with fault_stack(tmp_path, postgres, kafka=kafka) as stack:
-        # work ingested before every group has formed would be re-driven as stale
-        await stack.until_ready()
+    kafka = {"graceful_timeout_seconds": graceful_s}
+    # the sweeper is not under test here: a re-drive of a held head would make the
+    # number of times its handler ran ambiguous
+    async with fault_stack(
+        root, postgres, kafka=kafka, rounds=rounds, template=template, sweeper_stale_after_s=60.0
+    ) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+async def draining_stack(
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
+) -> AsyncIterator[FaultStack]:
+    """Workers that drain for up to 30 s: long enough for any handler the tests release."""
+    root = tmp_path_factory.mktemp("draining")
+    async with _stack(
+        root, fault_postgres, fault_template, graceful_s=30.0, rounds=len(HELD)
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+async def overrun_stack(
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
+) -> AsyncIterator[FaultStack]:
+    """Workers that drain for 2 s only, so a held handler outlives the grace period."""
+    root = tmp_path_factory.mktemp("overrun")
+    async with _stack(
+        root, fault_postgres, fault_template, graceful_s=OVERRUN_GRACE_S, rounds=1
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def draining(draining_stack: FaultStack) -> FaultStack:
+    # work ingested before every group has formed would be re-driven as stale: reset
+    # waits until every worker is ready
+    await draining_stack.reset()
+    return draining_stack
+
+
+@pytest.fixture
+async def overrun(overrun_stack: FaultStack) -> FaultStack:
+    await overrun_stack.reset()
+    return overrun_stack
 
 
 async def _times_applied(stack: FaultStack, stage: str, head: str) -> int:
@@ -244,90 +282,92 @@ async def _held_record(stack: FaultStack, stage: str, head: str) -> tuple[int, i
 
 @pytest.mark.parametrize("stage", sorted(HELD))
 async def test_sigterm_mid_handler_finishes_commits_and_exits_zero(
-    tmp_path: Path, fault_postgres: PostgresCluster, stage: str
+    draining: FaultStack, stage: str
 ) -> None:
-    async with _stack(tmp_path, fault_postgres, graceful_s=30.0) as stack:
-        assert stack.store is not None
-        proxy_name, method = HELD[stage]
-        proxy = stack.git_proxy if proxy_name == "git" else stack.runner_proxy
-        queue = stack.queue_names[0]
-        name = f"worker-{stage}"
-        async with watching(stack) as watch:
-            proxy.set_fault(method, Fault.HOLD)
-            head = await stack.push_and_ingest(queue, green=True)
+    stack = draining
+    assert stack.store is not None
+    proxy_name, method = HELD[stage]
+    proxy = stack.git_proxy if proxy_name == "git" else stack.runner_proxy
+    queue = stack.queue_names[0]
+    name = f"worker-{stage}"
+    async with watching(stack) as watch:
+        # the sweeper re-asserts earlier tests' promotions: hold this Queue's calls only
+        proxy.set_fault(method, Fault.HOLD, only=str(stack.repos[queue].origin))
+        head = await stack.push_and_ingest(queue, green=True)
 
-            async def inside() -> bool:
-                return proxy.calls_in_flight(method) > 0
+        async def inside() -> bool:
+            return proxy.held(method) > 0
 
-            await stack.wait_until(inside, 60, f"{name} inside {method}")
-            terminating = asyncio.create_task(stack.terminate(name, restart=False))
-            await asyncio.sleep(1.0)
-            assert not terminating.done()  # it waits for the handler instead of dying
-            assert not await stack.is_ready(name)  # and its health says so while it drains
-            proxy.clear(method)
-            released = time.monotonic()
-            assert await terminating == 0, stack.log_tail(name)
-            assert time.monotonic() - released < MARGIN_S
-            # the drained handler's offset was committed before the worker left, so
-            # the next owner of the partition starts after it
-            partition, offset, _ = await _held_record(stack, stage, head)
-            assert (await stack.committed(f"stovepipe.{stage}", stage))[partition] > offset
+        await stack.wait_until(inside, 60, f"{name} inside {method}")
+        terminating = asyncio.create_task(stack.terminate(name, restart=False))
+        await asyncio.sleep(1.0)
+        assert not terminating.done()  # it waits for the handler instead of dying
+        assert not await stack.is_ready(name)  # and its health says so while it drains
+        proxy.clear(method)
+        released = time.monotonic()
+        assert await terminating == 0, stack.log_tail(name)
+        assert time.monotonic() - released < MARGIN_S
+        # the drained handler's offset was committed before the worker left, so
+        # the next owner of the partition starts after it
+        partition, offset, _ = await _held_record(stack, stage, head)
+        assert (await stack.committed(f"stovepipe.{stage}", stage))[partition] > offset
 
-            await stack.bring_up(name)
-            await stack.until_ready([name])
-            await settle(stack, watch, [head])
-            topic = f"stovepipe.{stage}"
+        await stack.bring_up(name)
+        await stack.until_ready([name])
+        await settle(stack, watch, [head])
+        topic = f"stovepipe.{stage}"
 
-            async def caught_up() -> bool:
-                return await stack.consumed(topic, stage)
+        async def caught_up() -> bool:
+            return await stack.consumed(topic, stage)
 
-            await stack.wait_until(caught_up, 60, f"{name} caught up")
-            # ... and it did not run it again: once per record of the head (the sweeper may
-            # legitimately have sent a second one, which is then applied once too)
-            _, _, records = await _held_record(stack, stage, head)
-            assert await _times_applied(stack, stage, head) == (1 if stage == "build" else records)
-            request = await stack.store.get_request(head)
-            assert request is not None and request.state.value == "succeeded"
-            fact = await stack.store.get_fact(queue, request.uri, "")
-            assert fact is not None and fact.green
-            assert stack.repos[queue].truth[commit_of(request.uri)] is True
+        await stack.wait_until(caught_up, 60, f"{name} caught up")
+        # ... and it did not run it again: once per record of the head (the sweeper may
+        # legitimately have sent a second one, which is then applied once too)
+        _, _, records = await _held_record(stack, stage, head)
+        assert await _times_applied(stack, stage, head) == (1 if stage == "build" else records)
+        request = await stack.store.get_request(head)
+        assert request is not None and request.state.value == "succeeded"
+        fact = await stack.store.get_fact(queue, request.uri, "")
+        assert fact is not None and fact.green
+        assert stack.repos[queue].truth[commit_of(request.uri)] is True
 
 
 async def test_sigterm_with_a_handler_outliving_the_grace_period_exits_zero_and_loses_nothing(
-    tmp_path: Path, fault_postgres: PostgresCluster
+    overrun: FaultStack,
 ) -> None:
-    graceful_s = 2.0
-    async with _stack(tmp_path, fault_postgres, graceful_s=graceful_s) as stack:
-        assert stack.store is not None
-        proxy = stack.runner_proxy
-        queue = stack.queue_names[0]
-        async with watching(stack) as watch:
-            proxy.set_fault("Trigger", Fault.HOLD)  # held until after the worker is gone
-            head = await stack.push_and_ingest(queue, green=True)
+    graceful_s = OVERRUN_GRACE_S
+    stack = overrun
+    assert stack.store is not None
+    proxy = stack.runner_proxy
+    queue = stack.queue_names[0]
+    async with watching(stack) as watch:
+        # held until after the worker is gone
+        proxy.set_fault("Trigger", Fault.HOLD, only=str(stack.repos[queue].origin))
+        head = await stack.push_and_ingest(queue, green=True)
 
-            async def inside() -> bool:
-                return proxy.calls_in_flight("Trigger") > 0
+        async def inside() -> bool:
+            return proxy.held("Trigger") > 0
 
-            await stack.wait_until(inside, 60, "worker-build inside Trigger")
-            began = time.monotonic()
-            code = await stack.terminate("worker-build", restart=False)
-            took = time.monotonic() - began
-            assert code == 0, stack.log_tail("worker-build")
-            assert graceful_s <= took < graceful_s + MARGIN_S
-            assert proxy.calls_in_flight("Trigger") == 0  # the call was abandoned
-            # the cancelled handler's record was not committed: the next owner gets it
-            partition, offset, _ = await _held_record(stack, "build", head)
-            assert (await stack.committed("stovepipe.build", "build"))[partition] <= offset
+        await stack.wait_until(inside, 60, "worker-build inside Trigger")
+        began = time.monotonic()
+        code = await stack.terminate("worker-build", restart=False)
+        took = time.monotonic() - began
+        assert code == 0, stack.log_tail("worker-build")
+        assert graceful_s <= took < graceful_s + MARGIN_S
+        assert proxy.calls_in_flight("Trigger") == 0  # the call was abandoned
+        # the cancelled handler's record was not committed: the next owner gets it
+        partition, offset, _ = await _held_record(stack, "build", head)
+        assert (await stack.committed("stovepipe.build", "build"))[partition] <= offset
 
-            proxy.clear("Trigger")
-            await stack.bring_up("worker-build")
-            await settle(stack, watch, [head])
-            assert proxy.calls["Trigger"] == 2  # the abandoned call, then the redelivery's
-            request = await stack.store.get_request(head)
-            assert request is not None and request.state.value == "succeeded"
-            fact = await stack.store.get_fact(queue, request.uri, "")
-            assert fact is not None and fact.green
-            assert stack.repos[queue].truth[commit_of(request.uri)] is True
+        proxy.clear("Trigger")
+        await stack.bring_up("worker-build")
+        await settle(stack, watch, [head])
+        assert proxy.calls["Trigger"] == 2  # the abandoned call, then the redelivery's
+        request = await stack.store.get_request(head)
+        assert request is not None and request.state.value == "succeeded"
+        fact = await stack.store.get_fact(queue, request.uri, "")
+        assert fact is not None and fact.green
+        assert stack.repos[queue].truth[commit_of(request.uri)] is True
 
 
 def test_stovepipe_up_waits_for_a_worker_drain_before_killing_it() -> None:
@@ -373,51 +413,50 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
 ) -> None:
     settings = kafka_settings
     tiers = [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S]
-    target = settings.topic("stovepipe.record")
-    await ensure_topics(settings, [*(tier_topic(t) for t in DEFAULT_TIERS_S), "stovepipe.record"])
-    # due well after the forwarder's group join (Tansu finishes a join after half the
-    # session timeout), so the first forwarder is sure to see it early and hold it
-    due_ms = int((time.time() + 15.0) * 1000)
+    tier = settings.topic(tier_topic(5.0))
+    target, probes = settings.topic("stovepipe.record"), settings.topic("stovepipe.analyze")
+    await ensure_topics(
+        settings,
+        [*(tier_topic(t) for t in DEFAULT_TIERS_S), "stovepipe.record", "stovepipe.analyze"],
+    )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
-    try:
-        await producer.send_and_wait(
-            settings.topic(tier_topic(5.0)),
-            b"payload",
-            key=b"request/q/1",
-            headers=[(HEADER_TARGET, target.encode()), (HEADER_NOT_BEFORE, str(due_ms).encode())],
-        )
-    finally:
-        await producer.stop()
+
+    async def delayed(to: str, due_ms: int) -> None:
+        headers = [(HEADER_TARGET, to.encode()), (HEADER_NOT_BEFORE, str(due_ms).encode())]
+        await producer.send_and_wait(tier, b"payload", partition=0, headers=headers)
 
     def forwarder() -> DelayForwarder:
-        return DelayForwarder(settings, tiers, allowed_targets=frozenset({target}))
+        return DelayForwarder(settings, tiers, allowed_targets=frozenset({target, probes}))
 
     first = forwarder()
     running = asyncio.create_task(first.run())
-    deadline = time.monotonic() + 30
-    while first.waiting == 0:
-        assert first.forwarded == 0, "the message was due before the forwarder joined"
-        assert time.monotonic() < deadline, "the forwarder never took the message"
-        await asyncio.sleep(0.05)
+    try:
+        # a probe due at once: once it is forwarded, the forwarder has joined and consumes,
+        # so a message due a few seconds later is sure to be held by it, not delivered
+        await delayed(probes, int(time.time() * 1000))
+        await until(lambda: first.forwarded == 1, what="the first forwarder consuming")
+        due_ms = int((time.time() + 5.0) * 1000)
+        await delayed(target, due_ms)
+        await until(lambda: first.waiting > 0, what="the first forwarder holding the message")
+        assert first.forwarded == 1  # the probe only
+    finally:
+        await producer.stop()
     first.stop()
     await asyncio.wait_for(running, 30)
-    assert first.forwarded == 0
+    assert first.forwarded == 1
     assert await _records(settings, target) == []  # not delivered early, not lost either
 
     second = forwarder()
     running = asyncio.create_task(second.run())
-    deadline = time.monotonic() + 30
-    while second.forwarded == 0:
-        assert time.monotonic() < deadline, "the restarted forwarder never delivered"
-        await asyncio.sleep(0.05)
+    await until(lambda: second.forwarded > 0, what="the restarted forwarder delivering")
     second.stop()
     await asyncio.wait_for(running, 30)
     [(_offset, delivered_at_ms)] = await _records(settings, target)
     assert delivered_at_ms >= due_ms
+    assert second.forwarded == 1  # and not the probe again
 
     # and the second forwarder committed it, so no later start forwards it again
-    tier = settings.topic(tier_topic(5.0))
     group = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=settings.group("delay"),
@@ -430,4 +469,4 @@ async def test_a_stopped_delay_forwarder_loses_and_repeats_nothing(
         ]
     finally:
         await group.stop()
-    assert sorted(c for c in committed if c is not None) == [1]
+    assert committed[0] == 2 and all(c is None for c in committed[1:])  # probe and message

@@ -28,7 +28,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,15 @@ from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from harness.chaos_proxy import Fault
+from harness.fault_checks import (
+    InvariantWatch,
+    assert_true_verdicts,
+    settle,
+    watching,
+)
+from harness.fault_stack import FaultStack, fault_stack
+from harness.postgres import PostgresCluster
 from stovepipe.config import load_config
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
@@ -50,15 +59,7 @@ from stovepipe.messaging.codec import payload_type_name
 from stovepipe.messaging.headers import ATTEMPT, FAILURE_REASON, PAYLOAD_TYPE
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
-from stovepipe.testing.chaos_proxy import Fault
-from stovepipe.testing.fault_checks import (
-    InvariantWatch,
-    assert_true_verdicts,
-    settle,
-    watching,
-)
-from stovepipe.testing.fault_stack import FaultStack, fault_stack
-from stovepipe.testing.postgres import PostgresCluster
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
 
@@ -303,7 +304,7 @@ class EventWatch:
                 found.append(fact)
             return fact is not None
 
-        await until(recorded, f"the fact of {request_id}", TIMEOUT_S)
+        await until(recorded, what=f"the fact of {request_id}", timeout_s=TIMEOUT_S)
         return found[-1]
 
     async def sentinel(self, prober: Prober, fact: ValidationFact) -> str:
@@ -463,14 +464,6 @@ def log_of(stack: FaultStack, child: str) -> str:
     return stack.children[child].log_path.read_text(errors="replace")
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout_s:.0f}s")
-        await asyncio.sleep(0.3)
-
-
 async def no_fail_closed(stack: FaultStack) -> None:
     """No Request was failed closed: every record that named one was refused unread."""
     assert stack.store is not None
@@ -481,12 +474,12 @@ async def no_fail_closed(stack: FaultStack) -> None:
 
 @pytest.fixture(scope="class")
 async def storm(
-    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
 ) -> AsyncIterator[Storm]:
     """Real heads, and bad records on every topic and partition between them."""
     root: Path = tmp_path_factory.mktemp("storm")
     async with (
-        fault_stack(root, fault_postgres) as stack,
+        fault_stack(root, fault_postgres, template=fault_template) as stack,
         watching(stack) as watch,
         contextlib.AsyncExitStack() as cleanup,
     ):
@@ -588,13 +581,23 @@ class TestBadRecordsOnEveryTopic:
             found = await scan(stack)
             return all(found.where(p.id) >= p.expected() for p in probes)
 
-        await until(arrived, f"{topic}: every bad record where it belongs", TIMEOUT_S)
+        await until(
+            arrived,
+            what=f"{topic}: every bad record where it belongs",
+            timeout_s=TIMEOUT_S,
+            interval_s=0.3,
+        )
         if topic in CONSUMED_BY:
 
             async def handled() -> bool:
                 return not await behind(stack, [topic])
 
-            await until(handled, f"{topic} handled by {CONSUMED_BY[topic]}", TIMEOUT_S)
+            await until(
+                handled,
+                what=f"{topic} handled by {CONSUMED_BY[topic]}",
+                timeout_s=TIMEOUT_S,
+                interval_s=0.3,
+            )
         found = await scan(stack)
         for probe in probes:  # exactly where it belongs, once, and nowhere else
             assert found.where(probe.id) == probe.expected(), probe
@@ -660,7 +663,7 @@ class TestBadRecordsOnEveryTopic:
         async def closed() -> bool:
             return any(e.id == closing for e in storm.events.events)
 
-        await until(closed, "the closing sentinel", TIMEOUT_S)
+        await until(closed, what="the closing sentinel", timeout_s=TIMEOUT_S, interval_s=0.3)
         await settle(storm.stack, storm.watch, storm.heads, timeout_s=TIMEOUT_S)
         real = set(storm.heads)
         store = storm.stack.store
@@ -709,18 +712,21 @@ async def snapshot(stack: FaultStack) -> dict[str, Any]:
         "facts": [await store.list_fact_attempts(r.queue, r.uri, "") for r in requests],
         "builds": [await store.get_build(r.queue, r.build_id) for r in requests if r.build_id],
         "queues": [await store.get_queue(q) for q in stack.queue_names],
-        "refs": [stack.repos[q].repo.ref("verified-main") for q in stack.queue_names],
+        "refs": [stack.repos[q].ref("verified-main") for q in stack.queue_names],
         "triggers": stack.runner_proxy.calls["Trigger"],
     }
 
 
 @pytest.fixture(scope="class")
 async def finished(
-    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster
+    tmp_path_factory: pytest.TempPathFactory, fault_postgres: PostgresCluster, fault_template: str
 ) -> AsyncIterator[Finished]:
     """Green, broken and fail-closed heads, all settled, every topic quiet."""
     root: Path = tmp_path_factory.mktemp("replay")
-    async with fault_stack(root, fault_postgres) as stack, watching(stack) as watch:
+    async with (
+        fault_stack(root, fault_postgres, template=fault_template) as stack,
+        watching(stack) as watch,
+    ):
         assert stack.store is not None
         q0, q1 = stack.queue_names
         heads = [
@@ -736,7 +742,7 @@ async def finished(
             request = await stack.store.get_request(closed) if stack.store else None
             return request is not None and request.terminal
 
-        await until(failed_closed, "the fail-closed head", TIMEOUT_S)
+        await until(failed_closed, what="the fail-closed head", timeout_s=TIMEOUT_S, interval_s=0.3)
         stack.runner_proxy.clear("Trigger")
         heads += [closed, await stack.push_and_ingest(q1, green=False)]
         await settle(stack, watch, heads, timeout_s=TIMEOUT_S)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from harness.chaos_proxy import Fault
+from harness.fault_checks import settle, watching
+from harness.fault_stack import FaultStack
 from stovepipe.domain import FactOrigin
-from stovepipe.testing.chaos_proxy import Fault
-from stovepipe.testing.fault_checks import settle, watching
-from stovepipe.testing.fault_stack import FaultStack
 
 
 async def revalidate_cli(stack: FaultStack, *args: str) -> tuple[int, str]:

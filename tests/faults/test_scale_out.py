@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from harness.fault_checks import assert_true_verdicts, commit_of, settle, watching
+from harness.fault_stack import FaultStack, fault_stack
+from harness.postgres import PostgresCluster
 from stovepipe.storage import create_engine
 from stovepipe.storage.tables import builds
-from stovepipe.testing.fault_checks import assert_true_verdicts, commit_of, settle, watching
-from stovepipe.testing.fault_stack import FaultStack, fault_stack
-from stovepipe.testing.postgres import PostgresCluster
 
 REPLICAS = 3
 HEADS = 10

@@ -38,12 +38,12 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from harness.postgres import PostgresCluster
 from stovepipe.grpcutil import open_channel
-from stovepipe.runtime.embedded import free_port
 from stovepipe.runtime.health import grpc_serving
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.sample_repo import SampleRepo, Step
-from stovepipe.testing.postgres import PostgresCluster
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2

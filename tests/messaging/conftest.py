@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from messaging_harness import Harness, KafkaHarness, MemoryHarness
 
+from harness.messaging import Harness, KafkaHarness, MemoryHarness
 from stovepipe.messaging import KafkaSettings
 
 

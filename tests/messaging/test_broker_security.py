@@ -1,7 +1,7 @@
 """Kafka security on the wire: TLS, mTLS and SASL against the real (Tansu) broker.
 
 Tansu 0.6.0 cannot serve TLS, so the TLS brokers here are Tansu behind a TLS
-listener in this process (``stovepipe.testing.tls``); the Kafka protocol is
+listener in this process (``harness.tls``); the Kafka protocol is
 Tansu's. Tansu's ``--authentication`` offers SCRAM but can store no
 credentials, so the SASL tests can only show refusals and that a SCRAM login
 is attempted (see ``stovepipe.embedded.broker``); the mapping of a successful
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from messaging_harness import Inbox, committed_offset, eventually, process_message
-from plugins.broker import settings_for_test
 
+from harness.messaging import Inbox, committed_offset, placed, process_message
+from harness.tls import Pki, TlsBroker
+from plugins.broker import settings_for_test
 from stovepipe.config import load_config
 from stovepipe.delays import (
     DEFAULT_TIERS_S,
@@ -51,7 +52,7 @@ from stovepipe.runtime.registry import all_topics
 from stovepipe.runtime.wiring import kafka_settings
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.testing.tls import Pki, TlsBroker
+from stovepipe.testing import until
 from stovepipe.v1 import topics_pb2, types_pb2
 
 pytestmark = pytest.mark.broker
@@ -138,10 +139,10 @@ async def _round_trip(settings: KafkaSettings) -> None:
         [(payload, delivery)] = await inbox.wait_for(1)
 
         async def committed() -> bool:
-            offset = await committed_offset(settings, PROCESS, "tls", published.partition)
-            return bool(offset == published.offset + 1)
+            partition, offset = placed(published)
+            return await committed_offset(settings, PROCESS, "tls", partition) == offset + 1
 
-        await eventually(committed, what="the commit over TLS")
+        await until(committed, what="the commit over TLS")
     assert payload == process_message(1)
     assert (delivery.partition, delivery.offset) == (published.partition, published.offset)
 
@@ -242,10 +243,11 @@ async def test_the_event_feed_serves_a_checked_event_over_tls(
         await store.create_fact(fact)
         stream = feed.subscribe()
         first = asyncio.ensure_future(anext(stream))
-        await eventually(_is_set(feed), what="the feed positioned at the end")
+        await until(_is_set(feed), what="the feed positioned at the end")
         async with Bus(settings) as bus:
             await bus.publish(HOOK.name, event)
         served = await asyncio.wait_for(first, 30)
+        assert isinstance(stream, AsyncGenerator)  # so it can be closed
         await stream.aclose()
     finally:
         await feed.close()
@@ -285,7 +287,7 @@ async def test_the_delay_forwarder_and_the_topic_watch_work_over_tls(
         async def forwarded() -> bool:
             return forwarder.forwarded == 1
 
-        await eventually(forwarded, what="the tier record forwarded over TLS")
+        await until(forwarded, what="the tier record forwarded over TLS")
     finally:
         forwarder.stop()
         await asyncio.wait_for(running, 30)
@@ -311,6 +313,7 @@ async def test_an_event_feed_that_is_refused_ends_its_streams_with_the_error(
         with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
             await asyncio.wait_for(anext(stream), 30)
     finally:
+        assert isinstance(stream, AsyncGenerator)  # so it can be closed
         await stream.aclose()
         await feed.close()
 

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from plugins.broker import settings_for_test
 
+from plugins.broker import settings_for_test
 from stovepipe.embedded import BrokerUnavailable, EmbeddedBroker
 from stovepipe.messaging import KafkaSettings, ensure_topics, topic_partitions
 

@@ -11,12 +11,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from messaging_harness import EXPECTED_KEYS, SAMPLES, Harness, Inbox, PolicyProbe, process_message
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from harness.messaging import EXPECTED_KEYS, SAMPLES, Harness, Inbox, PolicyProbe, process_message
 from stovepipe.messaging import (
     Delivery,
     MalformedMessage,

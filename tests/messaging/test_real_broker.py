@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from messaging_harness import (
+
+from harness.messaging import (
     Inbox,
     PolicyProbe,
     committed_offset,
-    eventually,
+    placed,
     process_message,
 )
 from plugins.broker import settings_for_test
-
 from stovepipe.embedded import EmbeddedBroker
 from stovepipe.messaging import (
     PIPELINE_TOPICS,
@@ -27,6 +27,7 @@ from stovepipe.messaging import (
     ensure_topics,
     topic_partitions,
 )
+from stovepipe.testing import until
 from stovepipe.v1 import topics_pb2
 
 pytestmark = pytest.mark.broker
@@ -62,10 +63,10 @@ async def test_a_failed_record_comes_back_and_its_offset_waits_for_success(
         await inbox.wait_for(1)
 
         async def committed_past_it() -> bool:
-            offset = await committed_offset(kafka_settings, PROCESS, "retry", published.partition)
-            return offset == published.offset + 1
+            partition, offset = placed(published)
+            return await committed_offset(kafka_settings, PROCESS, "retry", partition) == offset + 1
 
-        await eventually(committed_past_it, what="commit after the successful retry")
+        await until(committed_past_it, what="commit after the successful retry")
 
     first, second = deliveries
     assert (first.partition, first.offset) == (second.partition, second.offset)
@@ -126,7 +127,8 @@ async def test_records_published_before_the_subscriber_started_are_consumed(
     consumer = Bus(kafka_settings)
     subscriber = consumer.consumer.subscribe(PROCESS, inbox.handler, group="late")
     async with consumer:
-        assert subscriber.consumer._enable_auto_commit is False  # FastStream derives it from MANUAL
+        # FastStream derives it from MANUAL (its subscriber is typed as our Subscription)
+        assert cast(Any, subscriber).consumer._enable_auto_commit is False
         await inbox.wait_for(1)
     assert inbox.payloads == [process_message(1)]
 
@@ -142,10 +144,12 @@ async def test_a_record_the_policy_settles_is_committed(kafka_settings: KafkaSet
         await policy.wait_for(1)
 
         async def committed() -> bool:
-            offset = await committed_offset(kafka_settings, PROCESS, "settle", published.partition)
-            return offset == published.offset + 1
+            partition, offset = placed(published)
+            return (
+                await committed_offset(kafka_settings, PROCESS, "settle", partition) == offset + 1
+            )
 
-        await eventually(committed, what="commit past the settled record")
+        await until(committed, what="commit past the settled record")
     assert isinstance(policy.calls[0][0], MalformedMessage)
 
 
@@ -284,9 +288,9 @@ async def test_stop_lets_an_in_flight_handler_finish_and_commits_it(
     assert not stopping.done()  # the stop is waiting for the handler, not abandoning it
     finish.set()
     await stopping
-    assert applied == [(published.partition, published.offset)]
-    committed = await committed_offset(settings, PROCESS, "drain", published.partition)
-    assert committed == published.offset + 1
+    partition, offset = placed(published)
+    assert applied == [(partition, offset)]
+    assert await committed_offset(settings, PROCESS, "drain", partition) == offset + 1
 
     inbox = Inbox()
     second = Bus(settings)
@@ -296,4 +300,4 @@ async def test_stop_lets_an_in_flight_handler_finish_and_commits_it(
         [(payload, delivery)] = await inbox.wait_for(1)
     assert payload == process_message(2)
     assert (delivery.partition, delivery.offset) == (after.partition, after.offset)
-    assert after.partition == published.partition and after.offset == published.offset + 1
+    assert placed(after) == (partition, offset + 1)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
-from messaging_harness import EXPECTED_KEYS, SAMPLES
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from harness.messaging import EXPECTED_KEYS, SAMPLES
 from stovepipe.messaging import (
     PIPELINE_TOPICS,
     Delivery,
@@ -196,13 +196,14 @@ def test_settings_reject_nonsense_and_name_things() -> None:
     assert settings.stop_timeout_s == settings.graceful_timeout_s + settings.close_timeout_s
     with pytest.raises(FrozenInstanceError):
         settings.partitions = 9  # type: ignore[misc]
-    for bad in (
+    cases: list[dict[str, Any]] = [
         {"bootstrap_servers": " "},
         {"topic_prefix": "has space"},
         {"partitions": 0},
         {"heartbeat_interval_ms": 10_000, "session_timeout_ms": 10_000},
         {"fetch_max_wait_ms": -1},
-    ):
+    ]
+    for bad in cases:
         with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
             KafkaSettings(**{"bootstrap_servers": "127.0.0.1:9092", **bad})
 

@@ -17,17 +17,33 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from plugins.announce import announce
 
+from harness.tls import Pki, PkiUnavailable, make_pki
+from plugins.announce import announce
 from stovepipe.embedded import BrokerUnavailable, EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
-from stovepipe.testing.tls import Pki, PkiUnavailable, make_pki
 
 EXTERNAL_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 
 def _external() -> str | None:
     return os.environ.get(EXTERNAL_ENV) or None
+
+
+def group_timing(*, embedded: bool, tansu_session_ms: int = 2_000) -> dict[str, int]:
+    """Consumer-group timing (as ``kafka`` config keys) for Tansu or an external broker.
+
+    Tansu completes a group join after half the session timeout, so against it
+    the session is short (a join takes a second); Apache Kafka refuses
+    sessions under six seconds by default, so an external broker gets that.
+    """
+    session_ms = tansu_session_ms if embedded else 6_000
+    return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": session_ms // 4}
+
+
+def session_broker_is_tansu() -> bool:
+    """Whether ``kafka_bootstrap`` is the Tansu the session starts (not an external broker)."""
+    return _external() is None
 
 
 async def _started(broker: EmbeddedBroker) -> EmbeddedBroker:
@@ -75,20 +91,16 @@ async def embedded_broker(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
 
 
 def settings_for_test(bootstrap_servers: str, *, embedded: bool) -> KafkaSettings:
-    """Settings for one test: a unique prefix, two partitions, short waits.
-
-    Tansu completes a group join after half the session timeout, so against it
-    the session is short (a join takes a second); Apache Kafka refuses
-    sessions under six seconds by default, so an external broker gets that.
-    """
-    session_ms = 2_000 if embedded else 6_000
+    """Settings for one test: a unique prefix, two partitions, short waits (see
+    :func:`group_timing`)."""
+    timing = group_timing(embedded=embedded)
     return KafkaSettings(
         bootstrap_servers=bootstrap_servers,
         client_id="stovepipe-test",
         topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
         partitions=2,
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=session_ms // 4,
+        session_timeout_ms=timing["session_timeout_ms"],
+        heartbeat_interval_ms=timing["heartbeat_interval_ms"],
         request_timeout_ms=10_000,
         graceful_timeout_s=5.0,
         close_timeout_s=5.0,
@@ -99,7 +111,7 @@ def settings_for_test(bootstrap_servers: str, *, embedded: bool) -> KafkaSetting
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """Settings on the session broker with a topic and group prefix of this test's own."""
-    return settings_for_test(kafka_bootstrap, embedded=_external() is None)
+    return settings_for_test(kafka_bootstrap, embedded=session_broker_is_tansu())
 
 
 @pytest.fixture(scope="session")

@@ -6,36 +6,50 @@ for the whole run, taken from the first of:
 1. ``STOVEPIPE_DATABASE_URL`` (the role needs CREATEDB: each test gets its own database);
 2. a testcontainers ``postgres:15`` container, when ``docker info`` succeeds and
    testcontainers is importable;
-3. a throwaway local PostgreSQL 15 cluster (``stovepipe.testing.postgres``).
+3. a throwaway local PostgreSQL 15 cluster (``harness.postgres``).
 
 It never skips: without PostgreSQL every test that needs it fails and says
-what to install. Tests ask for ``pg_database_url`` (a fresh database),
-``sqlite_url`` (a fresh file), or ``store`` / ``store_url``, which run once per
-backend with ids ``[sqlite]`` and ``[postgres]``; only the ``[postgres]``
-instances carry the ``postgres`` marker.
+what to install.
+
+Migrations run once per session per backend, into a template (a PostgreSQL
+template database, a SQLite file); a test that wants a migrated database gets
+a copy of it. Tests ask for
+
+* ``migrated_pg_url`` (a fresh, migrated PostgreSQL database) or ``sqlite_url``
+  (a path for a fresh SQLite file, not created);
+* ``migrated_store_url`` / ``store`` (a migrated database URL / a ``Store`` on
+  it) and ``store_url`` (an empty one, for the migration tests), each once per
+  backend with ids ``[sqlite]`` and ``[postgres]``; only the ``[postgres]``
+  instances carry the ``postgres`` marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import sqlite3
 import subprocess
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from plugins.announce import announce
 from sqlalchemy.engine import make_url
 
+from harness.postgres import (
+    INSTALL_HINT,
+    MigratedTemplate,
+    PostgresCluster,
+    PostgresUnavailable,
+    admin_execute,
+)
+from plugins.announce import announce
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.testing.postgres import INSTALL_HINT, PostgresCluster, PostgresUnavailable
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -125,42 +139,55 @@ def _local_cluster(pytestconfig: pytest.Config) -> Iterator[str]:
         cluster.destroy()
 
 
-async def _admin(admin_url: str, sql: str) -> None:
-    parsed = make_url(admin_url)
-    conn = await asyncpg.connect(
-        host=parsed.host,
-        port=parsed.port,
-        user=parsed.username,
-        password=parsed.password,
-        database=parsed.database,
-    )
+@pytest.fixture(scope="session")
+async def pg_template(postgres_url: str) -> AsyncIterator[MigratedTemplate]:
+    """The session's migrated template on the session's server."""
+    template = await MigratedTemplate(postgres_url).prepare()
     try:
-        await conn.execute(sql)
+        yield template
     finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def _fresh_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"stovepipe_{uuid.uuid4().hex[:12]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await template.discard()
 
 
 @pytest.fixture
-async def pg_database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A fresh, empty database on the session's server, dropped after the test."""
-    async with _fresh_database(postgres_url) as url:
+async def migrated_pg_url(pg_template: MigratedTemplate) -> AsyncIterator[str]:
+    """A fresh, migrated database on the session's server, dropped after the test."""
+    url = await pg_template.create()
+    try:
         yield url
+    finally:
+        await pg_template.drop(url)
+
+
+@pytest.fixture(scope="session")
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "stovepipe.db"
+    await upgrade_async(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """SQLite's online backup: a consistent copy whatever the journal (WAL) holds."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file in the test's tmp_path (not created until first use)."""
     return f"sqlite+aiosqlite:///{tmp_path / 'stovepipe.db'}"
+
+
+@pytest.fixture
+def migrated_sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite file (a copy of the session's template) in the test's tmp_path."""
+    target = tmp_path / "stovepipe.db"
+    _copy_sqlite(sqlite_template, target)
+    return f"sqlite+aiosqlite:///{target}"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -170,15 +197,31 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield f"sqlite+aiosqlite:///{tmp_path / 'stovepipe.db'}"
         return
     admin_url: str = request.getfixturevalue("postgres_url")
-    async with _fresh_database(admin_url) as url:
-        yield url
+    name = f"stovepipe_{uuid.uuid4().hex[:12]}"
+    await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def migrated_store_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database URL (a copy of the session's template), once per backend.
+
+    Synchronous on purpose: it asks for the backend's fixture only when that backend
+    runs (so ``-m "not postgres"`` needs no server), and an async fixture must not
+    set up another async one from inside the running loop.
+    """
+    backend = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_pg_url"
+    url: str = request.getfixturevalue(backend)
+    return url
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
+async def store(migrated_store_url: str) -> AsyncIterator[Store]:
     """A migrated, empty ``Store`` (``store[sqlite]`` / ``store[postgres]``)."""
-    await upgrade_async(store_url)
-    engine = create_engine(store_url)
+    engine = create_engine(migrated_store_url)
     try:
         yield Store(engine)
     finally:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.domain import RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome, TargetScript
 from stovepipe.extensions.buildrunner.model import TargetState

@@ -12,8 +12,8 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.domain import BuildStrategy, FactOrigin, NotFound, Refused, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics

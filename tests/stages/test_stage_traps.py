@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from stage_harness import REPO, Pipeline, queue_config
 
+from harness.stages import REPO, Pipeline, queue_config
 from stovepipe.domain import BuildStrategy, QueueState, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
@@ -206,7 +206,9 @@ async def test_a_freed_slot_does_not_start_a_second_poll_chain_for_a_building_he
     b = await store.get_request(building)
     assert b and b.state is RequestState.PROCESSING and b.build_id == second[0]
     polls = [m for t, m, _ in pipe.outbox.delayed if t == topics.BUILDSIGNAL]
-    assert [p.request_id for p in polls] == [building]  # one poll chain, not two
+    signals = [p for p in polls if isinstance(p, topics_pb2.BuildSignalMessage)]
+    assert signals == polls
+    assert [p.request_id for p in signals] == [building]  # one poll chain, not two
 
 
 OTHER = "other/main"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.domain import BuildStrategy, FactOrigin, RequestState
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.stages import topics
@@ -98,7 +98,8 @@ async def test_heads_reported_while_one_builds_are_coalesced(pipe: Pipeline) -> 
     await pipe.drain()
 
     final = {rid: await pipe.store.get_request(rid) for rid in [first, *later]}
-    assert final[first] and final[first].state is RequestState.SUCCEEDED
+    oldest = final[first]
+    assert oldest and oldest.state is RequestState.SUCCEEDED
     latest = final[later[-1]]
     assert latest and latest.state is RequestState.SUCCEEDED
     for rid in later[:-1]:

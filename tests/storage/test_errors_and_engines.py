@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from stovepipe.domain import InvalidInput
+from stovepipe.runtime.processes import free_port
 from stovepipe.storage import (
     AlreadyExists,
     StorageError,
@@ -22,7 +23,6 @@ from stovepipe.storage import (
     normalize_url,
 )
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.testing.postgres import free_port
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 Q = "mono/main"
@@ -98,8 +98,10 @@ async def test_an_unreachable_postgres_is_unavailable_and_retryable() -> None:
     assert is_retryable(raised.value)
 
 
-async def test_a_sqlite_writer_past_its_busy_timeout_is_unavailable(sqlite_url: str) -> None:
-    await upgrade_async(sqlite_url)
+async def test_a_sqlite_writer_past_its_busy_timeout_is_unavailable(
+    migrated_sqlite_url: str,
+) -> None:
+    sqlite_url = migrated_sqlite_url
     path = make_url(sqlite_url).database
     assert path is not None
     holder = sqlite3.connect(path, isolation_level=None)
@@ -133,12 +135,11 @@ async def test_an_unmigrated_database_is_a_storage_error_that_does_not_retry(
 
 @pytest.mark.postgres
 async def test_postgres_connections_killed_under_the_pool_are_replaced(
-    pg_database_url: str, postgres_url: str
+    migrated_pg_url: str, postgres_url: str
 ) -> None:
-    await upgrade_async(pg_database_url)
-    store = Store(create_engine(pg_database_url))
+    store = Store(create_engine(migrated_pg_url))
     admin = create_engine(postgres_url)
-    database = make_url(pg_database_url).database
+    database = make_url(migrated_pg_url).database
     try:
         await store.ensure_queue(Q, now=NOW)
         async with admin.begin() as conn:

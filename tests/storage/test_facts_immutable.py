@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.storage import Store, create_engine
-from stovepipe.storage.migrate import alembic_config, upgrade_async
+from stovepipe.storage.migrate import alembic_config
 
 FACT = ValidationFact(
     queue="q/main",
@@ -43,10 +43,9 @@ async def test_raw_updates_and_deletes_of_facts_fail(store: Store, statement: st
     assert await store.get_fact(FACT.queue, FACT.uri, "") == FACT
 
 
-async def test_truncate_fails_on_postgresql(pg_database_url: str) -> None:
+async def test_truncate_fails_on_postgresql(migrated_pg_url: str) -> None:
     """PostgreSQL only: SQLite has no TRUNCATE (and no row trigger would see one)."""
-    await upgrade_async(pg_database_url)
-    engine = create_engine(pg_database_url)
+    engine = create_engine(migrated_pg_url)
     try:
         store = Store(engine)
         await store.create_fact(FACT)
@@ -65,7 +64,9 @@ async def test_new_facts_and_first_writer_wins_still_work(store: Store) -> None:
     assert [f.attempt for f in await store.list_fact_attempts(FACT.queue, FACT.uri, "")] == [1, 2]
 
 
-async def test_downgrading_below_0003_lifts_the_guard(store: Store, store_url: str) -> None:
+async def test_downgrading_below_0003_lifts_the_guard(
+    store: Store, migrated_store_url: str
+) -> None:
     await store.create_fact(FACT)
 
     def downgrade(connection: Connection) -> None:
@@ -73,7 +74,7 @@ async def test_downgrading_below_0003_lifts_the_guard(store: Store, store_url: s
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
 
-    engine = create_engine(store_url)
+    engine = create_engine(migrated_store_url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(downgrade)

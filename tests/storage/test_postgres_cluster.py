@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.postgres import PostgresCluster, PostgresUnavailable
 from stovepipe.storage import StorageUnavailable, Store, create_engine, is_retryable
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.testing.postgres import PostgresCluster, PostgresUnavailable
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 Q = "mono/main"

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from stage_harness import Pipeline, queue_config
 
+from harness.stages import Pipeline, queue_config
 from stovepipe.messaging import HOOK, encode
 from stovepipe.storage import Store
 from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from otlp_receiver import OtlpReceiver, tree_problems
 
+from harness.live import QUEUE, live_stack
+from harness.otlp import OtlpReceiver, tree_problems
 from stovepipe.config.sections import TelemetryConfig
 from stovepipe.failures import Retryable
 from stovepipe.messaging import Delivery, DeliveryHandler
 from stovepipe.runtime.sample_repo import STEPS
 from stovepipe.telemetry.tracing import start_tracing
-from stovepipe.testing.live import QUEUE, live_stack, until
+from stovepipe.testing import until
 from stovepipe.v1 import types_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]

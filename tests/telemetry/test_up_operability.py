@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from otlp_receiver import OtlpReceiver, tree_problems
 from prometheus_client.parser import text_string_to_metric_families
 
-from stovepipe.runtime.embedded import free_port
+from harness.otlp import OtlpReceiver, tree_problems
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import STEPS, SampleRepo, build_targets
-from stovepipe.testing.live import until
+from stovepipe.testing import until
 
 pytestmark = [pytest.mark.e2e]
 

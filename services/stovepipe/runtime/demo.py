@@ -28,7 +28,8 @@ from rich.progress import (
 from rich.table import Table
 
 from stovepipe.config import StovepipeConfig, config_from_mapping
-from stovepipe.runtime.embedded import embedded_stack, free_port
+from stovepipe.runtime.embedded import embedded_stack
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import STEPS, SampleRepo, build_targets
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc

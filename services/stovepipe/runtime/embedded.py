@@ -29,7 +29,6 @@ import functools
 import os
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -48,6 +47,7 @@ from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
 from stovepipe.redaction import redact, redact_url
 from stovepipe.runtime.health import grpc_serving
+from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, CrashLoop, Supervisor
 from stovepipe.storage.migrate import upgrade
@@ -67,12 +67,6 @@ def supervisor_stop_timeout(config: StovepipeConfig) -> float:
     would cut the drain short and turn a clean stop into a crash.
     """
     return config.kafka.graceful_timeout_seconds + KafkaSettings.close_timeout_s + STOP_MARGIN_S
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Addresses:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Iterable
 
 from stovepipe.config import StovepipeConfig
@@ -20,6 +19,7 @@ from stovepipe.messaging import ensure_topics
 from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
 from stovepipe.runtime.health import WorkerHealth
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.runtime.processes import stop_on_signals
 from stovepipe.runtime.registry import Ready, Stage, all_topics, stage
 from stovepipe.runtime.wiring import kafka_settings
 from stovepipe.telemetry.process import process_telemetry
@@ -48,10 +48,7 @@ async def run_worker(
 
 async def _run_worker(config: StovepipeConfig, name: str, health_listen: str | None) -> None:
     entry = stage(name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     health = await WorkerHealth.open(health_listen)
     if health.address is not None:
         log.info("worker %s serves health on %s", name, health_listen)

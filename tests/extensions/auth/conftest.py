@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from auth_pki import Pki, make_pki
-from auth_support import GIT_TOKEN, PROMOTION_REF, RunnerFactory, make_repository
 
+from harness.auth import GIT_TOKEN, PROMOTION_REF, RunnerFactory, make_repository
+from harness.auth_pki import Pki, make_pki
 from stovepipe.extensions.buildrunner.local import LocalRunnerServer
 from stovepipe.extensions.sourcecontrol.git import (
     GitServer,

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from auth_pki import Pki
-from auth_support import GIT_TOKEN, QUEUE, WRONG_TOKEN, rpc_error
 
+from harness.auth import GIT_TOKEN, QUEUE, WRONG_TOKEN, rpc_error
+from harness.auth_pki import Pki
 from stovepipe.config import ConfigError, SecretUnavailable, config_from_mapping
 from stovepipe.extensions.sourcecontrol import QueueSource
 from stovepipe.extensions.sourcecontrol.git import GitServer, ServedRepositories

@@ -20,8 +20,10 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from auth_pki import Pki
-from auth_support import (
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from harness.auth import (
     GIT_TOKEN,
     RUNNER_TOKEN,
     WRONG_TOKEN,
@@ -31,9 +33,7 @@ from auth_support import (
     source_of,
     trigger_spec,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
+from harness.auth_pki import Pki
 from stovepipe.ext.v1 import source_control_pb2 as sc_pb
 from stovepipe.ext.v1 import source_control_pb2_grpc as sc_grpc
 from stovepipe.extensions.buildrunner import BuildRunnerClient, BuildState

@@ -1,27 +1,21 @@
-"""Fixtures for the BuildRunner suites: git identity, repositories, servers, harnesses."""
+"""Fixtures for the BuildRunner suites: git identity, a repository, servers, clients and
+runner processes."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
-from buildrunner_git import GitRepo
-from buildrunner_harness import LOG_LIMIT, FakeHarness, Harness, LocalHarness
-from buildrunner_process import RunnerProcess
-from buildrunner_sc_double import SourceControlDouble, serve_double
 
+from harness.buildrunner import RUNNER_SETTINGS
+from harness.buildrunner_process import MakeRunner, RunnerProcess
+from harness.git_repos import WorkRepo
+from harness.sc_double import SourceControlDouble, serve_double
 from stovepipe.extensions.buildrunner import BuildRunnerClient
-from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSettings, serve
-from stovepipe.grpcutil import GrpcServer, open_channel
-
-RUNNER_SETTINGS = RunnerSettings(
-    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0, sandbox=False
-)
-"""The contract and local suites check the process model: their targets record runs and
-pids outside the checkout, which the sandbox forbids, so they run unsandboxed.
-``test_buildrunner_sandbox.py`` runs the same kinds of target inside the sandbox."""
+from stovepipe.extensions.buildrunner.local import LocalRunnerServer, serve
+from stovepipe.grpcutil import GrpcServer
+from stovepipe.testing.contracts import build_runner_client
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +31,8 @@ def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> GitRepo:
-    return GitRepo(tmp_path / "repo")
+def repo(tmp_path: Path) -> WorkRepo:
+    return WorkRepo(tmp_path / "repo")
 
 
 @pytest.fixture
@@ -65,34 +59,8 @@ async def local_server(
 
 @pytest.fixture
 async def client(local_server: LocalRunnerServer) -> AsyncIterator[BuildRunnerClient]:
-    channel = open_channel(local_server.address)
-    yield BuildRunnerClient(channel, timeout_s=30.0)
-    await channel.close(None)
-
-
-@pytest.fixture(params=["fake", "local"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    if request.param == "fake":
-        return FakeHarness()
-    double: tuple[SourceControlDouble, GrpcServer] = request.getfixturevalue("double")
-    client: BuildRunnerClient = request.getfixturevalue("client")
-    return LocalHarness(
-        client,
-        request.getfixturevalue("repo"),
-        double[0],
-        tmp_path / "work",
-        tmp_path / "state",
-    )
-
-
-def require_bwrap() -> None:
-    """Sandbox tests fail, never skip, on a machine without bubblewrap."""
-    assert shutil.which("bwrap"), (
-        "bwrap not found: the sandbox tests need bubblewrap (apt-get install bubblewrap)"
-    )
-
-
-MakeRunner = Callable[..., RunnerProcess]
+    async with build_runner_client(local_server.address) as client:
+        yield client
 
 
 @pytest.fixture

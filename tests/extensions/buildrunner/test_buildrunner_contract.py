@@ -1,279 +1,36 @@
-"""The BuildRunner contract, held against the fake and the real local runner alike."""
+"""The public BuildRunner contract suite, run against the fake and the real local runner.
+
+The local runner is reached through the client over real gRPC and builds
+commits of a real repository that a SourceControl double describes.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import time
+from pathlib import Path
 
-import grpc
 import pytest
-from buildrunner_harness import LOG_LIMIT, Harness, Step, eventually, trigger_spec, wait_terminal
 
-from stovepipe.extensions.buildrunner import BuildState, TargetSpec, TargetState
-
-
-async def test_passing_build_succeeds_with_a_result_per_target(harness: Harness) -> None:
-    steps = [Step("lint", paths=("*.py",)), Step("unit")]
-    head = await harness.commit(steps)
-
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-    report = await wait_terminal(harness.runner, build_id)
-
-    assert report.state is BuildState.SUCCEEDED
-    assert [(t.name, t.state, t.exit_code) for t in report.targets] == [
-        ("lint", TargetState.SUCCEEDED, 0),
-        ("unit", TargetState.SUCCEEDED, 0),
-    ]
-    assert report.targets[0].paths == ("*.py",)
-    assert all(t.duration_seconds >= 0 for t in report.targets)
+from harness.buildrunner import FakeHarness, LocalHarness
+from harness.git_repos import WorkRepo
+from harness.sc_double import SourceControlDouble
+from stovepipe.extensions.buildrunner import BuildRunnerClient
+from stovepipe.grpcutil import GrpcServer
+from stovepipe.testing.contracts.buildrunner import BuildRunnerContract, Harness
 
 
-async def test_build_is_not_terminal_before_its_targets_end(harness: Harness) -> None:
-    steps = [Step("slow", hangs=True)]
-    head = await harness.commit(steps)
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-
-    async def running() -> bool:
-        return harness.alive("slow")
-
-    await eventually(running, what="target start")
-    report = await harness.runner.status(build_id)
-    assert report.state is BuildState.RUNNING
-    assert report.targets[0].state is TargetState.RUNNING
-    await harness.runner.cancel(build_id)
+class TestFake(BuildRunnerContract):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return FakeHarness()
 
 
-async def test_failing_target_fails_the_build_and_later_targets_still_run(
-    harness: Harness,
-) -> None:
-    steps = [Step("compile"), Step("unit", exit_code=3), Step("docs")]
-    head = await harness.commit(steps)
-
-    report = await wait_terminal(
-        harness.runner, await harness.runner.trigger(trigger_spec(harness, head, steps))
-    )
-
-    assert report.state is BuildState.FAILED
-    states = {t.name: (t.state, t.exit_code) for t in report.targets}
-    assert states == {
-        "compile": (TargetState.SUCCEEDED, 0),
-        "unit": (TargetState.FAILED, 3),
-        "docs": (TargetState.SUCCEEDED, 0),
-    }
-
-
-async def test_incremental_build_runs_only_targets_whose_paths_changed(
-    harness: Harness,
-) -> None:
-    steps = [
-        Step("docs", paths=("docs/",)),
-        Step("backend", paths=("/src/**", "!/src/**/*.md")),
-        Step("always"),
-    ]
-    base = await harness.commit(steps, touching=["src/app.py", "docs/guide.md"])
-    head = await harness.commit(steps, touching=["docs/guide.md", "src/notes.md"])
-
-    report = await wait_terminal(
-        harness.runner,
-        await harness.runner.trigger(trigger_spec(harness, head, steps, base_uri=base)),
-    )
-
-    assert report.state is BuildState.SUCCEEDED
-    assert {t.name: t.state for t in report.targets} == {
-        "docs": TargetState.SUCCEEDED,
-        "backend": TargetState.SKIPPED,
-        "always": TargetState.SUCCEEDED,
-    }
-    assert harness.runs("backend") == 0
-    assert harness.runs("docs") == 1
-
-
-async def test_full_build_runs_every_target_whatever_its_paths(harness: Harness) -> None:
-    steps = [Step("docs", paths=("docs/",)), Step("backend", paths=("src/",))]
-    await harness.commit(steps, touching=["src/app.py"])
-    head = await harness.commit(steps, touching=["docs/guide.md"])
-
-    report = await wait_terminal(
-        harness.runner, await harness.runner.trigger(trigger_spec(harness, head, steps))
-    )
-
-    assert [t.state for t in report.targets] == [TargetState.SUCCEEDED, TargetState.SUCCEEDED]
-    assert harness.runs("backend") == 1
-
-
-async def test_target_past_its_timeout_is_timed_out_and_fails_the_build(
-    harness: Harness,
-) -> None:
-    steps = [Step("stuck", hangs=True, timeout_seconds=1.0), Step("after")]
-    head = await harness.commit(steps)
-
-    report = await wait_terminal(
-        harness.runner, await harness.runner.trigger(trigger_spec(harness, head, steps))
-    )
-
-    assert report.state is BuildState.FAILED
-    assert [t.state for t in report.targets] == [TargetState.TIMED_OUT, TargetState.SUCCEEDED]
-    assert report.targets[0].duration_seconds >= 1.0
-    assert not harness.alive("stuck")
-
-
-async def test_cancel_stops_a_running_target_quickly(harness: Harness) -> None:
-    steps = [Step("forever", hangs=True), Step("never")]
-    head = await harness.commit(steps)
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-
-    async def started() -> bool:
-        return harness.alive("forever")
-
-    await eventually(started, what="target start")
-    began = time.monotonic()
-    state = await harness.runner.cancel(build_id)
-    report = await wait_terminal(harness.runner, build_id, deadline_s=10)
-
-    assert time.monotonic() - began < 5.0
-    assert state is BuildState.CANCELLED
-    assert report.state is BuildState.CANCELLED
-    assert [t.state for t in report.targets] == [TargetState.CANCELLED, TargetState.CANCELLED]
-    assert not harness.alive("forever")
-    assert harness.runs("never") == 0
-    assert await harness.leftovers() == []
-
-
-async def test_cancelling_a_finished_build_changes_nothing(harness: Harness) -> None:
-    steps = [Step("unit", exit_code=1)]
-    head = await harness.commit(steps)
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-    before = await wait_terminal(harness.runner, build_id)
-
-    assert await harness.runner.cancel(build_id) is BuildState.FAILED
-    assert await harness.runner.status(build_id) == before
-
-
-async def test_logs_hold_stdout_and_are_truncated_past_the_cap(harness: Harness) -> None:
-    long_output = "".join(f"line {n:05d}\n" for n in range(3 * LOG_LIMIT // 10))
-    steps = [Step("short", output="hello from short\n"), Step("long", output=long_output)]
-    head = await harness.commit(steps)
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-    await wait_terminal(harness.runner, build_id)
-
-    short = await harness.runner.get_log(build_id, "short")
-    long = await harness.runner.get_log(build_id, "long")
-
-    assert short.content == "hello from short\n"
-    assert not short.truncated
-    assert long.truncated
-    assert 0 < len(long.content.encode()) <= LOG_LIMIT
-    assert long_output.endswith(long.content)
-
-
-async def test_skipped_target_has_an_empty_log(harness: Harness) -> None:
-    steps = [Step("docs", paths=("docs/",), output="docs\n")]
-    base = await harness.commit(steps, touching=["src/app.py"])
-    head = await harness.commit(steps, touching=["src/app.py"])
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps, base_uri=base))
-    await wait_terminal(harness.runner, build_id)
-
-    log = await harness.runner.get_log(build_id, "docs")
-
-    assert (log.content, log.truncated) == ("", False)
-
-
-async def test_same_idempotency_key_gets_the_same_build_and_one_run(harness: Harness) -> None:
-    steps = [Step("unit")]
-    head = await harness.commit(steps)
-    spec = trigger_spec(harness, head, steps, key="request/demo/main/1#0#-")
-
-    first, second = await asyncio.gather(harness.runner.trigger(spec), harness.runner.trigger(spec))
-    await wait_terminal(harness.runner, first)
-    third = await harness.runner.trigger(spec)
-    other = await harness.runner.trigger(dataclasses.replace(spec, idempotency_key="other"))
-    await wait_terminal(harness.runner, other)
-
-    assert first == second == third
-    assert other != first
-    assert harness.runs("unit") == 2
-
-
-async def test_finished_builds_hold_no_checkouts(harness: Harness) -> None:
-    steps = [Step("ok"), Step("bad", exit_code=2)]
-    head = await harness.commit(steps)
-    for key in ("a", "b"):
-        build_id = await harness.runner.trigger(trigger_spec(harness, head, steps, key=key))
-        await wait_terminal(harness.runner, build_id)
-
-    assert await harness.leftovers() == []
-
-
-async def test_unknown_build_is_not_found(harness: Harness) -> None:
-    for call in (
-        harness.runner.status("build-never-triggered"),
-        harness.runner.cancel("build-never-triggered"),
-        harness.runner.get_log("build-never-triggered", "unit"),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call
-        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-
-
-async def test_unknown_target_log_is_not_found(harness: Harness) -> None:
-    steps = [Step("unit")]
-    head = await harness.commit(steps)
-    build_id = await harness.runner.trigger(trigger_spec(harness, head, steps))
-    await wait_terminal(harness.runner, build_id)
-
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.runner.get_log(build_id, "no-such-target")
-    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
-
-
-async def test_checkout_failure_errors_the_build_without_running_targets(
-    harness: Harness,
-) -> None:
-    steps = [Step("unit")]
-    await harness.commit(steps)
-
-    report = await wait_terminal(
-        harness.runner,
-        await harness.runner.trigger(trigger_spec(harness, harness.dangling_head(), steps)),
-    )
-
-    assert report.state is BuildState.ERRORED
-    assert "checkout failed" in report.message
-    assert [t.state for t in report.targets] == [TargetState.CANCELLED]
-    assert harness.runs("unit") == 0
-    assert await harness.leftovers() == []
-
-
-@pytest.mark.parametrize(
-    "targets",
-    [
-        pytest.param((), id="no-targets"),
-        pytest.param(
-            (TargetSpec(name="a", command="true"), TargetSpec(name="a", command="true")),
-            id="duplicate-name",
-        ),
-        pytest.param((TargetSpec(name="a", command="  "),), id="empty-command"),
-        pytest.param((TargetSpec(name="a", command="true", paths=("[z-a]",)),), id="bad-glob"),
-        pytest.param(
-            (TargetSpec(name="a", command="true", timeout_seconds=-1),), id="negative-timeout"
-        ),
-    ],
-)
-async def test_malformed_trigger_is_invalid_argument(
-    harness: Harness, targets: tuple[TargetSpec, ...]
-) -> None:
-    head = await harness.commit([Step("a")])
-    spec = dataclasses.replace(trigger_spec(harness, head, []), targets=targets)
-
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.runner.trigger(spec)
-    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def test_missing_head_is_invalid_argument(harness: Harness) -> None:
-    spec = trigger_spec(harness, "", [Step("a")])
-
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.runner.trigger(spec)
-    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+class TestLocalRunner(BuildRunnerContract):
+    @pytest.fixture
+    def harness(
+        self,
+        client: BuildRunnerClient,
+        repo: WorkRepo,
+        double: tuple[SourceControlDouble, GrpcServer],
+        tmp_path: Path,
+    ) -> Harness:
+        return LocalHarness(client, repo, double[0], tmp_path / "work", tmp_path / "state")

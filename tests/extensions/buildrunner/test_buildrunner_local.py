@@ -9,12 +9,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from buildrunner_git import GitRepo, git, listing, process_alive, read_text, tree_size
-from buildrunner_harness import LOG_LIMIT, eventually, wait_terminal
-from buildrunner_sc_double import SourceControlDouble
-from conftest import RUNNER_SETTINGS
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.buildrunner import LOG_LIMIT, RUNNER_SETTINGS, listing, read_text, tree_size
+from harness.git_repos import WorkRepo, git
+from harness.processes import process_alive
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
     BuildRunnerClient,
     BuildSource,
@@ -26,9 +26,11 @@ from stovepipe.extensions.buildrunner import (
 from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSettings, serve
 from stovepipe.extensions.buildrunner.local.locator import LocatorError, SourceControlLocator
 from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.testing import until
+from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 
-def _spec(repo: GitRepo, head: str, *targets: TargetSpec, base: str = "") -> TriggerSpec:
+def _spec(repo: WorkRepo, head: str, *targets: TargetSpec, base: str = "") -> TriggerSpec:
     return TriggerSpec(
         source=BuildSource(queue="demo/main", repository=str(repo.path), ref="main"),
         base_uri=base,
@@ -65,7 +67,7 @@ async def test_health_reports_the_service_serving(local_server: LocalRunnerServe
 async def test_targets_get_a_minimal_environment_and_run_in_the_checkout(
     client: BuildRunnerClient,
     sc: SourceControlDouble,
-    repo: GitRepo,
+    repo: WorkRepo,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -108,7 +110,7 @@ async def test_targets_get_a_minimal_environment_and_run_in_the_checkout(
 
 
 async def test_log_keeps_stderr_with_stdout(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     head = sc.mint(repo.commit({"a": "a"}))
     target = TargetSpec(name="both", command="echo to-out; echo to-err >&2; exit 4")
@@ -122,7 +124,7 @@ async def test_log_keeps_stderr_with_stdout(
 
 
 async def test_log_of_a_running_target_is_readable(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     head = sc.mint(repo.commit({"a": "a"}))
     target = TargetSpec(name="chatty", command="echo early; exec sleep 60")
@@ -131,13 +133,13 @@ async def test_log_of_a_running_target_is_readable(
     async def printed() -> bool:
         return (await client.get_log(build_id, "chatty")).content == "early\n"
 
-    await eventually(printed, what="output while running")
+    await until(printed, what="output while running")
     assert (await client.status(build_id)).state is BuildState.RUNNING
     assert await client.cancel(build_id) is BuildState.CANCELLED
 
 
 async def test_processes_a_target_leaves_behind_are_stopped(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo, tmp_path: Path
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "daemon.pid"
     head = sc.mint(repo.commit({"a": "a"}))
@@ -152,7 +154,7 @@ async def test_processes_a_target_leaves_behind_are_stopped(
 async def test_target_output_past_twice_the_cap_keeps_the_tail_on_disk(
     client: BuildRunnerClient,
     sc: SourceControlDouble,
-    repo: GitRepo,
+    repo: WorkRepo,
     local_server: LocalRunnerServer,
     tmp_path: Path,
 ) -> None:
@@ -169,7 +171,7 @@ async def test_target_output_past_twice_the_cap_keeps_the_tail_on_disk(
 
 
 async def test_repository_given_as_a_file_url_is_cloned(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     head = sc.mint(repo.commit({"a": "a"}))
     spec = TriggerSpec(
@@ -184,7 +186,7 @@ async def test_repository_given_as_a_file_url_is_cloned(
 
 
 async def test_a_revision_added_after_the_mirror_was_made_is_fetched(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     target = TargetSpec(name="t", command="cat version")
     first = sc.mint(repo.commit({"version": "1\n"}))
@@ -199,7 +201,7 @@ async def test_a_revision_added_after_the_mirror_was_made_is_fetched(
 
 
 async def test_unknown_changes_run_every_target_and_say_so(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     base = sc.mint(repo.commit({"src/a": "1"}))
     head = sc.mint(repo.commit({"src/a": "2"}))
@@ -214,7 +216,7 @@ async def test_unknown_changes_run_every_target_and_say_so(
 
 
 async def test_option_like_revision_is_refused(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     repo.commit({"a": "a"})
     head = sc.mint("--upload-pack=touch /tmp/pwned")
@@ -228,7 +230,7 @@ async def test_option_like_revision_is_refused(
 
 
 async def test_unreachable_source_control_errors_the_build(
-    extra_servers: list[LocalRunnerServer], repo: GitRepo, tmp_path: Path
+    extra_servers: list[LocalRunnerServer], repo: WorkRepo, tmp_path: Path
 ) -> None:
     closed = await serve("127.0.0.1:0", source_control="127.0.0.1:1", work_dir=tmp_path / "w")
     extra_servers.append(closed)
@@ -249,7 +251,7 @@ async def test_unreachable_source_control_errors_the_build(
 async def test_only_the_newest_finished_builds_are_kept(
     extra_servers: list[LocalRunnerServer],
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     tmp_path: Path,
 ) -> None:
     settings = RunnerSettings(max_finished_builds=2, log_limit_bytes=LOG_LIMIT)
@@ -283,7 +285,7 @@ async def test_only_the_newest_finished_builds_are_kept(
 async def test_start_up_removes_what_an_earlier_process_left(
     extra_servers: list[LocalRunnerServer],
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     tmp_path: Path,
 ) -> None:
     work = tmp_path / "w"
@@ -316,7 +318,7 @@ async def test_start_up_removes_what_an_earlier_process_left(
 
 
 async def test_stopping_the_server_cancels_running_builds_and_removes_checkouts(
-    double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo, tmp_path: Path
+    double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo, tmp_path: Path
 ) -> None:
     server = await serve(
         "127.0.0.1:0",
@@ -335,7 +337,7 @@ async def test_stopping_the_server_cancels_running_builds_and_removes_checkouts(
     async def started() -> bool:
         return "pid" in listing(tmp_path) and read_text(pidfile).strip() != ""
 
-    await eventually(started, what="target start")
+    await until(started, what="target start")
     await server.stop(0)
 
     assert not process_alive(int(read_text(pidfile)))
@@ -343,7 +345,7 @@ async def test_stopping_the_server_cancels_running_builds_and_removes_checkouts(
 
 
 async def test_a_source_control_restart_during_checkout_does_not_error_the_build(
-    client: BuildRunnerClient, sc: SourceControlDouble, repo: GitRepo
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
     """An errored build fails its commit closed: a passing outage must not cost a verdict."""
     head = sc.mint(repo.commit({"src/a": "1"}))
@@ -358,7 +360,7 @@ async def test_a_source_control_restart_during_checkout_does_not_error_the_build
 
 
 async def test_source_control_down_for_good_errors_the_build_once_retries_run_out(
-    sc: SourceControlDouble, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    sc: SourceControlDouble, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     head = sc.mint(repo.commit({"src/a": "1"}))
     sc.unavailable_for = 1_000

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from buildrunner_git import GitRepo, listing, processes_with, unique_sleep
-from buildrunner_harness import eventually, wait_terminal
-from buildrunner_sc_double import SourceControlDouble
-from conftest import MakeRunner, require_bwrap
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.buildrunner import listing, require_bwrap
+from harness.buildrunner_process import MakeRunner
+from harness.git_repos import WorkRepo
+from harness.processes import processes_with, unique_sleep
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
     BuildSource,
     BuildState,
@@ -19,6 +20,8 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.testing import until
+from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +29,7 @@ def _bwrap() -> None:
     require_bwrap()
 
 
-def _spec(repo: GitRepo, head: str, command: str) -> TriggerSpec:
+def _spec(repo: WorkRepo, head: str, command: str) -> TriggerSpec:
     return TriggerSpec(
         source=BuildSource(queue="demo/main", repository=str(repo.path), ref="main"),
         head_uri=head,
@@ -35,7 +38,7 @@ def _spec(repo: GitRepo, head: str, command: str) -> TriggerSpec:
 
 
 async def test_main_serves_until_sigterm_then_exits_zero(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     runner = make_runner()
     await runner.start()
@@ -61,7 +64,7 @@ async def test_main_serves_until_sigterm_then_exits_zero(
 async def test_sigterm_stops_running_builds_and_removes_their_checkouts(
     make_runner: MakeRunner,
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     tmp_path: Path,
 ) -> None:
     runner = make_runner()
@@ -76,7 +79,7 @@ async def test_sigterm_stops_running_builds_and_removes_their_checkouts(
             running = bool(processes_with(sleep, program="sleep"))
             return report.targets[0].state is TargetState.RUNNING and running
 
-        await eventually(started, what="target start")
+        await until(started, what="target start")
 
     code = await runner.terminate()
 

@@ -17,12 +17,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from buildrunner_git import GitRepo, processes_with, unique_sleep
-from buildrunner_harness import eventually, wait_terminal
-from buildrunner_process import RunnerProcess
-from buildrunner_sc_double import SourceControlDouble
-from conftest import MakeRunner, require_bwrap
 
+from harness.buildrunner import require_bwrap
+from harness.buildrunner_process import MakeRunner, RunnerProcess
+from harness.git_repos import WorkRepo
+from harness.processes import processes_with, unique_sleep
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
     BuildRunnerClient,
     BuildSource,
@@ -32,6 +32,8 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.grpcutil import GrpcServer
+from stovepipe.testing import until
+from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def _bwrap() -> None:
     require_bwrap()
 
 
-def _spec(repo: GitRepo, head: str, *targets: TargetSpec, key: str = "") -> TriggerSpec:
+def _spec(repo: WorkRepo, head: str, *targets: TargetSpec, key: str = "") -> TriggerSpec:
     return TriggerSpec(
         source=BuildSource(queue="demo/main", repository=str(repo.path), ref="main"),
         head_uri=head,
@@ -56,7 +58,7 @@ async def _wait_running(client: BuildRunnerClient, build_id: str, sleep: str) ->
         started = bool(processes_with(sleep, program="sleep"))
         return report.targets[-1].state is TargetState.RUNNING and started
 
-    await eventually(running, what=f"{build_id} running its target")
+    await until(running, what=f"{build_id} running its target")
 
 
 async def _crash_while_running(runner: RunnerProcess, build_id: str, sleep: str) -> None:
@@ -67,7 +69,7 @@ async def _crash_while_running(runner: RunnerProcess, build_id: str, sleep: str)
     async def gone() -> bool:
         return processes_with(sleep) == []
 
-    await eventually(gone, what="the crashed runner's sandbox going with it")
+    await until(gone, what="the crashed runner's sandbox going with it")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,7 @@ async def _crash_while_running(runner: RunnerProcess, build_id: str, sleep: str)
 async def test_a_build_a_crash_interrupted_runs_again_and_reports_its_true_result(
     make_runner: MakeRunner,
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     exit_code: int,
     state: BuildState,
 ) -> None:
@@ -112,7 +114,7 @@ async def test_a_build_a_crash_interrupted_runs_again_and_reports_its_true_resul
 
 
 async def test_a_finished_build_survives_a_restart_with_its_results_and_logs(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     head = double[0].mint(repo.commit({"a": "a"}))
     spec = _spec(
@@ -143,7 +145,7 @@ async def test_a_finished_build_survives_a_restart_with_its_results_and_logs(
 
 
 async def test_a_build_that_keeps_crashing_its_runner_ends_errored_never_green(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     sleep = unique_sleep(120)
     head = double[0].mint(repo.commit({"a": "a"}))
@@ -168,7 +170,7 @@ async def test_a_build_that_keeps_crashing_its_runner_ends_errored_never_green(
 
 
 async def test_a_build_sigterm_interrupted_runs_again_at_the_next_start(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     sleep = unique_sleep(2)
     head = double[0].mint(repo.commit({"a": "a"}))
@@ -208,7 +210,7 @@ async def test_sandboxes_a_crash_left_running_are_killed_at_the_next_start(
         return bool(processes_with(sleep, program="sleep"))
 
     try:
-        await eventually(sleeping, what="the orphaned sandbox")
+        await until(sleeping, what="the orphaned sandbox")
         runner = make_runner()
         await runner.start()
         await asyncio.wait_for(orphan.wait(), 30)

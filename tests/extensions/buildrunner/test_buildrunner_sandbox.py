@@ -21,19 +21,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from buildrunner_git import (
-    GitRepo,
-    listing,
-    process_uid,
-    processes_with,
-    read_text,
-    unique_sleep,
-)
-from buildrunner_harness import eventually, wait_terminal
-from buildrunner_process import RunnerProcess
-from buildrunner_sc_double import SourceControlDouble
-from conftest import MakeRunner, require_bwrap
 
+from harness.buildrunner import listing, read_text, require_bwrap
+from harness.buildrunner_process import MakeRunner, RunnerProcess
+from harness.git_repos import WorkRepo
+from harness.processes import process_uid, processes_with, unique_sleep
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
     BuildReport,
     BuildSource,
@@ -44,6 +37,8 @@ from stovepipe.extensions.buildrunner import (
 )
 from stovepipe.extensions.buildrunner.local import RunnerSettings, serve
 from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.testing import until
+from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 AS_ROOT = os.geteuid() == 0
 DEGREE_BROKEN = 1.0
@@ -64,7 +59,7 @@ def visible_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _spec(repo: GitRepo, head: str, targets: Sequence[TargetSpec]) -> TriggerSpec:
+def _spec(repo: WorkRepo, head: str, targets: Sequence[TargetSpec]) -> TriggerSpec:
     return TriggerSpec(
         source=BuildSource(queue="demo/main", repository=str(repo.path), ref="main"),
         head_uri=head,
@@ -111,7 +106,7 @@ async def started(make_runner: MakeRunner) -> RunnerProcess:
 
 
 async def test_a_normal_target_passes_with_git_a_home_and_a_private_tmp(
-    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     revision = repo.commit({"a": "content\n"})
     head = double[0].mint(revision)
@@ -142,7 +137,7 @@ async def test_a_normal_target_passes_with_git_a_home_and_a_private_tmp(
 async def test_the_database_attack_fails_and_the_build_stays_failed(
     make_runner: MakeRunner,
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     visible_dir: Path,
 ) -> None:
     assert shutil.which("sqlite3"), "this test needs the sqlite3 shell (apt-get install sqlite3)"
@@ -176,7 +171,7 @@ async def test_the_database_attack_fails_and_the_build_stays_failed(
 
 
 async def test_the_runner_environment_is_out_of_reach(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     secret = f"fake-admin-token-{uuid.uuid4().hex}"
     runner = make_runner(env={"STOVEPIPE_ADMIN_TOKEN": secret})
@@ -206,7 +201,7 @@ async def test_the_runner_environment_is_out_of_reach(
 async def test_writes_outside_the_checkout_fail(
     make_runner: MakeRunner,
     double: tuple[SourceControlDouble, GrpcServer],
-    repo: GitRepo,
+    repo: WorkRepo,
     visible_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -237,7 +232,7 @@ async def test_writes_outside_the_checkout_fail(
 
 
 async def test_the_network_is_off_unless_the_target_asks(
-    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     connections: list[bool] = []
 
@@ -270,7 +265,7 @@ async def test_the_network_is_off_unless_the_target_asks(
 
 
 async def test_targets_run_unprivileged(
-    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     sleep = unique_sleep(60)
     head = double[0].mint(repo.commit({"a": "a"}))
@@ -284,7 +279,7 @@ async def test_targets_run_unprivileged(
             pids[:] = processes_with(sleep, program="sleep")
             return bool(pids)
 
-        await eventually(running, what="the target's process")
+        await until(running, what="the target's process")
         uid = process_uid(pids[0])
         status = read_text(Path(f"/proc/{pids[0]}/status"))
         assert await client.cancel(build_id) is BuildState.CANCELLED
@@ -295,7 +290,7 @@ async def test_targets_run_unprivileged(
 
 
 async def test_cancel_timeout_and_leftovers_stop_every_sandboxed_process(
-    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    started: RunnerProcess, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     hang, slow, orphan = unique_sleep(60), unique_sleep(60), unique_sleep(60)
     head = double[0].mint(repo.commit({"a": "a"}))
@@ -318,7 +313,7 @@ async def test_cancel_timeout_and_leftovers_stop_every_sandboxed_process(
         async def both_running() -> bool:
             return len(processes_with(hang, program="sleep")) == 2
 
-        await eventually(both_running, what="the hanging target")
+        await until(both_running, what="the hanging target")
         cancelled = await client.cancel(hanging)
 
     assert _states(timed_report) == {"orphan": TargetState.SUCCEEDED, "slow": TargetState.TIMED_OUT}
@@ -327,7 +322,7 @@ async def test_cancel_timeout_and_leftovers_stop_every_sandboxed_process(
 
 
 async def test_resource_limits_apply(
-    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo
+    make_runner: MakeRunner, double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo
 ) -> None:
     runner = make_runner(args=["--max-processes", "321", "--max-file-size-bytes", "1000000"])
     await runner.start()
@@ -360,7 +355,7 @@ async def test_the_work_dir_is_private_to_the_runner(
 
 
 async def test_without_bwrap_builds_error_with_the_install_hint(
-    double: tuple[SourceControlDouble, GrpcServer], repo: GitRepo, tmp_path: Path
+    double: tuple[SourceControlDouble, GrpcServer], repo: WorkRepo, tmp_path: Path
 ) -> None:
     server = await serve(
         "127.0.0.1:0",

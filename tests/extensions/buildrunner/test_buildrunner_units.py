@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from buildrunner_git import tree_size
 
+from harness.buildrunner import tree_size
 from stovepipe.ext.v1 import build_runner_pb2 as pb
 from stovepipe.extensions.buildrunner import (
     BuildReport,

@@ -1,4 +1,4 @@
-"""Fixtures for the SourceControl suites: git identity, servers, clients, harnesses."""
+"""Fixtures for the SourceControl suites: git identity, the git server and a client."""
 
 from __future__ import annotations
 
@@ -6,19 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sourcecontrol_git import AUTHOR_EMAIL, AUTHOR_NAME
-from sourcecontrol_harness import (
-    FakeHarness,
-    GitHarness,
-    Harness,
-    History,
-    build_history,
-    promoting,
-)
 
+from harness.git_repos import AUTHOR_EMAIL, AUTHOR_NAME
+from harness.sourcecontrol import promoting
 from stovepipe.extensions.sourcecontrol import SourceControlClient
 from stovepipe.extensions.sourcecontrol.git import ServedRepositories, ServedRepository, serve
-from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.grpcutil import GrpcServer
+from stovepipe.testing.contracts import source_control_client
 
 
 @pytest.fixture(autouse=True)
@@ -54,19 +48,5 @@ async def git_server(tmp_path: Path, served: list[ServedRepository]) -> AsyncIte
 
 @pytest.fixture
 async def client(git_server: GrpcServer) -> AsyncIterator[SourceControlClient]:
-    channel = open_channel(git_server.address)
-    yield SourceControlClient(channel, timeout_s=60.0)
-    await channel.close(None)
-
-
-@pytest.fixture(params=["fake", "git-local", "git-remote"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    if request.param == "fake":
-        return FakeHarness()
-    client: SourceControlClient = request.getfixturevalue("client")
-    return GitHarness(client, tmp_path, remote=request.param == "git-remote")
-
-
-@pytest.fixture
-async def history(harness: Harness) -> History:
-    return await build_history(harness)
+    async with source_control_client(git_server.address) as client:
+        yield client

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sourcecontrol_git import (
-    WorkRepo,
-    eventually,
-    git,
-    init_bare,
-    process_alive,
-    read_pid,
-)
-from sourcecontrol_harness import PROMOTION_REF, promoting
 
+from harness.git_repos import WorkRepo, git, init_bare
+from harness.processes import process_alive, read_pid
+from harness.sourcecontrol import promoting
 from stovepipe.extensions.sourcecontrol import SERVICE_NAME, QueueSource, SourceControlClient
 from stovepipe.extensions.sourcecontrol.errors import Unavailable
 from stovepipe.extensions.sourcecontrol.git import (
@@ -32,6 +25,9 @@ from stovepipe.extensions.sourcecontrol.git import (
     serve,
 )
 from stovepipe.grpcutil import GrpcServer, open_channel
+from stovepipe.runtime.processes import free_port
+from stovepipe.testing import until
+from stovepipe.testing.contracts.sourcecontrol import PROMOTION_REF
 
 
 async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
@@ -40,18 +36,12 @@ async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     return raised.value
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 SLOW_REMOTE = "ssh://git.example.invalid/slow.git"
 
 
 @pytest.fixture
 def unreachable_url() -> str:
-    return f"http://robot:s3cret-token@127.0.0.1:{closed_port()}/calc.git"
+    return f"http://robot:s3cret-token@127.0.0.1:{free_port()}/calc.git"
 
 
 @pytest.fixture
@@ -74,7 +64,7 @@ def remote(tmp_path: Path) -> tuple[WorkRepo, QueueSource]:
     that pushes to it."""
     bare = init_bare(tmp_path / "remote.git")
     work = WorkRepo(tmp_path / "work", remote=bare)
-    work.commit("main", {"a.txt": "a\n"}, "first")
+    work.commit({"a.txt": "a\n"}, "first")
     return work, QueueSource("demo/main", f"file://{bare}", "main")
 
 
@@ -103,7 +93,7 @@ async def test_a_wiped_mirror_is_rebuilt_and_old_uris_still_answer(
 ) -> None:
     work, source = remote
     first = await client.resolve_head(source)
-    work.commit("main", {"b.txt": "b\n"}, "second")
+    work.commit({"b.txt": "b\n"}, "second")
     second = await client.resolve_head(source)
 
     await asyncio.to_thread(shutil.rmtree, tmp_path / "cache")
@@ -131,7 +121,7 @@ async def test_a_vanished_local_repository_fails_every_read(
     client: SourceControlClient, tmp_path: Path
 ) -> None:
     work = WorkRepo(tmp_path / "local")
-    work.commit("main", {"a.txt": "a\n"}, "first")
+    work.commit({"a.txt": "a\n"}, "first")
     source = QueueSource("demo/main", str(work.path), "main")
     head = await client.resolve_head(source)
     await asyncio.to_thread(shutil.rmtree, work.path)
@@ -151,7 +141,7 @@ async def test_a_directory_inside_a_repository_is_not_that_repository(
     client: SourceControlClient, tmp_path: Path
 ) -> None:
     work = WorkRepo(tmp_path / "outer")
-    work.commit("main", {"inner/a.txt": "a\n"}, "first")
+    work.commit({"inner/a.txt": "a\n"}, "first")
 
     error = await rpc_error(
         client.resolve_head(QueueSource("demo/main", str(work.path / "inner"), "main"))
@@ -197,9 +187,9 @@ async def test_promote_refuses_a_promotion_ref_that_is_checked_out(
     client: SourceControlClient, tmp_path: Path
 ) -> None:
     work = WorkRepo(tmp_path / "local")
-    work.commit("main", {"a.txt": "a\n"}, "first")
+    work.commit({"a.txt": "a\n"}, "first")
     git("worktree", "add", "--quiet", "-b", PROMOTION_REF, str(tmp_path / "wt"), cwd=work.path)
-    work.commit("main", {"b.txt": "b\n"}, "second")
+    work.commit({"b.txt": "b\n"}, "second")
     source = QueueSource("demo/main", str(work.path), "main")
 
     error = await rpc_error(
@@ -229,12 +219,12 @@ async def test_local_paths_can_be_mirrored_like_urls(
 ) -> None:
     bare = init_bare(tmp_path / "shared.git")
     work = WorkRepo(tmp_path / "work", remote=bare)
-    first = work.commit("main", {"a.txt": "a\n"}, "first")
+    first = work.commit({"a.txt": "a\n"}, "first")
     source = QueueSource("demo/main", str(bare), "main")
 
     head = await mirroring_client.resolve_head(source)
     promoted = await mirroring_client.promote(source, head, PROMOTION_REF)
-    second = work.commit("main", {"b.txt": "b\n"}, "second")
+    second = work.commit({"b.txt": "b\n"}, "second")
     moved = await mirroring_client.resolve_head(source)
 
     assert (await mirroring_client.describe_commit(source, head)).revision == first
@@ -277,10 +267,10 @@ async def test_a_hanging_fetch_holds_up_no_other_call_and_ends_with_the_server(
 ) -> None:
     slow_source, pidfile = hanging_ssh
     work = WorkRepo(tmp_path / "local")
-    work.commit("main", {"a.txt": "a\n"}, "first")
+    work.commit({"a.txt": "a\n"}, "first")
     local = QueueSource("demo/main", str(work.path), "main")
     slow = asyncio.create_task(client.resolve_head(slow_source))
-    await eventually(lambda: read_pid(pidfile) is not None, what="the ssh transport to start")
+    await until(lambda: read_pid(pidfile) is not None, what="the ssh transport to start")
     pid = read_pid(pidfile)
     assert pid is not None
 
@@ -295,7 +285,7 @@ async def test_a_hanging_fetch_holds_up_no_other_call_and_ends_with_the_server(
     assert read_pid(pidfile) == pid
     assert process_alive(pid)
     await git_server.stop(0)
-    await eventually(lambda: not process_alive(pid), what="the server to kill the fetch")
+    await until(lambda: not process_alive(pid), what="the server to kill the fetch")
 
 
 async def test_a_fetch_that_hangs_past_the_network_timeout_is_killed(
@@ -314,14 +304,14 @@ async def test_a_fetch_that_hangs_past_the_network_timeout_is_killed(
 
     pid = read_pid(pidfile)
     assert pid is not None
-    await eventually(lambda: not process_alive(pid), what="the timed-out fetch to be killed")
+    await until(lambda: not process_alive(pid), what="the timed-out fetch to be killed")
 
 
 async def test_concurrent_calls_on_one_remote_agree(
     client: SourceControlClient, remote: tuple[WorkRepo, QueueSource]
 ) -> None:
     work, source = remote
-    work.commit("main", {"b.txt": "b\n"}, "second")
+    work.commit({"b.txt": "b\n"}, "second")
 
     heads = await asyncio.gather(*(client.resolve_head(source) for _ in range(8)))
 

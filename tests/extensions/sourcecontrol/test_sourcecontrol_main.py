@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sourcecontrol_git import WorkRepo
 
+from harness.git_repos import WorkRepo
 from stovepipe.extensions.sourcecontrol import SERVICE_NAME, QueueSource, SourceControlClient
 from stovepipe.grpcutil import open_channel
 
@@ -70,7 +70,7 @@ async def test_main_serves_until_sigterm_then_exits_zero(
 ) -> None:
     process, address = server_process
     work = WorkRepo(tmp_path / "repo")
-    revision = work.commit("main", {"a.txt": "a\n"}, "first")
+    revision = work.commit({"a.txt": "a\n"}, "first")
     source = QueueSource("demo/main", str(work.path), "main")
     channel = open_channel(address)
     try:

@@ -3,15 +3,13 @@ promotion refs are moved, and everything else is PERMISSION_DENIED with nothing 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
 import pytest
-from sourcecontrol_git import WorkRepo, init_bare
-from sourcecontrol_harness import PROMOTION_REF
 
+from harness.git_repos import WorkRepo, init_bare
 from stovepipe.config import config_from_mapping
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControlClient
 from stovepipe.extensions.sourcecontrol.git import (
@@ -21,6 +19,8 @@ from stovepipe.extensions.sourcecontrol.git import (
     main,
     served_from_config,
 )
+from stovepipe.runtime.processes import free_port
+from stovepipe.testing.contracts.sourcecontrol import PROMOTION_REF
 
 
 async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
@@ -29,20 +29,14 @@ async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     return raised.value
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def listed(tmp_path: Path) -> WorkRepo:
     """The one local repository the server serves: ``main`` promotes to ``verified-main``;
     ``release`` exists but promotes nowhere."""
     work = WorkRepo(tmp_path / "area" / "listed")
-    first = work.commit("main", {"a.txt": "a\n"}, "first")
+    first = work.commit({"a.txt": "a\n"}, "first")
     work.branch("release", first)
-    work.commit("main", {"b.txt": "b\n"}, "second")
+    work.commit({"b.txt": "b\n"}, "second")
     return work
 
 
@@ -50,7 +44,7 @@ def listed(tmp_path: Path) -> WorkRepo:
 def unlisted(tmp_path: Path) -> WorkRepo:
     """A real repository next to the listed one that the server must not read."""
     work = WorkRepo(tmp_path / "area" / "unlisted")
-    work.commit("main", {"secret.txt": "do not read\n"}, "private")
+    work.commit({"secret.txt": "do not read\n"}, "private")
     return work
 
 
@@ -116,7 +110,7 @@ async def test_another_spelling_of_a_listed_path_reads_the_configured_repository
     # follows the symlink first and lands on ``decoy/listed``: the server must read the
     # repository it was configured with, not the one the caller's spelling reaches.
     decoy = WorkRepo(tmp_path / "decoy" / "listed")
-    decoy.commit("main", {"decoy.txt": "x\n"}, "decoy")
+    decoy.commit({"decoy.txt": "x\n"}, "decoy")
     (tmp_path / "decoy" / "inner").mkdir()
     (tmp_path / "area" / "link").symlink_to(tmp_path / "decoy" / "inner")
     respelled = source(f"{tmp_path}/area/link/../listed")
@@ -130,8 +124,8 @@ async def test_an_unlisted_url_is_refused_before_anything_is_fetched(
     client: SourceControlClient, tmp_path: Path
 ) -> None:
     remote = init_bare(tmp_path / "remote.git")
-    WorkRepo(tmp_path / "work", remote=remote).commit("main", {"a.txt": "a\n"}, "first")
-    urls = [f"file://{remote}", f"https://127.0.0.1:{closed_port()}/calc.git"]
+    WorkRepo(tmp_path / "work", remote=remote).commit({"a.txt": "a\n"}, "first")
+    urls = [f"file://{remote}", f"https://127.0.0.1:{free_port()}/calc.git"]
 
     errors = [await rpc_error(client.resolve_head(source(url))) for url in urls]
 

@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from stovepipe.grpcutil import (
     open_channel,
     start_server,
 )
+from stovepipe.runtime.processes import stop_on_signals
 
 DEFAULT_LISTEN = "127.0.0.1:50062"
 _log = logging.getLogger(__name__)
@@ -224,10 +224,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
         max_file_size_bytes=args.max_file_size_bytes,
         max_open_files=args.max_open_files,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         server = await serve(
             args.listen,

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from stovepipe.extensions.sourcecontrol.git.mirror import default_cache_dir
 from stovepipe.extensions.sourcecontrol.git.served import ServedRepositories, load_served
 from stovepipe.extensions.sourcecontrol.servicer import SERVICE_NAME, SourceControlServicer
 from stovepipe.grpcutil import GrpcServer, InsecureListen, ServerSecurity, start_server
+from stovepipe.runtime.processes import stop_on_signals
 
 DEFAULT_LISTEN = "127.0.0.1:50061"
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -126,10 +126,7 @@ def _arguments(argv: list[str]) -> _Options:
 
 
 async def _serve_until_signalled(options: _Options) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         server = await serve(
             options.listen,

@@ -13,19 +13,31 @@ Usage::
         url = cluster.create_database("t1")
         ...
         cluster.restart()   # same data directory, same port
+
+On any server (this cluster, a container, ``STOVEPIPE_DATABASE_URL``),
+:class:`MigratedTemplate` runs the Alembic migrations once and then hands out
+databases that are ``CREATE DATABASE … TEMPLATE`` copies of the result, which
+is much cheaper than migrating each one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from stovepipe.runtime.processes import free_port
+from stovepipe.storage.migrate import upgrade_async
 
 DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 INSTALL_HINT = (
@@ -41,13 +53,6 @@ _POLL_INTERVAL_S = 0.05
 
 class PostgresUnavailable(RuntimeError):
     """No cluster could be started or used; the message says what is missing."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresCluster:
@@ -150,9 +155,10 @@ class PostgresCluster:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` and return its URL."""
-        self._run("createdb", *self._client_args(), name)
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create database ``name`` (a copy of ``template``, if given) and return its URL."""
+        copy = [f"--template={template}"] if template else []
+        self._run("createdb", *self._client_args(), *copy, name)
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
@@ -299,3 +305,77 @@ def _first_untraversable_parent(path: Path) -> Path | None:
         if not mode & 0o001:
             return parent
     return None
+
+
+async def admin_execute(admin_url: str, *statements: str) -> None:
+    """Run ``statements`` one by one on ``admin_url`` (outside any transaction)."""
+    parsed = make_url(admin_url)
+    conn = await asyncpg.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password,
+        database=parsed.database,
+    )
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+class MigratedTemplate:
+    """A database migrated once, and copies of it on demand.
+
+    :meth:`prepare` creates the template and runs every migration on it, then
+    closes it to connections (PostgreSQL copies a template only while nobody
+    is connected to it). :meth:`create` is then one ``CREATE DATABASE …
+    TEMPLATE``; :meth:`drop` disconnects whoever is left and drops a copy.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = f"stovepipe_template_{uuid.uuid4().hex[:8]}"
+        self._prepared = asyncio.Lock()
+        self._ready = False
+
+    def url(self, database: str) -> str:
+        return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
+
+    async def prepare(self) -> MigratedTemplate:
+        """Create and migrate the template; a no-op after the first call."""
+        async with self._prepared:
+            if self._ready:
+                return self
+            await admin_execute(self.admin_url, f'CREATE DATABASE "{self.name}"')
+            await upgrade_async(self.url(self.name))
+            await admin_execute(
+                self.admin_url,
+                f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS false IS_TEMPLATE true',
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()",
+            )
+            self._ready = True
+            return self
+
+    async def create(self, name: str | None = None) -> str:
+        """A fresh, migrated database (``name`` or a random one); its URL."""
+        await self.prepare()
+        name = name or f"stovepipe_{uuid.uuid4().hex[:12]}"
+        await admin_execute(self.admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{self.name}"')
+        return self.url(name)
+
+    async def drop(self, url: str) -> None:
+        """Drop a database made by :meth:`create` (or any other), connections and all."""
+        name = make_url(url).database
+        await admin_execute(self.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    async def discard(self) -> None:
+        """Drop the template itself (when the server outlives the tests)."""
+        if self._ready:
+            await admin_execute(
+                self.admin_url,
+                f'ALTER DATABASE "{self.name}" WITH IS_TEMPLATE false',
+                f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)',
+            )
+            self._ready = False

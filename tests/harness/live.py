@@ -2,9 +2,11 @@
 
 The git SourceControl server, the local BuildRunner, every stage worker, the
 delay forwarder and the API run as asyncio tasks talking over real gRPC and
-real Kafka. Used by the end-to-end tests and the latency benchmark. The
-extension servers require a bearer token, as in production: each gets a random
-one, written to a 0600 file that the configuration names.
+real Kafka, on a git repository the server reads in place. Used by the
+end-to-end tests and the latency benchmark. The database must be migrated
+already (the tests hand out copies of a migrated template). The extension
+servers require a bearer token, as in production: each gets a random one,
+written to a 0600 file that the configuration names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from harness.git_repos import WorkRepo
 from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
@@ -34,10 +37,10 @@ from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.registry import STAGES
-from stovepipe.runtime.sample_repo import SampleRepo, build_targets
+from stovepipe.runtime.sample_repo import build_targets
 from stovepipe.runtime.stage_messaging import StageMessaging
 from stovepipe.storage import Store
-from stovepipe.storage.migrate import upgrade
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
@@ -51,26 +54,12 @@ TERMINAL = {
 }
 
 
-async def until(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s:.0f}s")
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class Live:
     config: StovepipeConfig
     store: Store
     bus: StageMessaging
-    repo: SampleRepo
+    repo: WorkRepo
     stub: Any
     tmp: Path
     runner: Any = None
@@ -101,7 +90,8 @@ class Live:
                     return None
             return request
 
-        result: types_pb2.Request = await until(done, timeout_s, f"{request_id} terminal")
+        result = await until(done, timeout_s=timeout_s, what=f"{request_id} terminal")
+        assert result is not None
         return result
 
 
@@ -129,6 +119,7 @@ def live_config(
     runner: str,
     queues: int = 1,
     workers: dict[str, Any] | None = None,
+    kafka: dict[str, Any] | None = None,
     git_token_file: Path | None = None,
     runner_token_file: Path | None = None,
     **queue: Any,
@@ -143,6 +134,7 @@ def live_config(
                 "bootstrap_servers": bootstrap,
                 "topic_prefix": f"e{uuid.uuid4().hex[:8]}.",
                 "partitions": 2,
+                **(kafka or {}),
             },
             "extensions": {
                 "sourcecontrol": {"git": endpoint(git, git_token_file)},
@@ -171,6 +163,7 @@ async def live_stack(
     database_url: str,
     queues: int = 1,
     workers: dict[str, Any] | None = None,
+    kafka: dict[str, Any] | None = None,
     sandbox: bool = True,
     wrap: Callable[[str, DeliveryHandler], DeliveryHandler] | None = None,
     **queue: Any,
@@ -178,8 +171,7 @@ async def live_stack(
     """The live pipeline; ``sandbox=False`` for targets that signal the test through
     files outside their checkout (the sandbox rightly forbids that). ``wrap(topic,
     handler)`` replaces a stage's handler, to inject a fault where a test wants one."""
-    repo = SampleRepo(tmp_path / "repo").init()
-    await asyncio.to_thread(upgrade, database_url)
+    repo = WorkRepo(tmp_path / "repo")
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
     git_token, runner_token = write_token(git_token_file), write_token(runner_token_file)
     served = served_from_config(
@@ -210,6 +202,7 @@ async def live_stack(
             runner=runner.address,
             queues=queues,
             workers=workers,
+            kafka=kafka,
             git_token_file=git_token_file,
             runner_token_file=runner_token_file,
             **queue,

@@ -1,12 +1,10 @@
-"""One vocabulary for the contract suite, three ways to make it true.
+"""Our implementations of the SourceControl contract suite's ``Harness``.
 
-A harness changes history (commits, new branches, force pushes, garbage
-collection) and exposes a ``SourceControl`` that must answer questions about
-it. ``FakeHarness`` drives the in-process fake; ``GitHarness`` drives real
+``FakeHarness`` drives the in-process fake; ``GitHarness`` drives real
 repositories behind the real git server, reached through the client over a
 real gRPC channel: either a local path read in place or a ``file://`` URL of a
-bare "remote" that the server mirrors. The tests only speak the vocabulary and
-never look inside a URI, so each asserts the same behaviour of all three.
+bare "remote" that the server mirrors. The suite itself is public:
+:mod:`stovepipe.testing.contracts.sourcecontrol`.
 """
 
 from __future__ import annotations
@@ -14,55 +12,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from sourcecontrol_git import AUTHOR, WorkRepo, collect_garbage, init_bare
-
+from harness.git_repos import AUTHOR, WorkRepo, collect_garbage, init_bare
 from stovepipe.extensions.sourcecontrol import QueueSource, SourceControl
 from stovepipe.extensions.sourcecontrol.fake import FakeSourceControl
 from stovepipe.extensions.sourcecontrol.git import Promotion, ServedRepository
-
-QUEUE = "demo/main"
-PROMOTION_REF = "verified-main"
-
-CALC_GOOD = "def add(a, b):\n    return a + b\n"
-CALC_BROKEN = "def add(a, b):\n    return a - b\n"
-TEST_CALC = "from calc import add\n\nassert add(2, 3) == 5\n"
-
-
-class Harness(Protocol):
-    sc: SourceControl
-    source: QueueSource
-    foreign: QueueSource
-    """Another repository that exists and has history on ``main``."""
-    missing: QueueSource
-    """A repository that does not exist."""
-
-    def on(self, branch: str) -> QueueSource:
-        """The source of a Queue that follows ``branch`` of the same repository."""
-        ...
-
-    async def commit(self, branch: str, files: Mapping[str, str | None], title: str) -> str:
-        """Commit on an existing branch (or on ``main`` from nothing); the revision."""
-        ...
-
-    async def branch(self, name: str, revision: str) -> None: ...
-
-    async def force_push(self, branch: str, revision: str) -> None: ...
-
-    async def collect_garbage(self) -> None:
-        """Forget unreachable commits everywhere the implementation could still find them."""
-        ...
-
-    async def revision(self, branch: str) -> str | None:
-        """Where ``branch`` points in the authoritative repository."""
-        ...
-
-    async def remove_repository(self) -> None:
-        """Delete the authoritative repository (a mirror of it may stay behind)."""
-        ...
+from stovepipe.testing.contracts.sourcecontrol import PROMOTION_REF, QUEUE, History, build_history
 
 
 def promoting(repository: str) -> ServedRepository:
@@ -71,32 +27,9 @@ def promoting(repository: str) -> ServedRepository:
     return ServedRepository(repository, frozenset({Promotion("main", PROMOTION_REF)}))
 
 
-@dataclass(frozen=True)
-class History:
-    """Green, broken, fixed on ``main``; a ``release`` branch off the green commit."""
-
-    green: str
-    broken: str
-    fix: str
-    release: str
-
-
-async def build_history(harness: Harness) -> History:
-    green = await harness.commit(
-        "main",
-        {"src/calc.py": CALC_GOOD, "tests/test_calc.py": TEST_CALC, "README.md": "# calc\n"},
-        "add calculator",
-    )
-    broken = await harness.commit("main", {"src/calc.py": CALC_BROKEN}, "break add()")
-    fix = await harness.commit(
-        "main", {"src/calc.py": CALC_GOOD, "docs/notes.md": "fixed\n"}, "fix add()"
-    )
-    await harness.branch("release", green)
-    release = await harness.commit("release", {"CHANGELOG.md": "1.0\n"}, "release 1.0")
-    return History(green=green, broken=broken, fix=fix, release=release)
-
-
 class FakeHarness:
+    author = AUTHOR
+
     def __init__(self) -> None:
         self.fake = FakeSourceControl()
         self.sc: SourceControl = self.fake
@@ -133,19 +66,31 @@ class GitHarness:
     """``remote=False``: the server reads ``repo`` in place. ``remote=True``: commits are
     pushed to a bare repository the server knows only by its ``file://`` URL."""
 
-    def __init__(self, sc: SourceControl, tmp_path: Path, *, remote: bool) -> None:
+    author = AUTHOR
+
+    def __init__(
+        self, sc: SourceControl, tmp_path: Path, *, remote: bool, adopt: bool = False
+    ) -> None:
+        """Repositories made in ``tmp_path``; with ``adopt``, the ones a copy of another
+        GitHarness's directory left there (see :func:`git_history_template`)."""
         self.sc = sc
         self._cache = tmp_path / "cache"
-        other_remote = init_bare(tmp_path / "other.git") if remote else None
-        other = WorkRepo(tmp_path / "other", remote=other_remote)
-        other.commit("main", {"other.txt": "x"}, "other")
+        other_remote = tmp_path / "other.git" if remote else None
+        calc_remote = tmp_path / "calc.git" if remote else None
+        if not adopt:
+            for bare in (other_remote, calc_remote):
+                if bare is not None:
+                    init_bare(bare)
+        other = WorkRepo(tmp_path / "other", remote=other_remote, adopt=adopt)
+        if not adopt:
+            other.commit({"other.txt": "x"}, "other")
         if remote:
-            self._work = WorkRepo(tmp_path / "work", remote=init_bare(tmp_path / "calc.git"))
-            location = f"file://{tmp_path / 'calc.git'}"
+            self._work = WorkRepo(tmp_path / "work", remote=calc_remote, adopt=adopt)
+            location = f"file://{calc_remote}"
             self.foreign = QueueSource("other/main", f"file://{other_remote}", "main")
             self.missing = QueueSource("gone/main", f"file://{tmp_path / 'gone.git'}", "main")
         else:
-            self._work = WorkRepo(tmp_path / "calc")
+            self._work = WorkRepo(tmp_path / "calc", adopt=adopt)
             location = str(tmp_path / "calc")
             self.foreign = QueueSource("other/main", str(other.path), "main")
             self.missing = QueueSource("gone/main", str(tmp_path / "gone"), "main")
@@ -155,7 +100,7 @@ class GitHarness:
         return QueueSource(f"demo/{branch}", self.source.repository, branch)
 
     async def commit(self, branch: str, files: Mapping[str, str | None], title: str) -> str:
-        return await asyncio.to_thread(self._work.commit, branch, files, title)
+        return await asyncio.to_thread(self._work.commit, files, title, branch=branch)
 
     async def branch(self, name: str, revision: str) -> None:
         await asyncio.to_thread(self._work.branch, name, revision)
@@ -173,3 +118,13 @@ class GitHarness:
 
     async def remove_repository(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self._work.remote or self._work.path)
+
+
+async def git_history_template(root: Path, *, remote: bool) -> History:
+    """The contract suite's history, built once in ``root`` for GitHarness copies.
+
+    Building it takes some forty git commands; a test copies ``root`` into its own
+    directory and adopts the copy (``GitHarness(..., adopt=True)``) instead. The
+    fake stands in for the server: building history asks nothing of it.
+    """
+    return await build_history(GitHarness(FakeSourceControl(), root, remote=remote))

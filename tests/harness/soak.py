@@ -4,7 +4,7 @@ Each *scenario* picks one to three faults, pushes a few commits (each green or
 broken, and the stack knows which) to random Queues at random moments, injects
 the faults at random moments while that work is in flight, then lifts every
 fault and waits — for a bounded time — until every head has settled. The
-invariants of :mod:`stovepipe.testing.fault_checks` are watched throughout.
+invariants of :mod:`harness.fault_checks` are watched throughout.
 
 The same seed replays the same choices (timing on a busy machine still varies,
 so a failure is reproduced by re-running the seed, not guaranteed by it).
@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from stovepipe.testing.chaos_proxy import ALL, ChaosProxy, Fault
-from stovepipe.testing.fault_checks import InvariantWatch
-from stovepipe.testing.fault_stack import WORKERS, FaultStack
+from harness.chaos_proxy import ALL, ChaosProxy, Fault
+from harness.fault_checks import InvariantWatch
+from harness.fault_stack import WORKERS, FaultStack
 
 Progress = Callable[[str], None]
 
@@ -34,7 +34,10 @@ class SoakReport:
     seed: int
     scenarios: int = 0
     heads: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    """How often each entry of :data:`FAULTS` was injected."""
     faults: Counter[str] = field(default_factory=Counter)
+    """What each injection did, as the fault describes itself."""
     outcomes: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     observations: int = 0
@@ -137,6 +140,13 @@ async def kill_api(stack: FaultStack, rng: random.Random) -> str:
     return "kill -9 api"
 
 
+PROCESS_FAULTS = frozenset(
+    {"kill_worker", "kill_worker_in_handler", "restart_broker", "restart_postgres",
+     "restart_extension", "kill_api"}
+)  # fmt: skip
+"""Faults that act on a process through the stack, which counts each one in
+``FaultStack.faults``; the others act on a chaos proxy."""
+
 FAULTS: dict[str, FaultAction] = {
     "kill_worker": kill_worker,
     "kill_worker_in_handler": kill_worker_in_handler,
@@ -162,7 +172,7 @@ async def run_soak(
     assert stack.store is not None
     rng = random.Random(seed)
     report = SoakReport(seed=seed)
-    watch = InvariantWatch(stack.store, stack.repos)
+    watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
     started = time.monotonic()
     observer = asyncio.create_task(_observe(watch))
     try:
@@ -216,6 +226,7 @@ async def _scenario(
     async def inject(delay: float, kind: str) -> None:
         await asyncio.sleep(delay)
         report.faults[await FAULTS[kind](stack, random.Random(rng.random()))] += 1
+        report.kinds[kind] += 1
 
     await asyncio.gather(*(push(*head) for head in heads), *(inject(*fault) for fault in faults))
     stack.git_proxy.clear()

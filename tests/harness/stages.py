@@ -32,6 +32,7 @@ from stovepipe.stages import (
     topics,
 )
 from stovepipe.storage import Store
+from stovepipe.v1 import topics_pb2
 
 REPO = "/repos/mono"
 
@@ -114,7 +115,7 @@ class Pipeline:
             ),
             topics.RECORD: VerdictRecorder(*args),
         }
-        self.hook_events: list[Message] = []
+        self.hook_events: list[topics_pb2.HookEvent] = []
 
     def repo(self, location: str = REPO) -> FakeRepository:
         return self.sc.repository(location)
@@ -147,6 +148,7 @@ class Pipeline:
 
     async def _deliver(self, topic: str, message: Message, twice: bool) -> None:
         if topic == topics.HOOK:
+            assert isinstance(message, topics_pb2.HookEvent), message
             self.hook_events.append(message)
             return
         handler = self.handlers[topic]

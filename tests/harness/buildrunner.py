@@ -1,127 +1,51 @@
-"""One vocabulary for the contract suite, two ways to make it true.
+"""Our implementations of the BuildRunner contract suite's ``Harness``.
 
 A scenario is a list of ``Step``s, one per target: how the target ends, what
 it prints, whether it hangs. ``LocalHarness`` commits a shell script per
 target to a real repository and builds it with the real local runner over
-gRPC; ``FakeHarness`` scripts the fake with the same outcomes. The tests only
-speak the vocabulary, so each asserts the same behaviour of both.
+gRPC; ``FakeHarness`` scripts the fake with the same outcomes. The suite
+itself is public: :mod:`stovepipe.testing.contracts.buildrunner`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-from buildrunner_git import GitRepo, process_alive
-from buildrunner_sc_double import SourceControlDouble
-
+from harness.git_repos import WorkRepo
+from harness.processes import process_alive
+from harness.sc_double import SourceControlDouble
 from stovepipe.extensions.buildrunner import (
-    BuildReport,
     BuildRunner,
     BuildSource,
-    TargetSpec,
     TargetState,
-    TriggerSpec,
 )
 from stovepipe.extensions.buildrunner.fake import FakeBuildRunner, Outcome, TargetScript
+from stovepipe.extensions.buildrunner.local import RunnerSettings
+from stovepipe.testing.contracts.buildrunner import Step
 
 LOG_LIMIT = 4096
+RUNNER_SETTINGS = RunnerSettings(
+    log_limit_bytes=LOG_LIMIT, kill_grace_seconds=3.0, default_timeout_seconds=120.0, sandbox=False
+)
+"""How the tests' local runners run: a small log cap the suite can write past. The
+contract and local suites check the process model: their targets record runs and pids
+outside the checkout, which the sandbox forbids, so they run unsandboxed;
+``test_buildrunner_sandbox.py`` runs the same kinds of target inside the sandbox."""
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    exit_code: int = 0
-    output: str = ""
-    hangs: bool = False
-    paths: tuple[str, ...] = ()
-    timeout_seconds: float | None = None
-
-
-def targets(steps: Sequence[Step]) -> tuple[TargetSpec, ...]:
-    return tuple(
-        TargetSpec(
-            name=s.name,
-            command=f"sh ci/{s.name}.sh",
-            paths=s.paths,
-            timeout_seconds=s.timeout_seconds,
-        )
-        for s in steps
+def require_bwrap() -> None:
+    """Sandbox tests fail, never skip, on a machine without bubblewrap."""
+    assert shutil.which("bwrap"), (
+        "bwrap not found: the sandbox tests need bubblewrap (apt-get install bubblewrap)"
     )
-
-
-class Harness(Protocol):
-    runner: BuildRunner
-    source: BuildSource
-
-    async def commit(self, steps: Sequence[Step], *, touching: Sequence[str] = ()) -> str:
-        """A new head whose targets behave as ``steps``; ``touching`` are the files it changes."""
-        ...
-
-    def dangling_head(self) -> str:
-        """A head SourceControl knows but whose revision cannot be checked out."""
-        ...
-
-    def runs(self, target: str) -> int:
-        """How many times a target of that name started."""
-        ...
-
-    def alive(self, target: str) -> bool:
-        """Whether work started by that target still runs."""
-        ...
-
-    async def leftovers(self) -> list[str]:
-        """Resources still held by builds (checkouts, worktree records, hanging work)."""
-        ...
-
-
-def trigger_spec(
-    harness: Harness,
-    head_uri: str,
-    steps: Sequence[Step],
-    *,
-    base_uri: str = "",
-    key: str = "",
-) -> TriggerSpec:
-    return TriggerSpec(
-        source=harness.source,
-        base_uri=base_uri,
-        head_uri=head_uri,
-        targets=targets(steps),
-        idempotency_key=key,
-    )
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, deadline_s: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it holds; fail the test with ``what`` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while not await check():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not happen within {deadline_s}s")
-        await asyncio.sleep(0.02)
-
-
-async def wait_terminal(
-    runner: BuildRunner, build_id: str, deadline_s: float = 60.0
-) -> BuildReport:
-    reports: list[BuildReport] = []
-
-    async def terminal() -> bool:
-        reports.append(await runner.status(build_id))
-        return reports[-1].state.terminal
-
-    await eventually(terminal, deadline_s=deadline_s, what=f"{build_id} ending")
-    return reports[-1]
 
 
 class FakeHarness:
+    log_limit_bytes = LOG_LIMIT
+
     def __init__(self) -> None:
         self.fake = FakeBuildRunner(log_limit_bytes=LOG_LIMIT)
         self.runner: BuildRunner = self.fake
@@ -166,10 +90,12 @@ class FakeHarness:
 
 
 class LocalHarness:
+    log_limit_bytes = LOG_LIMIT
+
     def __init__(
         self,
         runner: BuildRunner,
-        repo: GitRepo,
+        repo: WorkRepo,
         double: SourceControlDouble,
         work_dir: Path,
         state_dir: Path,
@@ -221,3 +147,18 @@ class LocalHarness:
         for mirror in (self.work_dir / "mirrors").glob("*.git"):
             held += [str(p) for p in (mirror / "worktrees").glob("*")]
         return held
+
+
+def read_text(path: Path) -> str:
+    """Small files the tests inspect; a sync helper keeps blocking I/O out of coroutines."""
+    return path.read_text()
+
+
+def listing(path: Path) -> list[str]:
+    """Names under ``path`` (empty when it does not exist)."""
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def tree_size(path: Path) -> int:
+    """Bytes held by the files under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -10,7 +10,15 @@ starve those processes while heads flow. Extensions are reached through
 A *keeper* task plays the role of a process supervisor (systemd, Kubernetes):
 a worker that dies is started again after a short pause. Git repositories are
 real, and the stack knows the true verdict of every commit it makes, so the
-invariant checks can tell a falsely green fact from an honest one.
+invariant checks can tell a falsely green fact from an honest one. Each
+Queue's repository is a bare *origin* that the extensions read and promote in,
+fed by pushes from a working clone the stack commits in (:class:`QueueRepo`).
+
+One stack can serve many tests: it is started with ``rounds`` sets of Queues,
+and :meth:`FaultStack.reset` lifts every fault, waits until every process is
+back and ready, and hands the next test Queues nobody has used. Stopping it is
+a SIGKILL of everything: graceful stops are tested explicitly
+(:meth:`FaultStack.terminate`), never on the way out.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -32,16 +41,19 @@ import grpc
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from harness.chaos_proxy import ChaosProxy
+from harness.git_repos import WorkRepo, init_bare
+from harness.postgres import PostgresCluster
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.health import grpc_serving
+from stovepipe.runtime.processes import free_port, kill
 from stovepipe.runtime.registry import STAGE_NAMES
-from stovepipe.runtime.sample_repo import SANDBOX_PYTHON, SampleRepo, Step
+from stovepipe.runtime.sample_repo import SANDBOX_PYTHON
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
-from stovepipe.testing.chaos_proxy import ChaosProxy
-from stovepipe.testing.postgres import PostgresCluster, free_port
+from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 
@@ -49,6 +61,10 @@ log = logging.getLogger(__name__)
 
 WORKERS = STAGE_NAMES
 """Worker processes, by the stage name ``stovepipe worker`` takes (from the registry)."""
+
+GROUP_TIMING = {"session_timeout_ms": 4_000, "heartbeat_interval_ms": 800}
+"""Consumer-group timing unless ``kafka`` says otherwise: Tansu completes a join after
+about half the session timeout, so a (re)started worker consumes within seconds."""
 
 _GOOD = "def add(a, b):\n    return a + b\n"
 _BROKEN = "def add(a, b):\n    return a - b\n"
@@ -73,24 +89,51 @@ def fault_targets() -> list[dict[str, Any]]:
 
 @dataclass
 class QueueRepo:
-    """One Queue's repository and the truth about each commit in it."""
+    """One Queue's repository and the truth about each commit in it.
+
+    The Queue names a bare ``origin``: the extensions resolve, fetch, clone and
+    promote there, and nothing writes a working tree or an index they read.
+    Commits are made in a working clone and pushed, one at a time (the soak
+    pushes from several threads), so ``order`` is the branch's history.
+    """
 
     queue: str
-    repo: SampleRepo
+    repo: WorkRepo
     truth: dict[str, bool] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, queue: str, root: Path) -> QueueRepo:
+        origin = init_bare(cls.origin_in(root))
+        return cls(queue, WorkRepo(root / "work", remote=origin))
+
+    @staticmethod
+    def origin_in(root: Path) -> Path:
+        """Where :meth:`create` puts the origin of a repository made under ``root``."""
+        return root / "origin.git"
+
+    @property
+    def origin(self) -> Path:
+        """What the Queue's ``source.repository`` names."""
+        return self.repo.served
 
     def commit(self, green: bool) -> str:
-        self._counter += 1
-        body = (_GOOD if green else _BROKEN) + f"# change {self._counter}\n"
-        files: dict[str, str | None] = {"src/calc.py": body}
-        if self._counter == 1:
-            files["tests/test_calc.py"] = _TEST
-        sha = self.repo.commit(Step(f"change {self._counter}", files, green))
-        self.truth[sha] = green
-        self.order.append(sha)
-        return sha
+        with self._lock:
+            self._counter += 1
+            body = (_GOOD if green else _BROKEN) + f"# change {self._counter}\n"
+            files: dict[str, str | None] = {"src/calc.py": body}
+            if self._counter == 1:
+                files["tests/test_calc.py"] = _TEST
+            sha = self.repo.commit(files, f"change {self._counter}")
+            self.truth[sha] = green
+            self.order.append(sha)
+            return sha
+
+    def ref(self, name: str) -> str | None:
+        """Where branch ``name`` of the origin points (the promotion ref, say), or None."""
+        return self.repo.revision(name)
 
     def position(self, sha: str | None) -> int:
         """Index of ``sha`` in the (linear) history; -1 for none."""
@@ -119,18 +162,28 @@ class FaultStack:
         postgres: PostgresCluster,
         *,
         queues: int = 2,
+        rounds: int = 1,
         sweeper_stale_after_s: float = 4.0,
         kafka: dict[str, Any] | None = None,
+        template: str | None = None,
         replicas: int = 1,
         partitions: int = 2,
     ) -> None:
-        """``replicas`` processes of every stage (named ``worker-<stage>`` when there is
+        """``queues`` Queues per test, ``rounds`` tests (see :meth:`reset`); the database
+        is a copy of ``template`` (a migrated one) when given, else migrated here.
+        ``replicas`` processes of every stage (named ``worker-<stage>`` when there is
         one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
         of ``partitions`` partitions."""
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
-        self.queue_names = [f"fault/q{i}" for i in range(queues)]
+        self._all_queues = [f"fault/q{i}" for i in range(queues * rounds)]
+        self._per_round = queues
+        self._round = 0
+        self._handed_out = False
+        self._template = template
+        self.queue_names = self._all_queues[:queues]
+        """This round's Queues (see :meth:`reset`)."""
         self.repos: dict[str, QueueRepo] = {}
         self.children: dict[str, Child] = {}
         self.health: dict[str, str] = {}
@@ -139,7 +192,7 @@ class FaultStack:
         self.faults: Counter[str] = Counter()
         self._held: set[str] = set()
         self._sweeper_stale_after_s = sweeper_stale_after_s
-        self._kafka_options = dict(kafka or {})
+        self._kafka_options = {**GROUP_TIMING, **(kafka or {})}
         self.database_url = ""
         self.api_address = f"127.0.0.1:{free_port()}"
         self.git_address = f"127.0.0.1:{free_port()}"
@@ -161,13 +214,14 @@ class FaultStack:
     async def start(self) -> None:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         database = f"faults_{uuid.uuid4().hex[:10]}"
-        self.database_url = await asyncio.to_thread(self.postgres.create_database, database)
-        await asyncio.to_thread(upgrade, self.database_url)
+        self.database_url = await asyncio.to_thread(
+            self.postgres.create_database, database, template=self._template
+        )
+        if self._template is None:
+            await asyncio.to_thread(upgrade, self.database_url)
         self.store = Store(create_engine(self.database_url))
         await self.broker.start()
-        for i, name in enumerate(self.queue_names):
-            repo = SampleRepo(self.root / f"repo{i}").init()
-            self.repos[name] = QueueRepo(name, repo)
+        await asyncio.to_thread(self._create_repos, self.queue_names)
         await self.git_proxy.start()
         await self.runner_proxy.start()
         config_path = self._write_config()
@@ -199,18 +253,22 @@ class FaultStack:
         self._keeper = asyncio.create_task(self._keep_alive())
 
     async def stop(self) -> None:
+        """SIGKILL every process (and what it started) at once: a clean stop is not what a
+        fault test is about, and waiting for each drain would cost seconds per child."""
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        await asyncio.gather(*(self._terminate(c) for c in self.children.values()))
+        await asyncio.gather(
+            *(kill(c.process) for c in self.children.values() if c.process is not None)
+        )
         await self.git_proxy.stop()
         await self.runner_proxy.stop()
         if self._channel is not None:
             await self._channel.close(None)
         if self.store is not None:
             await self.store.close()
-        await self.broker.stop()
+        await self.broker.kill()
         if self.database_url:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(
@@ -243,17 +301,59 @@ class FaultStack:
             "queues": [
                 {
                     "name": name,
-                    "source": {"repository": str(self.repos[name].repo.path), "ref": "main"},
+                    "source": {
+                        "repository": str(QueueRepo.origin_in(self._repo_root(i))),
+                        "ref": "main",
+                    },
                     "build": {"targets": fault_targets()},
                     "promotion_ref": "verified-main",
                     "max_concurrent": 1 + i % 2,
                 }
-                for i, name in enumerate(self.queue_names)
+                for i, name in enumerate(self._all_queues)
             ],
         }
         path = self.root / "stovepipe.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
+
+    # Queues, and a fresh start for the next test
+
+    def _repo_root(self, index: int) -> Path:
+        return self.root / f"repo{index}"
+
+    def _create_repos(self, names: list[str]) -> None:
+        for name in names:
+            index = self._all_queues.index(name)
+            self.repos[name] = QueueRepo.create(name, self._repo_root(index))
+
+    async def reset(self) -> None:
+        """Prepare the stack for the next test as a fresh one would be: every fault lifted,
+        every process up, serving and ready, counters at zero, and new Queues.
+
+        ``TimeoutError`` when the stack does not come back healthy; ``RuntimeError`` when
+        every round of Queues has been used.
+        """
+        self.git_proxy.reset()
+        self.runner_proxy.reset()
+        self._held.clear()
+        if not self.broker.running:
+            await self.broker.start()
+        if not await asyncio.to_thread(lambda: self.postgres.running):
+            await asyncio.to_thread(self.postgres.start)
+        # nothing is held any more, so the keeper brings back whatever is down
+        if self._handed_out:
+            self._round += 1
+            first = self._round * self._per_round
+            if first >= len(self._all_queues):
+                raise RuntimeError(f"every round of Queues ({self._round}) is used")
+            self.queue_names = self._all_queues[first : first + self._per_round]
+            await asyncio.to_thread(self._create_repos, self.queue_names)
+        self._handed_out = True
+        for address in (self.git_address, self.runner_address, self.api_address):
+            await self._until_serving(address)
+        await self.until_ready()
+        self.restarts.clear()
+        self.faults.clear()
 
     # Children
 
@@ -271,19 +371,6 @@ class FaultStack:
                 start_new_session=True,
             )
         child.starts += 1
-
-    async def _terminate(self, child: Child, timeout_s: float = 20.0) -> None:
-        process = child.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
 
     async def _keep_alive(self) -> None:
         """Restart any child that died, as a process supervisor would."""
@@ -303,10 +390,8 @@ class FaultStack:
     async def kill(self, name: str) -> None:
         """``kill -9`` the child (and its process group: builds die with the runner)."""
         child = self.children[name]
-        if child.process is not None and child.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-            await child.process.wait()
+        if child.process is not None:
+            await kill(child.process)
         self.faults[f"kill -9 {name}"] += 1
 
     async def terminate(self, name: str, timeout_s: float = 60.0, *, restart: bool = True) -> int:
@@ -375,28 +460,11 @@ class FaultStack:
         return "\n".join(text.splitlines()[-lines:])
 
     async def wait_until(self, check: Any, timeout_s: float, what: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if await check():
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"{what} not within {timeout_s:.0f}s")
+        await until(check, timeout_s=timeout_s, what=what, interval_s=0.1)
 
     async def _until_serving(self, address: str, timeout_s: float = 60.0) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         async def serving() -> bool:
-            channel = open_channel(address)
-            try:
-                response = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1.0
-                )
-                return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
-            except grpc.aio.AioRpcError:
-                return False
-            finally:
-                await channel.close(None)
+            return await grpc_serving(address)
 
         await self.wait_until(serving, timeout_s, f"{address} serving")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from stage_harness import Pipeline
 
+from harness.stages import Pipeline
 from stovepipe.grpcutil import GrpcServer
 from stovepipe.storage import Store
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -33,7 +33,11 @@ class ServedApi:
 
     def raw(self, method: str) -> Any:
         """A call of ``method`` that sends the bytes it is given, undecoded answers."""
-        return self.channel.unary_unary(f"/stovepipe.v1.StovepipeService/{method}")
+        return self.channel.unary_unary(
+            f"/stovepipe.v1.StovepipeService/{method}",
+            request_serializer=None,
+            response_deserializer=None,
+        )
 
 
 async def status_of(call: Any) -> grpc.aio.AioRpcError:

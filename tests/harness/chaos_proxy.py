@@ -13,8 +13,11 @@ Faults are set per method name (``"Trigger"``) or for all methods (``"*"``):
 * ``HOLD``: keep the call open until :meth:`ChaosProxy.release` — this is how a
   test catches a worker *inside* a handler before killing it.
 
+A fault may be limited to the calls whose request mentions a string (``only=``,
+a Queue's name, say), so tests sharing a stack do not catch each other's calls.
 ``calls_in_flight(method)`` tells how many calls are currently being held or
-forwarded, so a test can wait for the moment it wants.
+forwarded, and ``held(method)`` how many are being held, so a test can wait for
+the moment it wants.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ class ChaosProxy:
         self.upstream = upstream
         self._listen = listen
         self._faults: dict[str, Fault] = {}
+        self._only: dict[str, bytes] = {}
         self._released = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
+        self._held: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         """Every call that reached the proxy, by method, faulted or not."""
@@ -94,40 +99,65 @@ class ChaosProxy:
         if self._channel is not None:
             await self._channel.close(None)
 
-    def set_fault(self, method: str, fault: Fault) -> None:
-        """Misbehave on ``method`` (a short name like ``"Status"`` or ``ALL``) from now on."""
+    def set_fault(self, method: str, fault: Fault, *, only: str | None = None) -> None:
+        """Misbehave on ``method`` (a short name like ``"Status"`` or ``ALL``) from now on;
+        with ``only``, just on the calls whose request contains that string."""
         if fault is Fault.HOLD:
             self._released.clear()
         self._faults[method] = fault
+        if only is None:
+            self._only.pop(method, None)
+        else:
+            self._only[method] = only.encode()
 
     def clear(self, method: str | None = None) -> None:
         """Behave again (on ``method``, or everywhere) and let held calls through."""
         if method is None:
             self._faults.clear()
+            self._only.clear()
         else:
             self._faults.pop(method, None)
+            self._only.pop(method, None)
         if Fault.HOLD not in self._faults.values():
             self.release()
 
     def release(self) -> None:
         self._released.set()
 
+    def reset(self) -> None:
+        """Behave everywhere, let held calls through, and zero the call counts."""
+        self.clear()
+        self.injected.clear()
+        self.calls.clear()
+
     def calls_in_flight(self, method: str) -> int:
         return self._in_flight[method]
 
-    def _fault_for(self, method: str) -> Fault | None:
-        return self._faults.get(method) or self._faults.get(ALL)
+    def held(self, method: str) -> int:
+        """Calls of ``method`` being held by a ``HOLD`` fault right now."""
+        return self._held[method]
+
+    def _fault_for(self, method: str, request: bytes) -> Fault | None:
+        for name in (method, ALL):
+            fault = self._faults.get(name)
+            if fault is not None and self._only.get(name, b"") in request:
+                return fault
+        return None
 
     async def _call(self, full_method: str, request: bytes, context: Any) -> bytes:
         method = full_method.rsplit("/", 1)[-1]
         self.calls[method] += 1
         self._in_flight[method] += 1
         try:
-            fault = self._fault_for(method)
+            fault = self._fault_for(method, request)
             if fault is Fault.HOLD:
                 self.injected[f"{method}:{fault}"] += 1
-                await self._released.wait()
-                fault = self._fault_for(method)
+                self._held[method] += 1
+                try:
+                    await self._released.wait()
+                finally:
+                    self._held[method] -= 1
+                fault = self._fault_for(method, request)
             if fault is not None and fault is not Fault.HOLD:
                 self.injected[f"{method}:{fault}"] += 1
                 if fault is Fault.GARBAGE:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -85,3 +85,7 @@ class RunnerProcess:
             yield BuildRunnerClient(channel, timeout_s=30.0)
         finally:
             await channel.close(None)
+
+
+MakeRunner = Callable[..., RunnerProcess]
+"""The ``make_runner`` fixture: keyword arguments ``work_dir``, ``args``, ``env``."""

@@ -9,7 +9,7 @@ condition with a deadline instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from stovepipe.messaging import (
     Delivery,
     FailurePolicy,
     KafkaSettings,
+    Published,
     ensure_topics,
     redeliver,
 )
@@ -160,19 +161,15 @@ class KafkaHarness(Harness):
             yield bus
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout_s: float = DEADLINE_S, what: str = "condition"
-) -> None:
-    """Re-check state outside this process (committed offsets) until true or the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s:.0f}s")
-        await asyncio.sleep(0.05)
+def placed(published: Published) -> tuple[int, int]:
+    """Where a publish landed: (partition, offset), which a real broker always reports."""
+    assert published.partition is not None and published.offset is not None, published
+    return published.partition, published.offset
 
 
-async def committed_offset(settings: KafkaSettings, topic: str, group: str, partition: int) -> Any:
+async def committed_offset(
+    settings: KafkaSettings, topic: str, group: str, partition: int
+) -> int | None:
     """The group's committed offset, read by a consumer that never joins the group."""
     consumer = AIOKafkaConsumer(
         **settings.client_kwargs(),
@@ -181,6 +178,9 @@ async def committed_offset(settings: KafkaSettings, topic: str, group: str, part
     )
     await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(settings.topic(topic), partition))
+        offset: int | None = await consumer.committed(
+            TopicPartition(settings.topic(topic), partition)
+        )
+        return offset
     finally:
         await consumer.stop()

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from harness.fault_stack import FaultStack, QueueRepo
 from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
 from stovepipe.storage import Store
-from stovepipe.testing.fault_stack import FaultStack, QueueRepo
 
 _VERDICTS = (RequestState.SUCCEEDED, RequestState.FAILED)
 
@@ -94,7 +93,7 @@ class InvariantWatch:
             bookmarked = await self.store.get_fact(queue, state.last_green_uri or "", "")
             if bookmarked is None or not bookmarked.green:
                 self._violate(f"{queue}: bookmark on {state.last_green_uri} without a green fact")
-        position = repo.position(await asyncio.to_thread(_ref, repo, "verified-main"))
+        position = repo.position(await asyncio.to_thread(repo.ref, "verified-main"))
         if position < self._promotion_pos.get(queue, -1):
             self._violate(f"{queue}: promotion ref moved back to commit #{position}")
         self._promotion_pos[queue] = max(position, self._promotion_pos.get(queue, -1))
@@ -158,7 +157,7 @@ class InvariantWatch:
                 f"newest green is {newest_green[0].id}"
             )
         if state.last_green_uri:
-            promoted = await asyncio.to_thread(_ref, repo, "verified-main")
+            promoted = await asyncio.to_thread(repo.ref, "verified-main")
             if promoted != commit_of(state.last_green_uri):
                 problems.append(f"{queue}: promotion ref {promoted} behind the bookmark")
         return problems
@@ -177,7 +176,7 @@ class InvariantWatch:
 async def watching(stack: FaultStack, every_s: float = 0.2) -> AsyncIterator[InvariantWatch]:
     """Observe the safety invariants every ``every_s`` while the body runs."""
     assert stack.store is not None
-    watch = InvariantWatch(stack.store, stack.repos)
+    watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
 
     async def loop() -> None:
         while True:
@@ -224,10 +223,3 @@ async def assert_true_verdicts(
             continue
         truth = stack.repos[request.queue].truth[commit_of(request.uri)]
         assert (green, origin) == (truth, "build"), (request_id, request.reason)
-
-
-def _ref(repo: QueueRepo, name: str) -> str | None:
-    try:
-        return repo.repo.ref(name)
-    except subprocess.CalledProcessError:
-        return None
