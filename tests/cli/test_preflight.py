@@ -32,7 +32,6 @@ from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.registry import all_topics
 from stovepipe.runtime.sample_repo import STEPS, SampleRepo
 from stovepipe.runtime.wiring import kafka_settings
-from stovepipe.storage.migrate import upgrade_async
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -62,7 +61,7 @@ class Ready:
 
 @pytest.fixture
 async def ready(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Ready]:
     repo = SampleRepo(tmp_path / "repo").init()
     repo.commit(STEPS[0])
@@ -83,7 +82,7 @@ async def ready(
         security=ServerSecurity(token=env[GIT_TOKEN_ENV]),
     )
     data = {
-        "storage": {"url": pg_database_url},
+        "storage": {"url": migrated_pg_url},
         "kafka": {
             "bootstrap_servers": kafka_bootstrap,
             "topic_prefix": f"pf{free_port()}.",
@@ -101,7 +100,6 @@ async def ready(
     }
     fixture = Ready(data, env, tmp_path)
     config = fixture.config()
-    await upgrade_async(pg_database_url)
     await ensure_topics(kafka_settings(config, "preflight-test"), all_topics())
     try:
         yield fixture

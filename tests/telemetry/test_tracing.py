@@ -11,6 +11,7 @@ import pytest
 
 from harness.live import QUEUE, live_stack
 from harness.otlp import OtlpReceiver, tree_problems
+from plugins.broker import group_timing, session_broker_is_tansu
 from stovepipe.config.sections import TelemetryConfig
 from stovepipe.failures import Retryable
 from stovepipe.messaging import Delivery, DeliveryHandler
@@ -48,7 +49,7 @@ def _fail_record_once(failed: set[str]) -> Any:
 
 
 async def test_one_request_is_one_connected_trace_across_every_hop(
-    tmp_path: Path, kafka_bootstrap: str, pg_database_url: str
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str
 ) -> None:
     receiver = OtlpReceiver()
     address = await receiver.start()  # before instrumenting: its own calls stay untraced
@@ -61,11 +62,12 @@ async def test_one_request_is_one_connected_trace_across_every_hop(
         async with live_stack(
             tmp_path,
             kafka_bootstrap,
-            pg_database_url,
+            migrated_pg_url,
             wrap=_fail_record_once(failed),
             workers={"record": {"backoff_initial_seconds": 0.2, "max_attempts": 3}},
+            kafka=group_timing(embedded=session_broker_is_tansu(), tansu_session_ms=4_000),
         ) as live:
-            live.repo.commit(STEPS[0])
+            live.repo.commit(STEPS[0].files, STEPS[0].title)
             ingest = await live.ingest()
             request = await live.wait_terminal(ingest.request_id)
             assert request.state == types_pb2.REQUEST_STATE_SUCCEEDED
