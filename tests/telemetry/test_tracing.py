@@ -82,7 +82,7 @@ async def test_one_request_is_one_connected_trace_across_every_hop(
             s.trace_id for s in receiver.spans if s.attributes.get("stovepipe.request.id") == rid
         }
 
-    traces = await until(mentioning, 30, "spans of the Request")
+    traces = await until(mentioning, timeout_s=30, what="spans of the Request")
     await receiver.stop()
     assert len(traces) == 1, f"the Request's spans are in {len(traces)} traces"
     spans = receiver.trace(traces.pop())

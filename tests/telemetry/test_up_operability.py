@@ -141,7 +141,7 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
     outputs: list[str] = []
     up = start_up()
     try:
-        await until(answering, 120, "the API of `stovepipe up`")
+        await until(answering, timeout_s=120, what="the API of `stovepipe up`")
         repo.commit(STEPS[0])
         green = await asyncio.to_thread(_cli, "ingest", QUEUE, "--wait", env=env)
         assert green.returncode == 0, green.stdout + green.stderr
@@ -187,7 +187,7 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
             stale = _value(samples, "stovepipe_queue_stale", queue=QUEUE)
             return age is not None and behind == 0.0 and stale == 0.0
 
-        await until(queue_gauges, 90, "the freshness gauges of the Queue")
+        await until(queue_gauges, timeout_s=90, what="the freshness gauges of the Queue")
         for samples in (api_metrics, process, record):
             assert not any(request_id in str(labels) for _, labels in samples), (
                 "a request id became a label"
@@ -200,7 +200,7 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
                 if s.attributes.get("stovepipe.request.id") == request_id
             }
 
-        traces = await until(traced, 60, "spans of the Request")
+        traces = await until(traced, timeout_s=60, what="spans of the Request")
         assert len(traces) == 1
         trace_id = traces.pop()
 
@@ -209,7 +209,7 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
             names = {s.name for s in spans}
             return "process stovepipe.record" in names and not tree_problems(spans)
 
-        await until(whole, 60, "the Request's trace to arrive whole")
+        await until(whole, timeout_s=60, what="the Request's trace to arrive whole")
         components = {s.service_instance for s in receiver.trace(trace_id)}
         assert {"api", "worker-process", "worker-build", "worker-record", "worker-delay"} <= (
             components
@@ -227,7 +227,7 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
         assert before.stdout.startswith("== unit-tests (attempt 1, build ")
         outputs.append(await stop_up())
         up = start_up()
-        await until(answering, 120, "the API of `stovepipe up`, restarted")
+        await until(answering, timeout_s=120, what="the API of `stovepipe up`, restarted")
         after = await asyncio.to_thread(_cli, "logs", red_id, "--target", "unit-tests", env=env)
         assert after.returncode == 0 and after.stdout == before.stdout, after.stderr
         none = await asyncio.to_thread(_cli, "logs", red_id, "--target", "docs", env=env)
