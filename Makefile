@@ -38,11 +38,8 @@ fmt: $(STAMP)  ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, telemetry overhead
-	$(BIN)/python benchmarks/pipeline_latency.py
-	$(BIN)/python benchmarks/watch_streams.py
-	$(BIN)/python benchmarks/telemetry_overhead.py
-	$(BIN)/python benchmarks/redaction_linearity.py
+bench: $(STAMP)  ## Run every benchmark (not part of the tests) and print one table of ratios vs goals (QUICK=1: smaller runs)
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
 	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))

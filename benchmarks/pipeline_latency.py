@@ -1,19 +1,30 @@
-"""Ingest → fact latency across many Queues, against the raw cost of one Kafka hop.
+"""Ingest → fact latency of one head against its physical floor, and throughput.
 
 Runs the whole pipeline in one process (real Tansu broker, real PostgreSQL
 unless --sqlite, real git and local-runner extensions over gRPC) with an
-instant build target, reports p50/p99 of "Ingest returned → fact readable",
-then measures produce → consume latency of a single hop on the same broker
-and prints the overhead ratio ``pipeline p50 / (hops x raw hop p50)``.
+instant build target (``true``), and reports p50/p99 of "Ingest called → fact
+readable" for heads driven one after another on each Queue.
 
-    .venv/bin/python benchmarks/pipeline_latency.py [--queues 20] [--heads 10] [--sqlite]
+In the same run it times the floor's primitives: one produce → consume hop
+on the same broker, one single-row write transaction on the same database, one
+``git worktree add`` (+ remove) of the sample repository and one spawn of
+``true``. The floor of a head is ``hops x hop + writes x write + worktree +
+spawn`` and the goal of issue 14 is ``p50 <= 2 x floor``.
+
+Throughput: ``--queues N --heads 1`` ingests one head on each of N Queues at
+once; heads/s and CPU seconds per head (this process and its children: the
+extensions run in it, git and the build run as its children) are printed.
+
+    .venv/bin/python benchmarks/pipeline_latency.py [--queues 1] [--heads 20] [--sqlite]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +32,10 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import text
 
 from stovepipe.embedded import EmbeddedBroker
+from stovepipe.storage.engine import create_engine
 from stovepipe.storage.migrate import upgrade_async
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
@@ -34,6 +47,7 @@ from harness.live import QUEUE, Live, live_stack  # noqa: E402
 from harness.postgres import PostgresCluster  # noqa: E402
 
 PIPELINE_HOPS = 4  # ingest→process→build→buildsignal→record; delay-tier polls come on top
+FLOOR_WRITES = 4  # Request created, slot taken with the build, fact written, bookmark moved
 
 
 def pct(values: list[float], q: float) -> float:
@@ -94,6 +108,56 @@ async def raw_hop(bootstrap: str, samples: int) -> list[float]:
     return latencies
 
 
+async def db_write(database_url: str, samples: int) -> list[float]:
+    """One single-row write transaction, as the floor's unit of database work."""
+    engine = create_engine(database_url)
+    table = f"bench_{uuid.uuid4().hex[:8]}"
+    latencies = []
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (k INTEGER PRIMARY KEY, v TEXT)"))
+        for n in range(samples):
+            start = time.perf_counter()
+            async with engine.begin() as conn:
+                await conn.execute(text(f"INSERT INTO {table} VALUES (:k, 'x')"), {"k": n})
+            latencies.append(time.perf_counter() - start)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE {table}"))
+    finally:
+        await engine.dispose()
+    return latencies
+
+
+def worktree_and_spawn(source: Path, repo: Path, samples: int) -> tuple[list[float], list[float]]:
+    """One ``git worktree add --detach`` + remove, and one spawn of ``true``, timed in a
+    clone of ``source`` at ``repo``."""
+    subprocess.run(["git", "clone", "--quiet", str(source), str(repo)], check=True)
+    worktrees, spawns = [], []
+    for n in range(samples):
+        path = repo.parent / f"bench-wt-{n}"
+        start = time.perf_counter()
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(path), "HEAD"],
+            cwd=repo,
+            check=True,
+        )
+        worktrees.append(time.perf_counter() - start)
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=repo, check=True)
+        start = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        spawns.append(time.perf_counter() - start)
+    return worktrees, spawns
+
+
+def cpu_now() -> float:
+    """CPU seconds of this process and of its waited-for children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 async def main(queues: int, heads: int, use_sqlite: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="stovepipe-bench-"))
     cluster = None
@@ -120,10 +184,14 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
             warm: list[float] = []
             await drive_queue(live, names[0][0], names[0][1], 1, warm)
             latencies: list[float] = []
-            began = time.perf_counter()
+            cpu0, began = cpu_now(), time.perf_counter()
             await asyncio.gather(*(drive_queue(live, q, b, heads, latencies) for q, b in names))
-            wall = time.perf_counter() - began
+            wall, cpu = time.perf_counter() - began, cpu_now() - cpu0
+        # a copy of the repository, so the floor's worktrees never meet the pipeline's
+        copy = tmp / "floor-repo"
+        worktree, spawn = await asyncio.to_thread(worktree_and_spawn, live.repo.path, copy, 20)
         hop = await raw_hop(broker.bootstrap_servers, 200)
+        write = await db_write(database_url, 200)
     finally:
         await broker.stop()
         if cluster is not None:
@@ -142,17 +210,29 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
     print(
         f"raw hop            p50 {h50 * 1000:.1f} ms   p99 {h99 * 1000:.1f} ms   ({len(hop)} samples)"
     )
+    w50, t50, s50 = pct(write, 0.5), pct(worktree, 0.5), pct(spawn, 0.5)
+    floor = PIPELINE_HOPS * h50 + FLOOR_WRITES * w50 + t50 + s50
     print(
-        f"overhead ratio     {p50 / (PIPELINE_HOPS * h50):.1f}  (pipeline p50 / ({PIPELINE_HOPS} hops x raw hop p50))"
+        f"floor primitives   write txn p50 {w50 * 1000:.1f} ms   worktree add {t50 * 1000:.1f} ms   "
+        f"spawn {s50 * 1000:.1f} ms"
     )
+    print(
+        f"floor              {floor * 1000:.0f} ms  ({PIPELINE_HOPS} hops + {FLOOR_WRITES} writes "
+        "+ worktree + spawn)"
+    )
+    print(
+        f"throughput         {len(latencies) / wall:.1f} heads/s, "
+        f"{cpu / len(latencies) * 1000:.0f} ms CPU per head (one process + children)"
+    )
+    print(f"RESULT one_head_p50_vs_floor {p50 / floor:.2f} goal<=2")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--queues", type=int, default=20)
-    parser.add_argument("--heads", type=int, default=10, help="sequential heads per queue")
+    parser.add_argument("--queues", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=20, help="sequential heads per queue")
     parser.add_argument("--sqlite", action="store_true", help="use SQLite instead of PostgreSQL")
     args = parser.parse_args()
     asyncio.run(main(args.queues, args.heads, args.sqlite))

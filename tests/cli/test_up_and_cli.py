@@ -22,7 +22,9 @@ from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import STEPS, build_targets
 from stovepipe.testing import until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+# `stovepipe up` starts eleven processes (the console among them) before the first
+# verdict: on a loaded 2-core machine that alone can take minutes.
+pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.timeout(420)]
 
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 

@@ -37,7 +37,11 @@ def test_the_example_file_is_valid_and_means_what_its_comments_say() -> None:
     assert [(t.name, t.role) for t in config.api.tokens] == [
         ("poller", "ingest"),
         ("deploy-gate", "read"),
+        ("console", "read"),
     ]
+    assert config.console.api.token_env == "STOVEPIPE_CONSOLE_TOKEN"
+    assert config.console.listen == "127.0.0.1:8080"
+    assert config.console.login_tokens == () and config.console.admin_token_env is None
 
 
 def test_the_minimal_example_queue_takes_every_default() -> None:
@@ -68,6 +72,8 @@ def test_the_example_sets_every_default_it_documents() -> None:
         defaults.workers.sweeper_stale_after_seconds,
     )
     assert example.api.listen == defaults.api.listen
+    assert example.console.listen == defaults.console.listen
+    assert example.console.page_size == defaults.console.page_size
 
 
 def test_defaults_without_a_file() -> None:

@@ -4,7 +4,7 @@ A user's ``stovepipe up`` (run through the CLI, on PostgreSQL given by
 ``STOVEPIPE_DATABASE_URL`` with a password in it) validates forty commits of a
 real git repository whose true verdicts the test knows. Every child is killed
 with SIGKILL in turn while the heads are reported: each worker, the API and
-both extension servers. ``stovepipe up`` must restart each one, stay up and
+both extension servers, and the console. ``stovepipe up`` must restart each one, stay up and
 answer Ping, settle every head, and never record a green verdict for a broken
 commit.
 
@@ -16,7 +16,8 @@ and recorded as the ``good_commits_recorded_broken`` property; the test wants
 none.
 
 The children are found the way a user would find them, in the process table
-(their parent is ``stovepipe up``); their readiness is their gRPC health.
+(their parent is ``stovepipe up``); their readiness is their gRPC health (the
+console's is its ``/healthz``, which asks the API behind it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from harness.postgres import PostgresCluster
+from stovepipe.console.process import console_ready
 from stovepipe.grpcutil import open_channel
 from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.processes import free_port
@@ -56,11 +58,11 @@ HEADS_PER_KILL = 4
 MAX_CONCURRENT = 2
 PASSWORD = "kill9-pw-never-shown"
 _WORKERS = tuple(f"worker {stage}" for stage in STAGE_NAMES)
-EVERY_CHILD = {"api", "ext git", "ext local-runner", *_WORKERS}
+EVERY_CHILD = {"api", "console", "ext git", "ext local-runner", *_WORKERS}
 # each child once; the extensions and the API among the workers, so heads meet them all
 VICTIMS = (
     *_WORKERS[:1], "ext local-runner", *_WORKERS[1:3], "api", *_WORKERS[3:4], "ext git",
-    *_WORKERS[4:],
+    *_WORKERS[4:], "console",
 )  # fmt: skip
 START_S = 180.0
 SETTLE_S = 180.0
@@ -105,10 +107,21 @@ def _children(parent: int, api: str) -> dict[str, Running]:
             name, probe = f"worker {verb[1]}", f"127.0.0.1:{verb[verb.index('--health-port') + 1]}"
         elif verb[0] == "ext":
             name, probe = f"ext {verb[1]}", verb[verb.index("--listen") + 1]
+        elif verb[0] == "console":
+            name, probe = "console", f"http://{verb[verb.index('--listen') + 1]}"
         else:
             name, probe = verb[0], api
         found[name] = Running(name, int(entry.name), probe)
     return found
+
+
+async def _ready(child: Running) -> bool:
+    if child.name == "console":
+        try:
+            return await console_ready(child.probe)
+        except OSError:
+            return False
+    return await grpc_serving(child.probe)
 
 
 async def _until(check: Any, timeout_s: float, what: str) -> None:
@@ -237,7 +250,7 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
         phases["up ready"] = loop.time()
         children = _children(up.pid, api)
         assert set(children) == EVERY_CHILD == set(VICTIMS)
-        assert all([await grpc_serving(c.probe) for c in children.values()])
+        assert all([await _ready(c) for c in children.values()])
         # its state is private (that the password is shown nowhere is checked at the end)
         assert _mode(state / "stovepipe.effective.yaml") == 0o600
         assert _mode(state / "logs") == 0o700
@@ -259,9 +272,7 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
         async def all_ready() -> bool:
             assert up.poll() is None, output.read_text()
             now = _children(up.pid, api)
-            return set(now) == EVERY_CHILD and all(
-                [await grpc_serving(c.probe) for c in now.values()]
-            )
+            return set(now) == EVERY_CHILD and all([await _ready(c) for c in now.values()])
 
         phases["killed"] = loop.time()
         await _until(all_ready, 120, "every child ready again")

@@ -512,3 +512,19 @@ async def test_hook_deliveries_are_create_only_and_cas_updated(store: Store) -> 
     with pytest.raises(VersionMismatch):
         await store.update_hook_delivery(failed_once, delivered)
     assert await store.get_hook_delivery(Q, "evt-1", "kafka") is None
+
+
+async def test_the_gate_read_joins_the_bookmark_to_its_authoritative_fact(store: Store) -> None:
+    assert await store.get_last_green(Q) is None
+    base = await store.ensure_queue(Q, now=NOW)
+    assert await store.get_last_green(Q) == (base, None)
+    green = await store.create_fact(fact("git:a", degree=0.0))
+    await store.create_fact(dataclasses.replace(fact("git:a", degree=1.0), attempt=2))
+    await store.create_fact(fact("git:b", degree=0.0))  # another commit: not joined
+    bookmarked = base.evolve(
+        now=NOW, last_green_uri="git:a", last_green_request_id="request/mono/main/1"
+    )
+    await store.update_queue(base, bookmarked)
+    # the earliest green attempt outranks the later broken one, as get_fact says
+    assert await store.get_fact(Q, "git:a", "") == green
+    assert await store.get_last_green(Q) == (bookmarked, green)

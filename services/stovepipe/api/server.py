@@ -104,10 +104,12 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
-            queue = await self._store.get_queue(request.queue)
-            if queue is None or not queue.last_green_uri or not queue.last_green_request_id:
+            found = await self._store.get_last_green(request.queue)
+            if found is None:
                 return pb.GetLastGreenResponse(found=False)
-            fact = await self._store.get_fact(request.queue, queue.last_green_uri, "")
+            queue, fact = found
+            if not queue.last_green_uri or not queue.last_green_request_id:
+                return pb.GetLastGreenResponse(found=False)
             return pb.GetLastGreenResponse(
                 found=True,
                 uri=queue.last_green_uri,

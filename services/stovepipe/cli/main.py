@@ -148,6 +148,23 @@ def api(
     )
 
 
+@app.command("console")
+def console_command(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="host:port to serve on (default: console.listen from the config)."),
+    ] = None,
+) -> None:
+    """Serve the read-only web console, a client of the API (console.* in the config).
+    Exit 2 when it cannot run as configured (unreadable TLS file or secret, login tokens
+    over plaintext on a network address)."""
+    from stovepipe.cli.loading import load_settings
+    from stovepipe.console.process import run_console
+
+    asyncio.run(run_console(load_settings(config), listen))
+
+
 @app.command()
 def worker(
     stage: Annotated[
@@ -237,7 +254,8 @@ def up(
         ),
     ] = False,
 ) -> None:
-    """Run everything on embedded defaults: broker, SQLite, extensions, workers and API."""
+    """Run everything on embedded defaults: broker, SQLite, extensions, workers, API and
+    console."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.embedded import run_embedded_stack
 

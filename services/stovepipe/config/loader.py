@@ -127,6 +127,12 @@ def resolve_relative_paths(data: Any, base: Path) -> Any:
         for key in ("cert_file", "key_file", "client_ca_file"):
             if key in tls:
                 tls[key] = _resolved(tls[key], base)
+    console = data.get("console")
+    console_tls = console.get("tls") if isinstance(console, dict) else None
+    if isinstance(console_tls, dict):
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            if key in console_tls:
+                console_tls[key] = _resolved(console_tls[key], base)
     for token in _entries(api, "tokens"):
         if "token_file" in token:
             token["token_file"] = _resolved(token["token_file"], base)

@@ -17,6 +17,7 @@ from stovepipe.config.queues import QueueConfig, branch
 from stovepipe.config.secrets import resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
+    ConsoleConfig,
     Endpoint,
     ExtensionsConfig,
     KafkaConfig,
@@ -69,6 +70,7 @@ class StovepipeConfig(ConfigModel):
     storage: StorageConfig = StorageConfig()
     kafka: KafkaConfig = KafkaConfig()
     api: ApiConfig = ApiConfig()
+    console: ConsoleConfig = ConsoleConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
     telemetry: TelemetryConfig = TelemetryConfig()

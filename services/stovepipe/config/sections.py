@@ -118,10 +118,11 @@ class KafkaConfig(ConfigModel):
     topic_prefix: Annotated[str, AfterValidator(check_kafka_topic_part)] = ""
     partitions: Annotated[int, Field(ge=1)] = 3
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
+    idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     group_prefix: Annotated[NonBlank, AfterValidator(check_kafka_topic_part)] = "stovepipe"
     max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     session_timeout_ms: Annotated[int, Field(ge=1_000, le=300_000)] = 10_000
-    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3_000
     graceful_timeout_seconds: Annotated[float, Field(ge=0, le=3_600)] = 30.0
     redelivery_pause_ms: Annotated[int, Field(ge=0, le=600_000)] = 1_000
     security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
@@ -314,6 +315,76 @@ class Endpoint(ConfigModel):
         if self.token_env is None and self.token_file is None:
             return None
         return SecretRef("extension token", env=self.token_env, file=self.token_file)
+
+
+DEFAULT_CONSOLE_LISTEN = "127.0.0.1:8080"
+
+
+class ConsoleLoginToken(ConfigModel):
+    """One person's (or team's) read-only console login: a name and where its token lives."""
+
+    refused_keys = TokenConfig.refused_keys
+
+    name: NonBlank
+    token_env: EnvName | None = None
+    token_file: NonBlank | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConsoleLoginToken:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env or token_file")
+        return self
+
+    def secret_ref(self) -> SecretRef:
+        return SecretRef(f"console login {self.name!r}", env=self.token_env, file=self.token_file)
+
+
+class ConsoleConfig(ConfigModel):
+    """The read-only web console (``stovepipe console``), a client of the API.
+
+    ``api`` says how the console reaches the API (``address`` defaults to
+    ``api.listen``; its token should have the ``read`` role). ``tls`` defaults
+    to ``api.tls``. With ``login_tokens`` people sign in with one of them; with
+    ``proxy_user_header`` a reverse proxy that authenticated the user names them
+    in that header (the console must then be reachable only through the proxy).
+    ``admin_token_env`` / ``admin_token_file`` name an ``admin`` API token and
+    enable the one write action, re-validation, behind a confirmation.
+    """
+
+    refused_keys = {
+        "admin_token": "a literal token is not allowed in the file; name the environment "
+        "variable that holds it with admin_token_env, or a file with admin_token_file",
+    }
+
+    listen: Address = DEFAULT_CONSOLE_LISTEN
+    api: Endpoint = Field(default_factory=Endpoint)
+    tls: TlsConfig | None = None
+    allow_insecure: bool = False
+    """Accept login tokens over plaintext on a non-loopback address anyway."""
+    login_tokens: tuple[ConsoleLoginToken, ...] = ()
+    proxy_user_header: NonBlank | None = None
+    admin_token_env: EnvName | None = None
+    admin_token_file: NonBlank | None = None
+    page_size: Annotated[int, Field(ge=10, le=500)] = 50
+
+    @field_validator("login_tokens")
+    @classmethod
+    def _unique_names(cls, tokens: tuple[ConsoleLoginToken, ...]) -> tuple[ConsoleLoginToken, ...]:
+        require_unique_names(cls.__name__, tokens, "login token", "login_tokens")
+        return tokens
+
+    @model_validator(mode="after")
+    def _one_admin_source(self) -> ConsoleConfig:
+        if self.admin_token_env is not None and self.admin_token_file is not None:
+            raise ValueError("give at most one of admin_token_env or admin_token_file")
+        return self
+
+    def admin_secret_ref(self) -> SecretRef | None:
+        if self.admin_token_env is None and self.admin_token_file is None:
+            return None
+        return SecretRef(
+            "console admin token", env=self.admin_token_env, file=self.admin_token_file
+        )
 
 
 ExtensionMap = Mapping[ExtensionName, Endpoint]

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
 from stovepipe.messaging import headers as hdr
 from stovepipe.messaging.broker import transport_limit
+from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
 from stovepipe.telemetry.metrics import DELAY_TIER_LAG_SECONDS
 
@@ -103,15 +104,22 @@ class DelayForwarder:
             acks="all",
             max_request_size=transport_limit(settings),
         )
+        pacer = FetchPacer(
+            settings.fetch_max_wait_ms, settings.idle_fetch_max_wait_ms, settings.idle_after_s
+        )
         try:
             await producer.start()
             await consumer.start()
+            pacer.track(consumer)
             self.started.set()
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=100, max_records=500)
+                batch = await consumer.getmany(timeout_ms=1_000, max_records=500)
+                if batch or self._resume_handles:  # a message waiting to be due is work
+                    pacer.active(consumer)
                 for tp, records in batch.items():
                     await self._drain(consumer, producer, tp, records)
         finally:
+            pacer.close()
             for handle in self._resume_handles.values():
                 handle.cancel()
             await asyncio.wait_for(consumer.stop(), 10)

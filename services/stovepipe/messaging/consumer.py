@@ -38,6 +38,7 @@ from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import MalformedMessage, decode
 from stovepipe.messaging.delivery import Delivery, current_delivery
 from stovepipe.messaging.failure import FailurePolicy, Outcome, redeliver
+from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
 from stovepipe.messaging.topics import TopicSpec, spec
 from stovepipe.telemetry.metrics import CONSUMER_LAG
@@ -78,6 +79,9 @@ class Consumer:
         self.failure_policy = failure_policy
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._resumes: dict[tuple[int, TopicPartition], asyncio.TimerHandle] = {}
+        self.pacer = FetchPacer(
+            settings.fetch_max_wait_ms, settings.idle_fetch_max_wait_ms, settings.idle_after_s
+        )
 
     def subscribe(self, topic: str, handler: DeliveryHandler, *, group: str) -> Subscription:
         """Consume the logical ``topic`` in consumer group ``group``; returns the subscriber.
@@ -111,13 +115,26 @@ class Consumer:
         subscriber(on_record, parser=_tolerant_parser, decoder=_undecoded)
         return subscriber
 
+    def pace(self, subscriber: Subscription) -> None:
+        """Slow ``subscriber``'s fetches down while it is idle (call once it started)."""
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is not None:
+            self.pacer.track(consumer)
+
     def close(self) -> None:
         """Forget pending resumes of paused partitions (their consumers are going away)."""
+        self.pacer.close()
         for handle in self._resumes.values():
             handle.cancel()
         self._resumes.clear()
 
     async def _settle(
+        self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
+    ) -> None:
+        with self.pacer.handling(message.consumer):
+            await self._settle_paced(binding, handler, message)
+
+    async def _settle_paced(
         self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
     ) -> None:
         record = message.raw_message

@@ -121,7 +121,12 @@ class KafkaSettings:
     several deployments (or tests) can share one cluster without seeing each
     other's records. ``fetch_max_wait_ms`` is small on purpose: Tansu answers a
     waiting fetch only when the wait runs out, so this is the latency floor of
-    every hop. ``graceful_timeout_s`` must cover the longest handler; a stop
+    every hop while there is work; after ``idle_after_s`` without a record a
+    consumer waits ``idle_fetch_max_wait_ms`` instead (:mod:`.pacing`), so an
+    idle installation does not ask the broker 50 times a second per consumer
+    (0, the default here, or anything not above ``fetch_max_wait_ms`` turns
+    that off; the configuration file's default turns it on).
+    ``graceful_timeout_s`` must cover the longest handler; a stop
     waits that long for in-flight handlers and then ``close_timeout_s`` more for
     the clients to close, and no longer. ``security`` is how clients reach the
     cluster (:meth:`client_kwargs`).
@@ -134,6 +139,8 @@ class KafkaSettings:
     partitions: int = 3
     replication_factor: int = 1
     fetch_max_wait_ms: int = 20
+    idle_fetch_max_wait_ms: int = 0
+    idle_after_s: float = 30.0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_poll_interval_ms: int = 300_000
@@ -165,6 +172,8 @@ class KafkaSettings:
                 raise ValueError(f"{name} must be positive, not {value}")
         non_negative = {
             "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "idle_fetch_max_wait_ms": self.idle_fetch_max_wait_ms,
+            "idle_after_s": self.idle_after_s,
             "graceful_timeout_s": self.graceful_timeout_s,
             "close_timeout_s": self.close_timeout_s,
             "redelivery_pause_ms": self.redelivery_pause_ms,

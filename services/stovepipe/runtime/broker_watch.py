@@ -41,7 +41,7 @@ async def watch_topics(
     topics: Iterable[str],
     on_lost: Callable[[list[str]], None],
     *,
-    interval_s: float = 1.0,
+    interval_s: float = 3.0,
 ) -> None:
     """Poll the topic list until cancelled; call ``on_lost(missing)`` once if topics vanish.
 
@@ -50,28 +50,47 @@ async def watch_topics(
     answer that lists topics.
     """
     wanted = {settings.topic(t) for t in (*topics, EPOCH_TOPIC)}
-    while True:
-        await asyncio.sleep(interval_s)
-        existing = await _list_topics(settings)
-        if existing is None:
-            continue
-        missing = sorted(wanted - existing)
-        if missing:
-            on_lost(missing)
-            return
-
-
-async def _list_topics(settings: KafkaSettings) -> set[str] | None:
-    client = AIOKafkaAdminClient(
-        **settings.client_kwargs(),
-        client_id=f"{settings.client_id}-watch",
-        request_timeout_ms=5_000,
-    )
+    lister = _TopicLister(settings)
     try:
-        await asyncio.wait_for(client.start(), 5.0)
-        return set(await asyncio.wait_for(client.list_topics(), 5.0))
-    except Exception:  # the broker is away or restarting: no verdict
-        return None
+        while True:
+            await asyncio.sleep(interval_s)
+            existing = await lister.list()
+            if existing is None:
+                continue
+            missing = sorted(wanted - existing)
+            if missing:
+                on_lost(missing)
+                return
     finally:
-        with contextlib.suppress(Exception):
-            await client.close()
+        await lister.close()
+
+
+class _TopicLister:
+    """One admin client kept across questions (a fresh one per second cost an idle
+    worker more CPU than its consumers: a connection, a bootstrap and a close);
+    it is dropped and rebuilt after any failure, so a restarted broker is met by a
+    new connection."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._client: AIOKafkaAdminClient | None = None
+
+    async def list(self) -> set[str] | None:
+        try:
+            if self._client is None:
+                self._client = AIOKafkaAdminClient(
+                    **self._settings.client_kwargs(),
+                    client_id=f"{self._settings.client_id}-watch",
+                    request_timeout_ms=5_000,
+                )
+                await asyncio.wait_for(self._client.start(), 5.0)
+            return set(await asyncio.wait_for(self._client.list_topics(), 5.0))
+        except Exception:  # the broker is away or restarting: no verdict
+            await self.close()
+            return None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()

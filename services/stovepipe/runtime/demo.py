@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,9 @@ from rich.progress import (
 from rich.table import Table
 
 from stovepipe.config import StovepipeConfig, config_from_mapping
-from stovepipe.runtime.embedded import embedded_stack
+from stovepipe.runtime.embedded import RunningStack, embedded_stack
 from stovepipe.runtime.processes import free_port
-from stovepipe.runtime.sample_repo import STEPS, SampleRepo, build_targets
+from stovepipe.runtime.sample_repo import STEPS, SampleRepo, Step, build_targets
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
@@ -206,3 +208,51 @@ def _report(
         "[green]demo OK[/green]" if ok else "[red]demo verdicts differ from expected[/red]"
     )
     return 0 if ok else 1
+
+
+@dataclass
+class DemoHistory:
+    """The demo's stack with its sample history validated, for the console's browser tests
+    and README screenshot."""
+
+    stack: RunningStack
+    repo: SampleRepo
+    stub: Any
+    rows: list[Row]
+
+    async def validate(self, step: Step) -> Row:
+        """Commit ``step``, report it, and wait until its verdict is recorded."""
+        sha = self.repo.commit(step)
+        ingest = await self.stub.Ingest(pb.IngestRequest(queue=QUEUE, trigger="demo"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + VERDICT_TIMEOUT_S
+        while True:
+            request = (
+                await self.stub.GetRequest(pb.GetRequestRequest(request_id=ingest.request_id))
+            ).request
+            if request.state in _TERMINAL and await _verdict_visible(self.stub, request):
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"{ingest.request_id} has no verdict after {VERDICT_TIMEOUT_S}s")
+            await asyncio.sleep(0.1)
+        row = Row(sha, step.title, step.expect_green, request)
+        row.greenness = await self.stub.GetGreenness(
+            pb.GetGreennessRequest(queue=QUEUE, uri=ingest.uri)
+        )
+        self.rows.append(row)
+        return row
+
+
+@asynccontextmanager
+async def demo_history(workdir: Path, *, sandbox: bool = True) -> AsyncIterator[DemoHistory]:
+    """``stovepipe up`` on the demo's sample repository with its three commits validated."""
+    repo = SampleRepo(workdir / "repo").init()
+    config = demo_config(repo.path, free_port())
+    async with (
+        embedded_stack(config, workdir / "state", Console(quiet=True), sandbox=sandbox) as stack,
+        grpc.aio.insecure_channel(stack.api_address) as channel,
+    ):
+        history = DemoHistory(stack, repo, pb_grpc.StovepipeServiceStub(channel), [])
+        for step in STEPS:
+            await history.validate(step)
+        yield history

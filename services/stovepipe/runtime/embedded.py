@@ -2,10 +2,11 @@
 
 Order of start: broker (unless one is configured), schema migration, the git
 SourceControl server and the local BuildRunner, then every stage worker, then
-the API. Each group starts at once and must be ready before the next one
+the API with the web console. Each group starts at once and must be ready before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
-worker on its ``--health-port`` (SERVING once its consumers joined). "API
-ready" is printed only when every child is ready.
+worker on its ``--health-port`` (SERVING once its consumers joined), the
+console on ``/healthz`` (the API answers it). "API ready" is printed only when
+every child is ready.
 
 Each is its own process, exactly as in production, and the supervisor
 (:mod:`stovepipe.runtime.supervisor`) restarts any of them that dies, with a
@@ -43,6 +44,7 @@ from rich.table import Table
 from stovepipe.config import StovepipeConfig
 from stovepipe.config.env import PREFIX as ENV_OVERRIDE_PREFIX
 from stovepipe.config.env import SHORTHANDS as ENV_OVERRIDE_SHORTHANDS
+from stovepipe.console.process import console_ready, console_tls
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.messaging import KafkaSettings
 from stovepipe.redaction import redact, redact_url
@@ -99,6 +101,7 @@ class RunningStack:
     database_url: str
     config_path: Path
     supervisor: Supervisor
+    console_url: str = ""
 
     def table(self) -> Table:
         """Every child with its pid, address and log; the database URL without its password."""
@@ -250,7 +253,7 @@ async def embedded_stack(
             database_url = f"sqlite+aiosqlite:///{db_path}"
         await asyncio.to_thread(upgrade, database_url)
         api_address = config.api.listen
-        addresses = _Addresses(api_address, bootstrap)
+        addresses = _Addresses(api_address, bootstrap, config.console.listen)
         git_address = addresses.next()
         runner_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
@@ -306,6 +309,13 @@ async def embedded_stack(
             "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
             *_metrics_args(api_metrics),
         )  # fmt: skip
+        # The console reads through the API: it starts with it, and its readiness
+        # (/healthz) waits for the API to answer.
+        explicit = "listen" in config.console.model_fields_set
+        console_listen = config.console.listen if explicit else addresses.next()
+        scheme = "https" if console_tls(config) is not None else "http"
+        console_url = f"{scheme}://{console_listen}"
+        console_argv = _cli("console", "--config", str(config_path), "--listen", console_listen)
         await supervisor.start_all(
             [
                 ChildSpec(
@@ -316,10 +326,20 @@ async def embedded_stack(
                     api_address,
                     functools.partial(grpc_serving, api_health),
                     metrics=api_metrics,
-                )
+                ),
+                ChildSpec(
+                    "console",
+                    console_argv,
+                    logs / "console.log",
+                    env,
+                    console_url,
+                    functools.partial(console_ready, console_url),
+                ),
             ]
         )
-        yield RunningStack(api_address, bootstrap, database_url, config_path, supervisor)
+        yield RunningStack(
+            api_address, bootstrap, database_url, config_path, supervisor, console_url
+        )
     finally:
         await supervisor.stop()
         if broker is not None:
@@ -381,7 +401,10 @@ async def _serve(
         ) as stack:
             ready.set()
             console.print(stack.table())
-            say(f"API ready at {stack.api_address}. Ctrl-C stops everything.")
+            say(
+                f"API ready at {stack.api_address}, console at {stack.console_url}. "
+                "Ctrl-C stops everything."
+            )
             code = await supervise_until_stopped(stack.supervisor, stop, say)
     except (ChildExited, TimeoutError) as exc:
         say(f"could not start the stack: {redact(str(exc))}", "red")

@@ -81,6 +81,8 @@ class StageMessaging:
             for topic, group, handler in subscriptions
         ]
         await asyncio.gather(*(s.start() for s in subscribers))
+        for subscriber in subscribers:
+            self.bus.consumer.pace(subscriber)
         try:
             yield
         finally:

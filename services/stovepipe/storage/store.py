@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -107,6 +108,23 @@ class Store:
     async def get_queue(self, name: str) -> QueueState | None:
         row = await self._one(select(queues).where(queues.c.queue == name))
         return convert.queue_from_row(row) if row else None
+
+    async def get_last_green(self, name: str) -> tuple[QueueState, ValidationFact | None] | None:
+        """The Queue and the authoritative whole-Queue fact of its last green commit.
+
+        The gate path: one statement (the Queue row joined to its fact) on a
+        connection without BEGIN/COMMIT, built once per process. A single
+        statement reads one snapshot, so the bookmark and its fact agree.
+        """
+        async with self._reading() as conn:
+            row = (await conn.execute(_LAST_GREEN, {"queue": name})).mappings().first()
+        if row is None:
+            return None
+        queue = convert.queue_from_row(row)
+        if row[_FACT_PREFIX + "uri"] is None:
+            return queue, None
+        fact = {c.name: row[_FACT_PREFIX + c.name] for c in validation_facts.c}
+        return queue, convert.fact_from_row(fact)  # type: ignore[arg-type]
 
     async def list_queues(self) -> list[QueueState]:
         rows = await self._all(select(queues).order_by(queues.c.queue))
@@ -536,6 +554,19 @@ class Store:
                 raise
             raise mapped from exc
 
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read-only statement: autocommit, so no BEGIN/COMMIT trips."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
     async def _one(self, statement: Select[Any]) -> RowMapping | None:
         async with self._transaction() as conn:
             row: RowMapping | None = (await conn.execute(statement)).mappings().first()
@@ -632,6 +663,24 @@ def _authoritative() -> ColumnElement[bool]:
         .exists()
     )
     return ~outranked
+
+
+_FACT_PREFIX = "fact_"
+
+
+def _last_green_statement() -> Select[Any]:
+    q, f = queues.c, validation_facts.c
+    joined = queues.outerjoin(
+        validation_facts,
+        and_(f.queue == q.queue, f.uri == q.last_green_uri, f.project == "", _authoritative()),
+    )
+    columns = [c.label(_FACT_PREFIX + c.name) for c in validation_facts.c]
+    return (
+        select(queues, *columns).select_from(joined).where(q.queue == bindparam("queue")).limit(1)
+    )
+
+
+_LAST_GREEN = _last_green_statement()
 
 
 def _check_limit(limit: int) -> None:

@@ -200,6 +200,27 @@ async def test_a_revision_added_after_the_mirror_was_made_is_fetched(
     assert (await client.get_log(build_id, "t")).content == "2\n"
 
 
+async def test_a_new_revision_is_fetched_by_itself_not_with_every_ref(
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo, tmp_path: Path
+) -> None:
+    """A fetch of every ref (with --prune) grows with the branch count; a build of a new
+    commit fetches that commit alone, so a branch deleted upstream is still mirrored."""
+    target = TargetSpec(name="t", command="cat version")
+    first = sc.mint(repo.commit({"version": "1\n"}))
+    git("branch", "doomed", cwd=repo.path)
+    await wait_terminal(client, await client.trigger(_spec(repo, first, target)))
+    [mirror] = (tmp_path / "work" / "mirrors").glob("*.git")
+    git("branch", "-D", "doomed", cwd=repo.path)
+    second = sc.mint(repo.commit({"version": "2\n"}))
+
+    build_id = await client.trigger(_spec(repo, second, target))
+    report = await wait_terminal(client, build_id)
+
+    assert report.state is BuildState.SUCCEEDED
+    assert (await client.get_log(build_id, "t")).content == "2\n"
+    assert git("--git-dir", str(mirror), "branch", "--list", "doomed") != ""
+
+
 async def test_unknown_changes_run_every_target_and_say_so(
     client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:

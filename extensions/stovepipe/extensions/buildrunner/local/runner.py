@@ -444,17 +444,23 @@ class LocalBuildRunner:
         build.task.cancel()
 
     async def _drive(self, build: _Build) -> None:
+        """Run, report, then clean up: the verdict does not wait for the checkout's removal
+        (a runner killed before the removal leaves a directory its next start removes)."""
         state, message = await self._outcome(build)
         build.cleaning = True
-        try:
-            await self._workspace.release(build.build_id, build.spec.source.repository)
-        except Exception:
-            _log.exception("could not remove the checkout of %s", build.build_id)
         if build.stopping and state is BuildState.CANCELLED:
+            await self._release(build)
             await self._save_or_log(build, state=BuildState.PENDING, stopped=True)
             _log.info("build %s stopped with the runner; its next start runs it", build.build_id)
             return
         await self._finish(build, state, message)
+        await self._release(build)
+
+    async def _release(self, build: _Build) -> None:
+        try:
+            await self._workspace.release(build.build_id, build.spec.source.repository)
+        except Exception:
+            _log.exception("could not remove the checkout of %s", build.build_id)
 
     async def _outcome(self, build: _Build) -> tuple[BuildState, str]:
         """Run the build to an end and say how it ended; never raises."""

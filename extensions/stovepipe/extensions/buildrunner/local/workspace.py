@@ -113,6 +113,8 @@ class Workspace:
         self._logs = self.root / "logs"
         self.records_dir = self.root / "records"
         self._locks: defaultdict[Path, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._refuses_fetch_by_id: set[Path] = set()
+        """Mirrors whose remote would not serve a commit by id (they get full fetches)."""
 
     @property
     def builds_dir(self) -> Path:
@@ -206,6 +208,23 @@ class Workspace:
             await self._clone(mirror, repository)
         if await self._has(mirror, revision):
             return
+        # Only the wanted commit first: a fetch of every ref grows with the branch
+        # count (9x at 2,000 branches) and is paid by every build of a new head. A
+        # server that refuses to serve a commit by id gets the full fetch instead.
+        if mirror not in self._refuses_fetch_by_id:
+            await _git_succeeds(
+                "--git-dir",
+                str(mirror),
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "origin",
+                revision,
+                timeout_s=self._git_timeout,
+            )
+            if await self._has(mirror, revision):
+                return
+            self._refuses_fetch_by_id.add(mirror)
         await _git_succeeds(
             "--git-dir",
             str(mirror),
@@ -213,17 +232,6 @@ class Workspace:
             "--quiet",
             "--prune",
             "origin",
-            timeout_s=self._git_timeout,
-        )
-        if await self._has(mirror, revision):
-            return
-        await _git_succeeds(
-            "--git-dir",
-            str(mirror),
-            "fetch",
-            "--quiet",
-            "origin",
-            revision,
             timeout_s=self._git_timeout,
         )
         if not await self._has(mirror, revision):

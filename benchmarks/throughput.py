@@ -1,0 +1,226 @@
+"""Heads per second over many Queues through ``stovepipe up``, and CPU per head per process.
+
+Starts ``stovepipe up`` (Tansu, SQLite unless ``--database-url``; one process per
+stage, as in the embedded default) with ``--queues`` Queues on branches of one
+repository and an instant target (``true``), creates one new head on every
+branch, then ingests them all at once (``--inflight`` calls at a time) and waits
+until every head has a recorded verdict. Reports heads/s and, from
+``/proc/<pid>/stat`` of every process of the tree, CPU milliseconds per head
+per process.
+
+``--extensions git-local`` (default) uses the real git SourceControl and local
+BuildRunner that ``stovepipe up`` starts. Goals (issue 14): >= 50 heads/s with
+git + local runner, >= 300 heads/s with no-op extensions.
+
+    .venv/bin/python benchmarks/throughput.py [--queues 100] [--inflight 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from stovepipe.runtime.processes import free_port
+from stovepipe.runtime.sample_repo import GIT_IDENTITY, SampleRepo, Step
+from stovepipe.v1 import stovepipe_service_pb2 as pb
+from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc (no psutil here)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (threads included) and of the children it
+    waited for (git and build processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
+
+
+def name_of(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "-m" in words:
+        words = words[words.index("-m") + 1 :]
+    label = " ".join(w for w in words[:4] if not w.startswith("/"))
+    return label or Path(words[0]).name if words else "?"
+
+
+def branch_heads(repo: Path, branches: list[str]) -> None:
+    """One new commit on each branch, made with one ``fast-import`` process."""
+    tip = subprocess.run(
+        ["git", "rev-parse", "refs/heads/main"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    lines = []
+    for n, branch in enumerate(branches):
+        lines += [
+            f"commit refs/heads/{branch}",
+            f"committer Bench <bench@example.com> {1_700_000_000 + n} +0000",
+            f"data {len(branch) + 5}",
+            f"head {branch}",
+            f"from {tip}",
+            "",
+        ]
+    subprocess.run(
+        ["git", "fast-import", "--quiet", "--force"],
+        cwd=repo,
+        input="\n".join(lines) + "\n",
+        text=True,
+        check=True,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+
+
+def start_up(tmp: Path) -> subprocess.Popen[bytes]:
+    """``stovepipe up`` on ``tmp/stovepipe.yaml``, in its own session, output discarded."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stovepipe.cli.main",
+            "up",
+            "--config",
+            str(tmp / "stovepipe.yaml"),
+            "--state-dir",
+            str(tmp / "state"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def wait_api(stub: Any, up: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if up.poll() is not None:
+            raise SystemExit(f"stovepipe up exited with {up.returncode}")
+        try:
+            await stub.Ping(pb.PingRequest(), timeout=2)
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.5)
+    raise SystemExit("the API of `stovepipe up` never answered")
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="stovepipe-throughput-"))
+    repo = SampleRepo(tmp / "repo").init()
+    repo.commit(Step("root", {"README.md": "throughput\n"}, True))
+    branches = ["main", *(f"q{i}" for i in range(1, args.queues))]
+    for branch in branches[1:]:
+        repo.git("branch", branch)
+    names = [f"tp/{b}" for b in branches]
+    api = f"127.0.0.1:{free_port()}"
+    config: dict[str, object] = {
+        "api": {"listen": api},
+        "queues": [
+            {
+                "name": name,
+                "source": {"repository": str(repo.path), "ref": branch},
+                "build": {"targets": [{"name": "instant", "command": "true"}]},
+            }
+            for name, branch in zip(names, branches, strict=True)
+        ],
+    }
+    if args.database_url:
+        config["storage"] = {"url": args.database_url}
+    (tmp / "stovepipe.yaml").write_text(yaml.safe_dump(config))
+    up = start_up(tmp)
+    try:
+        async with grpc.aio.insecure_channel(api) as channel:
+            stub = pb_grpc.StovepipeServiceStub(channel)
+            await wait_api(stub, up)
+            await asyncio.to_thread(branch_heads, repo.path, branches)
+            pids = descendants(up.pid)
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            gate = asyncio.Semaphore(args.inflight)
+            began = time.perf_counter()
+
+            async def one(queue: str) -> None:
+                async with gate:
+                    ingest = await stub.Ingest(pb.IngestRequest(queue=queue, trigger="bench"))
+                while True:
+                    async with gate:
+                        answer = await stub.GetGreenness(
+                            pb.GetGreennessRequest(queue=queue, uri=ingest.uri)
+                        )
+                    if answer.status == pb.GREENNESS_STATUS_RECORDED:
+                        return
+                    await asyncio.sleep(0.5)  # the API's CPU includes these questions
+
+            await asyncio.gather(*(one(name) for name in names))
+            wall = time.perf_counter() - began
+            per = sorted(
+                ((name_of(pid), (cpu_seconds(pid) - before[pid]) / len(names)) for pid in pids),
+                key=lambda p: -p[1],
+            )
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+    total = sum(share for _, share in per)
+    print(
+        f"{len(names)} heads over {len(names)} Queues ({args.extensions}): wall {wall:.1f}s, "
+        f"{len(names) / wall:.1f} heads/s, {total * 1000:.0f} ms CPU per head over {len(per)} processes"
+    )
+    for name, share in per:
+        print(f"  {share * 1000:7.1f} ms/head  {name}")
+    print(
+        f"RESULT heads_per_s_{len(names)}_queues_{args.extensions} {len(names) / wall:.2f} goal>=50"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--queues", type=int, default=100)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--extensions", choices=["git-local"], default="git-local")
+    parser.add_argument("--database-url", default="", help="default: SQLite in the state dir")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
