@@ -34,6 +34,7 @@ from stovepipe.extensions.projectmapper.config import serve as serve_mapper
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
+from stovepipe.messaging import DeliveryHandler
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
@@ -189,12 +190,14 @@ async def live_stack(
     kafka: dict[str, Any] | None = None,
     sandbox: bool = True,
     hooks_dispatcher: bool = True,
+    wrap: Callable[[str, DeliveryHandler], DeliveryHandler] | None = None,
     **queue: Any,
 ) -> AsyncIterator[Live]:
     """The live pipeline; ``sandbox=False`` for targets that signal the test through
     files outside their checkout (the sandbox rightly forbids that). With ``hooks`` in
     the Queue settings, the reference hooks server runs too, and the hooks dispatcher
-    unless ``hooks_dispatcher=False`` (a test that runs it as a process)."""
+    unless ``hooks_dispatcher=False`` (a test that runs it as a process). ``wrap(topic,
+    handler)`` replaces a stage's handler, to inject a fault where a test wants one."""
     repo = WorkRepo(tmp_path / "repo")
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
     git_token, runner_token = write_token(git_token_file), write_token(runner_token_file)
@@ -260,7 +263,10 @@ async def live_stack(
         parts = pipeline.parts
         bus = pipeline.messaging
         store = parts.store
-        await stack.enter_async_context(bus.consuming(pipeline.subscriptions(*STAGES)))
+        subscriptions = pipeline.subscriptions(*STAGES)
+        if wrap is not None:
+            subscriptions = [(t, g, wrap(t, h)) for t, g, h in subscriptions]
+        await stack.enter_async_context(bus.consuming(subscriptions))
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 

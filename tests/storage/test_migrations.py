@@ -32,6 +32,8 @@ TABLES = {
     "hook_deliveries",
     "hook_subscriptions_disabled",
     "project_bookmarks",
+    "queue_staleness",
+    "build_logs",
 }
 
 

@@ -33,6 +33,7 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "ListHookDeliveries": frozenset({"read"}),
     "GetHookDelivery": frozenset({"read"}),
     "RedeliverHook": frozenset({"admin"}),
+    "GetBuildLog": frozenset({"read"}),
 }
 
 

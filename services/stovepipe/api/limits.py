@@ -27,6 +27,7 @@ MAX_URI_LENGTH = 1024
 MAX_REASON_LENGTH = 1024
 MAX_TRIGGER_LENGTH = 64
 MAX_PROJECT_LENGTH = 256
+MAX_TARGET_LENGTH = 256
 MAX_REQUEST_ID_LENGTH = 256
 # A page token carries a cursor over a URI of up to MAX_URI_LENGTH characters, each of
 # which may take twelve bytes of escaped JSON, then base64: 20 KiB covers any we issue.
@@ -202,6 +203,11 @@ def _revalidate(r: pb.RevalidateRequest) -> None:
     check_text("reason", r.reason, MAX_REASON_LENGTH)
 
 
+def _get_build_log(r: pb.GetBuildLogRequest) -> None:
+    check_request_id("request_id", r.request_id)
+    check_text("target", r.target, MAX_TARGET_LENGTH)
+
+
 _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.PingRequest: lambda _r: None,
     pb.IngestRequest: _ingest,
@@ -218,6 +224,7 @@ _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.WaitForGreennessRequest: _wait_for_greenness,
     pb.ListRequestsRequest: _list_requests,
     pb.ListQueuesRequest: lambda _r: None,
+    pb.GetBuildLogRequest: _get_build_log,
 }
 
 

@@ -22,6 +22,7 @@ from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.commits import resolve_commit
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.api.telemetry import ApiTelemetry
 from stovepipe.domain import (
     GREEN,
     InvalidInput,
@@ -217,6 +218,31 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             )
             return pb.ListFactsResponse(
                 facts=[convert.fact_to_pb(f) for f in facts], next_page_token=token
+            )
+
+        return await guarded(context, call)
+
+    async def GetBuildLog(
+        self, request: pb.GetBuildLogRequest, context: Context
+    ) -> pb.GetBuildLogResponse:
+        async def call() -> pb.GetBuildLogResponse:
+            rid = RequestId.parse(request.request_id)
+            self._queues.queue(rid.queue)
+            if await self._store.get_request(str(rid)) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {rid}")
+            logs = await self._store.list_build_logs(str(rid), request.target)
+            return pb.GetBuildLogResponse(
+                logs=[
+                    pb.TargetLog(
+                        target=entry.target,
+                        attempt=entry.attempt,
+                        build_id=entry.build_id,
+                        content=entry.content,
+                        truncated=entry.truncated,
+                        created_at=convert.timestamp(entry.created_at),
+                    )
+                    for entry in logs
+                ]
             )
 
         return await guarded(context, call)
@@ -642,8 +668,9 @@ async def serve_api(
 
     ``options`` are grpc server arguments (see :func:`connection_options`).
 
-    Interceptors run in order: the token check, then the request guard, so an
-    unauthenticated caller learns nothing about what the API would accept.
+    Interceptors run in order: metrics (so refusals are counted too), the token
+    check, then the request guard, so an unauthenticated caller learns nothing
+    about what the API would accept.
     """
 
     def register(server: grpc.aio.Server) -> None:
@@ -652,6 +679,7 @@ async def serve_api(
     interceptors: list[grpc.aio.ServerInterceptor[object, object]] = [RequestGuard()]
     if tokens:
         interceptors.insert(0, TokenAuthInterceptor(tokens))
+    interceptors.insert(0, ApiTelemetry())
     return await start_server(
         address,
         [register],

@@ -22,6 +22,7 @@ from stovepipe.config.sections import (
     ExtensionsConfig,
     KafkaConfig,
     StorageConfig,
+    TelemetryConfig,
     WorkersConfig,
 )
 from stovepipe.config.webhooks import WebhooksConfig
@@ -150,6 +151,7 @@ class StovepipeConfig(ConfigModel):
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
     webhooks: WebhooksConfig | None = None
+    telemetry: TelemetryConfig = TelemetryConfig()
     queues: tuple[QueueConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pathspec
 from croniter import croniter
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from stovepipe.config.base import ConfigModel, Loc, raise_problems, require_unique_names
 from stovepipe.config.fields import ExtensionName, NonBlank, PositiveSeconds, RefName, is_remote
@@ -213,6 +213,34 @@ class ProjectConfig(ConfigModel):
         return any(fnmatch.fnmatchcase(target, pattern) for pattern in self.targets)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """``6h``/``90m``/``30s``/``1d`` or a plain number, as seconds; anything else is
+    left for the field's own type check to refuse."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match[1]) * _UNIT_S[match[2]]
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration such as 6h, 90m, 30s or 1d")
+    return value
+
+
+class StalenessConfig(ConfigModel):
+    """The freshness objective of a Queue's last green commit.
+
+    A Queue is stale while commits are waiting behind its last green one and
+    either more than ``max_commits`` of them wait, or the last green commit was
+    reported more than ``max_age`` ago (``6h``, ``90m``, ``1d`` or seconds). An
+    idle branch (nothing newer than its last green) is never stale, however old
+    its last green is.
+    """
+
+    max_age: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 6 * 3600.0
+    max_commits: Annotated[int, Field(ge=0)] = 50
+
+
 class QueueConfig(ConfigModel):
     """One Queue: a stable name resolved to a repository ref and a build."""
 
@@ -310,6 +338,8 @@ class QueueConfig(ConfigModel):
         if problems:
             raise_problems(type(self).__name__, None, problems)
         return self
+
+    staleness: StalenessConfig | None = None
 
     @model_validator(mode="after")
     def _promotion_differs(self) -> QueueConfig:

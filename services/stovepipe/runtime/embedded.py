@@ -120,13 +120,19 @@ class RunningStack:
         table.add_column("component", no_wrap=True)
         table.add_column("pid", justify="right", no_wrap=True)
         table.add_column("address", overflow="fold")  # paths and URLs fold, never cut
+        table.add_column("metrics", no_wrap=True)
         table.add_column("log", overflow="fold")
         for child in self.supervisor.children:
+            metrics = f"http://{child.spec.metrics}/metrics" if child.spec.metrics else ""
             table.add_row(
-                child.spec.name, str(child.pid), child.spec.address, str(child.spec.log_path)
+                child.spec.name,
+                str(child.pid),
+                child.spec.address,
+                metrics,
+                str(child.spec.log_path),
             )
-        table.add_row("storage", "-", redact_url(self.database_url), "")
-        table.add_row("config", "-", str(self.config_path), "")
+        table.add_row("storage", "-", redact_url(self.database_url), "", "")
+        table.add_row("config", "-", str(self.config_path), "", "")
         return table
 
 
@@ -213,13 +219,18 @@ def _extension(
     )
 
 
+def _metrics_args(metrics: str) -> tuple[str, ...]:
+    host, port = metrics.rsplit(":", 1)
+    return ("--metrics-port", port, "--metrics-host", host)
+
+
 def _worker(
-    stage: str, health: str, config_path: Path, logs: Path, env: dict[str, str]
+    stage: str, health: str, metrics: str, config_path: Path, logs: Path, env: dict[str, str]
 ) -> ChildSpec:
     host, port = health.rsplit(":", 1)
     argv = _cli(
         "worker", stage, "--config", str(config_path), "--health-port", port,
-        "--health-host", host,
+        "--health-host", host, *_metrics_args(metrics),
     )  # fmt: skip
     return ChildSpec(
         f"worker {stage}",
@@ -228,6 +239,7 @@ def _worker(
         env,
         f"{health} (health)",
         functools.partial(grpc_serving, health),
+        metrics=metrics,
     )
 
 
@@ -384,14 +396,18 @@ async def embedded_stack(
             ]
         )
         await supervisor.start_all(
-            [_worker(stage, addresses.next(), config_path, logs, env) for stage in STAGE_NAMES]
+            [
+                _worker(stage, addresses.next(), addresses.next(), config_path, logs, env)
+                for stage in STAGE_NAMES
+            ]
         )
         # The API's readiness is read on a plaintext loopback health port, so it
         # works whatever api.tls and api.tokens ask of a real caller.
-        api_health = addresses.next()
+        api_health, api_metrics = addresses.next(), addresses.next()
         api_argv = _cli(
             "api", "--config", str(config_path),
             "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
+            *_metrics_args(api_metrics),
         )  # fmt: skip
         # The console reads through the API: it starts with it, and its readiness
         # (/healthz) waits for the API to answer.
@@ -409,6 +425,7 @@ async def embedded_stack(
                     env,
                     api_address,
                     functools.partial(grpc_serving, api_health),
+                    metrics=api_metrics,
                 ),
                 ChildSpec(
                     "console",

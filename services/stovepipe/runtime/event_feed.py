@@ -44,6 +44,7 @@ from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_TYPES
 from stovepipe.messaging import HOOK, KafkaSettings, MalformedMessage, decode
 from stovepipe.messaging import headers as hdr
 from stovepipe.storage import Store
+from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,8 @@ async def verified_event(
     event). Events of types other than the verdict types are not served: storage cannot
     confirm them."""
     data = event.data
+    if event.type in (EVENT_STALE, EVENT_FRESH):
+        return None  # about a Queue, not a verdict: not part of this feed, quietly
     if event.type not in VERDICT_TYPES:
         log.warning("event %s of type %s is not a verdict; not served: %s",
                     event.id[:64], event.type[:100], where)  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -237,3 +238,25 @@ poll_leases = Table(
     Column("not_before", UtcDateTime, nullable=False),
     Column("last_error", Text, nullable=False),
 )
+
+queue_staleness = Table(
+    "queue_staleness",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("stale", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+)
+
+build_logs = Table(
+    "build_logs",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("request_id", String(NAME), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("target", String(NAME), primary_key=True),
+    Column("build_id", String(NAME), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("truncated", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index(None, build_logs.c.created_at)

@@ -71,6 +71,10 @@ class StovepipeServiceStub:
     """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
     ListQueues: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]
     """ListQueues summarises every configured Queue."""
+    GetBuildLog: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+    """
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -115,6 +119,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
     ListQueues: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """ListQueues summarises every configured Queue."""
+    GetBuildLog: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]  # type: ignore[assignment]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+    """
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     """StovepipeService answers which commit of a Queue is green and takes new heads."""
@@ -246,5 +254,15 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stovepipe_service_pb2.ListQueuesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListQueuesResponse]]:
         """ListQueues summarises every configured Queue."""
+
+    @_abc_1.abstractmethod
+    def GetBuildLog(
+        self,
+        request: _stovepipe_service_pb2.GetBuildLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetBuildLogResponse, _abc.Awaitable[_stovepipe_service_pb2.GetBuildLogResponse]]:
+        """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+        the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+        """
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -327,6 +327,7 @@ class HookEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    STALENESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """A unique, stable id: redelivery of the same event keeps it."""
     source: _builtins.str
@@ -342,6 +343,13 @@ class HookEvent(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def data(self) -> Global___GreennessEventData: ...
+    @_builtins.property
+    def staleness(self) -> Global___QueueStalenessData:
+        """Set on `dev.stovepipe.queue.stale` / `dev.stovepipe.queue.fresh` events, which
+        also carry `data.queue` and, in `data.request_id`/`data.uri`, the Queue's last
+        green Request (its newest one when nothing was ever green).
+        """
+
     def __init__(
         self,
         *,
@@ -352,11 +360,53 @@ class HookEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         subject: _builtins.str = ...,
         data: Global___GreennessEventData | None = ...,
+        staleness: Global___QueueStalenessData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "staleness", b"staleness", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "source", b"source", "spec_version", b"spec_version", "subject", b"subject", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "source", b"source", "spec_version", b"spec_version", "staleness", b"staleness", "subject", b"subject", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HookEvent: _TypeAlias = HookEvent  # noqa: Y015
+
+@_typing.final
+class QueueStalenessData(_message.Message):
+    """Where a Queue stands against its staleness objective (`staleness:` in stovepipe.yaml)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    COMMITS_SINCE_LAST_GREEN_FIELD_NUMBER: _builtins.int
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_COMMITS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    stale: _builtins.bool
+    """True from the moment the objective is broken until it is met again."""
+    last_green_age_seconds: _builtins.float
+    """Seconds since the last green commit was reported (since the first report
+    when nothing was ever green).
+    """
+    commits_since_last_green: _builtins.int
+    """Heads reported after the last green one."""
+    max_age_seconds: _builtins.float
+    max_commits: _builtins.int
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        stale: _builtins.bool = ...,
+        last_green_age_seconds: _builtins.float = ...,
+        commits_since_last_green: _builtins.int = ...,
+        max_age_seconds: _builtins.float = ...,
+        max_commits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits_since_last_green", b"commits_since_last_green", "last_green_age_seconds", b"last_green_age_seconds", "max_age_seconds", b"max_age_seconds", "max_commits", b"max_commits", "queue", b"queue", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStalenessData: _TypeAlias = QueueStalenessData  # noqa: Y015
