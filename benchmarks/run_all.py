@@ -46,6 +46,7 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("ingest latency: commit -> Request", ["ingest_latency.py"]),
         ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
         ("Phase 2 latency: whole-repo fact -> project facts", ["project_latency.py"]),
+        ("tracing + metrics overhead", ["telemetry_overhead.py"]),
     ]
 
 

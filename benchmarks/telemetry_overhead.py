@@ -28,7 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline_latency import drive_queue, pct  # puts tests/ (the shared harness) on the path
+from pipeline_latency import (  # type: ignore[import-not-found]
+    drive_queue,
+    pct,
+)  # puts tests/ (the shared harness) on the path
 
 from harness.live import QUEUE, live_stack
 from harness.postgres import PostgresCluster
@@ -40,7 +43,7 @@ from stovepipe.telemetry.metrics import serve_metrics
 from stovepipe.telemetry.tracing import start_tracing
 
 
-def _receiver(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def _receiver(port: int, ready: multiprocessing.synchronize.Event) -> None:
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -49,7 +52,7 @@ def _receiver(port: int, ready: multiprocessing.synchronize.Event) -> None:  # t
             return trace_service_pb2.ExportTraceServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     ready.set()

@@ -20,8 +20,8 @@ from stovepipe.cli.client_commands import (
     TlsOption,
     TokenEnvOption,
     _call,
-    err_console,
 )
+from stovepipe.cli.output import stderr as err_console
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 
