@@ -139,7 +139,7 @@ async def test_mutual_tls_needs_a_client_certificate(pki: Pki) -> None:
         without = await _health(address, "--ca-file", str(pki.ca_file), "--timeout", "1")
         assert without[0] == 1
         half = await _health(address, "--ca-file", str(pki.ca_file), "--cert", with_cert[1])
-        assert half[0] == 2  # a usage error, not a verdict on the server
+        assert half[0] == 4  # a usage error (exit 4), not a verdict on the server
         assert "--cert and --key go together" in half[1]
 
 
