@@ -68,9 +68,12 @@ class StorageConfig(ConfigModel):
     """
 
     url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    """PostgreSQL connections each process keeps: how many database calls it runs at once."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "url", redact_url(self.url)
+        yield "pool_size", self.pool_size
 
     @field_serializer("url")
     def _masked_when_redacting(self, url: str, info: SerializationInfo) -> str:
