@@ -42,6 +42,9 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("WatchEvents streams", ["watch_streams.py"]),
         ("redaction linearity", ["redaction_linearity.py"]),
         ("console pages, 1,000 commits", ["console_pages.py"]),
+        ("hook delivery", ["hook_delivery.py"]),
+        ("ingest latency: commit -> Request", ["ingest_latency.py"]),
+        ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
     ]
 
 

@@ -118,7 +118,7 @@ async def test_every_free_text_field_is_bounded(
 
 
 async def test_a_uri_at_the_limit_is_served_and_one_past_it_refused(served: ServedApi) -> None:
-    at = pb.GetGreennessRequest(queue=Q, uri="u" * MAX_URI_LENGTH)
+    at = pb.GetGreennessRequest(queue=Q, uri="git:" + "u" * (MAX_URI_LENGTH - 4))
     assert (await served.stub.GetGreenness(at)).status == pb.GREENNESS_STATUS_NOT_RECORDED
     over = pb.GetGreennessRequest(queue=Q, uri="u" * (MAX_URI_LENGTH + 1))
     _assert_bounded(await status_of(served.stub.GetGreenness(over)), INVALID)

@@ -68,6 +68,12 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "ListFacts": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
     "WatchEvents": {*BAD_INPUT, C.UNIMPLEMENTED, C.RESOURCE_EXHAUSTED},
     "Revalidate": {*BAD_INPUT, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED},
+    "ListHookDeliveries": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "GetHookDelivery": {*BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "RedeliverHook": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "WaitForGreenness": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "ListRequests": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
+    "ListQueues": {C.OK, C.INVALID_ARGUMENT},
 }
 MESSAGES: dict[str, type[Message]] = {
     "Ping": pb.PingRequest,
@@ -78,6 +84,12 @@ MESSAGES: dict[str, type[Message]] = {
     "ListFacts": pb.ListFactsRequest,
     "WatchEvents": pb.WatchEventsRequest,
     "Revalidate": pb.RevalidateRequest,
+    "ListHookDeliveries": pb.ListHookDeliveriesRequest,
+    "GetHookDelivery": pb.GetHookDeliveryRequest,
+    "RedeliverHook": pb.RedeliverHookRequest,
+    "WaitForGreenness": pb.WaitForGreennessRequest,
+    "ListRequests": pb.ListRequestsRequest,
+    "ListQueues": pb.ListQueuesRequest,
 }
 
 
@@ -107,6 +119,7 @@ class Known:
             "page_token": ["", self.page_token],
             "page_size": [0, 1, 2, 500],
             "flaky": [False, True],
+            "on_branch": [False, True],
             "queues": [[], [Q]],
             "projects": [[], [PROJECT]],
         }
@@ -179,6 +192,7 @@ def _fields(known: Known) -> dict[str, st.SearchStrategy[Any]]:
         "page_token": page_token,
         "page_size": st.integers(min_value=-(2**31), max_value=2**31 - 1),
         "flaky": st.booleans(),
+        "on_branch": st.booleans(),
         "queues": st.one_of(
             st.lists(queue, max_size=4), st.lists(st.just(Q), min_size=65, max_size=300)
         ),
@@ -297,6 +311,12 @@ async def _call(served: ServedApi, method: str, request: bytes, tally: Tally) ->
             )(request, timeout=10)
             async for _ in stream:
                 pass
+        elif method == "WaitForGreenness":  # its first answer comes at once; then it waits
+            stream = served.channel.unary_stream(
+                path, request_serializer=None, response_deserializer=None
+            )(request, timeout=10)
+            await stream.read()
+            stream.cancel()
         else:
             await served.channel.unary_unary(
                 path, request_serializer=None, response_deserializer=None

@@ -21,6 +21,7 @@ from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.grpcutil import GrpcServer
+from stovepipe.hooks.events import VERDICT_RECORDED
 from stovepipe.messaging import HOOK, Bus, KafkaSettings, ensure_topics
 from stovepipe.runtime import event_feed
 from stovepipe.runtime.event_feed import EventFeed, TooManySubscribers
@@ -68,10 +69,10 @@ def _fact(uri: str, degree: float, origin: FactOrigin = FactOrigin.BUILD) -> Val
 def _event(uri: str, *, green: bool, event_id: str) -> topics_pb2.HookEvent:
     return topics_pb2.HookEvent(
         id=event_id,
-        source=f"stovepipe/{QUEUE}",
-        type="dev.stovepipe.greenness.green" if green else "dev.stovepipe.greenness.not_green",
+        source=f"/stovepipe/queues/{QUEUE}",
+        type=VERDICT_RECORDED,
         spec_version="1.0",
-        subject=uri,
+        subject=QUEUE,
         data=topics_pb2.GreennessEventData(
             queue=QUEUE,
             uri=uri,
@@ -125,10 +126,8 @@ async def test_only_events_that_storage_confirms_are_served(
     finally:
         await feed.close()
     assert sorted(e.id for e in served) == ["t1", "t2"]
-    by_uri = {e.subject: e for e in served}
-    assert by_uri["uri-green"].data.green and by_uri["uri-green"].type.endswith(".green")
-    assert not by_uri["uri-broken"].data.green
-    assert by_uri["uri-broken"].type.endswith(".not_green")
+    by_uri = {e.data.uri: e for e in served}
+    assert by_uri["uri-green"].data.green and not by_uri["uri-broken"].data.green
     assert feed.dropped_unverified == 2
 
 
@@ -254,12 +253,175 @@ async def test_an_old_connection_is_asked_to_go_and_its_stream_is_released(
     stream = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
     try:
         await until(lambda: feed.subscriber_count == 1)
+        first = await asyncio.wait_for(stream.read(), 30)
+        assert first.ready
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(stream.read(), 30)
         assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         await until(lambda: feed.subscriber_count == 0)
     finally:
         stream.cancel()
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+async def _record(store: Store, producer: Bus, uri: str, event_id: str) -> None:
+    """A verdict as the record stage leaves it: the fact stored, then its event published."""
+    await store.create_fact(_fact(uri, 0.0))
+    await producer.publish(HOOK.name, _event(uri, green=True, event_id=event_id))
+
+
+async def test_the_first_response_says_ready_and_a_verdict_100_ms_later_reaches_the_stream(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    feed = EventFeed(kafka_settings, sqlite_store)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    stream = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+    try:
+        first = await asyncio.wait_for(stream.read(), 30)
+        assert first.ready and not first.HasField("event") and first.cursor
+        await asyncio.sleep(0.1)
+        await _record(sqlite_store, producer, "uri-after-ready", "e-after")
+        second = await asyncio.wait_for(stream.read(), 30)
+        assert (second.event.id, second.event.data.uri) == ("e-after", "uri-after-ready")
+        assert not second.ready and second.cursor != first.cursor
+    finally:
+        stream.cancel()
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+async def test_a_reconnecting_watcher_resumes_from_its_cursor_and_misses_nothing(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    feed = EventFeed(kafka_settings, sqlite_store)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        stream = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE]))
+        ready = await asyncio.wait_for(stream.read(), 30)
+        await _record(sqlite_store, producer, "uri-1", "e1")
+        seen = await asyncio.wait_for(stream.read(), 30)
+        assert seen.event.id == "e1"
+        stream.cancel()  # disconnected: two verdicts are recorded meanwhile
+        await until(lambda: feed.subscriber_count == 0)
+        await _record(sqlite_store, producer, "uri-2", "e2")
+        await _record(sqlite_store, producer, "uri-3", "e3")
+
+        resumed = stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE], cursor=seen.cursor))
+        first = await asyncio.wait_for(resumed.read(), 30)
+        assert first.ready and first.cursor == seen.cursor
+        caught_up = [(await asyncio.wait_for(resumed.read(), 30)).event.id for _ in range(2)]
+        assert sorted(caught_up) == ["e2", "e3"]
+        await _record(sqlite_store, producer, "uri-4", "e4")  # and it goes on live
+        assert (await asyncio.wait_for(resumed.read(), 30)).event.id == "e4"
+        resumed.cancel()
+
+        everything = stub.WatchEvents(pb.WatchEventsRequest(from_beginning=True))
+        assert (await asyncio.wait_for(everything.read(), 30)).ready
+        ids = [(await asyncio.wait_for(everything.read(), 30)).event.id for _ in range(4)]
+        assert sorted(ids) == ["e1", "e2", "e3", "e4"]
+        everything.cancel()
+
+        from_ready = stub.WatchEvents(pb.WatchEventsRequest(cursor=ready.cursor))
+        assert (await asyncio.wait_for(from_ready.read(), 30)).ready
+        ids = [(await asyncio.wait_for(from_ready.read(), 30)).event.id for _ in range(4)]
+        assert sorted(ids) == ["e1", "e2", "e3", "e4"]
+        from_ready.cancel()
+        await until(lambda: feed.subscriber_count == 0)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+WAIT_URI = "fake+0123456789abcdef#main@" + "c0ffee" * 6 + "c0ff"
+
+
+async def test_wait_for_greenness_is_woken_by_a_verified_event_and_ends_final(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    await sqlite_store.create_request(QUEUE, WAIT_URI, trigger="test", now=datetime.now(UTC))
+    feed = EventFeed(kafka_settings, sqlite_store)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        stream = stub.WaitForGreenness(
+            pb.WaitForGreennessRequest(queue=QUEUE, uri="c0ffeec0"), timeout=60
+        )
+        first = await stream.read()
+        assert not first.final and first.uri == WAIT_URI
+        await until(lambda: feed.subscriber_count == 1 and feed._positioned.is_set())
+        await sqlite_store.create_fact(_fact(WAIT_URI, 0.0))
+        await producer.publish(HOOK.name, _event(WAIT_URI, green=True, event_id="w1"))
+        last = first
+        while not last.final:
+            last = await asyncio.wait_for(stream.read(), 30)
+        assert last.status == pb.GREENNESS_STATUS_RECORDED and last.fact.degree == 0.0
+        await until(lambda: feed.subscriber_count == 0)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.WatchEventsRequest(cursor="not a cursor"),
+        pb.WatchEventsRequest(cursor="v1;0=" + "9" * 40),
+        pb.WatchEventsRequest(cursor="v1;0=1", from_beginning=True),
+        pb.WatchEventsRequest(cursor="v1" + ";0=1" * 2000),
+    ],
+)
+async def test_a_cursor_this_server_did_not_hand_out_is_invalid_argument(
+    kafka_settings: KafkaSettings, sqlite_store: Store, request_: pb.WatchEventsRequest
+) -> None:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    feed = EventFeed(kafka_settings, sqlite_store)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(stub.WatchEvents(request_).read(), 30)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert feed.subscriber_count == 0
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await feed.close()
+
+
+async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_the_deadline(
+    kafka_settings: KafkaSettings, sqlite_store: Store
+) -> None:
+    await ensure_topics(kafka_settings, [HOOK.name])
+    await sqlite_store.create_request(QUEUE, WAIT_URI, trigger="test", now=datetime.now(UTC))
+    feed = EventFeed(kafka_settings, sqlite_store, max_per_owner=1)
+    server, channel, stub = await _served_with_feed(sqlite_store, feed)
+    try:
+        held = stub.WaitForGreenness(
+            pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI), timeout=3
+        )
+        assert not (await held.read()).final
+        await until(lambda: feed.subscriber_count == 1)
+        for refused in (
+            stub.WaitForGreenness(pb.WaitForGreennessRequest(queue=QUEUE, uri=WAIT_URI)),
+            stub.WatchEvents(pb.WatchEventsRequest(queues=[QUEUE])),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _answer in refused:
+                    pass
+            assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        async def read_to_the_end() -> None:
+            while await held.read() is not grpc.aio.EOF:  # type: ignore[attr-defined]
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await read_to_the_end()
+        assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        await until(lambda: feed.subscriber_count == 0)
+    finally:
         await channel.close(None)
         await server.stop(0)
         await feed.close()

@@ -65,7 +65,7 @@ def _assert_extension_tokens_stay_secret(up_pid: int, state_dir: Path) -> None:
     effective = yaml.safe_load((state_dir / "stovepipe.effective.yaml").read_text())
     names = {
         endpoint["token_env"].encode()
-        for kind in ("sourcecontrol", "buildrunner")
+        for kind in ("sourcecontrol", "buildrunner", "hooks")
         for endpoint in effective["extensions"][kind].values()
     }
     processes = _descendants(up_pid)
@@ -78,7 +78,7 @@ def _assert_extension_tokens_stay_secret(up_pid: int, state_dir: Path) -> None:
         )
         if key in names
     }
-    assert len(names) == 2 and len(tokens) == 2, (names, len(tokens))
+    assert len(names) == 3 and len(tokens) == 3, (names, len(tokens))
     for pid in processes:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert not any(token in cmdline for token in tokens), f"a token is on pid {pid}'s argv"
@@ -158,7 +158,7 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
         status = await asyncio.to_thread(_cli, "status", green.stdout.split()[0], env=env)
         assert "succeeded" in status.stdout and "full" in status.stdout
         missing = await asyncio.to_thread(_cli, "ingest", "nope/main", env=env)
-        assert missing.returncode == 3 and "NOT_FOUND" in missing.stderr
+        assert missing.returncode == 4 and "NOT_FOUND" in missing.stderr  # invalid input
     finally:
         up.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(up.communicate, timeout=60)

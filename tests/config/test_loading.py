@@ -238,35 +238,64 @@ def test_keys_for_features_that_do_not_run_are_refused_at_their_line(tmp_path: P
     path = _write(
         tmp_path,
         """extensions:
-  hooks: {webhook: {}}
   projectmapper: {paths: {}}
 queues:
   - name: a/main
     source: {repository: /r}
     build: {targets: [{name: u, command: x}]}
-    poll: {schedule: "*/2 * * * *"}
-    hooks: [{name: console, kind: log}]
     projects: [{name: web, paths: ["web/**"]}]
-    depends_on: [b/main]
 """,
     )
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     problems = caught.value.problems
     assert [(p.path, p.line) for p in problems] == [
-        ("extensions.hooks", 2),
-        ("extensions.projectmapper", 3),
-        ("queues[0] (a/main).poll", 8),
-        ("queues[0] (a/main).hooks", 9),
-        ("queues[0] (a/main).projects", 10),
-        ("queues[0] (a/main).depends_on", 11),
+        ("extensions.projectmapper", 2),
+        ("queues[0] (a/main).projects", 7),
     ]
     assert all(p.message.startswith("not supported yet — ") for p in problems)
-    assert str(caught.value).splitlines()[2] == (
-        f"{path}: queues[0] (a/main).poll: not supported yet — the built-in poller is tracked "
-        "by its own issue; remove the key (report heads with `stovepipe ingest` or the Ingest "
-        "RPC) (line 8)"
+
+
+def test_poll_and_depends_on_problems_carry_their_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """queues:
+  - name: a/main
+    source: {repository: /r}
+    build: {targets: [{name: u, command: x}]}
+    poll: {schedule: "*/2 * * *"}
+  - name: c/main
+    source: {repository: /c}
+    build: {targets: [{name: u, command: x}]}
+    poll: {every: 30, schedule: "*/2 * * * *"}
+  - name: d/main
+    source: {repository: /d}
+    build: {targets: [{name: u, command: x}]}
+    depends_on: [b/main, d/main]
+""",
     )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    lines = str(caught.value).splitlines()
+    assert any(
+        "queues[0] (a/main).poll.schedule" in line
+        and "not a five-field cron expression" in line
+        and line.endswith("(line 5)")
+        for line in lines
+    ), lines
+    assert any(
+        "queues[1] (c/main).poll" in line and "exactly one of every" in line for line in lines
+    ), lines
+    assert any(
+        "queues[2] (d/main).depends_on[0]" in line
+        and "'b/main' is not a configured queue" in line
+        and line.endswith("(line 13)")
+        for line in lines
+    ), lines
+    assert any(
+        "queues[2] (d/main).depends_on[1]" in line and "cannot depend on itself" in line
+        for line in lines
+    ), lines
 
 
 def test_a_missing_key_points_at_its_parent(tmp_path: Path) -> None:

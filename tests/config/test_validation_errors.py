@@ -7,19 +7,16 @@ from typing import Any
 import pytest
 
 from harness.config_factory import problems_of, queue
+from stovepipe.config import config_from_mapping
 
 ONE_TARGET_TIMEOUT_ZERO = {"targets": [{"name": "unit", "command": "x", "timeout_seconds": 0}]}
 NOT_YET = "not supported yet — "
 REFUSED = {
     "poll": f"{NOT_YET}the built-in poller is tracked by its own issue; remove the key "
     "(report heads with `stovepipe ingest` or the Ingest RPC)",
-    "hooks": f"{NOT_YET}verdict hooks (webhook, kafka, log) are tracked by their own issue; "
-    "remove the key (follow verdicts with WatchEvents)",
     "projects": f"{NOT_YET}per-project verdicts are tracked by their own issue; remove the key",
     "depends_on": f"{NOT_YET}dependencies between Queues are tracked by their own issue; "
     "remove the key",
-    "extensions.hooks": f"{NOT_YET}no Hooks extension runs (verdict hooks are tracked by their "
-    "own issue); remove the key",
     "extensions.projectmapper": f"{NOT_YET}no ProjectMapper extension runs (per-project "
     "verdicts are tracked by their own issue); remove the key",
 }
@@ -194,11 +191,7 @@ def test_each_problem_names_its_field_path_and_what_is_wrong(
 @pytest.mark.parametrize(
     ("data", "path"),
     [
-        ({"queues": [queue(poll={"every": 60})]}, "queues[0] (mono/main).poll"),
-        ({"queues": [queue(hooks=[{"name": "c", "kind": "log"}])]}, "queues[0] (mono/main).hooks"),
         ({"queues": [queue(projects=[{"name": "web"}])]}, "queues[0] (mono/main).projects"),
-        ({"queues": [queue(depends_on=[])]}, "queues[0] (mono/main).depends_on"),
-        ({"extensions": {"hooks": {"webhook": {}}}}, "extensions.hooks"),
         ({"extensions": {"projectmapper": {}}}, "extensions.projectmapper"),
     ],
 )
@@ -208,17 +201,17 @@ def test_a_key_for_a_feature_that_does_not_run_is_refused(data: dict[str, Any], 
 
 
 def test_a_refused_key_hides_no_other_problem_of_its_entry() -> None:
-    assert problems_of({"queues": [queue(poll={"every": 60}, max_concurrent=0)]}) == [
+    assert problems_of({"queues": [queue(projects=[{"name": "web"}], max_concurrent=0)]}) == [
         "stovepipe.yaml: queues[0] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[0] (mono/main).poll: {REFUSED['poll']}",
+        f"stovepipe.yaml: queues[0] (mono/main).projects: {REFUSED['projects']}",
     ]
 
 
 def test_a_refused_key_set_from_the_environment_names_the_variable() -> None:
-    env = {"STOVEPIPE__EXTENSIONS__HOOKS__LOG__ADDRESS": "hooks:50063"}
+    env = {"STOVEPIPE__EXTENSIONS__PROJECTMAPPER__PATHS__ADDRESS": "mapper:50064"}
     assert problems_of({}, env=env) == [
-        f"stovepipe.yaml: extensions.hooks: {REFUSED['extensions.hooks']} (set by environment "
-        "variable STOVEPIPE__EXTENSIONS__HOOKS__LOG__ADDRESS)"
+        f"stovepipe.yaml: extensions.projectmapper: {REFUSED['extensions.projectmapper']} (set "
+        "by environment variable STOVEPIPE__EXTENSIONS__PROJECTMAPPER__PATHS__ADDRESS)"
     ]
 
 
@@ -228,11 +221,11 @@ def test_every_problem_is_listed_at_once() -> None:
     problems = problems_of(
         {
             "kafka": {"partitions": 0},
-            "extensions": {"hooks": {"webhook": {}}},
+            "extensions": {"projectmapper": {}},
             "queues": [
                 queue("Bad"),
                 queue(max_concurrent=0),
-                queue(poll={"every": 60}),
+                queue(projects=[{"name": "web"}]),
                 queue(),
                 queue("b/main", source={"repository": "/r", "extension": "github"}),
             ],
@@ -240,11 +233,11 @@ def test_every_problem_is_listed_at_once() -> None:
     )
     assert problems == [
         "stovepipe.yaml: kafka.partitions: must be at least 1",
-        f"stovepipe.yaml: extensions.hooks: {REFUSED['extensions.hooks']}",
+        f"stovepipe.yaml: extensions.projectmapper: {REFUSED['extensions.projectmapper']}",
         "stovepipe.yaml: queues[0] (Bad).name: queue name 'Bad' contains 'B'; allowed are "
         "lower-case letters, digits, '.', '_', '-' and '/'",
         "stovepipe.yaml: queues[1] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[2] (mono/main).poll: {REFUSED['poll']}",
+        f"stovepipe.yaml: queues[2] (mono/main).projects: {REFUSED['projects']}",
         "stovepipe.yaml: queues[3] (mono/main).name: queue name 'mono/main' is already used "
         "by queues[2]",
         "stovepipe.yaml: queues[4] (b/main).source.extension: 'github' is not declared under "
@@ -346,3 +339,39 @@ def test_kafka_timing_reaches_the_consumers_and_a_heartbeat_must_fit_the_session
         "heartbeat_interval_ms (6000) must be below session_timeout_ms (6000)" in line
         for line in problems_of(slow_heart)
     )
+
+
+WEBHOOK = {"name": "bot", "kind": "webhook", "url": "https://bots.example/h", "secret_env": "WH"}
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [
+        ({**WEBHOOK, "url": None}, "a webhook hook needs url"),
+        (
+            {"name": "bot", "kind": "webhook", "url": "https://b/h"},
+            "needs secret_env or secret_file",
+        ),
+        ({**WEBHOOK, "secret_file": "/s"}, "give at most one of secret_env or secret_file"),
+        ({**WEBHOOK, "secret_env": None, "secret_file": "rel/key"}, "must be an absolute path"),
+        ({**WEBHOOK, "url": "ftp://b/h"}, "is not an http(s) URL"),
+        ({**WEBHOOK, "url": "https://u:p@b/h"}, "embeds credentials"),
+        ({**WEBHOOK, "events": "sometimes"}, "events"),
+        ({"name": "t", "kind": "kafka"}, "a kafka hook needs topic"),
+        ({"name": "c", "kind": "chat"}, "'chat' is not declared under extensions.hooks"),
+        ({**WEBHOOK, "backoff_initial_seconds": 10, "backoff_max_seconds": 1}, "must not exceed"),
+    ],
+)
+def test_a_hook_that_cannot_work_is_refused_saying_why(hook: dict[str, Any], expected: str) -> None:
+    problems = problems_of({"queues": [queue(hooks=[{k: v for k, v in hook.items() if v}])]})
+    assert problems and all("hooks" in p for p in problems), problems
+    assert any(expected in p for p in problems), problems
+
+
+def test_hook_names_are_unique_within_a_queue() -> None:
+    problems = problems_of({"queues": [queue(hooks=[WEBHOOK, {**WEBHOOK, "url": "https://o/h"}])]})
+    assert len(problems) == 1 and "bot" in problems[0], problems
+    config = config_from_mapping(
+        {"queues": [queue(hooks=[WEBHOOK, {"name": "c", "kind": "log"}])]}, source="t"
+    )
+    assert [h.name for h in config.queues[0].hooks] == ["bot", "c"]

@@ -237,6 +237,8 @@ async def test_watch_events_streams_recorded_verdicts(live: Live) -> None:
 
     async def read_one() -> None:
         async for response in stream:
+            if response.ready:
+                continue
             received.append(response.event)
             return
 
@@ -250,11 +252,10 @@ async def test_watch_events_streams_recorded_verdicts(live: Live) -> None:
                 break
         assert received, "no event arrived"
         event = received[0]
-        assert event.type == "dev.stovepipe.greenness.green"
+        assert event.type == "dev.stovepipe.verdict.recorded"
         assert event.data.queue == QUEUE and event.data.green
-        assert event.subject.startswith("git+") and event.data.request_id.startswith(
-            f"request/{QUEUE}/"
-        )
+        assert event.subject == QUEUE and event.data.uri.startswith("git+")
+        assert event.data.request_id.startswith(f"request/{QUEUE}/")
         assert request.state == types_pb2.REQUEST_STATE_SUCCEEDED
     finally:
         reader.cancel()

@@ -53,6 +53,7 @@ from stovepipe.config import load_config
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
 from stovepipe.domain import FactOrigin, ValidationFact
+from stovepipe.hooks.events import BECAME_GREEN, VERDICT_RECORDED
 from stovepipe.messaging import PIPELINE_TOPICS, dlq, poison
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import payload_type_name
@@ -289,7 +290,8 @@ class EventWatch:
     async def _read(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for response in self._call:
-                self.events.append(response.event)
+                if response.HasField("event"):  # the first response only says "ready"
+                    self.events.append(response.event)
 
     async def recorded_fact(self, request_id: str) -> ValidationFact:
         """The fact of a real head, once record has written it."""
@@ -316,7 +318,8 @@ class EventWatch:
         event = topics_pb2.HookEvent(
             id=event_id,
             source="test",
-            subject=fact.uri,
+            type=VERDICT_RECORDED,
+            subject=fact.queue,
             data=topics_pb2.GreennessEventData(
                 request_id=fact.request_id,
                 queue=fact.queue,
@@ -500,8 +503,8 @@ async def storm(
         broken = await events.recorded_fact(storm.heads[1])
         forged = topics_pb2.HookEvent(
             id=f"forged-{uuid.uuid4().hex[:8]}",
-            subject=broken.uri,
-            type="dev.stovepipe.greenness.green",
+            subject=broken.queue,
+            type=BECAME_GREEN,
             data=topics_pb2.GreennessEventData(
                 request_id=broken.request_id, queue=broken.queue, uri=broken.uri,
                 degree=0.0, green=True, origin=types_pb2.FACT_ORIGIN_BUILD, attempt=1,

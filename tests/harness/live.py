@@ -16,7 +16,7 @@ import contextlib
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +29,13 @@ from stovepipe.api.server import StovepipeApi, serve_api
 from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
+from stovepipe.extensions.hooks.reference import serve as serve_hooks
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
+from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.registry import STAGES
 from stovepipe.runtime.sample_repo import build_targets
@@ -62,6 +64,8 @@ class Live:
     stub: Any
     tmp: Path
     runner: Any = None
+    hooks: Any = None
+    api_address: str = ""
 
     async def ingest(self, queue: str = QUEUE) -> pb.IngestResponse:
         response: pb.IngestResponse = await self.stub.Ingest(
@@ -121,6 +125,8 @@ def live_config(
     kafka: dict[str, Any] | None = None,
     git_token_file: Path | None = None,
     runner_token_file: Path | None = None,
+    hooks_address: str | None = None,
+    hooks_token_file: Path | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     def endpoint(address: str, token_file: Path | None) -> dict[str, str]:
@@ -138,6 +144,16 @@ def live_config(
             "extensions": {
                 "sourcecontrol": {"git": endpoint(git, git_token_file)},
                 "buildrunner": {"local": endpoint(runner, runner_token_file)},
+                **(
+                    {
+                        "hooks": {
+                            kind: endpoint(hooks_address, hooks_token_file)
+                            for kind in ("webhook", "kafka", "log")
+                        }
+                    }
+                    if hooks_address
+                    else {}
+                ),
             },
             "workers": {"buildsignal_poll_interval_seconds": 0.2, **(workers or {})},
             "queues": live_queues(repo, queues, **queue),
@@ -164,10 +180,13 @@ async def live_stack(
     workers: dict[str, Any] | None = None,
     kafka: dict[str, Any] | None = None,
     sandbox: bool = True,
+    hooks_dispatcher: bool = True,
     **queue: Any,
 ) -> AsyncIterator[Live]:
     """The live pipeline; ``sandbox=False`` for targets that signal the test through
-    files outside their checkout (the sandbox rightly forbids that)."""
+    files outside their checkout (the sandbox rightly forbids that). With ``hooks`` in
+    the Queue settings, the reference hooks server runs too, and the hooks dispatcher
+    unless ``hooks_dispatcher=False`` (a test that runs it as a process)."""
     repo = WorkRepo(tmp_path / "repo")
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
     git_token, runner_token = write_token(git_token_file), write_token(runner_token_file)
@@ -191,6 +210,22 @@ async def live_stack(
             source_control_security=ChannelSecurity(token=git_token),
         )
         stack.push_async_callback(runner.stop)
+        hooks = None
+        hooks_token_file = tmp_path / "ext-hooks.token"
+        if queue.get("hooks"):
+            hooks_token = write_token(hooks_token_file)
+            hooks = await serve_hooks(
+                "127.0.0.1:0",
+                config=config_from_mapping(
+                    {
+                        "kafka": {"bootstrap_servers": kafka_bootstrap},
+                        "queues": live_queues(repo.path, queues, **queue),
+                    },
+                    source="e2e",
+                ),
+                security=ServerSecurity(token=hooks_token),
+            )
+            stack.push_async_callback(hooks.stop)
         config = live_config(
             repo.path,
             bootstrap=kafka_bootstrap,
@@ -202,6 +237,8 @@ async def live_stack(
             kafka=kafka,
             git_token_file=git_token_file,
             runner_token_file=runner_token_file,
+            hooks_address=hooks.address if hooks is not None else None,
+            hooks_token_file=hooks_token_file if hooks is not None else None,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))
@@ -217,6 +254,11 @@ async def live_stack(
             await forwarder
 
         stack.push_async_callback(stop_forwarder)
+        if hooks is not None and hooks_dispatcher:
+            dispatching = asyncio.Event()
+            dispatcher = asyncio.create_task(run_hooks_dispatcher(config, stop, _set(dispatching)))
+            stack.push_async_callback(_stop_task, dispatcher, stop)
+            await asyncio.wait_for(dispatching.wait(), 120)
         events = EventFeed(bus.settings, store)
         stack.push_async_callback(events.close)
         api = await serve_api(
@@ -227,4 +269,29 @@ async def live_stack(
         channel = grpc.aio.insecure_channel(api.address)
         stack.push_async_callback(channel.close, None)
         stub = pb_grpc.StovepipeServiceStub(channel)
-        yield Live(config, store, bus, repo, stub, tmp_path, runner=runner)
+        yield Live(
+            config,
+            store,
+            bus,
+            repo,
+            stub,
+            tmp_path,
+            runner=runner,
+            hooks=hooks,
+            api_address=api.address,
+        )
+
+
+def _set(event: asyncio.Event) -> Callable[[], Any]:
+    async def ready() -> None:
+        event.set()
+
+    return ready
+
+
+async def _stop_task(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    try:
+        await asyncio.wait_for(task, 30)
+    except TimeoutError:
+        task.cancel()

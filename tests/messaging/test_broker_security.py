@@ -229,7 +229,8 @@ async def test_the_event_feed_serves_a_checked_event_over_tls(
     )
     event = topics_pb2.HookEvent(
         id="event-1",
-        subject="uri-1",
+        type="dev.stovepipe.verdict.recorded",
+        subject="tls/main",
         data=topics_pb2.GreennessEventData(
             queue="tls/main",
             uri="uri-1",
@@ -252,7 +253,7 @@ async def test_the_event_feed_serves_a_checked_event_over_tls(
     finally:
         await feed.close()
         await engine.dispose()
-    assert (served.id, served.data.green, served.subject) == ("event-1", True, "uri-1")
+    assert (served.id, served.data.green, served.data.uri) == ("event-1", True, "uri-1")
 
 
 _NO_STORE: Any = None

@@ -25,9 +25,12 @@ TABLES = {
     "request_counters",
     "requests",
     "request_dedup",
+    "poll_leases",
+    "request_transitions",
     "builds",
     "validation_facts",
     "hook_deliveries",
+    "hook_subscriptions_disabled",
 }
 
 
@@ -179,3 +182,50 @@ async def test_requests_lose_slot_held_and_get_it_back_on_downgrade(store_url: s
             assert await conn.run_sync(downgrade) == [(1, False), (2, True), (3, False)]
     finally:
         await engine.dispose()
+
+
+async def test_requests_from_before_transitions_get_their_current_state_as_history(
+    store_url: str,
+) -> None:
+    """0008 backfills one transition per existing Request; later changes add their own."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from stovepipe.domain import RequestState
+    from stovepipe.storage import Store
+
+    await upgrade_async(store_url, "0005")
+    store = Store(create_engine(store_url))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO requests (queue, n, id, uri, state, version, trigger, reason,"
+                    " attempt, created_at, updated_at) VALUES ('q/main', 1, 'request/q/main/1',"
+                    " 'git:a', 'processing', 2, 'cli', 'admitted', 1, :at, :at)"
+                ),
+                {"at": at},
+            )
+    finally:
+        await store.close()
+    await upgrade_async(store_url)
+    store = Store(create_engine(store_url))
+    try:
+        (old,) = await store.list_transitions("request/q/main/1")
+        assert (old.state, old.version, old.reason, old.at) == (
+            RequestState.PROCESSING,
+            2,
+            "admitted",
+            at,
+        )
+        request = await store.get_request("request/q/main/1")
+        assert request is not None
+        done = replace(request, state=RequestState.SUCCEEDED, version=3, reason="built")
+        await store.update_request(request, done)
+        states = [t.state for t in await store.list_transitions("request/q/main/1")]
+        assert states == [RequestState.PROCESSING, RequestState.SUCCEEDED]
+    finally:
+        await store.close()

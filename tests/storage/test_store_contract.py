@@ -16,6 +16,7 @@ from stovepipe.domain import (
     FactOrigin,
     InvalidInput,
     InvalidQueueName,
+    RequestId,
     RequestState,
     TargetOutcome,
     ValidationFact,
@@ -528,3 +529,47 @@ async def test_the_gate_read_joins_the_bookmark_to_its_authoritative_fact(store:
     # the earliest green attempt outranks the later broken one, as get_fact says
     assert await store.get_fact(Q, "git:a", "") == green
     assert await store.get_last_green(Q) == (bookmarked, green)
+
+
+async def test_the_previous_fact_is_the_queues_previous_verdict_in_ingest_order(
+    store: Store,
+) -> None:
+    """Recorded out of order (3 before 2), each verdict's "previous" is still the one of the
+    Request ingested just before it that has a verdict: what transitions are made from."""
+    requests = [
+        (await store.create_request(Q, f"git:{i}", trigger="t", now=NOW))[0] for i in range(4)
+    ]
+    n = [RequestId.parse(r.id).n for r in requests]
+    assert await store.previous_fact(Q, "", n[0]) is None
+    await store.create_fact(fact("git:0", degree=0.0, request_id=requests[0].id))
+    await store.create_fact(fact("git:2", degree=1.0, request_id=requests[2].id))
+    previous = await store.previous_fact(Q, "", n[2])
+    assert previous is not None and previous.uri == "git:0"  # 1 has no verdict yet
+    await store.create_fact(fact("git:1", degree=1.0, request_id=requests[1].id))
+    assert (await store.previous_fact(Q, "", n[2])).uri == "git:1"  # type: ignore[union-attr]
+    assert (await store.previous_fact(Q, "", n[3])).uri == "git:2"  # type: ignore[union-attr]
+    assert await store.previous_fact(Q, "web", n[3]) is None  # another scope has none
+
+
+async def test_hook_deliveries_are_listed_newest_first_and_filtered(store: Store) -> None:
+    for i, status in enumerate(
+        [HookDeliveryStatus.DELIVERED, HookDeliveryStatus.FAILED, HookDeliveryStatus.PENDING]
+    ):
+        row = dataclasses.replace(delivery(f"h{i}"), status=status, position=i)
+        await store.create_hook_delivery(row)
+    page, token = await store.list_hook_deliveries(page_size=2)
+    assert len(page) == 2 and token
+    rest, last = await store.list_hook_deliveries(page_size=2, page_token=token)
+    assert len(rest) == 1 and last == ""
+    failed, _ = await store.list_hook_deliveries(status=HookDeliveryStatus.FAILED, page_size=10)
+    assert [d.hook for d in failed] == ["h1"]
+    assert (await store.next_hook_delivery(Q, "h2")).hook == "h2"  # type: ignore[union-attr]
+    assert await store.next_hook_delivery(Q, "h1") is None  # failed is not pending
+    assert await store.pending_hook_subscriptions() == [(Q, "h2")]
+    await store.disable_hook_subscription(Q, "h2", "HTTP 410 Gone", NOW)
+    await store.disable_hook_subscription(Q, "h2", "again", NOW)  # the first reason stays
+    assert await store.hook_subscription_disabled(Q, "h2") == "HTTP 410 Gone"
+    await store.enable_hook_subscription(Q, "h2")
+    assert await store.hook_subscription_disabled(Q, "h2") is None
+    with pytest.raises(InvalidInput):
+        await store.list_hook_deliveries(page_size=2, page_token="x")

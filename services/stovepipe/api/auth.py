@@ -1,7 +1,10 @@
 """Bearer-token authorisation with roles: ingest, read, admin.
 
 With no tokens configured (the embedded default on loopback) every call is
-allowed. With tokens, each method needs a role; ``admin`` has every role.
+allowed. With tokens, each method needs one of its roles; ``admin`` has every
+role. ``GetRequest`` also admits ``ingest``: a poller or CI job that ingests a
+head must be able to follow the Request it created (``ingest --wait``); a
+Request carries nothing an ingest token could not learn by ingesting.
 Tokens are compared in constant time and never logged.
 """
 
@@ -14,15 +17,21 @@ from typing import Any
 import grpc
 
 SERVICE = "/stovepipe.v1.StovepipeService/"
-METHOD_ROLES: Mapping[str, str] = {
-    "Ping": "read",
-    "Ingest": "ingest",
-    "GetRequest": "read",
-    "GetLastGreen": "read",
-    "GetGreenness": "read",
-    "ListFacts": "read",
-    "WatchEvents": "read",
-    "Revalidate": "admin",
+METHOD_ROLES: Mapping[str, frozenset[str]] = {
+    "Ping": frozenset({"read"}),
+    "Ingest": frozenset({"ingest"}),
+    "GetRequest": frozenset({"read", "ingest"}),
+    "GetLastGreen": frozenset({"read"}),
+    "GetGreenness": frozenset({"read"}),
+    "ListFacts": frozenset({"read"}),
+    "WatchEvents": frozenset({"read"}),
+    "WaitForGreenness": frozenset({"read"}),
+    "ListRequests": frozenset({"read"}),
+    "ListQueues": frozenset({"read"}),
+    "Revalidate": frozenset({"admin"}),
+    "ListHookDeliveries": frozenset({"read"}),
+    "GetHookDelivery": frozenset({"read"}),
+    "RedeliverHook": frozenset({"admin"}),
 }
 
 
@@ -50,14 +59,15 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         method = handler_call_details.method
         if not self._tokens or not method.startswith(SERVICE):
             return await continuation(handler_call_details)
-        needed = METHOD_ROLES.get(method.removeprefix(SERVICE), "admin")
+        needed = METHOD_ROLES.get(method.removeprefix(SERVICE), frozenset({"admin"}))
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = str(metadata.get("authorization", ""))
         role = self._role_of(header.removeprefix("Bearer ").strip()) if header else None
         if role is None:
             return _deny(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
-        if role != "admin" and role != needed:
-            return _deny(grpc.StatusCode.PERMISSION_DENIED, f"this call needs the {needed!r} role")
+        if role != "admin" and role not in needed:
+            wanted = " or ".join(repr(r) for r in sorted(needed))
+            return _deny(grpc.StatusCode.PERMISSION_DENIED, f"this call needs the {wanted} role")
         return await continuation(handler_call_details)
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stovepipe.domain import BuildStrategy, FactOrigin, Request, RequestState, ValidationFact
-from stovepipe.v1 import types_pb2
+from stovepipe.domain import (
+    BuildStrategy,
+    FactOrigin,
+    Request,
+    RequestState,
+    UpstreamGreen,
+    ValidationFact,
+)
+from stovepipe.storage.hook_deliveries import HookDelivery
+from stovepipe.v1 import stovepipe_service_pb2, types_pb2
 
 _STATES = {
     RequestState.ACCEPTED: types_pb2.REQUEST_STATE_ACCEPTED,
@@ -36,6 +45,10 @@ def timestamp(value: datetime) -> Timestamp:
     return ts
 
 
+def state_to_pb(state: RequestState) -> types_pb2.RequestState.ValueType:
+    return _STATES[state]
+
+
 def request_to_pb(request: Request) -> types_pb2.Request:
     return types_pb2.Request(
         id=request.id,
@@ -55,7 +68,15 @@ def request_to_pb(request: Request) -> types_pb2.Request:
         created_at=timestamp(request.created_at),
         updated_at=timestamp(request.updated_at),
         attempt=request.attempt,
+        trigger_details=dict(request.trigger_details),
+        upstream_greens=upstream_to_pb(request.upstream_greens),
     )
+
+
+def upstream_to_pb(greens: Iterable[UpstreamGreen]) -> list[types_pb2.UpstreamGreen]:
+    return [
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id) for g in greens
+    ]
 
 
 def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
@@ -69,6 +90,7 @@ def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
         origin=_ORIGINS[fact.origin],
         reason=fact.reason,
         attempt=fact.attempt,
+        upstream_greens=upstream_to_pb(fact.upstream_greens),
     )
 
 
@@ -82,3 +104,28 @@ def strategy_from_pb(value: int) -> BuildStrategy | None:
 
 def origin_from_pb(value: int) -> FactOrigin:
     return _ORIGINS_BACK[value]  # type: ignore[index]
+
+
+def hook_delivery_to_pb(
+    delivery: HookDelivery, *, with_event: bool = False
+) -> stovepipe_service_pb2.HookDelivery:
+    """The delivery as operators see it; its event only when asked (it is the big part)."""
+    out = stovepipe_service_pb2.HookDelivery(
+        id=delivery.id,
+        queue=delivery.queue,
+        event_id=delivery.event_id,
+        hook=delivery.hook,
+        state=delivery.status.value,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error,
+        event_type=delivery.event_type,
+        created_at=timestamp(delivery.created_at),
+        updated_at=timestamp(delivery.updated_at),
+    )
+    if delivery.delivered_at is not None:
+        out.delivered_at.CopyFrom(timestamp(delivery.delivered_at))
+    if delivery.next_attempt_at is not None and not delivery.status.terminal:
+        out.next_attempt_at.CopyFrom(timestamp(delivery.next_attempt_at))
+    if with_event and delivery.event:
+        out.event.ParseFromString(delivery.event)
+    return out

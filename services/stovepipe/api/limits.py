@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from stovepipe.domain import MAX_QUEUE_NAME_LENGTH, InvalidInput, RequestId, validate_queue_name
 from stovepipe.storage.page_token import FactCursor, decode_page_token
+from stovepipe.storage.request_history import MAX_REQUEST_TOKEN_LENGTH, decode_request_token
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 MAX_URI_LENGTH = 1024
@@ -31,6 +32,8 @@ MAX_REQUEST_ID_LENGTH = 256
 # which may take twelve bytes of escaped JSON, then base64: 20 KiB covers any we issue.
 MAX_PAGE_TOKEN_LENGTH = 20 * 1024
 MAX_FILTER_ENTRIES = 64
+MAX_CURSOR_LENGTH = 4096
+MAX_DELIVERY_ID_LENGTH = 1024
 MAX_REQUEST_NUMBER = 2**31 - 1
 """Request numbers are stored as 32-bit integers (PostgreSQL ``integer``)."""
 
@@ -144,9 +147,48 @@ def _list_facts(r: pb.ListFactsRequest) -> None:
     check_page_token("page_token", r.page_token)
 
 
+def _wait_for_greenness(r: pb.WaitForGreennessRequest) -> None:
+    check_queue("queue", r.queue)
+    _uri("uri", r.uri)
+    _project("project", r.project)
+
+
+def _list_requests(r: pb.ListRequestsRequest) -> None:
+    check_queue("queue", r.queue)
+    _project("project", r.project)
+    if r.page_size < 0:
+        raise InvalidInput("page_size must not be negative")
+    if len(r.page_token) > MAX_REQUEST_TOKEN_LENGTH or not _PAGE_TOKEN.fullmatch(r.page_token):
+        raise InvalidInput("page_token is not one this server issued")
+    decode_request_token(r.page_token)
+
+
 def _watch_events(r: pb.WatchEventsRequest) -> None:
     _entries("queues", r.queues, check_queue)
     _entries("projects", r.projects, _project)
+    check_text("cursor", r.cursor, MAX_CURSOR_LENGTH)
+
+
+def _optional_queue(field: str, value: str) -> None:
+    if value:
+        check_queue(field, value)
+
+
+def _list_hook_deliveries(r: pb.ListHookDeliveriesRequest) -> None:
+    _optional_queue("queue", r.queue)
+    check_text("state", r.state, 20)
+    if r.page_size < 0:
+        raise InvalidInput("page_size must not be negative")
+    check_text("page_token", r.page_token, 20)
+
+
+def _delivery_id(field: str, value: str) -> None:
+    check_text(field, value, MAX_DELIVERY_ID_LENGTH)
+
+
+def _redeliver_hook(r: pb.RedeliverHookRequest) -> None:
+    _delivery_id("id", r.id)
+    _optional_queue("queue", r.queue)
 
 
 def _revalidate(r: pb.RevalidateRequest) -> None:
@@ -164,6 +206,12 @@ _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.ListFactsRequest: _list_facts,
     pb.WatchEventsRequest: _watch_events,
     pb.RevalidateRequest: _revalidate,
+    pb.ListHookDeliveriesRequest: _list_hook_deliveries,
+    pb.GetHookDeliveryRequest: lambda r: _delivery_id("id", r.id),
+    pb.RedeliverHookRequest: _redeliver_hook,
+    pb.WaitForGreennessRequest: _wait_for_greenness,
+    pb.ListRequestsRequest: _list_requests,
+    pb.ListQueuesRequest: lambda _r: None,
 }
 
 

@@ -10,12 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stovepipe.cli import output
 from stovepipe.messaging import KafkaSettings
 from stovepipe.runtime.dead_letters import DeadLetter, read_dead_letters, replay_dead_letter
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 console = Console()
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", envvar="STOVEPIPE_CONFIG", help="stovepipe.yaml")
 ]
@@ -42,10 +44,14 @@ def _find(letters: list[DeadLetter], topic: str, partition: int, offset: int) ->
 @dlq_app.command("list")
 def list_(
     stage: Annotated[list[str] | None, typer.Option(help="Only these stages.")] = None,
+    json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """One line per dead letter: where it is, its Request, attempt and reason."""
     letters = asyncio.run(read_dead_letters(_settings(config), stage))
+    if json_out:
+        output.emit_json({"dead_letters": [_letter_dict(letter) for letter in letters]})
+        return
     table = Table(title=f"{len(letters)} dead letter(s)")
     for column in ("topic", "partition", "offset", "request", "attempt", "reason"):
         table.add_column(column)
@@ -61,10 +67,31 @@ def list_(
     console.print(table)
 
 
+def _letter_dict(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "request_id": letter.request_id,
+        "attempt": letter.attempt,
+        "reason": letter.reason,
+        "payload": str(letter.payload),
+    }
+
+
 @dlq_app.command()
-def show(topic: str, partition: int, offset: int, config: ConfigOption = None) -> None:
+def show(
+    topic: str,
+    partition: int,
+    offset: int,
+    json_out: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
     """The decoded payload and headers of one dead letter (redacted)."""
     letter = _find(asyncio.run(read_dead_letters(_settings(config))), topic, partition, offset)
+    if json_out:
+        output.emit_json(_letter_dict(letter))
+        return
     console.print(f"{letter.topic}[{letter.partition}]@{letter.offset}")
     console.print(f"  request  {letter.request_id}\n  attempt  {letter.attempt}")
     console.print(f"  reason   {letter.reason}\n  payload  {letter.payload}")

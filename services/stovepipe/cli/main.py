@@ -1,17 +1,25 @@
 """``stovepipe``: one console script for servers, workers, operators and gates.
 
 Imports of heavy modules happen inside commands so ``--help`` stays fast.
+``main`` is the console script: it runs the Typer app with the exit codes the
+gates document (a usage error is 4, not click's 2, which means "not recorded"
+to a gate) and shows plain metavars in ``--help`` (``QUEUE``, ``TEXT``) instead
+of type tags.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+import typer.main
 
-from stovepipe.cli import client_commands
+from stovepipe.cli import client_commands, hooks_commands, ingress_commands
 from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
@@ -27,25 +35,53 @@ app.add_typer(db_app, name="db")
 app.add_typer(ext_app, name="ext")
 app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
+hooks_commands.register(app)
+ingress_commands.register(app)
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
         "-c",
-        help="Path to stovepipe.yaml (default: ./stovepipe.yaml if present, else defaults).",
+        help="Path to stovepipe.yaml (default: the configuration of a `stovepipe up` running "
+        "in this directory, else ./stovepipe.yaml if present, else defaults).",
         envvar="STOVEPIPE_CONFIG",
     ),
 ]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _installed_version() -> str:
+    from importlib.metadata import version as dist_version
+
+    return dist_version("stovepipe")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_installed_version())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Tells you at which commit each branch, and each project in it, is green."""
+
+
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    from importlib.metadata import version as dist_version
-
-    typer.echo(dist_version("stovepipe"))
+    typer.echo(_installed_version())
 
 
 @db_app.command("upgrade")
@@ -83,6 +119,15 @@ def ext_local_runner(ctx: typer.Context) -> None:
     raise typer.Exit(runner_main(list(ctx.args)))
 
 
+@ext_app.command("hooks", context_settings=PASSTHROUGH)
+def ext_hooks(ctx: typer.Context) -> None:
+    """HooksService for the hooks of the Queues in --config: signed webhooks, Kafka topics,
+    log lines. Options: --listen, --config, --token-env/--token-file, --tls-cert/--tls-key."""
+    from stovepipe.extensions.hooks.reference import main as hooks_main
+
+    raise typer.Exit(hooks_main(list(ctx.args)))
+
+
 HealthPort = Annotated[
     int | None,
     typer.Option(
@@ -114,7 +159,8 @@ def api(
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    asyncio.run(run_api(load_settings(config), _health_listen(health_host, health_port)))
+    settings = load_settings(config, running_up=False)
+    asyncio.run(run_api(settings, _health_listen(health_host, health_port)))
 
 
 @app.command("console")
@@ -152,7 +198,8 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    asyncio.run(run_worker(load_settings(config), stage, _health_listen(health_host, health_port)))
+    settings = load_settings(config, running_up=False)
+    asyncio.run(run_worker(settings, stage, _health_listen(health_host, health_port)))
 
 
 @app.command()
@@ -218,9 +265,8 @@ def up(
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.embedded import run_embedded_stack
 
-    raise typer.Exit(
-        asyncio.run(run_embedded_stack(load_settings(config), state_dir, sandbox=not no_sandbox))
-    )
+    settings = load_settings(config, running_up=False)
+    raise typer.Exit(asyncio.run(run_embedded_stack(settings, state_dir, sandbox=not no_sandbox)))
 
 
 @app.command()
@@ -233,5 +279,57 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(keep=keep)))
 
 
+USAGE_ERROR = 2
+"""The exit code Typer gives its usage errors (missing argument, bad value, unknown option)."""
+
+
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH"}
+
+
+def _plain_metavars(command: Any) -> None:
+    """Name every parameter's value in ``--help`` the classic way (``QUEUE``, ``TEXT``,
+    ``PATH``) and show nothing for flags, instead of Typer's ``<str>`` / ``<bool>`` tags."""
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, typer.core.TyperArgument):
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+            setattr(param, "display_type_rich", lambda ctx: "")  # noqa: B010 - its name says it
+        elif isinstance(param, typer.core.TyperOption) and param.metavar is None:
+            if param.is_flag or param.count:
+                param.metavar = ""
+            else:
+                label = param.display_type(typer.Context(command)).strip("<>")
+                param.metavar = _TYPE_NAMES.get(label, label.upper().replace(" ", "_"))
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: exit 4 for usage errors, the command's own code otherwise."""
+    from typer import rich_utils
+
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    try:
+        code = command.main(args=argv, prog_name="stovepipe", standalone_mode=False)
+    except typer.TyperException as exc:  # Typer's usage and file errors
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+        usage = getattr(exc, "exit_code", 1) == USAGE_ERROR
+        sys.exit(client_commands.EXIT_USAGE if usage else getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a start-up failure: one line, the traceback kept aside
+        from stovepipe.cli.startup_errors import report
+
+        given = argv if argv is not None else sys.argv[1:]
+        words = list(itertools.takewhile(lambda a: not a.startswith("-"), given))
+        sys.exit(report(" ".join(words[:2]) or "stovepipe", exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

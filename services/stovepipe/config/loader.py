@@ -136,6 +136,11 @@ def resolve_relative_paths(data: Any, base: Path) -> Any:
     for token in _entries(api, "tokens"):
         if "token_file" in token:
             token["token_file"] = _resolved(token["token_file"], base)
+    hooks = data.get("webhooks")
+    for host in ("github", "gitlab", "gitea"):
+        entry = hooks.get(host) if isinstance(hooks, dict) else None
+        if isinstance(entry, dict) and "secret_file" in entry:
+            entry["secret_file"] = _resolved(entry["secret_file"], base)
     for queue in _entries(data, "queues"):
         source = queue.get("source")
         if isinstance(source, dict) and "repository" in source:

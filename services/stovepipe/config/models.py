@@ -24,6 +24,7 @@ from stovepipe.config.sections import (
     StorageConfig,
     WorkersConfig,
 )
+from stovepipe.config.webhooks import WebhooksConfig
 
 
 def cross_section_problems(
@@ -39,6 +40,7 @@ def cross_section_problems(
     problems: list[tuple[Loc, str]] = []
     names: dict[str, int] = {}
     promoted: dict[tuple[str, str], int] = {}
+    queues = list(queues)
     for i, queue in queues:
         if (first := names.setdefault(queue.name, i)) != i:
             message = f"queue name {queue.name!r} is already used by queues[{first}]"
@@ -55,12 +57,82 @@ def cross_section_problems(
                         f"{name!r} is not declared under extensions.{kind} (declared: {offered})"
                     )
                     problems.append((("queues", i, *loc), message))
+            for h, hook in enumerate(queue.hooks):
+                if hook.kind not in extensions.hooks:
+                    offered = ", ".join(sorted(extensions.hooks)) or "none"
+                    message = (
+                        f"{hook.kind!r} is not declared under extensions.hooks "
+                        f"(declared: {offered})"
+                    )
+                    problems.append((("queues", i, "hooks", h, "kind"), message))
         if queue.promotion_ref is not None:
             target = (queue.source.repository, branch(queue.promotion_ref))
             if (first := promoted.setdefault(target, i)) != i:
                 message = f"queues[{first}] already promotes {target[1]!r} in the same repository"
                 problems.append((("queues", i, "promotion_ref"), message))
+    problems.extend(dependency_problems(queues))
     return problems
+
+
+def dependency_problems(queues: Iterable[tuple[int, QueueConfig]]) -> list[tuple[Loc, str]]:
+    """``depends_on`` must name other configured Queues and form no cycle."""
+    listed = list(queues)
+    index: dict[str, int] = {}
+    for i, queue in listed:
+        index.setdefault(queue.name, i)
+    known = ", ".join(index) or "none"
+    problems: list[tuple[Loc, str]] = []
+    graph: dict[str, list[str]] = {}
+    for i, queue in listed:
+        edges: list[str] = []
+        for k, dep in enumerate(queue.depends_on):
+            loc: Loc = ("queues", i, "depends_on", k)
+            if dep == queue.name:
+                problems.append((loc, "a queue cannot depend on itself"))
+            elif dep not in index:
+                problems.append((loc, f"{dep!r} is not a configured queue (known: {known})"))
+            else:
+                edges.append(dep)
+        if index.get(queue.name) == i:
+            graph[queue.name] = edges
+    for cycle in _cycles(graph):
+        start = min(cycle, key=lambda name: index[name])
+        at = cycle.index(start)
+        ordered = [*cycle[at:], *cycle[:at], start]
+        problems.append(
+            (("queues", index[start], "depends_on"), "forms a cycle: " + " -> ".join(ordered))
+        )
+    return problems
+
+
+def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """One cycle through every group of mutually dependent Queues. Iterative: Queues
+    that depend on nothing left are peeled off until only cycles remain."""
+    remaining = {name: [d for d in deps if d in graph] for name, deps in graph.items()}
+    changed = True
+    while changed:
+        changed = False
+        for name in list(remaining):
+            if not any(dep in remaining for dep in remaining[name]):
+                del remaining[name]
+                changed = True
+    found: list[list[str]] = []
+    seen: set[str] = set()
+    for start in remaining:
+        if start in seen:
+            continue
+        path: list[str] = []
+        position: dict[str, int] = {}
+        node = start
+        while node not in position:
+            position[node] = len(path)
+            path.append(node)
+            node = next(dep for dep in remaining[node] if dep in remaining)
+        cycle = path[position[node] :]
+        if not seen.intersection(cycle):
+            found.append(cycle)
+        seen.update(path)
+    return found
 
 
 class StovepipeConfig(ConfigModel):
@@ -72,6 +144,7 @@ class StovepipeConfig(ConfigModel):
     console: ConsoleConfig = ConsoleConfig()
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
+    webhooks: WebhooksConfig | None = None
     queues: tuple[QueueConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -95,6 +168,15 @@ class StovepipeConfig(ConfigModel):
             if queue.name == name:
                 return queue
         raise UnknownQueue(name, self.queue_names)
+
+    @property
+    def polled_queues(self) -> tuple[QueueConfig, ...]:
+        """The Queues with a ``poll`` section, paused ones included."""
+        return tuple(q for q in self.queues if q.poll is not None)
+
+    def dependents_of(self, name: str) -> tuple[str, ...]:
+        """The Queues that list ``name`` in ``depends_on``, in file order."""
+        return tuple(q.name for q in self.queues if name in q.depends_on)
 
     def api_tokens(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """Secret token → role for the API, read now from the environment or files.
@@ -132,6 +214,7 @@ class StovepipeConfig(ConfigModel):
         used = {
             "sourcecontrol": {queue.source.extension for queue in self.queues},
             "buildrunner": {queue.build.runner for queue in self.queues},
+            "hooks": {hook.kind for queue in self.queues for hook in queue.hooks},
         }
         missing: list[str] = []
         for kind, names in used.items():

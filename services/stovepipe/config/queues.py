@@ -6,13 +6,18 @@ declared extensions, one promoter per ref) live on ``StovepipeConfig``.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
 from stovepipe.config.fields import ExtensionName, NonBlank, PositiveSeconds, RefName, is_remote
+from stovepipe.config.hooks import HookConfig
 from stovepipe.domain.errors import InvalidInput
 from stovepipe.domain.queue_name import validate_queue_name
 
@@ -87,18 +92,91 @@ class BuildConfig(ConfigModel):
         return targets
 
 
+def _cron(expression: str) -> str:
+    if len(expression.split()) != 5:
+        raise ValueError(
+            f"{expression!r} is not a five-field cron expression "
+            "(minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'); "
+            "for sub-minute polling use every: <seconds>"
+        )
+    if not croniter.is_valid(expression):
+        raise ValueError(f"{expression!r} is not a valid cron expression")
+    return expression
+
+
+def _zone(name: str) -> tzinfo:
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
+def _timezone(name: str) -> str:
+    try:
+        _zone(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as 'UTC'") from None
+    return name
+
+
+_EPSILON = 1e-6
+"""A due time computed as ``tick * every`` must fall in ``tick``, not in the one before."""
+
+MIN_POLL_EVERY_S = 0.5
+"""Faster polling would spend the SourceControl server on asking rather than answering."""
+
+
+class PollConfig(ConfigModel):
+    """How often ``stovepipe poller`` asks the SourceControl extension for the Queue's head.
+
+    Exactly one of ``every`` (seconds; trigger ``poll``) or ``schedule`` (five-field
+    cron read in ``timezone``; trigger ``schedule``). ``enabled: false`` keeps the
+    settings but stops polling.
+    """
+
+    enabled: bool = True
+    every: Annotated[float, Field(ge=MIN_POLL_EVERY_S, le=86_400)] | None = None
+    schedule: Annotated[str, AfterValidator(_cron)] | None = None
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+    """The zone the cron fields are read in (UTC when omitted)."""
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> PollConfig:
+        if (self.every is None) == (self.schedule is None):
+            raise ValueError("give exactly one of every (seconds) or schedule (a cron expression)")
+        if self.every is not None and self.timezone is not None:
+            raise ValueError("timezone only applies to schedule (cron), not to every")
+        return self
+
+    def tick_at(self, when: datetime) -> int:
+        """The number of the tick ``when`` falls in: every replica computes the same one."""
+        if self.every is not None:
+            return math.floor(when.timestamp() / self.every + _EPSILON)
+        return math.floor(self.previous_fire(when).timestamp())
+
+    def next_due(self, after: datetime) -> datetime:
+        """The first poll time strictly after ``after`` (an aware datetime)."""
+        if self.every is not None:
+            tick = math.floor(after.timestamp() / self.every + _EPSILON) + 1
+            return datetime.fromtimestamp(tick * self.every, UTC)
+        assert self.schedule is not None
+        local = after.astimezone(_zone(self.timezone or "UTC"))
+        due: datetime = croniter(self.schedule, local).get_next(datetime)
+        return due.astimezone(UTC)
+
+    def previous_fire(self, when: datetime) -> datetime:
+        """The cron time at or before ``when`` (``schedule`` only)."""
+        assert self.schedule is not None, "previous_fire needs a schedule"
+        local = when.astimezone(_zone(self.timezone or "UTC"))
+        fired: datetime = croniter(self.schedule, local + timedelta(microseconds=1)).get_prev(
+            datetime
+        )
+        return fired.astimezone(UTC)
+
+
 class QueueConfig(ConfigModel):
     """One Queue: a stable name resolved to a repository ref and a build."""
 
     refused_keys = {
-        "poll": "not supported yet — the built-in poller is tracked by its own issue; remove "
-        "the key (report heads with `stovepipe ingest` or the Ingest RPC)",
-        "hooks": "not supported yet — verdict hooks (webhook, kafka, log) are tracked by their "
-        "own issue; remove the key (follow verdicts with WatchEvents)",
         "projects": "not supported yet — per-project verdicts are tracked by their own issue; "
         "remove the key",
-        "depends_on": "not supported yet — dependencies between Queues are tracked by their "
-        "own issue; remove the key",
     }
 
     name: QueueName
@@ -106,6 +184,29 @@ class QueueConfig(ConfigModel):
     build: BuildConfig
     promotion_ref: RefName | None = None
     max_concurrent: Annotated[int, Field(ge=1)] = 1
+    hooks: tuple[HookConfig, ...] = ()
+    poll: PollConfig | None = None
+    """Polled by ``stovepipe poller`` when set; otherwise heads come from Ingest or webhooks."""
+    depends_on: tuple[QueueName, ...] = ()
+    """Queues whose new green commits ingest this one (trigger ``upstream``)."""
+
+    @field_validator("hooks")
+    @classmethod
+    def _unique_hooks(cls, hooks: tuple[HookConfig, ...]) -> tuple[HookConfig, ...]:
+        require_unique_names(cls.__name__, hooks, "hook", "hooks")
+        return hooks
+
+    def hook(self, name: str) -> HookConfig | None:
+        """The subscription called ``name``, if this Queue has it."""
+        return next((h for h in self.hooks if h.name == name), None)
+
+    @field_validator("depends_on")
+    @classmethod
+    def _no_repeats(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+        return names
 
     @model_validator(mode="after")
     def _promotion_differs(self) -> QueueConfig:

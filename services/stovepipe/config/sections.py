@@ -390,6 +390,8 @@ class ConsoleConfig(ConfigModel):
 
 ExtensionMap = Mapping[ExtensionName, Endpoint]
 
+REFERENCE_HOOK_KINDS = ("webhook", "kafka", "log")
+
 
 class ExtensionsConfig(ConfigModel):
     """Named extension endpoints per contract; Queues refer to them by name.
@@ -399,14 +401,17 @@ class ExtensionsConfig(ConfigModel):
     """
 
     refused_keys = {
-        "hooks": "not supported yet — no Hooks extension runs (verdict hooks are tracked by "
-        "their own issue); remove the key",
         "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
         "verdicts are tracked by their own issue); remove the key",
     }
 
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
+    hooks: ExtensionMap = Field(
+        default_factory=lambda: {name: Endpoint() for name in REFERENCE_HOOK_KINDS}
+    )
+    """HooksService servers by kind; ``stovepipe up`` serves the reference kinds
+    (``webhook``, ``kafka``, ``log``) from one ``stovepipe ext hooks`` server."""
 
 
 MAX_DELAY_S = 120.0

@@ -32,6 +32,7 @@ from stovepipe.domain.request import (
     transition,
     with_build,
 )
+from stovepipe.domain.trigger import TriggerKind, UpstreamGreen
 
 __all__ = [
     "BROKEN",
@@ -54,6 +55,8 @@ __all__ = [
     "RequestState",
     "StovepipeError",
     "TargetOutcome",
+    "TriggerKind",
+    "UpstreamGreen",
     "ValidationFact",
     "authoritative",
     "can_transition",

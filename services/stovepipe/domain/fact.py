@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from stovepipe.domain.errors import InvalidInput
+from stovepipe.domain.trigger import UpstreamGreen
 
 WHOLE_REPO = ""
 """The project name of a fact about the whole repository."""
@@ -41,6 +42,8 @@ class ValidationFact:
     created_at: datetime
     reason: str = ""
     attempt: int = 1
+    upstream_greens: tuple[UpstreamGreen, ...] = ()
+    """The upstream green commits the Request was built against (version propagation)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.degree, int | float) or math.isnan(self.degree):

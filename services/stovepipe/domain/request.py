@@ -15,6 +15,7 @@ from functools import total_ordering
 
 from stovepipe.domain.errors import IllegalTransition, InvalidInput
 from stovepipe.domain.queue_name import validate_queue_name
+from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 
 
 class RequestState(enum.StrEnum):
@@ -118,6 +119,10 @@ class Request:
     build_id: str | None = None
     reason: str = ""
     attempt: int = 1
+    trigger_details: TriggerDetails = ()
+    """What the trigger said about itself (the upstream commit, the push delivery)."""
+    upstream_greens: tuple[UpstreamGreen, ...] = ()
+    """The last green commit of every Queue this one ``depends_on``, read at ingest."""
 
     @property
     def request_id(self) -> RequestId:

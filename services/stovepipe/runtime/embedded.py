@@ -1,8 +1,9 @@
 """``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server and the local BuildRunner, then every stage worker, then
-the API with the web console. Each group starts at once and must be ready before the next one
+SourceControl server, the local BuildRunner and the reference hooks server,
+then every stage worker (the hooks dispatcher among them), then the API with
+the web console. Each group starts at once and must be ready before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
 worker on its ``--health-port`` (SERVING once its consumers joined), the
 console on ``/healthz`` (the API answers it). "API ready" is printed only when
@@ -56,9 +57,14 @@ from stovepipe.storage.migrate import upgrade
 
 GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
+HOOKS_TOKEN_ENV = "STOVEPIPE_EXT_HOOKS_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
+
+
+FAILED_START_GRACE_S = 3.0
+"""How long children of a stack that failed to start get to exit before they are killed."""
 
 
 def supervisor_stop_timeout(config: StovepipeConfig) -> float:
@@ -87,7 +93,10 @@ class _Addresses:
 
 def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
-    return {GIT_TOKEN_ENV: secrets.token_urlsafe(32), RUNNER_TOKEN_ENV: secrets.token_urlsafe(32)}
+    return {
+        name: secrets.token_urlsafe(32)
+        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV)
+    }
 
 
 def _cli(*args: str) -> list[str]:
@@ -106,10 +115,10 @@ class RunningStack:
     def table(self) -> Table:
         """Every child with its pid, address and log; the database URL without its password."""
         table = Table(title="stovepipe up", show_lines=False)
-        table.add_column("component")
-        table.add_column("pid", justify="right")
-        table.add_column("address")
-        table.add_column("log")
+        table.add_column("component", no_wrap=True)
+        table.add_column("pid", justify="right", no_wrap=True)
+        table.add_column("address", overflow="fold")  # paths and URLs fold, never cut
+        table.add_column("log", overflow="fold")
         for child in self.supervisor.children:
             table.add_row(
                 child.spec.name, str(child.pid), child.spec.address, str(child.spec.log_path)
@@ -128,9 +137,11 @@ def write_effective_config(
     api_address: str,
     git_address: str,
     runner_address: str,
+    hooks_address: str | None = None,
 ) -> None:
     """The configuration every child reads, addresses filled in, written 0600: it holds
-    the database URL with its password."""
+    the database URL with its password. ``hooks_address`` serves every hooks kind that
+    has no address of its own (the reference server serves webhook, kafka and log)."""
     data: dict[str, Any] = config.model_dump(mode="json", exclude_none=True)
     data.setdefault("storage", {})["url"] = database_url
     data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
@@ -144,7 +155,18 @@ def write_effective_config(
         "address": runner_address,
         "token_env": RUNNER_TOKEN_ENV,
     }
+    if hooks_address is not None:
+        hooks = extensions.setdefault("hooks", {})
+        for kind in hooks_kinds_to_serve(config):
+            hooks[kind] = {"address": hooks_address, "token_env": HOOKS_TOKEN_ENV}
     write_private(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def hooks_kinds_to_serve(config: StovepipeConfig) -> list[str]:
+    """The ``extensions.hooks`` kinds without an address: the reference server takes them."""
+    return sorted(
+        kind for kind, endpoint in config.extensions.hooks.items() if not endpoint.address
+    )
 
 
 def private_dir(path: Path) -> Path:
@@ -201,6 +223,47 @@ def _worker(
     )
 
 
+def ingress_children(
+    config: StovepipeConfig,
+    addresses: _Addresses,
+    config_path: Path,
+    logs: Path,
+    env: dict[str, str],
+) -> list[ChildSpec]:
+    """The poller (when a Queue has ``poll:``) and the webhook receiver (when the
+    ``webhooks`` section exists), each ready when its gRPC health says SERVING."""
+    children: list[ChildSpec] = []
+    wanted = [
+        ("poller", "poller", bool(config.polled_queues), ""),
+        (
+            "webhooks",
+            "webhooks",
+            config.webhooks is not None,
+            config.webhooks.listen if config.webhooks else "",
+        ),
+    ]
+    for name, command, needed, shown in wanted:
+        if not needed:
+            continue
+        health = addresses.next()
+        host, port = health.rsplit(":", 1)
+        argv = _cli(
+            command, "--config", str(config_path), "--health-port", port, "--health-host", host
+        )
+        address = f"{shown} (health {health})" if shown else f"{health} (health)"
+        children.append(
+            ChildSpec(
+                name,
+                argv,
+                logs / f"{name}.log",
+                env,
+                address,
+                functools.partial(grpc_serving, health),
+            )
+        )
+    return children
+
+
 @asynccontextmanager
 async def embedded_stack(
     config: StovepipeConfig,
@@ -220,6 +283,7 @@ async def embedded_stack(
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs = private_dir(state_dir / "logs")
     broker: EmbeddedBroker | None = None
+    started = False
     supervisor = Supervisor(
         stop_timeout_s=supervisor_stop_timeout(config),
         report=report,
@@ -241,9 +305,15 @@ async def embedded_stack(
             database_url = f"sqlite+aiosqlite:///{db_path}"
         await asyncio.to_thread(upgrade, database_url)
         api_address = config.api.listen
-        addresses = _Addresses(api_address, bootstrap, config.console.listen)
+        addresses = _Addresses(
+            api_address,
+            bootstrap,
+            config.console.listen,
+            *([config.webhooks.listen] if config.webhooks else []),
+        )
         git_address = addresses.next()
         runner_address = addresses.next()
+        hooks_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
         write_effective_config(
             config_path,
@@ -253,6 +323,7 @@ async def embedded_stack(
             api_address=api_address,
             git_address=git_address,
             runner_address=runner_address,
+            hooks_address=hooks_address,
         )
         env = {
             "STOVEPIPE_CONFIG": str(config_path),
@@ -271,9 +342,14 @@ async def embedded_stack(
             "--hide", str(state_dir),
             *(() if sandbox else ("--no-sandbox",)),
         )  # fmt: skip
+        hooks_argv = _cli(
+            "ext", "hooks", "--listen", hooks_address, "--config", str(config_path),
+            "--token-env", HOOKS_TOKEN_ENV,
+        )  # fmt: skip
         await supervisor.start_all(
             [
                 _extension("ext git", git_address, git_argv, logs / "ext-git.log", env),
+                _extension("ext hooks", hooks_address, hooks_argv, logs / "ext-hooks.log", env),
                 _extension(
                     "ext local-runner",
                     runner_address,
@@ -318,13 +394,16 @@ async def embedded_stack(
                     console_url,
                     functools.partial(console_ready, console_url),
                 ),
+                *ingress_children(config, addresses, config_path, logs, env),
             ]
         )
+        started = True
         yield RunningStack(
             api_address, bootstrap, database_url, config_path, supervisor, console_url
         )
     finally:
-        await supervisor.stop()
+        # A start that failed has nothing in flight: do not wait a drain period for it.
+        await supervisor.stop(None if started else FAILED_START_GRACE_S)
         if broker is not None:
             await broker.stop()
 

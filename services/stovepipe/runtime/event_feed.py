@@ -17,6 +17,13 @@ logged and dropped.
 
 A subscriber that cannot keep up (its queue is full) is closed with
 :class:`SubscriberTooSlow` rather than hold the feed back for everyone.
+
+Every item a stream gets carries a *cursor*: the next offset of every partition
+after that item. The first item of every stream carries no event and says the
+stream is ready: the reader is positioned, so any event recorded after it
+reaches the stream. A stream that passes an earlier cursor (or asks for the
+beginning) gets its own group-less reader starting there, so a reconnecting
+watcher misses nothing that is still on the topic; it then keeps reading live.
 """
 
 from __future__ import annotations
@@ -24,16 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from stovepipe.domain import FactOrigin, ValidationFact
+from stovepipe.domain import FactOrigin, InvalidInput, ValidationFact
 from stovepipe.failures import short_reason
+from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_TYPES
 from stovepipe.messaging import HOOK, KafkaSettings, MalformedMessage, decode
 from stovepipe.messaging import headers as hdr
-from stovepipe.stages.record import EVENT_GREEN, EVENT_NOT_GREEN
 from stovepipe.storage import Store
 from stovepipe.v1 import topics_pb2, types_pb2
 
@@ -42,6 +51,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_SUBSCRIBERS = 256
 DEFAULT_MAX_PER_OWNER = 32
 QUEUE_DEPTH = 1000
+
+MAX_CURSOR = 4096
+_CURSOR = re.compile(r"v1(?:;\d{1,6}=\d{1,19})*")
+BEGINNING = "beginning"
 
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
@@ -57,16 +70,44 @@ class SubscriberTooSlow(RuntimeError):
     """The subscriber fell more than ``QUEUE_DEPTH`` events behind and was closed."""
 
 
+Positions = Mapping[int, int]
+
+
+def encode_cursor(positions: Positions) -> str:
+    """``v1;<partition>=<next offset>;...``: opaque to callers, stable across API processes."""
+    return "v1" + "".join(f";{p}={o}" for p, o in sorted(positions.items()))
+
+
+def decode_cursor(text: str) -> dict[int, int]:
+    """The positions a cursor names; ``InvalidInput`` for anything this feed did not hand out."""
+    if len(text) > MAX_CURSOR or not _CURSOR.fullmatch(text):
+        raise InvalidInput("cursor is not one this server returned (pass it back unchanged)")
+    out: dict[int, int] = {}
+    for part in text.split(";")[1:]:
+        partition, offset = part.split("=")
+        out[int(partition)] = int(offset)
+    return out
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One item of a stream: an event (``None`` on the first, "ready", item) and the cursor
+    to resume after it."""
+
+    event: topics_pb2.HookEvent | None
+    cursor: str
+
+
 @dataclass(eq=False)
 class _Subscriber:
     owner: str
-    events: asyncio.Queue[topics_pb2.HookEvent | BaseException] = field(
+    events: asyncio.Queue[FeedItem | BaseException] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_DEPTH)
     )
 
 
 class EventFeed:
-    """Verified green / not-green events, from the moment of subscription on."""
+    """Verified events, from the moment of subscription on or from a cursor."""
 
     def __init__(
         self,
@@ -81,8 +122,10 @@ class EventFeed:
         self._max_subscribers = max_subscribers
         self._max_per_owner = max_per_owner
         self._subscribers: set[_Subscriber] = set()
+        self._live: set[_Subscriber] = set()
         self._reader: asyncio.Task[None] | None = None
         self._positioned = asyncio.Event()
+        self._positions: dict[int, int] = {}
         self.dropped_unverified = 0
 
     @property
@@ -91,6 +134,18 @@ class EventFeed:
 
     async def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]:
         """Events from now on; raises :class:`TooManySubscribers` before the first one."""
+        async with contextlib.aclosing(self.watch(owner)) as items:
+            async for item in items:
+                if item.event is not None:
+                    yield item.event
+
+    async def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]:
+        """A ready item, then every verified event with its cursor.
+
+        ``start``: empty for "from now on", :data:`BEGINNING`, or a cursor from an
+        earlier item. Raises :class:`TooManySubscribers` or ``InvalidInput`` (a bad
+        cursor) before the first item."""
+        resume = None if not start else ({} if start == BEGINNING else decode_cursor(start))
         mine = sum(1 for s in self._subscribers if s.owner == owner)
         if len(self._subscribers) >= self._max_subscribers or mine >= self._max_per_owner:
             raise TooManySubscribers(
@@ -98,11 +153,41 @@ class EventFeed:
             )
         subscriber = _Subscriber(owner)
         self._subscribers.add(subscriber)
+        private: asyncio.Task[None] | None = None
         try:
-            if self._reader is None or self._reader.done():
-                self._positioned.clear()
-                self._reader = asyncio.create_task(self._read(), name="event-feed")
-            await self._positioned.wait()
+            if resume is None:
+                already = self._positioned.is_set() and self._reader is not None
+                snapshot = encode_cursor(self._positions) if already else ""
+                self._live.add(subscriber)
+                if self._reader is None or self._reader.done():
+                    self._positioned.clear()
+                    self._reader = asyncio.create_task(
+                        self._read(None, self._fan_out, self._on_live_positioned),
+                        name="event-feed",
+                    )
+                await self._positioned.wait()
+                yield FeedItem(None, snapshot or self._start_cursor)
+            else:
+                ready = asyncio.Event()
+                start_cursor: list[str] = []
+
+                def positioned(positions: Positions) -> None:
+                    start_cursor.append(encode_cursor(positions))
+                    ready.set()
+
+                private = asyncio.create_task(
+                    self._read(resume, lambda item: self._offer(subscriber, item), positioned),
+                    name="event-feed-resume",
+                )
+                waiting = asyncio.create_task(ready.wait())
+                await asyncio.wait({private, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+                if not ready.is_set():
+                    private.result()  # raises what stopped the reader
+                    raise RuntimeError("the event reader stopped before it was positioned")
+                yield FeedItem(None, start_cursor[0])
             while True:
                 item = await subscriber.events.get()
                 if isinstance(item, BaseException):
@@ -110,30 +195,46 @@ class EventFeed:
                 yield item
         finally:
             self._subscribers.discard(subscriber)
-            if not self._subscribers:
+            self._live.discard(subscriber)
+            if private is not None:
+                await _cancel(private)
+            if not self._live:
                 await self._stop_reader()
 
     async def close(self) -> None:
         await self._stop_reader()
 
+    _start_cursor = "v1"
+
+    def _on_live_positioned(self, positions: Positions) -> None:
+        self._start_cursor = encode_cursor(positions)
+        self._positioned.set()
+
     async def _stop_reader(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None and not reader.done():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        if reader is not None:
+            await _cancel(reader)
 
-    async def _read(self) -> None:
+    async def _read(
+        self,
+        start: Positions | None,
+        deliver: Callable[[FeedItem | BaseException], None],
+        positioned: Callable[[Positions], None],
+    ) -> None:
+        """Read ``stovepipe.hook`` from ``start`` (``None``: the end; missing partitions:
+        their beginning) and hand every verified event to ``deliver``."""
         topic = self._settings.topic(HOOK.name)
         consumer = AIOKafkaConsumer(
             **self._settings.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             client_id=f"{self._settings.client_id}-events",
         )
+        positions: dict[int, int] = {}
         try:
-            await consumer.start()
+            await _started(consumer)
             partitions: list[TopicPartition] = []
             while not partitions:
                 partitions = [
@@ -144,40 +245,55 @@ class EventFeed:
                     await consumer.force_metadata_update()
                     await asyncio.sleep(0.5)
             consumer.assign(partitions)
-            await consumer.seek_to_end(*partitions)
-            for tp in partitions:  # resolve the end offsets now: "from now on" starts here
-                await consumer.position(tp)
-            self._positioned.set()
+            if start is None:
+                await consumer.seek_to_end(*partitions)
+            else:
+                await consumer.seek_to_beginning(*partitions)
+                for tp in partitions:
+                    if tp.partition in start:
+                        consumer.seek(tp, start[tp.partition])
+            for tp in partitions:  # resolve the offsets now: "from here on" starts here
+                positions[tp.partition] = await consumer.position(tp)
+            if start is None:
+                self._positions = positions
+            positioned(dict(positions))
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
                     for record in records:
+                        positions[record.partition] = record.offset + 1
                         event = await self._verified(record)
                         if event is not None:
-                            self._fan_out(event)
+                            deliver(FeedItem(event, encode_cursor(positions)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream ends with an error rather than hang
             log.exception("event feed stopped")
-            self._positioned.set()
-            for subscriber in list(self._subscribers):
-                with contextlib.suppress(asyncio.QueueFull):
-                    subscriber.events.put_nowait(exc)
+            positioned(dict(positions))
+            deliver(exc)
         finally:
             await asyncio.wait_for(consumer.stop(), self._settings.close_timeout_s)
 
-    def _fan_out(self, event: topics_pb2.HookEvent) -> None:
-        for subscriber in list(self._subscribers):
-            try:
-                subscriber.events.put_nowait(event)
-            except asyncio.QueueFull:
-                self._subscribers.discard(subscriber)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    subscriber.events.get_nowait()
-                subscriber.events.put_nowait(SubscriberTooSlow("the event stream fell behind"))
+    def _fan_out(self, item: FeedItem | BaseException) -> None:
+        for subscriber in list(self._live):
+            self._offer(subscriber, item)
+
+    def _offer(self, subscriber: _Subscriber, item: FeedItem | BaseException) -> None:
+        if isinstance(item, BaseException):
+            with contextlib.suppress(asyncio.QueueFull):
+                subscriber.events.put_nowait(item)
+            return
+        try:
+            subscriber.events.put_nowait(item)
+        except asyncio.QueueFull:
+            self._live.discard(subscriber)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                subscriber.events.get_nowait()
+            subscriber.events.put_nowait(SubscriberTooSlow("the event stream fell behind"))
 
     async def _verified(self, record: ConsumerRecord[bytes, bytes]) -> topics_pb2.HookEvent | None:
-        """The event rebuilt from its stored fact, or ``None`` when storage disagrees."""
+        """The event with its facts re-read from storage, or ``None`` when storage disagrees
+        (or the event is of a type this feed cannot check)."""
         where = f"topic={record.topic} partition={record.partition} offset={record.offset}"
         try:
             event: topics_pb2.HookEvent = decode(
@@ -189,51 +305,103 @@ class EventFeed:
         except MalformedMessage as exc:
             log.warning("not an event, skipped: %s: %s", where, short_reason(exc))
             return None
-        data = event.data
-        fact = await self._store.get_fact_of_attempt(
+        return await verified_event(self._store, event, where, self)
+
+
+async def _started(consumer: AIOKafkaConsumer) -> None:
+    """Start ``consumer``, letting a start that is under way finish even when cancelled:
+    a start cut short leaves a connection behind that ``stop`` does not close."""
+    starting = asyncio.ensure_future(consumer.start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        raise
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+class _Counts(Protocol):
+    dropped_unverified: int
+
+
+async def verified_event(
+    store: Store, event: topics_pb2.HookEvent, where: str, counts: _Counts | None = None
+) -> topics_pb2.HookEvent | None:
+    """``event`` with its verdict fields rebuilt from the stored fact, or ``None`` when no
+    fact of its ``(queue, uri, project, attempt)`` agrees with it (a forged or corrupted
+    event). Events of types other than the verdict types are not served: storage cannot
+    confirm them."""
+    data = event.data
+    if event.type not in VERDICT_TYPES:
+        log.warning("event %s of type %s is not a verdict; not served: %s",
+                    event.id[:64], event.type[:100], where)  # fmt: skip
+        return None
+    try:
+        fact = await store.get_fact_of_attempt(
             data.queue, data.uri, data.project, max(data.attempt, 1)
         )
-        if fact is None or not _agrees(event, fact):
-            self.dropped_unverified += 1
-            log.warning(
-                "event %s for %s@%s does not match storage; not served: %s",
-                event.id[:64],
-                data.queue[:200],
-                data.uri[:200],
-                where,
-            )
-            return None
-        return _from_fact(event, fact)
+    except InvalidInput:
+        fact = None
+    if fact is None or not _agrees(event, fact):
+        if counts is not None:
+            counts.dropped_unverified += 1
+        log.warning(
+            "event %s for %s@%s does not match storage; not served: %s",
+            event.id[:64],
+            data.queue[:200],
+            data.uri[:200],
+            where,
+        )
+        return None
+    served = _from_fact(event, fact)
+    request = await store.get_request(fact.request_id)
+    if request is not None:  # why the Request exists, from storage too
+        served.data.trigger = request.trigger
+        served.data.trigger_details.clear()
+        served.data.trigger_details.update(dict(request.trigger_details))
+    return served
 
 
 def _agrees(event: topics_pb2.HookEvent, fact: ValidationFact) -> bool:
     data = event.data
+    if event.type == BECAME_GREEN and not fact.green:
+        return False
+    if event.type == BECAME_BROKEN and fact.green:
+        return False
     return (
         data.degree == fact.degree
         and data.green == fact.green
         and data.origin == _ORIGINS[fact.origin]
         and data.request_id == fact.request_id
-        and event.subject == fact.uri
+        and data.queue == fact.queue
+        and event.subject == fact.queue
     )
 
 
 def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.HookEvent:
     served = topics_pb2.HookEvent()
     served.CopyFrom(event)
-    served.type = EVENT_GREEN if fact.green else EVENT_NOT_GREEN
-    served.subject = fact.uri
-    served.data.CopyFrom(
-        topics_pb2.GreennessEventData(
-            queue=fact.queue,
-            uri=fact.uri,
-            project=fact.project,
-            degree=fact.degree,
-            origin=_ORIGINS[fact.origin],
-            request_id=fact.request_id,
-            green=fact.green,
-            took_bookmark=event.data.took_bookmark and fact.green,
-            reason=fact.reason,
-            attempt=fact.attempt,
-        )
+    served.subject = fact.queue
+    data = served.data
+    data.queue = fact.queue
+    data.uri = fact.uri
+    data.project = fact.project
+    data.degree = fact.degree
+    data.origin = _ORIGINS[fact.origin]
+    data.request_id = fact.request_id
+    data.green = fact.green
+    data.took_bookmark = event.data.took_bookmark and fact.green
+    data.attempt = fact.attempt
+    del data.upstream_greens[:]
+    data.upstream_greens.extend(
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+        for g in fact.upstream_greens
     )
     return served

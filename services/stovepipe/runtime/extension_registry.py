@@ -19,10 +19,11 @@ from stovepipe.config import Endpoint, QueueConfig, StovepipeConfig, resolve_sec
 from stovepipe.config.errors import ConfigProblem, SecretUnavailable
 from stovepipe.domain import InvalidInput
 from stovepipe.extensions.buildrunner.client import BuildRunner, BuildRunnerClient
+from stovepipe.extensions.hooks.client import HooksClient
 from stovepipe.extensions.sourcecontrol.client import SourceControl, SourceControlClient
 from stovepipe.grpcutil import ChannelSecurity, open_channel
 
-_OPENED_KINDS = ("sourcecontrol", "buildrunner")
+_OPENED_KINDS = ("sourcecontrol", "buildrunner", "hooks")
 
 
 def _path(value: str | None) -> Path | None:
@@ -86,6 +87,13 @@ class ExtensionRegistry:
         if endpoint is None or not endpoint.address:
             raise InvalidInput(f"queue {queue.name}: no address for buildrunner extension {name!r}")
         return BuildRunnerClient(self._channel("buildrunner", name, endpoint.address))
+
+    def hooks(self, kind: str) -> HooksClient:
+        """The HooksService client of ``extensions.hooks.<kind>``."""
+        endpoint = self._config.extensions.hooks.get(kind)
+        if endpoint is None or not endpoint.address:
+            raise InvalidInput(f"no address for hooks extension {kind!r}")
+        return HooksClient(self._channel("hooks", kind, endpoint.address))
 
     async def close(self) -> None:
         for channel in self._channels.values():

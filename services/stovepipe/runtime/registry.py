@@ -149,10 +149,27 @@ def _reconcile_handlers(parts: Collaborators) -> Sequence[Consumption]:
     ]
 
 
+def _upstream_handlers(parts: Collaborators) -> Sequence[Consumption]:
+    from stovepipe.stages.upstream import UpstreamTrigger
+
+    trigger = UpstreamTrigger(parts.store, parts.config, parts.ingester())
+
+    async def on_event(event: Any, _delivery: Delivery) -> None:
+        await trigger(event)
+
+    return [Consumption(t.HOOK, "upstream", on_event)]
+
+
 def _run_delay(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.delay_worker import run_delay_forwarder
 
     return run_delay_forwarder(config, stop, ready)
+
+
+def _run_hooks(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
+    from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
+
+    return run_hooks_dispatcher(config, stop, ready)
 
 
 def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
@@ -171,10 +188,24 @@ STAGES: tuple[Stage, ...] = (
         handlers=_reconcile_handlers,
     ),
     Stage(
+        "upstream",
+        "ingest the Queues that depend_on a Queue when it records a new green commit",
+        consumes=(t.HOOK,),
+        on_failure=OnFailure.PARK_UNREADABLE,
+        handlers=_upstream_handlers,
+    ),
+    Stage(
         "delay",
         "forward delay-tier records to their target topic once due",
         run=_run_delay,
         watched=tuple(tier_topic(s) for s in DEFAULT_TIERS_S),
+    ),
+    Stage(
+        "hooks",
+        "deliver events to the Queues' hooks (webhook, kafka, log), retried per subscription",
+        consumes=(t.HOOK,),
+        on_failure=OnFailure.PARK_UNREADABLE,
+        run=_run_hooks,
     ),
     Stage(
         "sweeper",
@@ -224,10 +255,16 @@ def all_topics() -> list[str]:
     and poison parking, the delay tiers, and the broker-epoch marker."""
     names = [topic.name for topic in PIPELINE_TOPICS]
     dead = [topic.name for topic in dead_letter_topics()]
+    parked = [
+        topic.name.removesuffix(".dlq")
+        for entry in STAGES
+        if entry.on_failure is OnFailure.PARK_UNREADABLE
+        for topic in entry.consumes
+    ]
     return [
         *names,
         EPOCH_TOPIC,
         *dead,
-        *(poison(d.removesuffix(".dlq")) for d in dead),
+        *dict.fromkeys(poison(name) for name in [*(d.removesuffix(".dlq") for d in dead), *parked]),
         *(tier_topic(s) for s in DEFAULT_TIERS_S),
     ]

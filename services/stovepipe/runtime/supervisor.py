@@ -313,12 +313,15 @@ class Supervisor:
 
     # Stop
 
-    async def stop(self) -> None:
-        """Stop every child within one grace period (see the module docstring)."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop every child within one grace period (see the module docstring).
+
+        ``grace_s`` shortens it: a stack that failed to start has nothing in flight
+        to drain, so its children need not be given the full period."""
         self._stopping.set()
         await self._end_keepers()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_timeout_s
+        deadline = loop.time() + (self._stop_timeout_s if grace_s is None else grace_s)
         running = [c for c in reversed(self._children) if c.process.returncode is None]
         first = [c for c in running if not c.spec.stop_last]
         last = [c for c in running if c.spec.stop_last]

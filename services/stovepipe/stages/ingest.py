@@ -1,8 +1,12 @@
 """ingest: turn "Queue Q moved" into a Request and hand it to process.
 
-Runs inside the API server (``Ingest`` RPC), not on a topic. Steps: resolve
-the head through SourceControl, mint or find the Request for ``(queue, uri)``,
-advance the Queue's ``latest_request_id`` by CAS, publish to process.
+Runs inside whichever process hears of the move: the API server (``Ingest``
+RPC), the built-in poller, the push-webhook receiver and the upstream stage all
+call this one path. Steps: resolve the head through SourceControl (a pushed
+sha is a hint only, never the verdict's subject), read the last green commit
+of every Queue this one ``depends_on``, mint or find the Request for
+``(queue, uri)``, advance the Queue's ``latest_request_id`` by CAS, publish to
+process.
 
 A crash after the Request is stored but before the publish leaves it
 ``accepted``; re-reporting the same head publishes again (the Request is
@@ -11,15 +15,18 @@ returned as a duplicate), and the sweeper re-drives it otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stovepipe.domain import Request, validate_queue_name
+from stovepipe.domain import Request, UpstreamGreen, validate_queue_name
+from stovepipe.domain.trigger import MAX_TRIGGER_LENGTH, TriggerKind, trigger_details
+from stovepipe.extensions.sourcecontrol.model import Ancestry
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import process_message
 from stovepipe.stages.ports import queue_source
 
-MAX_TRIGGER_LENGTH = 64
+__all__ = ["MAX_TRIGGER_LENGTH", "HeadIngester", "IngestResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +36,63 @@ class IngestResult:
 
 
 class HeadIngester(StageBase):
-    """Mints (or finds) the Request for a Queue's current head."""
+    """Mints (or finds) the Request for a Queue's current head.
 
-    async def ingest(self, queue: str, trigger: str) -> IngestResult:
+    It is also the API's one door to SourceControl for read questions about the
+    branch (``head``, ``on_branch``), so the API holds no extension clients of its own.
+    """
+
+    async def head(self, queue: str) -> str:
+        """The URI of the Queue's head now (no Request is created)."""
+        config = self._queues.queue(queue)
+        return await self._extensions.source_control(config).resolve_head(queue_source(config))
+
+    async def on_branch(self, queue: str, uri: str, head: str) -> Ancestry:
+        """Whether ``uri`` is reachable from ``head`` (``UNKNOWN`` when SourceControl cannot
+        tell, for example because the commit is gone)."""
+        config = self._queues.queue(queue)
+        return await self._extensions.source_control(config).is_ancestor(
+            queue_source(config), uri, head
+        )
+
+    async def ingest(
+        self,
+        queue: str,
+        trigger: str,
+        *,
+        details: Mapping[str, str] | None = None,
+        resolved_uri: str | None = None,
+    ) -> IngestResult:
+        """``resolved_uri`` is for a caller that has just resolved the head through the
+        same SourceControl (the poller): it saves a second ResolveHead. Nothing that
+        came from outside (a webhook payload) may be passed as it."""
         validate_queue_name(queue)
         config = self._queues.queue(queue)
-        trigger = (trigger or "unspecified")[:MAX_TRIGGER_LENGTH]
-        uri = await self._extensions.source_control(config).resolve_head(queue_source(config))
+        trigger = (trigger or TriggerKind.MANUAL)[:MAX_TRIGGER_LENGTH]
+        pairs = trigger_details(details)
+        uri = resolved_uri or await self._extensions.source_control(config).resolve_head(
+            queue_source(config)
+        )
         request, created = await self._store.create_request(
-            queue, uri, trigger=trigger, now=self._clock()
+            queue,
+            uri,
+            trigger=trigger,
+            now=self._clock(),
+            trigger_details=pairs,
+            upstream_greens=await self._upstream_greens(config.depends_on),
         )
         await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
             await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)
+
+    async def _upstream_greens(self, upstreams: tuple[str, ...]) -> tuple[UpstreamGreen, ...]:
+        """The bookmark of every upstream Queue now: what this head will be built against."""
+        greens: list[UpstreamGreen] = []
+        for name in upstreams:
+            state = await self._store.get_queue(name)
+            if state is not None and state.last_green_uri and state.last_green_request_id:
+                greens.append(
+                    UpstreamGreen(name, state.last_green_uri, state.last_green_request_id)
+                )
+        return tuple(greens)

@@ -14,7 +14,8 @@ Steps, each recognise-and-skip on redelivery:
 5. if this Request took the bookmark, read the Queue again and promote the
    ref only while this Request still holds it; then note on the Queue where
    the ref now is (the sweeper's promotion repair reads that note);
-6. publish the HookEvent for the commit's authoritative fact.
+6. publish the events of the commit's authoritative fact (``stovepipe.hooks.events``):
+   ``verdict.recorded`` and, on a change from the previous verdict, the transition.
 
 A message of an earlier attempt is skipped: after a re-validation only the
 current attempt writes. If the record message is lost, the sweeper repairs
@@ -24,10 +25,7 @@ it has stood still for ``stale_after``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from stovepipe.domain import (
     BROKEN,
@@ -36,21 +34,20 @@ from stovepipe.domain import (
     FactOrigin,
     QueueState,
     Request,
+    RequestId,
     RequestState,
     ValidationFact,
 )
 from stovepipe.failures import NonRetryable, Retryable
+from stovepipe.hooks.events import verdict_events
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import is_stale, wake_queue
-from stovepipe.stages.ports import Clock, queue_source
+from stovepipe.stages.ports import queue_source
 from stovepipe.storage import AlreadyExists
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
-
-EVENT_GREEN = "dev.stovepipe.greenness.green"
-EVENT_NOT_GREEN = "dev.stovepipe.greenness.not_green"
 
 
 class VerdictRecorder(StageBase):
@@ -79,7 +76,28 @@ class VerdictRecorder(StageBase):
         if took_bookmark:
             await self._promote(request)
         answer = await self._store.get_fact(request.queue, request.uri, project) or fact
-        await self._publisher.publish(topics.HOOK, _hook_event(answer, took_bookmark, self._clock))
+        for event in await self._events(request, answer, took_bookmark):
+            if answer.request_id == request.id:
+                _add_trigger(event.data, request)
+            await self._publisher.publish(topics.HOOK, event)
+
+    async def _events(
+        self, request: Request, fact: ValidationFact, took_bookmark: bool
+    ) -> list[topics_pb2.HookEvent]:
+        """``verdict.recorded`` and, when the verdict differs from the Queue's previous one
+        in ingest order, the transition event."""
+        number = RequestId.parse(fact.request_id).n
+        previous = await self._store.previous_fact(fact.queue, fact.project, number)
+        queue = await self._store.ensure_queue(fact.queue)
+        return verdict_events(
+            fact,
+            previous,
+            took_bookmark=took_bookmark,
+            last_green_uri=queue.last_green_uri or "",
+            strategy=request.build_strategy.value if request.build_strategy else "",
+            build_link=request.build_id or "",
+            now=self._clock(),
+        )
 
     async def _advance_bookmark(self, request: Request, fact: ValidationFact) -> QueueState:
         """The Queue after moving the bookmark to this Request's commit if it is green and newer."""
@@ -103,6 +121,7 @@ class VerdictRecorder(StageBase):
                     created_at=self._clock(),
                     reason=reason,
                     attempt=request.attempt,
+                    upstream_greens=request.upstream_greens,
                 )
             )
         except AlreadyExists as exc:
@@ -157,34 +176,11 @@ class VerdictRecorder(StageBase):
         )
 
 
-def _hook_event(fact: ValidationFact, took_bookmark: bool, clock: Clock) -> topics_pb2.HookEvent:
-    key = f"{fact.queue}\0{fact.uri}\0{fact.project}"
-    if fact.attempt > 1:  # attempt 1 keeps the id it had before re-validation existed
-        key += f"\0{fact.attempt}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    when = Timestamp()
-    when.FromDatetime(clock())
-    return topics_pb2.HookEvent(
-        id=digest[:32],
-        source=f"stovepipe/{fact.queue}",
-        type=EVENT_GREEN if fact.green else EVENT_NOT_GREEN,
-        spec_version="1.0",
-        time=when,
-        subject=fact.uri,
-        data=topics_pb2.GreennessEventData(
-            queue=fact.queue,
-            uri=fact.uri,
-            project=fact.project,
-            degree=fact.degree,
-            origin=(
-                types_pb2.FACT_ORIGIN_BUILD
-                if fact.origin is FactOrigin.BUILD
-                else types_pb2.FACT_ORIGIN_FAIL_CLOSED
-            ),
-            request_id=fact.request_id,
-            green=fact.green,
-            took_bookmark=took_bookmark,
-            reason=fact.reason,
-            attempt=fact.attempt,
-        ),
+def _add_trigger(data: topics_pb2.GreennessEventData, request: Request) -> None:
+    """Say in the event why the Request that wrote the fact exists."""
+    data.trigger = request.trigger
+    data.trigger_details.update(dict(request.trigger_details))
+    data.upstream_greens.extend(
+        types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)
+        for g in request.upstream_greens
     )

@@ -18,6 +18,7 @@ from stovepipe.domain import (
     ValidationFact,
 )
 from stovepipe.domain.errors import InvalidInput
+from stovepipe.domain.trigger import UpstreamGreen
 from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
 
 
@@ -81,7 +82,17 @@ def request_from_row(row: RowMapping) -> Request:
         build_id=row["build_id"],
         reason=row["reason"],
         attempt=row["attempt"],
+        trigger_details=tuple(sorted((row["trigger_details"] or {}).items())),
+        upstream_greens=_upstream_from_json(row["upstream_greens"]),
     )
+
+
+def _upstream_from_json(data: Any) -> tuple[UpstreamGreen, ...]:
+    return tuple(UpstreamGreen.from_json(item) for item in data or ())
+
+
+def _upstream_to_json(greens: tuple[UpstreamGreen, ...]) -> list[dict[str, str]]:
+    return [green.as_json() for green in greens]
 
 
 def request_values(r: Request) -> dict[str, Any]:
@@ -103,6 +114,8 @@ def request_values(r: Request) -> dict[str, Any]:
         "attempt": r.attempt,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
+        "trigger_details": dict(r.trigger_details),
+        "upstream_greens": _upstream_to_json(r.upstream_greens),
     }
 
 
@@ -165,6 +178,7 @@ def fact_from_row(row: RowMapping) -> ValidationFact:
         created_at=row["created_at"],
         reason=row["reason"],
         attempt=row["attempt"],
+        upstream_greens=_upstream_from_json(row["upstream_greens"]),
     )
 
 
@@ -179,6 +193,7 @@ def fact_values(f: ValidationFact) -> dict[str, Any]:
         "created_at": f.created_at,
         "reason": f.reason,
         "attempt": f.attempt,
+        "upstream_greens": _upstream_to_json(f.upstream_greens),
     }
 
 
@@ -193,6 +208,11 @@ def hook_delivery_from_row(row: RowMapping) -> HookDelivery:
         updated_at=row["updated_at"],
         attempts=row["attempts"],
         last_error=row["last_error"],
+        event_type=row["event_type"],
+        event=bytes(row["event"] or b""),
+        position=row["position"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
     )
 
 
@@ -207,4 +227,9 @@ def hook_delivery_values(d: HookDelivery) -> dict[str, Any]:
         "updated_at": d.updated_at,
         "attempts": d.attempts,
         "last_error": d.last_error,
+        "event_type": d.event_type,
+        "event": d.event,
+        "position": d.position,
+        "next_attempt_at": d.next_attempt_at,
+        "delivered_at": d.delivered_at,
     }

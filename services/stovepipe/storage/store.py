@@ -18,11 +18,14 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     RowMapping,
     Select,
     Table,
     and_,
     bindparam,
+    delete,
+    func,
     or_,
     select,
     update,
@@ -46,6 +49,7 @@ from stovepipe.domain import (
     validate_queue_name,
 )
 from stovepipe.domain.errors import InvalidInput
+from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 from stovepipe.storage import convert
 from stovepipe.storage.errors import (
     AlreadyExists,
@@ -54,14 +58,22 @@ from stovepipe.storage.errors import (
     VersionMismatch,
     translate,
 )
-from stovepipe.storage.hook_deliveries import HookDelivery
+from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
 from stovepipe.storage.page_token import FactCursor, decode_page_token, encode_page_token
+from stovepipe.storage.request_history import (
+    RequestCursor,
+    RequestTransition,
+    decode_request_token,
+    encode_request_token,
+)
 from stovepipe.storage.tables import (
     builds,
     hook_deliveries,
+    hook_subscriptions_disabled,
     queues,
     request_counters,
     request_dedup,
+    request_transitions,
     requests,
     validation_facts,
 )
@@ -156,7 +168,14 @@ class Store:
         return int(value)
 
     async def create_request(
-        self, queue: str, uri: str, *, trigger: str, now: datetime
+        self,
+        queue: str,
+        uri: str,
+        *,
+        trigger: str,
+        now: datetime,
+        trigger_details: TriggerDetails = (),
+        upstream_greens: tuple[UpstreamGreen, ...] = (),
     ) -> tuple[Request, bool]:
         """The Request for ``(queue, uri)`` and True, or the one already there and False.
 
@@ -180,6 +199,8 @@ class Store:
             created_at=now,
             updated_at=now,
             trigger=trigger,
+            trigger_details=trigger_details,
+            upstream_greens=upstream_greens,
         )
         row = convert.check_lengths(requests, convert.request_values(request))
         dedup = convert.check_lengths(
@@ -190,6 +211,7 @@ class Store:
             created = claimed.first() is not None
             if created:
                 await conn.execute(self._insert(requests).values(row))
+                await conn.execute(self._insert(request_transitions).values(_transition(request)))
         if created:
             return request, True
         found = await self.find_request(queue, uri)
@@ -223,10 +245,85 @@ class Store:
     async def update_request(self, old: Request, new: Request) -> Request:
         """CAS from ``old`` to ``new`` (``new.version == old.version + 1``)."""
         rid = old.request_id
+        changed = new.state is not old.state or new.attempt != old.attempt
         await self._compare_and_swap(
-            requests, {"queue": rid.queue, "n": rid.n}, old.version, convert.request_values(new)
+            requests,
+            {"queue": rid.queue, "n": rid.n},
+            old.version,
+            convert.request_values(new),
+            also=self._insert(request_transitions).values(_transition(new)) if changed else None,
         )
         return new
+
+    async def list_transitions(self, request_id: str) -> list[RequestTransition]:
+        """The Request's state changes, oldest first (empty for an unknown Request)."""
+        rid = RequestId.parse(request_id)
+        c = request_transitions.c
+        rows = await self._all(
+            select(request_transitions)
+            .where(c.queue == rid.queue, c.n == rid.n)
+            .order_by(c.version)
+        )
+        return [
+            RequestTransition(
+                state=RequestState(r["state"]),
+                attempt=r["attempt"],
+                reason=r["reason"],
+                at=r["at"],
+                version=r["version"],
+            )
+            for r in rows
+        ]
+
+    async def page_requests(
+        self, queue: str, *, page_size: int, page_token: str = ""
+    ) -> tuple[list[Request], str]:
+        """One page of a Queue's Requests, newest first, and the next page's token
+        (empty on the last page)."""
+        _check_limit(page_size)
+        cursor = decode_request_token(page_token)
+        c = requests.c
+        statement = select(requests).where(c.queue == queue)
+        if cursor is not None:
+            statement = statement.where(c.n < cursor.before)
+        rows = await self._all(statement.order_by(c.n.desc()).limit(page_size + 1))
+        page = [convert.request_from_row(r) for r in rows[:page_size]]
+        if len(rows) <= page_size:
+            return page, ""
+        return page, encode_request_token(RequestCursor(page[-1].request_id.n))
+
+    async def count_requests_by_state(self, queue: str) -> dict[RequestState, int]:
+        """How many of the Queue's Requests are in each non-terminal state."""
+        c = requests.c
+        statement = (
+            select(c.state, func.count())
+            .where(c.queue == queue, c.state.not_in([s.value for s in TERMINAL_STATES]))
+            .group_by(c.state)
+        )
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {RequestState(state): int(count) for state, count in rows}
+
+    async def find_commit_uris(self, queue: str, sha_prefix: str, *, limit: int) -> list[str]:
+        """URIs of the Queue's ingested commits whose commit part (after the last ``@``)
+        starts with ``sha_prefix``; at most ``limit``.
+
+        ``sha_prefix`` must be lowercase hex, so it carries no LIKE wildcard.
+        """
+        _check_limit(limit)
+        if not sha_prefix or any(ch not in "0123456789abcdef" for ch in sha_prefix):
+            raise InvalidInput("a commit SHA prefix is lowercase hexadecimal digits")
+        d = request_dedup.c
+        statement = (
+            select(d.uri)
+            .where(d.queue == queue, d.uri.like(f"%@{sha_prefix}%"))
+            .order_by(d.uri)
+            .limit(limit * 4)
+        )
+        async with self._transaction() as conn:
+            found = (await conn.execute(statement)).scalars().all()
+        matching = [u for u in found if u.rpartition("@")[2].startswith(sha_prefix)]
+        return matching[:limit]
 
     async def list_requests(
         self,
@@ -427,6 +524,100 @@ class Store:
         )
         return new
 
+    async def next_hook_delivery(self, queue: str, hook: str) -> HookDelivery | None:
+        """The subscription's pending delivery that comes first in event order."""
+        c = hook_deliveries.c
+        row = await self._one(
+            select(hook_deliveries)
+            .where(c.status == HookDeliveryStatus.PENDING.value, c.queue == queue, c.hook == hook)
+            .order_by(c.position, c.created_at, c.event_id)
+            .limit(1)
+        )
+        return convert.hook_delivery_from_row(row) if row else None
+
+    async def pending_hook_subscriptions(self) -> list[tuple[str, str]]:
+        """Every ``(queue, hook)`` with at least one pending delivery."""
+        c = hook_deliveries.c
+        rows = await self._all(
+            select(c.queue, c.hook)
+            .where(c.status == HookDeliveryStatus.PENDING.value)
+            .group_by(c.queue, c.hook)
+        )
+        return [(r["queue"], r["hook"]) for r in rows]
+
+    async def list_hook_deliveries(
+        self,
+        *,
+        queue: str = "",
+        status: HookDeliveryStatus | None = None,
+        page_size: int,
+        page_token: str = "",
+    ) -> tuple[list[HookDelivery], str]:
+        """One page of deliveries, newest first, and the next page's token (empty: last page).
+
+        The token is an offset: deliveries created between two calls shift the pages."""
+        _check_limit(page_size)
+        try:
+            offset = int(page_token or "0")
+        except ValueError:
+            raise InvalidInput("page_token is not one this server returned") from None
+        if offset < 0:
+            raise InvalidInput("page_token is not one this server returned")
+        c = hook_deliveries.c
+        statement = select(hook_deliveries)
+        if queue:
+            statement = statement.where(c.queue == queue)
+        if status is not None:
+            statement = statement.where(c.status == status.value)
+        statement = (
+            statement.order_by(c.created_at.desc(), c.position.desc(), c.event_id, c.hook)
+            .offset(offset)
+            .limit(page_size + 1)
+        )
+        rows = await self._all(statement)
+        found = [convert.hook_delivery_from_row(r) for r in rows[:page_size]]
+        return found, str(offset + page_size) if len(rows) > page_size else ""
+
+    async def disable_hook_subscription(
+        self, queue: str, hook: str, reason: str, now: datetime
+    ) -> None:
+        """Remember that the subscription's target is gone (idempotent: the first reason stays)."""
+        await self._insert_if_absent(
+            hook_subscriptions_disabled,
+            {"queue": queue, "hook": hook, "reason": reason[:2000], "disabled_at": now},
+        )
+
+    async def hook_subscription_disabled(self, queue: str, hook: str) -> str | None:
+        """Why the subscription is disabled, or ``None`` when it is not."""
+        c = hook_subscriptions_disabled.c
+        row = await self._one(
+            select(hook_subscriptions_disabled).where(c.queue == queue, c.hook == hook)
+        )
+        return str(row["reason"]) if row else None
+
+    async def enable_hook_subscription(self, queue: str, hook: str) -> None:
+        c = hook_subscriptions_disabled.c
+        async with self._transaction() as conn:
+            await conn.execute(
+                delete(hook_subscriptions_disabled).where(c.queue == queue, c.hook == hook)
+            )
+
+    async def previous_fact(
+        self, queue: str, project: str, before_request: int
+    ) -> ValidationFact | None:
+        """The authoritative fact of the Queue's newest Request ingested before request number
+        ``before_request`` that has one: the verdict a new one is a transition from."""
+        f = validation_facts.c
+        r = requests.c
+        row = await self._one(
+            select(validation_facts)
+            .join(requests, and_(r.queue == f.queue, r.id == f.request_id))
+            .where(f.queue == queue, f.project == project, r.n < before_request, _authoritative())
+            .order_by(r.n.desc())
+            .limit(1)
+        )
+        return convert.fact_from_row(row) if row else None
+
     # Plumbing
 
     @asynccontextmanager
@@ -508,8 +699,16 @@ class Store:
             return (await conn.execute(statement)).first() is not None
 
     async def _compare_and_swap(
-        self, table: Table, key: dict[str, Any], old_version: int, values: dict[str, Any]
+        self,
+        table: Table,
+        key: dict[str, Any],
+        old_version: int,
+        values: dict[str, Any],
+        *,
+        also: Executable | None = None,
     ) -> None:
+        """Update one row if its version is ``old_version``; ``also`` runs in the same
+        transaction when (and only when) the update applied."""
         if values["version"] != old_version + 1:
             raise StorageError(
                 f"{table.name}: a CAS from version {old_version} must write version "
@@ -528,6 +727,8 @@ class Store:
         async with self._transaction() as conn:
             result = await conn.execute(statement)
             if result.rowcount == 1:
+                if also is not None:
+                    await conn.execute(also)
                 return
             stored = (await conn.execute(select(table.c.version).where(*where))).scalar()
         if stored is None:
@@ -535,6 +736,18 @@ class Store:
         raise VersionMismatch(
             f"{table.name} {key}: expected version {old_version}, the stored one is {stored}"
         )
+
+
+def _transition(request: Request) -> dict[str, Any]:
+    return {
+        "queue": request.queue,
+        "n": request.request_id.n,
+        "version": request.version,
+        "state": request.state.value,
+        "attempt": request.attempt,
+        "reason": request.reason,
+        "at": request.updated_at,
+    }
 
 
 def _request_key(rid: RequestId) -> list[ColumnElement[bool]]:

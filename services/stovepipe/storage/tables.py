@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -111,9 +113,23 @@ requests = Table(
     Column("attempt", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("trigger_details", JSON),
+    Column("upstream_greens", JSON),
 )
 Index(None, requests.c.queue, requests.c.state)
 Index(None, requests.c.state, requests.c.updated_at)
+
+request_transitions = Table(
+    "request_transitions",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(STATE), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
 
 request_dedup = Table(
     "request_dedup",
@@ -150,6 +166,7 @@ validation_facts = Table(
     Column("origin", String(STATE), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("upstream_greens", JSON),
     CheckConstraint("degree >= 0 AND degree <= 1", name="degree_in_unit_interval"),
 )
 Index(
@@ -172,4 +189,38 @@ hook_deliveries = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("event_type", String(NAME), nullable=False, server_default=""),
+    Column("event", LargeBinary, nullable=True),
+    Column("position", BigInteger, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
+)
+Index(
+    "ix_hook_deliveries_due",
+    hook_deliveries.c.status,
+    hook_deliveries.c.queue,
+    hook_deliveries.c.hook,
+    hook_deliveries.c.position,
+)
+Index("ix_hook_deliveries_updated", hook_deliveries.c.updated_at)
+
+hook_subscriptions_disabled = Table(
+    "hook_subscriptions_disabled",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("hook", String(NAME), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=False),
+)
+
+poll_leases = Table(
+    "poll_leases",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("holder", String(NAME), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("head_uri", String(URI)),
+    Column("failures", Integer, nullable=False),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=False),
 )

@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 @overload
 async def until(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     *,
     timeout_s: float = ...,
     what: str = ...,
@@ -22,7 +22,7 @@ async def until(
 
 @overload
 async def until(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     *,
     timeout_s: float = ...,
     what: str = ...,

@@ -27,15 +27,17 @@ from stovepipe.v1 import topics_pb2 as stovepipe_dot_v1_dot_topics__pb2
 from stovepipe.v1 import types_pb2 as stovepipe_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stovepipe/v1/stovepipe_service.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stovepipe/v1/topics.proto\x1a\x18stovepipe/v1/types.proto\"\r\n\x0bPingRequest\"P\n\x0cPingResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\rIngestRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07trigger\x18\x02 \x01(\t\"D\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x12GetRequestResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\"5\n\x13GetLastGreenRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\"r\n\x14GetLastGreenResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x04\x66\x61\x63t\x18\x04 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"B\n\x13GetGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"\xa1\x01\n\x14GetGreennessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12.\n\x08\x61ttempts\x18\x03 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"Y\n\x10ListFactsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x11ListFactsResponse\x12+\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12WatchEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x10\n\x08projects\x18\x02 \x03(\t\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\"N\n\x11RevalidateRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\r\n\x05\x66laky\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"W\n\x12RevalidateResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12\x19\n\x11\x61lready_in_flight\x18\x02 \x01(\x08*u\n\x0fGreennessStatus\x12 \n\x1cGREENNESS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GREENNESS_STATUS_RECORDED\x10\x01\x12!\n\x1dGREENNESS_STATUS_NOT_RECORDED\x10\x02\x32\x8a\x05\n\x10StovepipeService\x12=\n\x04Ping\x12\x19.stovepipe.v1.PingRequest\x1a\x1a.stovepipe.v1.PingResponse\x12\x43\n\x06Ingest\x12\x1b.stovepipe.v1.IngestRequest\x1a\x1c.stovepipe.v1.IngestResponse\x12O\n\nGetRequest\x12\x1f.stovepipe.v1.GetRequestRequest\x1a .stovepipe.v1.GetRequestResponse\x12U\n\x0cGetLastGreen\x12!.stovepipe.v1.GetLastGreenRequest\x1a\".stovepipe.v1.GetLastGreenResponse\x12U\n\x0cGetGreenness\x12!.stovepipe.v1.GetGreennessRequest\x1a\".stovepipe.v1.GetGreennessResponse\x12L\n\tListFacts\x12\x1e.stovepipe.v1.ListFactsRequest\x1a\x1f.stovepipe.v1.ListFactsResponse\x12T\n\x0bWatchEvents\x12 .stovepipe.v1.WatchEventsRequest\x1a!.stovepipe.v1.WatchEventsResponse0\x01\x12O\n\nRevalidate\x12\x1f.stovepipe.v1.RevalidateRequest\x1a .stovepipe.v1.RevalidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$stovepipe/v1/stovepipe_service.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stovepipe/v1/topics.proto\x1a\x18stovepipe/v1/types.proto\"\r\n\x0bPingRequest\"P\n\x0cPingResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\rIngestRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07trigger\x18\x02 \x01(\t\"D\n\x0eIngestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"<\n\x12GetRequestResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\"H\n\x13GetLastGreenRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\ton_branch\x18\n \x01(\x08\"\xd0\x01\n\x14GetLastGreenResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12*\n\x04\x66\x61\x63t\x18\x04 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12-\n\treachable\x18\n \x01(\x0e\x32\x1a.stovepipe.v1.Reachability\x12\x10\n\x08head_uri\x18\x0b \x01(\t\x12\x1b\n\x13\x62ookmark_off_branch\x18\x0c \x01(\x08\"B\n\x13GetGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"\xd6\x01\n\x14GetGreennessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12.\n\x08\x61ttempts\x18\x03 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x0b\n\x03uri\x18\n \x01(\t\x12&\n\x07request\x18\x0b \x01(\x0b\x32\x15.stovepipe.v1.Request\"F\n\x17WaitForGreennessRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\"\xb9\x01\n\x18WaitForGreennessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.stovepipe.v1.GreennessStatus\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12&\n\x07request\x18\x04 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12\r\n\x05\x66inal\x18\x05 \x01(\x08\"\\\n\x13ListRequestsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"b\n\x0cHistoryEntry\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12*\n\x04\x66\x61\x63t\x18\x02 \x01(\x0b\x32\x1c.stovepipe.v1.ValidationFact\"\\\n\x14ListRequestsResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.stovepipe.v1.HistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x13\n\x11ListQueuesRequest\"\xf2\x01\n\x0cQueueSummary\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x16\n\x0elast_green_uri\x18\x02 \x01(\t\x12\x1d\n\x15last_green_request_id\x18\x03 \x01(\t\x12\x31\n\rlast_green_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x0f\n\x07waiting\x18\x06 \x01(\x05\x12\x19\n\x11latest_request_id\x18\x07 \x01(\t\x12\x14\n\x0cpromoted_ref\x18\x08 \x01(\t\x12\x14\n\x0cpromoted_uri\x18\t \x01(\t\"@\n\x12ListQueuesResponse\x12*\n\x06queues\x18\x01 \x03(\x0b\x32\x1a.stovepipe.v1.QueueSummary\"Y\n\x10ListFactsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Y\n\x11ListFactsResponse\x12+\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1c.stovepipe.v1.ValidationFact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x12WatchEventsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x10\n\x08projects\x18\x02 \x03(\t\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\x16\n\x0e\x66rom_beginning\x18\x0b \x01(\x08\"\\\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\r\n\x05ready\x18\x0b \x01(\x08\"N\n\x11RevalidateRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\r\n\x05\x66laky\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"W\n\x12RevalidateResponse\x12&\n\x07request\x18\x01 \x01(\x0b\x32\x15.stovepipe.v1.Request\x12\x19\n\x11\x61lready_in_flight\x18\x02 \x01(\x08\"\x81\x03\n\x0cHookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x0c\n\x04hook\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\nevent_type\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05\x65vent\x18\r \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\"`\n\x19ListHookDeliveriesRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"e\n\x1aListHookDeliveriesResponse\x12.\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1a.stovepipe.v1.HookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x16GetHookDeliveryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x17GetHookDeliveryResponse\x12,\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1a.stovepipe.v1.HookDelivery\"E\n\x14RedeliverHookRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nall_failed\x18\x02 \x01(\x08\x12\r\n\x05queue\x18\x03 \x01(\t\"G\n\x15RedeliverHookResponse\x12.\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1a.stovepipe.v1.HookDelivery*\x7f\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16REACHABILITY_ON_BRANCH\x10\x01\x12\x1b\n\x17REACHABILITY_OFF_BRANCH\x10\x02\x12\x18\n\x14REACHABILITY_UNKNOWN\x10\x03*u\n\x0fGreennessStatus\x12 \n\x1cGREENNESS_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19GREENNESS_STATUS_RECORDED\x10\x01\x12!\n\x1dGREENNESS_STATUS_NOT_RECORDED\x10\x02\x32\xba\t\n\x10StovepipeService\x12=\n\x04Ping\x12\x19.stovepipe.v1.PingRequest\x1a\x1a.stovepipe.v1.PingResponse\x12\x43\n\x06Ingest\x12\x1b.stovepipe.v1.IngestRequest\x1a\x1c.stovepipe.v1.IngestResponse\x12O\n\nGetRequest\x12\x1f.stovepipe.v1.GetRequestRequest\x1a .stovepipe.v1.GetRequestResponse\x12U\n\x0cGetLastGreen\x12!.stovepipe.v1.GetLastGreenRequest\x1a\".stovepipe.v1.GetLastGreenResponse\x12U\n\x0cGetGreenness\x12!.stovepipe.v1.GetGreennessRequest\x1a\".stovepipe.v1.GetGreennessResponse\x12L\n\tListFacts\x12\x1e.stovepipe.v1.ListFactsRequest\x1a\x1f.stovepipe.v1.ListFactsResponse\x12T\n\x0bWatchEvents\x12 .stovepipe.v1.WatchEventsRequest\x1a!.stovepipe.v1.WatchEventsResponse0\x01\x12O\n\nRevalidate\x12\x1f.stovepipe.v1.RevalidateRequest\x1a .stovepipe.v1.RevalidateResponse\x12g\n\x12ListHookDeliveries\x12\'.stovepipe.v1.ListHookDeliveriesRequest\x1a(.stovepipe.v1.ListHookDeliveriesResponse\x12^\n\x0fGetHookDelivery\x12$.stovepipe.v1.GetHookDeliveryRequest\x1a%.stovepipe.v1.GetHookDeliveryResponse\x12X\n\rRedeliverHook\x12\".stovepipe.v1.RedeliverHookRequest\x1a#.stovepipe.v1.RedeliverHookResponse\x12\x63\n\x10WaitForGreenness\x12%.stovepipe.v1.WaitForGreennessRequest\x1a&.stovepipe.v1.WaitForGreennessResponse0\x01\x12U\n\x0cListRequests\x12!.stovepipe.v1.ListRequestsRequest\x1a\".stovepipe.v1.ListRequestsResponse\x12O\n\nListQueues\x12\x1f.stovepipe.v1.ListQueuesRequest\x1a .stovepipe.v1.ListQueuesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.v1.stovepipe_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GREENNESSSTATUS']._serialized_start=1332
-  _globals['_GREENNESSSTATUS']._serialized_end=1449
+  _globals['_REACHABILITY']._serialized_start=3294
+  _globals['_REACHABILITY']._serialized_end=3421
+  _globals['_GREENNESSSTATUS']._serialized_start=3423
+  _globals['_GREENNESSSTATUS']._serialized_end=3540
   _globals['_PINGREQUEST']._serialized_start=140
   _globals['_PINGREQUEST']._serialized_end=153
   _globals['_PINGRESPONSE']._serialized_start=155
@@ -49,25 +51,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREQUESTRESPONSE']._serialized_start=397
   _globals['_GETREQUESTRESPONSE']._serialized_end=457
   _globals['_GETLASTGREENREQUEST']._serialized_start=459
-  _globals['_GETLASTGREENREQUEST']._serialized_end=512
-  _globals['_GETLASTGREENRESPONSE']._serialized_start=514
-  _globals['_GETLASTGREENRESPONSE']._serialized_end=628
-  _globals['_GETGREENNESSREQUEST']._serialized_start=630
-  _globals['_GETGREENNESSREQUEST']._serialized_end=696
-  _globals['_GETGREENNESSRESPONSE']._serialized_start=699
-  _globals['_GETGREENNESSRESPONSE']._serialized_end=860
-  _globals['_LISTFACTSREQUEST']._serialized_start=862
-  _globals['_LISTFACTSREQUEST']._serialized_end=951
-  _globals['_LISTFACTSRESPONSE']._serialized_start=953
-  _globals['_LISTFACTSRESPONSE']._serialized_end=1042
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1044
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1098
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1100
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1161
-  _globals['_REVALIDATEREQUEST']._serialized_start=1163
-  _globals['_REVALIDATEREQUEST']._serialized_end=1241
-  _globals['_REVALIDATERESPONSE']._serialized_start=1243
-  _globals['_REVALIDATERESPONSE']._serialized_end=1330
-  _globals['_STOVEPIPESERVICE']._serialized_start=1452
-  _globals['_STOVEPIPESERVICE']._serialized_end=2102
+  _globals['_GETLASTGREENREQUEST']._serialized_end=531
+  _globals['_GETLASTGREENRESPONSE']._serialized_start=534
+  _globals['_GETLASTGREENRESPONSE']._serialized_end=742
+  _globals['_GETGREENNESSREQUEST']._serialized_start=744
+  _globals['_GETGREENNESSREQUEST']._serialized_end=810
+  _globals['_GETGREENNESSRESPONSE']._serialized_start=813
+  _globals['_GETGREENNESSRESPONSE']._serialized_end=1027
+  _globals['_WAITFORGREENNESSREQUEST']._serialized_start=1029
+  _globals['_WAITFORGREENNESSREQUEST']._serialized_end=1099
+  _globals['_WAITFORGREENNESSRESPONSE']._serialized_start=1102
+  _globals['_WAITFORGREENNESSRESPONSE']._serialized_end=1287
+  _globals['_LISTREQUESTSREQUEST']._serialized_start=1289
+  _globals['_LISTREQUESTSREQUEST']._serialized_end=1381
+  _globals['_HISTORYENTRY']._serialized_start=1383
+  _globals['_HISTORYENTRY']._serialized_end=1481
+  _globals['_LISTREQUESTSRESPONSE']._serialized_start=1483
+  _globals['_LISTREQUESTSRESPONSE']._serialized_end=1575
+  _globals['_LISTQUEUESREQUEST']._serialized_start=1577
+  _globals['_LISTQUEUESREQUEST']._serialized_end=1596
+  _globals['_QUEUESUMMARY']._serialized_start=1599
+  _globals['_QUEUESUMMARY']._serialized_end=1841
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=1843
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1907
+  _globals['_LISTFACTSREQUEST']._serialized_start=1909
+  _globals['_LISTFACTSREQUEST']._serialized_end=1998
+  _globals['_LISTFACTSRESPONSE']._serialized_start=2000
+  _globals['_LISTFACTSRESPONSE']._serialized_end=2089
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2091
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2185
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2187
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2279
+  _globals['_REVALIDATEREQUEST']._serialized_start=2281
+  _globals['_REVALIDATEREQUEST']._serialized_end=2359
+  _globals['_REVALIDATERESPONSE']._serialized_start=2361
+  _globals['_REVALIDATERESPONSE']._serialized_end=2448
+  _globals['_HOOKDELIVERY']._serialized_start=2451
+  _globals['_HOOKDELIVERY']._serialized_end=2836
+  _globals['_LISTHOOKDELIVERIESREQUEST']._serialized_start=2838
+  _globals['_LISTHOOKDELIVERIESREQUEST']._serialized_end=2934
+  _globals['_LISTHOOKDELIVERIESRESPONSE']._serialized_start=2936
+  _globals['_LISTHOOKDELIVERIESRESPONSE']._serialized_end=3037
+  _globals['_GETHOOKDELIVERYREQUEST']._serialized_start=3039
+  _globals['_GETHOOKDELIVERYREQUEST']._serialized_end=3075
+  _globals['_GETHOOKDELIVERYRESPONSE']._serialized_start=3077
+  _globals['_GETHOOKDELIVERYRESPONSE']._serialized_end=3148
+  _globals['_REDELIVERHOOKREQUEST']._serialized_start=3150
+  _globals['_REDELIVERHOOKREQUEST']._serialized_end=3219
+  _globals['_REDELIVERHOOKRESPONSE']._serialized_start=3221
+  _globals['_REDELIVERHOOKRESPONSE']._serialized_end=3292
+  _globals['_STOVEPIPESERVICE']._serialized_start=3543
+  _globals['_STOVEPIPESERVICE']._serialized_end=4753
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Reachability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReachabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reachability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REACHABILITY_UNSPECIFIED: _Reachability.ValueType  # 0
+    REACHABILITY_ON_BRANCH: _Reachability.ValueType  # 1
+    """The commit is an ancestor of (or is) the Queue's current head."""
+    REACHABILITY_OFF_BRANCH: _Reachability.ValueType  # 2
+    """The commit is not reachable from the head: the branch was rewritten."""
+    REACHABILITY_UNKNOWN: _Reachability.ValueType  # 3
+    """SourceControl could not tell (the commit is gone, or the call failed)."""
+
+class Reachability(_Reachability, metaclass=_ReachabilityEnumTypeWrapper):
+    """Reachability says whether a commit is still on the Queue's branch."""
+
+REACHABILITY_UNSPECIFIED: Reachability.ValueType  # 0
+REACHABILITY_ON_BRANCH: Reachability.ValueType  # 1
+"""The commit is an ancestor of (or is) the Queue's current head."""
+REACHABILITY_OFF_BRANCH: Reachability.ValueType  # 2
+"""The commit is not reachable from the head: the branch was rewritten."""
+REACHABILITY_UNKNOWN: Reachability.ValueType  # 3
+"""SourceControl could not tell (the commit is gone, or the call failed)."""
+Global___Reachability: _TypeAlias = Reachability  # noqa: Y015
+
 class _GreennessStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -172,18 +198,24 @@ class GetLastGreenRequest(_message.Message):
 
     QUEUE_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
+    ON_BRANCH_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     project: _builtins.str
     """The project; empty means the whole repository."""
+    on_branch: _builtins.bool
+    """Answer the newest green commit that is still reachable from the Queue's head
+    (after a force-push the bookmark may point at a commit no longer on the branch).
+    """
     def __init__(
         self,
         *,
         queue: _builtins.str = ...,
         project: _builtins.str = ...,
+        on_branch: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["on_branch", b"on_branch", "project", b"project", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -197,10 +229,19 @@ class GetLastGreenResponse(_message.Message):
     URI_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FACT_FIELD_NUMBER: _builtins.int
+    REACHABLE_FIELD_NUMBER: _builtins.int
+    HEAD_URI_FIELD_NUMBER: _builtins.int
+    BOOKMARK_OFF_BRANCH_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
     """False when no commit of this Queue has been recorded green yet."""
     uri: _builtins.str
     request_id: _builtins.str
+    reachable: Global___Reachability.ValueType
+    """Whether `uri` is reachable from the Queue's head right now."""
+    head_uri: _builtins.str
+    """The Queue's head URI the reachability was checked against."""
+    bookmark_off_branch: _builtins.bool
+    """With on_branch: true when `uri` is not the bookmark, because the bookmark is off the branch."""
     @_builtins.property
     def fact(self) -> _types_pb2.ValidationFact: ...
     def __init__(
@@ -210,10 +251,13 @@ class GetLastGreenResponse(_message.Message):
         uri: _builtins.str = ...,
         request_id: _builtins.str = ...,
         fact: _types_pb2.ValidationFact | None = ...,
+        reachable: Global___Reachability.ValueType = ...,
+        head_uri: _builtins.str = ...,
+        bookmark_off_branch: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "found", b"found", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookmark_off_branch", b"bookmark_off_branch", "fact", b"fact", "found", b"found", "head_uri", b"head_uri", "reachable", b"reachable", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,6 +272,9 @@ class GetGreennessRequest(_message.Message):
     PROJECT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
+    """The commit URI, or a plain commit SHA (full, or a unique prefix of at least 7 hex
+    digits) of a commit this Queue has ingested.
+    """
     project: _builtins.str
     def __init__(
         self,
@@ -251,7 +298,11 @@ class GetGreennessResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     FACT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
     status: Global___GreennessStatus.ValueType
+    uri: _builtins.str
+    """The commit URI the request's `uri` (a URI or a SHA) resolved to."""
     @_builtins.property
     def fact(self) -> _types_pb2.ValidationFact:
         """Set when status is RECORDED: the authoritative fact among the attempts."""
@@ -260,20 +311,263 @@ class GetGreennessResponse(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ValidationFact]:
         """Every attempt's fact, oldest attempt first (more than one after a re-validation)."""
 
+    @_builtins.property
+    def request(self) -> _types_pb2.Request:
+        """The newest Request of this commit, when the Queue ingested it (why it is not recorded yet)."""
+
     def __init__(
         self,
         *,
         status: Global___GreennessStatus.ValueType = ...,
         fact: _types_pb2.ValidationFact | None = ...,
         attempts: _abc.Iterable[_types_pb2.ValidationFact] | None = ...,
+        uri: _builtins.str = ...,
+        request: _types_pb2.Request | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fact", b"fact", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "fact", b"fact", "request", b"request", "status", b"status", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetGreennessResponse: _TypeAlias = GetGreennessResponse  # noqa: Y015
+
+@_typing.final
+class WaitForGreennessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    uri: _builtins.str
+    """A commit URI or a plain SHA, as in GetGreennessRequest."""
+    project: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        project: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "queue", b"queue", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForGreennessRequest: _TypeAlias = WaitForGreennessRequest  # noqa: Y015
+
+@_typing.final
+class WaitForGreennessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    FACT_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    status: Global___GreennessStatus.ValueType
+    uri: _builtins.str
+    """The commit URI the request resolved to."""
+    final: _builtins.bool
+    """True on the last answer of the stream: recorded, or superseded / cancelled before a verdict."""
+    @_builtins.property
+    def fact(self) -> _types_pb2.ValidationFact:
+        """Set when status is RECORDED."""
+
+    @_builtins.property
+    def request(self) -> _types_pb2.Request:
+        """The newest Request of this commit, if any: its state shows progress and supersession."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___GreennessStatus.ValueType = ...,
+        fact: _types_pb2.ValidationFact | None = ...,
+        uri: _builtins.str = ...,
+        request: _types_pb2.Request | None = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "final", b"final", "request", b"request", "status", b"status", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForGreennessResponse: _TypeAlias = WaitForGreennessResponse  # noqa: Y015
+
+@_typing.final
+class ListRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    project: _builtins.str
+    """Which verdicts to return with each Request; empty means the whole repository."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        project: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "project", b"project", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequestsRequest: _TypeAlias = ListRequestsRequest  # noqa: Y015
+
+@_typing.final
+class HistoryEntry(_message.Message):
+    """HistoryEntry is one Request with the verdict recorded for its commit, if any."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    FACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> _types_pb2.Request: ...
+    @_builtins.property
+    def fact(self) -> _types_pb2.ValidationFact:
+        """The authoritative verdict of the Request's commit for the asked scope."""
+
+    def __init__(
+        self,
+        *,
+        request: _types_pb2.Request | None = ...,
+        fact: _types_pb2.ValidationFact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryEntry: _TypeAlias = HistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListRequestsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEntry]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___HistoryEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequestsResponse: _TypeAlias = ListRequestsResponse  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class QueueSummary(_message.Message):
+    """QueueSummary is one configured Queue at a glance. Fields 20-29 are reserved for
+    staleness (operability).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_URI_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_AT_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    LATEST_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROMOTED_REF_FIELD_NUMBER: _builtins.int
+    PROMOTED_URI_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    last_green_uri: _builtins.str
+    """Empty when no commit of this Queue was recorded green yet."""
+    last_green_request_id: _builtins.str
+    in_flight: _builtins.int
+    """Requests validating now (holding a build slot)."""
+    waiting: _builtins.int
+    """Requests waiting for admission."""
+    latest_request_id: _builtins.str
+    """The newest ingested Request."""
+    promoted_ref: _builtins.str
+    """Where the promotion ref was last put, when the Queue has one."""
+    promoted_uri: _builtins.str
+    @_builtins.property
+    def last_green_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last green verdict was recorded."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        last_green_uri: _builtins.str = ...,
+        last_green_request_id: _builtins.str = ...,
+        last_green_at: _timestamp_pb2.Timestamp | None = ...,
+        in_flight: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        latest_request_id: _builtins.str = ...,
+        promoted_ref: _builtins.str = ...,
+        promoted_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_green_at", b"last_green_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "last_green_at", b"last_green_at", "last_green_request_id", b"last_green_request_id", "last_green_uri", b"last_green_uri", "latest_request_id", b"latest_request_id", "promoted_ref", b"promoted_ref", "promoted_uri", b"promoted_uri", "queue", b"queue", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueSummary: _TypeAlias = QueueSummary  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueSummary]: ...
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
 
 @_typing.final
 class ListFactsRequest(_message.Message):
@@ -332,6 +626,14 @@ class WatchEventsRequest(_message.Message):
 
     QUEUES_FIELD_NUMBER: _builtins.int
     PROJECTS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    FROM_BEGINNING_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume after this cursor (from an earlier response): every event still on the
+    topic after it is served first. Empty: from now on.
+    """
+    from_beginning: _builtins.bool
+    """Start with every event still on the topic."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these Queues; empty means every Queue."""
@@ -345,10 +647,12 @@ class WatchEventsRequest(_message.Message):
         *,
         queues: _abc.Iterable[_builtins.str] | None = ...,
         projects: _abc.Iterable[_builtins.str] | None = ...,
+        cursor: _builtins.str = ...,
+        from_beginning: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects", "queues", b"queues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from_beginning", b"from_beginning", "projects", b"projects", "queues", b"queues"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -359,16 +663,28 @@ class WatchEventsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Pass back as WatchEventsRequest.cursor to resume after this response."""
+    ready: _builtins.bool
+    """True on the first response only."""
     @_builtins.property
-    def event(self) -> _topics_pb2.HookEvent: ...
+    def event(self) -> _topics_pb2.HookEvent:
+        """Unset on the first response, which only says the stream is ready: every
+        verdict recorded after it reaches the stream.
+        """
+
     def __init__(
         self,
         *,
         event: _topics_pb2.HookEvent | None = ...,
+        cursor: _builtins.str = ...,
+        ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event", b"event", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,7 +700,7 @@ class RevalidateRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
-    """The commit URI, as returned by Ingest or GetRequest."""
+    """The commit URI, as returned by Ingest or GetRequest, or a plain SHA (as in GetGreenness)."""
     flaky: _builtins.bool
     """Also re-validate a broken verdict from a real build (a suspected flake)."""
     reason: _builtins.str
@@ -430,3 +746,208 @@ class RevalidateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevalidateResponse: _TypeAlias = RevalidateResponse  # noqa: Y015
+
+@_typing.final
+class HookDelivery(_message.Message):
+    """HookDelivery is one event on its way to one subscription."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    HOOK_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """`<queue>/<event id>/<hook>`: names the delivery in hooks show / redeliver."""
+    queue: _builtins.str
+    event_id: _builtins.str
+    hook: _builtins.str
+    state: _builtins.str
+    """`pending`, `delivered` or `failed`."""
+    attempts: _builtins.int
+    last_error: _builtins.str
+    event_type: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def event(self) -> _topics_pb2.HookEvent:
+        """Set by GetHookDelivery only."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        hook: _builtins.str = ...,
+        state: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        event: _topics_pb2.HookEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivered_at", b"delivered_at", "event", b"event", "next_attempt_at", b"next_attempt_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "delivered_at", b"delivered_at", "event", b"event", "event_id", b"event_id", "event_type", b"event_type", "hook", b"hook", "id", b"id", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "queue", b"queue", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HookDelivery: _TypeAlias = HookDelivery  # noqa: Y015
+
+@_typing.final
+class ListHookDeliveriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only this Queue's deliveries; empty means every Queue."""
+    state: _builtins.str
+    """Only deliveries in this state (`pending`, `delivered`, `failed`); empty means all."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        state: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHookDeliveriesRequest: _TypeAlias = ListHookDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListHookDeliveriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___HookDelivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___HookDelivery] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHookDeliveriesResponse: _TypeAlias = ListHookDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class GetHookDeliveryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHookDeliveryRequest: _TypeAlias = GetHookDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class GetHookDeliveryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery(self) -> Global___HookDelivery: ...
+    def __init__(
+        self,
+        *,
+        delivery: Global___HookDelivery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHookDeliveryResponse: _TypeAlias = GetHookDeliveryResponse  # noqa: Y015
+
+@_typing.final
+class RedeliverHookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ALL_FAILED_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """One delivery by id ..."""
+    all_failed: _builtins.bool
+    """... or every failed delivery (of `queue` when set)."""
+    queue: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        all_failed: _builtins.bool = ...,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_failed", b"all_failed", "id", b"id", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeliverHookRequest: _TypeAlias = RedeliverHookRequest  # noqa: Y015
+
+@_typing.final
+class RedeliverHookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___HookDelivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___HookDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeliverHookResponse: _TypeAlias = RedeliverHookResponse  # noqa: Y015

@@ -75,6 +75,36 @@ class StovepipeServiceStub:
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.FromString,
                 _registered_method=True)
+        self.ListHookDeliveries = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/ListHookDeliveries',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetHookDelivery = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/GetHookDelivery',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryResponse.FromString,
+                _registered_method=True)
+        self.RedeliverHook = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/RedeliverHook',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookResponse.FromString,
+                _registered_method=True)
+        self.WaitForGreenness = channel.unary_stream(
+                '/stovepipe.v1.StovepipeService/WaitForGreenness',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessResponse.FromString,
+                _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/ListRequests',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/ListQueues',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class StovepipeServiceServicer:
@@ -138,6 +168,50 @@ class StovepipeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHookDeliveries(self, request, context):
+        """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHookDelivery(self, request, context):
+        """GetHookDelivery returns one hook delivery and its event. Needs the read role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverHook(self, request, context):
+        """RedeliverHook puts failed (or pending) deliveries back in line for another round
+        of attempts. Needs the admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForGreenness(self, request, context):
+        """WaitForGreenness streams what is known about one commit until it is recorded, its
+        head is superseded, or the caller's deadline passes. The first answer comes at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRequests(self, request, context):
+        """ListRequests pages through a Queue's Requests, newest first, with their verdicts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueues(self, request, context):
+        """ListQueues summarises every configured Queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StovepipeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +254,36 @@ def add_StovepipeServiceServicer_to_server(servicer, server):
                     servicer.Revalidate,
                     request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.FromString,
                     response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.SerializeToString,
+            ),
+            'ListHookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHookDeliveries,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesResponse.SerializeToString,
+            ),
+            'GetHookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHookDelivery,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryResponse.SerializeToString,
+            ),
+            'RedeliverHook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverHook,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookResponse.SerializeToString,
+            ),
+            'WaitForGreenness': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitForGreenness,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +503,168 @@ class StovepipeService:
             '/stovepipe.v1.StovepipeService/Revalidate',
             stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateRequest.SerializeToString,
             stovepipe_dot_v1_dot_stovepipe__service__pb2.RevalidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/ListHookDeliveries',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListHookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/GetHookDelivery',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetHookDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverHook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/RedeliverHook',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.RedeliverHookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForGreenness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/WaitForGreenness',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.WaitForGreennessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/ListRequests',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/ListQueues',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,22 @@ class StovepipeServiceStub:
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
     """
+    ListHookDeliveries: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListHookDeliveriesRequest, _stovepipe_service_pb2.ListHookDeliveriesResponse]
+    """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+    GetHookDelivery: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetHookDeliveryRequest, _stovepipe_service_pb2.GetHookDeliveryResponse]
+    """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+    RedeliverHook: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RedeliverHookRequest, _stovepipe_service_pb2.RedeliverHookResponse]
+    """RedeliverHook puts failed (or pending) deliveries back in line for another round
+    of attempts. Needs the admin role.
+    """
+    WaitForGreenness: _grpc.UnaryStreamMultiCallable[_stovepipe_service_pb2.WaitForGreennessRequest, _stovepipe_service_pb2.WaitForGreennessResponse]
+    """WaitForGreenness streams what is known about one commit until it is recorded, its
+    head is superseded, or the caller's deadline passes. The first answer comes at once.
+    """
+    ListRequests: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListRequestsRequest, _stovepipe_service_pb2.ListRequestsResponse]
+    """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]
+    """ListQueues summarises every configured Queue."""
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -75,6 +91,22 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
     broken when `flaky` is set. Green is final. Needs the admin role.
     """
+    ListHookDeliveries: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListHookDeliveriesRequest, _stovepipe_service_pb2.ListHookDeliveriesResponse]  # type: ignore[assignment]
+    """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+    GetHookDelivery: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetHookDeliveryRequest, _stovepipe_service_pb2.GetHookDeliveryResponse]  # type: ignore[assignment]
+    """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+    RedeliverHook: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.RedeliverHookRequest, _stovepipe_service_pb2.RedeliverHookResponse]  # type: ignore[assignment]
+    """RedeliverHook puts failed (or pending) deliveries back in line for another round
+    of attempts. Needs the admin role.
+    """
+    WaitForGreenness: _aio.UnaryStreamMultiCallable[_stovepipe_service_pb2.WaitForGreennessRequest, _stovepipe_service_pb2.WaitForGreennessResponse]  # type: ignore[assignment]
+    """WaitForGreenness streams what is known about one commit until it is recorded, its
+    head is superseded, or the caller's deadline passes. The first answer comes at once.
+    """
+    ListRequests: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListRequestsRequest, _stovepipe_service_pb2.ListRequestsResponse]  # type: ignore[assignment]
+    """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """ListQueues summarises every configured Queue."""
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     """StovepipeService answers which commit of a Queue is green and takes new heads."""
@@ -144,5 +176,57 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revalidate starts a new attempt for a commit whose verdict is fail_closed, or
         broken when `flaky` is set. Green is final. Needs the admin role.
         """
+
+    @_abc_1.abstractmethod
+    def ListHookDeliveries(
+        self,
+        request: _stovepipe_service_pb2.ListHookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListHookDeliveriesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListHookDeliveriesResponse]]:
+        """ListHookDeliveries pages through hook deliveries, newest first. Needs the read role."""
+
+    @_abc_1.abstractmethod
+    def GetHookDelivery(
+        self,
+        request: _stovepipe_service_pb2.GetHookDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetHookDeliveryResponse, _abc.Awaitable[_stovepipe_service_pb2.GetHookDeliveryResponse]]:
+        """GetHookDelivery returns one hook delivery and its event. Needs the read role."""
+
+    @_abc_1.abstractmethod
+    def RedeliverHook(
+        self,
+        request: _stovepipe_service_pb2.RedeliverHookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.RedeliverHookResponse, _abc.Awaitable[_stovepipe_service_pb2.RedeliverHookResponse]]:
+        """RedeliverHook puts failed (or pending) deliveries back in line for another round
+        of attempts. Needs the admin role.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitForGreenness(
+        self,
+        request: _stovepipe_service_pb2.WaitForGreennessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_stovepipe_service_pb2.WaitForGreennessResponse], _abc.AsyncIterator[_stovepipe_service_pb2.WaitForGreennessResponse]]:
+        """WaitForGreenness streams what is known about one commit until it is recorded, its
+        head is superseded, or the caller's deadline passes. The first answer comes at once.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRequests(
+        self,
+        request: _stovepipe_service_pb2.ListRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListRequestsResponse, _abc.Awaitable[_stovepipe_service_pb2.ListRequestsResponse]]:
+        """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _stovepipe_service_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.ListQueuesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListQueuesResponse]]:
+        """ListQueues summarises every configured Queue."""
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

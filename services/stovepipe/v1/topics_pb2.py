@@ -26,13 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stovepipe.v1 import types_pb2 as stovepipe_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stovepipe/v1/topics.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stovepipe/v1/types.proto\"L\n\x0eProcessMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x17\n\x0frequest_attempt\x18\x03 \x01(\x05\"n\n\x0c\x42uildMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x04 \x01(\x05\"\x86\x01\n\x12\x42uildSignalMessage\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\"\n\x05scope\x18\x04 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x05 \x01(\x05\"o\n\rRecordMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x04 \x01(\x05\"3\n\x0e\x41nalyzeMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\xd6\x01\n\x12GreennessEventData\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\x01\x12(\n\x06origin\x18\x05 \x01(\x0e\x32\x18.stovepipe.v1.FactOrigin\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05green\x18\x07 \x01(\x08\x12\x15\n\rtook_bookmark\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"\xb6\x01\n\tHookEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x14\n\x0cspec_version\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12.\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32 .stovepipe.v1.GreennessEventDatab\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stovepipe/v1/topics.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18stovepipe/v1/types.proto\"L\n\x0eProcessMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x17\n\x0frequest_attempt\x18\x03 \x01(\x05\"n\n\x0c\x42uildMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x04 \x01(\x05\"\x86\x01\n\x12\x42uildSignalMessage\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\"\n\x05scope\x18\x04 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x05 \x01(\x05\"o\n\rRecordMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\"\n\x05scope\x18\x03 \x01(\x0b\x32\x13.stovepipe.v1.Scope\x12\x17\n\x0frequest_attempt\x18\x04 \x01(\x05\"3\n\x0e\x41nalyzeMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\"\xc2\x04\n\x12GreennessEventData\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\x01\x12(\n\x06origin\x18\x05 \x01(\x0e\x32\x18.stovepipe.v1.FactOrigin\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05green\x18\x07 \x01(\x08\x12\x15\n\rtook_bookmark\x18\x08 \x01(\x08\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x14\n\x0chas_previous\x18\x14 \x01(\x08\x12\x17\n\x0fprevious_degree\x18\x15 \x01(\x01\x12\x14\n\x0cprevious_uri\x18\x16 \x01(\t\x12\x16\n\x0elast_green_uri\x18\x17 \x01(\t\x12\x10\n\x08strategy\x18\x18 \x01(\t\x12\x12\n\nbuild_link\x18\x19 \x01(\t\x12\x1a\n\x12\x64\x65\x61\x64_letter_reason\x18\x1a \x01(\t\x12\x0f\n\x07trigger\x18( \x01(\t\x12M\n\x0ftrigger_details\x18) \x03(\x0b\x32\x34.stovepipe.v1.GreennessEventData.TriggerDetailsEntry\x12\x34\n\x0fupstream_greens\x18* \x03(\x0b\x32\x1b.stovepipe.v1.UpstreamGreen\x1a\x35\n\x13TriggerDetailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\tHookEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x14\n\x0cspec_version\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12.\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32 .stovepipe.v1.GreennessEventDatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.v1.topics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GREENNESSEVENTDATA_TRIGGERDETAILSENTRY']._loaded_options = None
+  _globals['_GREENNESSEVENTDATA_TRIGGERDETAILSENTRY']._serialized_options = b'8\001'
   _globals['_PROCESSMESSAGE']._serialized_start=102
   _globals['_PROCESSMESSAGE']._serialized_end=178
   _globals['_BUILDMESSAGE']._serialized_start=180
@@ -44,7 +46,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZEMESSAGE']._serialized_start=542
   _globals['_ANALYZEMESSAGE']._serialized_end=593
   _globals['_GREENNESSEVENTDATA']._serialized_start=596
-  _globals['_GREENNESSEVENTDATA']._serialized_end=810
-  _globals['_HOOKEVENT']._serialized_start=813
-  _globals['_HOOKEVENT']._serialized_end=995
+  _globals['_GREENNESSEVENTDATA']._serialized_end=1174
+  _globals['_GREENNESSEVENTDATA_TRIGGERDETAILSENTRY']._serialized_start=1121
+  _globals['_GREENNESSEVENTDATA_TRIGGERDETAILSENTRY']._serialized_end=1174
+  _globals['_HOOKEVENT']._serialized_start=1177
+  _globals['_HOOKEVENT']._serialized_end=1359
 # @@protoc_insertion_point(module_scope)

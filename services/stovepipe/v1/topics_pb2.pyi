@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from stovepipe.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -193,6 +195,26 @@ class GreennessEventData(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TriggerDetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     QUEUE_FIELD_NUMBER: _builtins.int
     URI_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
@@ -203,6 +225,16 @@ class GreennessEventData(_message.Message):
     TOOK_BOOKMARK_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    HAS_PREVIOUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_DEGREE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_URI_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_URI_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    BUILD_LINK_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_REASON_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -216,6 +248,30 @@ class GreennessEventData(_message.Message):
     reason: _builtins.str
     attempt: _builtins.int
     """The attempt of the Request that wrote the fact."""
+    has_previous: _builtins.bool
+    """The Queue's previous recorded verdict in ingest order (the Queue's verdict
+    just before this one); unset when this is the Queue's first verdict.
+    """
+    previous_degree: _builtins.float
+    previous_uri: _builtins.str
+    last_green_uri: _builtins.str
+    """The newest green commit of the Queue after this verdict (empty: none yet)."""
+    strategy: _builtins.str
+    """How the commit was built: `full` or `incremental` (empty: not built)."""
+    build_link: _builtins.str
+    """Where the build can be looked at, as the BuildRunner named it (may be empty)."""
+    dead_letter_reason: _builtins.str
+    """Why the Request failed closed (origin FAIL_CLOSED only), redacted and bounded."""
+    trigger: _builtins.str
+    """The trigger of the Request that wrote the fact: manual, poll, schedule, push,
+    upstream (or a caller's own word), and what it said about itself.
+    """
+    @_builtins.property
+    def trigger_details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def upstream_greens(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.UpstreamGreen]:
+        """The upstream green commits the Request was built against."""
+
     def __init__(
         self,
         *,
@@ -229,10 +285,20 @@ class GreennessEventData(_message.Message):
         took_bookmark: _builtins.bool = ...,
         reason: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        has_previous: _builtins.bool = ...,
+        previous_degree: _builtins.float = ...,
+        previous_uri: _builtins.str = ...,
+        last_green_uri: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        build_link: _builtins.str = ...,
+        dead_letter_reason: _builtins.str = ...,
+        trigger: _builtins.str = ...,
+        trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        upstream_greens: _abc.Iterable[_types_pb2.UpstreamGreen] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "degree", b"degree", "green", b"green", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "took_bookmark", b"took_bookmark", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,10 +324,12 @@ class HookEvent(_message.Message):
     source: _builtins.str
     """The CloudEvents source, for example `stovepipe/monorepo/main`."""
     type: _builtins.str
-    """`dev.stovepipe.greenness.green` or `dev.stovepipe.greenness.not_green`."""
+    """`dev.stovepipe.verdict.recorded`, `dev.stovepipe.queue.became_green` or
+    `dev.stovepipe.queue.became_broken` (other producers may add their own types).
+    """
     spec_version: _builtins.str
     subject: _builtins.str
-    """The commit URI the event is about."""
+    """The Queue the event is about."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -128,6 +130,26 @@ class Request(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TriggerDetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     URI_FIELD_NUMBER: _builtins.int
@@ -141,6 +163,11 @@ class Request(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
+    UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_URI_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id, `request/<queue>/<n>`, where n is the ingest order within the Queue."""
     queue: _builtins.str
@@ -159,10 +186,29 @@ class Request(_message.Message):
     version: _builtins.int
     attempt: _builtins.int
     """How many validation attempts this head has had."""
+    superseded_by: _builtins.str
+    """For a superseded Request: the id of the Request whose newer head superseded it."""
+    superseded_by_uri: _builtins.str
+    """For a superseded Request: the commit URI of that newer head."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trigger_details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the trigger said about itself: for `upstream` the upstream Queue and commit
+        (`upstream_queue`, `upstream_uri`, `upstream_request_id`), for `push` the code
+        host, its delivery id and the payload's sha (a hint only).
+        """
+
+    @_builtins.property
+    def upstream_greens(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpstreamGreen]:
+        """The last green commit of every Queue this one depends on, read at ingest."""
+
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestTransition]:
+        """Every state change of this Request, oldest first (only in GetRequest answers)."""
+
     def __init__(
         self,
         *,
@@ -179,14 +225,79 @@ class Request(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
+        trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        upstream_greens: _abc.Iterable[Global___UpstreamGreen] | None = ...,
+        transitions: _abc.Iterable[Global___RequestTransition] | None = ...,
+        superseded_by: _builtins.str = ...,
+        superseded_by_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "trigger", b"trigger", "updated_at", b"updated_at", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "superseded_by", b"superseded_by", "superseded_by_uri", b"superseded_by_uri", "transitions", b"transitions", "trigger", b"trigger", "trigger_details", b"trigger_details", "updated_at", b"updated_at", "upstream_greens", b"upstream_greens", "uri", b"uri", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Request: _TypeAlias = Request  # noqa: Y015
+
+@_typing.final
+class UpstreamGreen(_message.Message):
+    """UpstreamGreen is the green commit of a Queue that a dependent Queue was built against."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    uri: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpstreamGreen: _TypeAlias = UpstreamGreen  # noqa: Y015
+
+@_typing.final
+class RequestTransition(_message.Message):
+    """RequestTransition is one durable state change of a Request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    state: Global___RequestState.ValueType
+    attempt: _builtins.int
+    """The attempt the change belongs to."""
+    reason: _builtins.str
+    """The reason stored with the change (redacted, short)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        state: Global___RequestState.ValueType = ...,
+        attempt: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestTransition: _TypeAlias = RequestTransition  # noqa: Y015
 
 @_typing.final
 class ValidationFact(_message.Message):
@@ -203,6 +314,7 @@ class ValidationFact(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -217,6 +329,10 @@ class ValidationFact(_message.Message):
     """The attempt of the Request that wrote it; a re-validation adds attempt n + 1."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def upstream_greens(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpstreamGreen]:
+        """The upstream green commits the Request was built against (version propagation)."""
+
     def __init__(
         self,
         *,
@@ -229,10 +345,11 @@ class ValidationFact(_message.Message):
         origin: Global___FactOrigin.ValueType = ...,
         reason: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        upstream_greens: _abc.Iterable[Global___UpstreamGreen] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "degree", b"degree", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "degree", b"degree", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from stovepipe.v1 import topics_pb2 as stovepipe_dot_v1_dot_topics__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstovepipe/ext/v1/hooks.proto\x12\x10stovepipe.ext.v1\x1a\x19stovepipe/v1/topics.proto\"F\n\x0e\x44\x65liverRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\x12\x0c\n\x04hook\x18\x02 \x01(\t\"\x11\n\x0f\x44\x65liverResponse2^\n\x0cHooksService\x12N\n\x07\x44\x65liver\x12 .stovepipe.ext.v1.DeliverRequest\x1a!.stovepipe.ext.v1.DeliverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstovepipe/ext/v1/hooks.proto\x12\x10stovepipe.ext.v1\x1a\x19stovepipe/v1/topics.proto\"j\n\x0e\x44\x65liverRequest\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.stovepipe.v1.HookEvent\x12\x0c\n\x04hook\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x04 \x01(\t\"q\n\x0f\x44\x65liverResponse\x12\x31\n\x07outcome\x18\x01 \x01(\x0e\x32 .stovepipe.ext.v1.DeliverOutcome\x12\x1b\n\x13retry_after_seconds\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*\xa1\x01\n\x0e\x44\x65liverOutcome\x12\x1f\n\x1b\x44\x45LIVER_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45LIVER_OUTCOME_DELIVERED\x10\x01\x12\x19\n\x15\x44\x45LIVER_OUTCOME_RETRY\x10\x02\x12\x1a\n\x16\x44\x45LIVER_OUTCOME_FAILED\x10\x03\x12\x18\n\x14\x44\x45LIVER_OUTCOME_GONE\x10\x04\x32^\n\x0cHooksService\x12N\n\x07\x44\x65liver\x12 .stovepipe.ext.v1.DeliverRequest\x1a!.stovepipe.ext.v1.DeliverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.ext.v1.hooks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DELIVEROUTCOME']._serialized_start=301
+  _globals['_DELIVEROUTCOME']._serialized_end=462
   _globals['_DELIVERREQUEST']._serialized_start=77
-  _globals['_DELIVERREQUEST']._serialized_end=147
-  _globals['_DELIVERRESPONSE']._serialized_start=149
-  _globals['_DELIVERRESPONSE']._serialized_end=166
-  _globals['_HOOKSSERVICE']._serialized_start=168
-  _globals['_HOOKSSERVICE']._serialized_end=262
+  _globals['_DELIVERREQUEST']._serialized_end=183
+  _globals['_DELIVERRESPONSE']._serialized_start=185
+  _globals['_DELIVERRESPONSE']._serialized_end=298
+  _globals['_HOOKSSERVICE']._serialized_start=464
+  _globals['_HOOKSSERVICE']._serialized_end=558
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stovepipe.v1 import topics_pb2 as _topics_pb2
 import builtins as _builtins
 import sys
@@ -17,14 +18,50 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DeliverOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliverOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliverOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVER_OUTCOME_UNSPECIFIED: _DeliverOutcome.ValueType  # 0
+    DELIVER_OUTCOME_DELIVERED: _DeliverOutcome.ValueType  # 1
+    """The target accepted the event."""
+    DELIVER_OUTCOME_RETRY: _DeliverOutcome.ValueType  # 2
+    """Try again later (timeout, 429, 5xx, target unreachable)."""
+    DELIVER_OUTCOME_FAILED: _DeliverOutcome.ValueType  # 3
+    """The target refused the event for good (another 4xx): no more attempts."""
+    DELIVER_OUTCOME_GONE: _DeliverOutcome.ValueType  # 4
+    """The target is gone (410): disable the subscription."""
+
+class DeliverOutcome(_DeliverOutcome, metaclass=_DeliverOutcomeEnumTypeWrapper):
+    """DeliverOutcome tells the dispatcher what to do next."""
+
+DELIVER_OUTCOME_UNSPECIFIED: DeliverOutcome.ValueType  # 0
+DELIVER_OUTCOME_DELIVERED: DeliverOutcome.ValueType  # 1
+"""The target accepted the event."""
+DELIVER_OUTCOME_RETRY: DeliverOutcome.ValueType  # 2
+"""Try again later (timeout, 429, 5xx, target unreachable)."""
+DELIVER_OUTCOME_FAILED: DeliverOutcome.ValueType  # 3
+"""The target refused the event for good (another 4xx): no more attempts."""
+DELIVER_OUTCOME_GONE: DeliverOutcome.ValueType  # 4
+"""The target is gone (410): disable the subscription."""
+Global___DeliverOutcome: _TypeAlias = DeliverOutcome  # noqa: Y015
+
 @_typing.final
 class DeliverRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     HOOK_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
     hook: _builtins.str
-    """The name of the configured hook this delivery is for."""
+    """The name of the subscription (the Queue's `hooks[].name`) this delivery is for."""
+    queue: _builtins.str
+    """The Queue whose `hooks:` entry names the target."""
+    delivery_id: _builtins.str
+    """Stable across every attempt of this (event, subscription): the webhook-id."""
     @_builtins.property
     def event(self) -> _topics_pb2.HookEvent: ...
     def __init__(
@@ -32,10 +69,12 @@ class DeliverRequest(_message.Message):
         *,
         event: _topics_pb2.HookEvent | None = ...,
         hook: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        delivery_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "hook", b"hook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "event", b"event", "hook", b"hook", "queue", b"queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -45,12 +84,24 @@ Global___DeliverRequest: _TypeAlias = DeliverRequest  # noqa: Y015
 class DeliverResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    outcome: Global___DeliverOutcome.ValueType
+    retry_after_seconds: _builtins.float
+    """With RETRY: the target's Retry-After, in seconds (0: use the backoff)."""
+    detail: _builtins.str
+    """A short, redacted description of what happened (status code, error class)."""
     def __init__(
         self,
+        *,
+        outcome: Global___DeliverOutcome.ValueType = ...,
+        retry_after_seconds: _builtins.float = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "outcome", b"outcome", "retry_after_seconds", b"retry_after_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class HooksServiceStub:
-    """HooksService delivers green and not-green events to downstream teams.
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
     """
 
     def __init__(self, channel):
@@ -43,11 +45,14 @@ class HooksServiceStub:
 
 
 class HooksServiceServicer:
-    """HooksService delivers green and not-green events to downstream teams.
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
     """
 
     def Deliver(self, request, context):
-        """Deliver hands one event over. Delivery is at-least-once: the event id is stable.
+        """Deliver makes one attempt at handing one event to one subscription. Delivery is
+        at-least-once: the event id, and the delivery id, are the same on every attempt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,7 +75,9 @@ def add_HooksServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class HooksService:
-    """HooksService delivers green and not-green events to downstream teams.
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
     """
 
     @staticmethod

@@ -27,25 +27,38 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class HooksServiceStub:
-    """HooksService delivers green and not-green events to downstream teams."""
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HooksServiceAsyncStub: ...
     Deliver: _grpc.UnaryUnaryMultiCallable[_hooks_pb2.DeliverRequest, _hooks_pb2.DeliverResponse]
-    """Deliver hands one event over. Delivery is at-least-once: the event id is stable."""
+    """Deliver makes one attempt at handing one event to one subscription. Delivery is
+    at-least-once: the event id, and the delivery id, are the same on every attempt.
+    """
 
 @_typing.type_check_only
 class HooksServiceAsyncStub(HooksServiceStub):
-    """HooksService delivers green and not-green events to downstream teams."""
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Deliver: _aio.UnaryUnaryMultiCallable[_hooks_pb2.DeliverRequest, _hooks_pb2.DeliverResponse]  # type: ignore[assignment]
-    """Deliver hands one event over. Delivery is at-least-once: the event id is stable."""
+    """Deliver makes one attempt at handing one event to one subscription. Delivery is
+    at-least-once: the event id, and the delivery id, are the same on every attempt.
+    """
 
 class HooksServiceServicer(metaclass=_abc_1.ABCMeta):
-    """HooksService delivers green and not-green events to downstream teams."""
+    """HooksService delivers Stovepipe events to downstream teams (a webhook, a Kafka
+    topic, a log). The core's dispatcher calls it once per attempt; retries,
+    ordering and bookkeeping stay in the core.
+    """
 
     @_abc_1.abstractmethod
     def Deliver(
@@ -53,6 +66,8 @@ class HooksServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hooks_pb2.DeliverRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hooks_pb2.DeliverResponse, _abc.Awaitable[_hooks_pb2.DeliverResponse]]:
-        """Deliver hands one event over. Delivery is at-least-once: the event id is stable."""
+        """Deliver makes one attempt at handing one event to one subscription. Delivery is
+        at-least-once: the event id, and the delivery id, are the same on every attempt.
+        """
 
 def add_HooksServiceServicer_to_server(servicer: HooksServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Hooks: the events Stovepipe tells downstream teams about, and their delivery."""
