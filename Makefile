@@ -38,9 +38,10 @@ fmt: $(STAMP)  ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams
+bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, scale-out
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
+	$(BIN)/python benchmarks/scale_out.py
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
 	$(BIN)/python benchmarks/soak.py --scenarios $(or $(SCENARIOS),40) --minutes $(or $(MINUTES),20) $(if $(SEED),--seed $(SEED))
