@@ -38,9 +38,10 @@ fmt: $(STAMP)  ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, scale-out
+bench: $(STAMP)  ## Run the benchmarks (not part of the tests): pipeline latency, WatchEvents streams, redaction, scale-out
 	$(BIN)/python benchmarks/pipeline_latency.py
 	$(BIN)/python benchmarks/watch_streams.py
+	$(BIN)/python benchmarks/redaction_linearity.py
 	$(BIN)/python benchmarks/scale_out.py
 
 soak: $(STAMP)  ## Randomized fault soak, larger than CI's (SEED=, SCENARIOS=40, MINUTES=20)
