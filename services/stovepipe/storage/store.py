@@ -33,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningInsert
 
 from stovepipe.domain import (
