@@ -218,7 +218,7 @@ async def test_watch_events_validates_its_filters_first(served: ServedApi) -> No
     _assert_bounded(too_many, INVALID)
     a_project = await _stream_status(watch(pb.WatchEventsRequest(queues=[Q], projects=[PROJECT])))
     _assert_bounded(a_project, INVALID)
-    assert "not supported yet" in (a_project.details() or "")
+    assert "no project is configured" in (a_project.details() or "")
     # Valid filters reach the feed; this server has none.
     valid = await _stream_status(watch(pb.WatchEventsRequest(queues=[Q])))
     assert valid.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -301,13 +301,14 @@ async def test_a_refusal_is_one_log_line_and_never_echoes_a_huge_input(
     ],
     ids=["GetLastGreen", "GetGreenness", "ListFacts"],
 )
-async def test_a_project_is_refused_as_not_supported_rather_than_not_found(
+async def test_a_project_the_queue_does_not_have_is_refused_rather_than_not_found(
     served: ServedApi, call: Any
 ) -> None:
-    """A gate must not read "not found" / "not recorded" for a project: it is refused."""
+    """A gate must not read "not found" / "not recorded" for an unknown project: it is
+    refused, naming what is configured (here: nothing)."""
     error = await status_of(call(served.stub))
     _assert_bounded(error, INVALID)
-    assert "per-project greenness is not supported yet" in (error.details() or "")
+    assert "no project is configured" in (error.details() or "")
 
 
 async def test_whole_repository_answers_are_unchanged(served: ServedApi) -> None:

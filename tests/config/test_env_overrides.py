@@ -93,7 +93,7 @@ def test_queues_cannot_be_set_from_the_environment() -> None:
 def test_an_unknown_section_is_reported_with_a_suggestion() -> None:
     assert problems_of(FILE, env={"STOVEPIPE__KAFAK__PARTITIONS": "4"}) == [
         "stovepipe.yaml: environment variable STOVEPIPE__KAFAK__PARTITIONS: unknown section "
-        "'kafak'; did you mean 'kafka'? (sections: storage, kafka, api, extensions, workers)"
+        "'kafak'; did you mean 'kafka'? (sections: storage, kafka, api, extensions, workers, telemetry)"
     ]
 
 

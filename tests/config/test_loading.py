@@ -234,28 +234,6 @@ def test_validation_problems_carry_their_line(tmp_path: Path) -> None:
     ]
 
 
-def test_keys_for_features_that_do_not_run_are_refused_at_their_line(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path,
-        """extensions:
-  projectmapper: {paths: {}}
-queues:
-  - name: a/main
-    source: {repository: /r}
-    build: {targets: [{name: u, command: x}]}
-    projects: [{name: web, paths: ["web/**"]}]
-""",
-    )
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, env={})
-    problems = caught.value.problems
-    assert [(p.path, p.line) for p in problems] == [
-        ("extensions.projectmapper", 2),
-        ("queues[0] (a/main).projects", 7),
-    ]
-    assert all(p.message.startswith("not supported yet — ") for p in problems)
-
-
 def test_poll_and_depends_on_problems_carry_their_line(tmp_path: Path) -> None:
     path = _write(
         tmp_path,

@@ -10,16 +10,10 @@ from harness.config_factory import problems_of, queue
 from stovepipe.config import config_from_mapping
 
 ONE_TARGET_TIMEOUT_ZERO = {"targets": [{"name": "unit", "command": "x", "timeout_seconds": 0}]}
-NOT_YET = "not supported yet — "
-REFUSED = {
-    "poll": f"{NOT_YET}the built-in poller is tracked by its own issue; remove the key "
-    "(report heads with `stovepipe ingest` or the Ingest RPC)",
-    "projects": f"{NOT_YET}per-project verdicts are tracked by their own issue; remove the key",
-    "depends_on": f"{NOT_YET}dependencies between Queues are tracked by their own issue; "
-    "remove the key",
-    "extensions.projectmapper": f"{NOT_YET}no ProjectMapper extension runs (per-project "
-    "verdicts are tracked by their own issue); remove the key",
-}
+SASL_REFUSED = (
+    "a literal password is not allowed in the file; name the environment variable that "
+    "holds it with sasl_password_env, or a file with sasl_password_file"
+)
 
 
 @pytest.mark.parametrize(
@@ -188,30 +182,27 @@ def test_each_problem_names_its_field_path_and_what_is_wrong(
     assert any(line.startswith(f"stovepipe.yaml: {expected}") for line in problems), problems
 
 
-@pytest.mark.parametrize(
-    ("data", "path"),
-    [
-        ({"queues": [queue(projects=[{"name": "web"}])]}, "queues[0] (mono/main).projects"),
-        ({"extensions": {"projectmapper": {}}}, "extensions.projectmapper"),
-    ],
-)
-def test_a_key_for_a_feature_that_does_not_run_is_refused(data: dict[str, Any], path: str) -> None:
-    key = path if path.startswith("extensions") else path.rsplit(".", 1)[1]
-    assert problems_of(data) == [f"stovepipe.yaml: {path}: {REFUSED[key]}"]
+def test_a_literal_secret_is_refused_at_its_field() -> None:
+    assert problems_of({"kafka": {"sasl_password": "hunter2"}}) == [
+        f"stovepipe.yaml: kafka.sasl_password: {SASL_REFUSED}"
+    ]
 
 
-def test_a_refused_key_hides_no_other_problem_of_its_entry() -> None:
-    assert problems_of({"queues": [queue(projects=[{"name": "web"}], max_concurrent=0)]}) == [
+def test_a_refused_key_hides_no_other_problem() -> None:
+    problems = problems_of(
+        {"kafka": {"sasl_password": "hunter2"}, "queues": [queue(max_concurrent=0)]}
+    )
+    assert problems == [
+        f"stovepipe.yaml: kafka.sasl_password: {SASL_REFUSED}",
         "stovepipe.yaml: queues[0] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[0] (mono/main).projects: {REFUSED['projects']}",
     ]
 
 
 def test_a_refused_key_set_from_the_environment_names_the_variable() -> None:
-    env = {"STOVEPIPE__EXTENSIONS__PROJECTMAPPER__PATHS__ADDRESS": "mapper:50064"}
+    env = {"STOVEPIPE__KAFKA__SASL_PASSWORD": "hunter2"}
     assert problems_of({}, env=env) == [
-        f"stovepipe.yaml: extensions.projectmapper: {REFUSED['extensions.projectmapper']} (set "
-        "by environment variable STOVEPIPE__EXTENSIONS__PROJECTMAPPER__PATHS__ADDRESS)"
+        f"stovepipe.yaml: kafka.sasl_password: {SASL_REFUSED} (set by environment variable "
+        "STOVEPIPE__KAFKA__SASL_PASSWORD)"
     ]
 
 
@@ -221,11 +212,10 @@ def test_every_problem_is_listed_at_once() -> None:
     problems = problems_of(
         {
             "kafka": {"partitions": 0},
-            "extensions": {"projectmapper": {}},
             "queues": [
                 queue("Bad"),
                 queue(max_concurrent=0),
-                queue(projects=[{"name": "web"}]),
+                queue(),
                 queue(),
                 queue("b/main", source={"repository": "/r", "extension": "github"}),
             ],
@@ -233,11 +223,9 @@ def test_every_problem_is_listed_at_once() -> None:
     )
     assert problems == [
         "stovepipe.yaml: kafka.partitions: must be at least 1",
-        f"stovepipe.yaml: extensions.projectmapper: {REFUSED['extensions.projectmapper']}",
         "stovepipe.yaml: queues[0] (Bad).name: queue name 'Bad' contains 'B'; allowed are "
         "lower-case letters, digits, '.', '_', '-' and '/'",
         "stovepipe.yaml: queues[1] (mono/main).max_concurrent: must be at least 1",
-        f"stovepipe.yaml: queues[2] (mono/main).projects: {REFUSED['projects']}",
         "stovepipe.yaml: queues[3] (mono/main).name: queue name 'mono/main' is already used "
         "by queues[2]",
         "stovepipe.yaml: queues[4] (b/main).source.extension: 'github' is not declared under "

@@ -58,17 +58,26 @@ HEADS_PER_KILL = 4
 MAX_CONCURRENT = 2
 PASSWORD = "kill9-pw-never-shown"
 _WORKERS = tuple(f"worker {stage}" for stage in STAGE_NAMES)
-EVERY_CHILD = {"api", "console", "ext git", "ext local-runner", *_WORKERS}
+EVERY_CHILD = {
+    "api",
+    "console",
+    "ext git",
+    "ext local-runner",
+    "ext project-mapper",
+    "ext hooks",
+    *_WORKERS,
+}
 # each child once; the extensions and the API among the workers, so heads meet them all
 VICTIMS = (
     *_WORKERS[:1], "ext local-runner", *_WORKERS[1:3], "api", *_WORKERS[3:4], "ext git",
-    *_WORKERS[4:], "console",
+    *_WORKERS[4:5], "ext project-mapper", *_WORKERS[5:], "console", "ext hooks",
 )  # fmt: skip
 START_S = 180.0
 SETTLE_S = 180.0
 
 _GOOD = "def add(a, b):\n    return a + b\n"
 _BROKEN = "def add(a, b):\n    return a - b\n"
+_VERDICT_STATES = (types_pb2.REQUEST_STATE_SUCCEEDED, types_pb2.REQUEST_STATE_FAILED)
 _TERMINAL = {
     types_pb2.REQUEST_STATE_SUCCEEDED,
     types_pb2.REQUEST_STATE_FAILED,
@@ -208,6 +217,9 @@ def _config(tmp_path: Path, repo: SampleRepo, api: str) -> Path:
                     ]
                 },
                 "max_concurrent": MAX_CONCURRENT,
+                # One project owning the one target: analyze, the mapper and the
+                # per-project path are killed and restarted with everything else.
+                "projects": [{"name": "calc", "paths": ["src/**"], "targets": ["adds"]}],
             }
         ],
     }
@@ -285,9 +297,17 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
                 got = await stub.GetRequest(pb.GetRequestRequest(request_id=request_id), timeout=10)
                 if got.request.state not in _TERMINAL:
                     return False
+                # With projects the verdict follows the Request: it is written once
+                # the project has its fact.
+                if got.request.state in _VERDICT_STATES:
+                    greenness = await stub.GetGreenness(
+                        pb.GetGreennessRequest(queue=QUEUE, uri=got.request.uri), timeout=10
+                    )
+                    if greenness.status != pb.GREENNESS_STATUS_RECORDED:
+                        return False
             return True
 
-        await _until(settled, SETTLE_S, "every head terminal")
+        await _until(settled, SETTLE_S, "every head terminal with its verdict")
         phases["settled"] = loop.time()
         states: Counter[str] = Counter()
         falsely_green: list[str] = []
@@ -308,6 +328,12 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
             green = greenness.fact.degree == 0.0
             if green and not heads.truth[sha]:
                 falsely_green.append(f"{request_id} {sha[:10]}")
+            project = await stub.GetGreenness(
+                pb.GetGreennessRequest(queue=QUEUE, uri=request.uri, project="calc"), timeout=10
+            )
+            assert project.status == pb.GREENNESS_STATUS_RECORDED, request_id
+            if project.fact.degree == 0.0 and not heads.truth[sha]:
+                falsely_green.append(f"{request_id} {sha[:10]} (project calc)")
             if not green and heads.truth[sha]:
                 origin = types_pb2.FactOrigin.Name(greenness.fact.origin)
                 good_broken.append(f"{request_id} {sha[:10]} {origin}: {greenness.fact.reason}")

@@ -30,9 +30,11 @@ from stovepipe.config import StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.local import RunnerSettings
 from stovepipe.extensions.buildrunner.local import serve as serve_runner
 from stovepipe.extensions.hooks.reference import serve as serve_hooks
+from stovepipe.extensions.projectmapper.config import serve as serve_mapper
 from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
+from stovepipe.messaging import DeliveryHandler
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
@@ -127,6 +129,8 @@ def live_config(
     runner_token_file: Path | None = None,
     hooks_address: str | None = None,
     hooks_token_file: Path | None = None,
+    mapper: str | None = None,
+    mapper_token_file: Path | None = None,
     **queue: Any,
 ) -> StovepipeConfig:
     def endpoint(address: str, token_file: Path | None) -> dict[str, str]:
@@ -152,6 +156,11 @@ def live_config(
                         }
                     }
                     if hooks_address
+                    else {}
+                ),
+                **(
+                    {"projectmapper": {"config": endpoint(mapper, mapper_token_file)}}
+                    if mapper
                     else {}
                 ),
             },
@@ -181,12 +190,14 @@ async def live_stack(
     kafka: dict[str, Any] | None = None,
     sandbox: bool = True,
     hooks_dispatcher: bool = True,
+    wrap: Callable[[str, DeliveryHandler], DeliveryHandler] | None = None,
     **queue: Any,
 ) -> AsyncIterator[Live]:
     """The live pipeline; ``sandbox=False`` for targets that signal the test through
     files outside their checkout (the sandbox rightly forbids that). With ``hooks`` in
     the Queue settings, the reference hooks server runs too, and the hooks dispatcher
-    unless ``hooks_dispatcher=False`` (a test that runs it as a process)."""
+    unless ``hooks_dispatcher=False`` (a test that runs it as a process). ``wrap(topic,
+    handler)`` replaces a stage's handler, to inject a fault where a test wants one."""
     repo = WorkRepo(tmp_path / "repo")
     git_token_file, runner_token_file = tmp_path / "ext-git.token", tmp_path / "ext-runner.token"
     git_token, runner_token = write_token(git_token_file), write_token(runner_token_file)
@@ -226,6 +237,11 @@ async def live_stack(
                 security=ServerSecurity(token=hooks_token),
             )
             stack.push_async_callback(hooks.stop)
+        mapper_token_file = tmp_path / "ext-mapper.token"
+        mapper = await serve_mapper(
+            "127.0.0.1:0", security=ServerSecurity(token=write_token(mapper_token_file))
+        )
+        stack.push_async_callback(mapper.stop)
         config = live_config(
             repo.path,
             bootstrap=kafka_bootstrap,
@@ -239,13 +255,18 @@ async def live_stack(
             runner_token_file=runner_token_file,
             hooks_address=hooks.address if hooks is not None else None,
             hooks_token_file=hooks_token_file if hooks is not None else None,
+            mapper=mapper.address,
+            mapper_token_file=mapper_token_file,
             **queue,
         )
         pipeline = await stack.enter_async_context(open_pipeline(config, "e2e"))
         parts = pipeline.parts
         bus = pipeline.messaging
         store = parts.store
-        await stack.enter_async_context(bus.consuming(pipeline.subscriptions(*STAGES)))
+        subscriptions = pipeline.subscriptions(*STAGES)
+        if wrap is not None:
+            subscriptions = [(t, g, wrap(t, h)) for t, g, h in subscriptions]
+        await stack.enter_async_context(bus.consuming(subscriptions))
         stop = asyncio.Event()
         forwarder = asyncio.create_task(run_delay_forwarder(config, stop))
 

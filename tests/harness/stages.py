@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from stovepipe.config import QueueConfig, StovepipeConfig, config_from_mapping
 from stovepipe.extensions.buildrunner.fake import FakeBuildRunner
+from stovepipe.extensions.projectmapper.fake import FakeProjectMapper
 from stovepipe.extensions.sourcecontrol.client import QueueSource
 from stovepipe.extensions.sourcecontrol.fake import FakeRepository, FakeSourceControl
 from stovepipe.stages import (
@@ -31,6 +32,7 @@ from stovepipe.stages import (
     VerdictRecorder,
     topics,
 )
+from stovepipe.stages.analyze import ProjectAnalyzer
 from stovepipe.storage import Store
 from stovepipe.v1 import topics_pb2
 
@@ -61,6 +63,10 @@ class FixedExtensions:
     def __init__(self, source_control: FakeSourceControl, runner: FakeBuildRunner) -> None:
         self.sc = source_control
         self.runner = runner
+        self.mapper = FakeProjectMapper()
+
+    def project_mapper(self, queue: QueueConfig) -> FakeProjectMapper:
+        return self.mapper
 
     def source_control(self, queue: QueueConfig) -> FakeSourceControl:
         return self.sc
@@ -114,6 +120,7 @@ class Pipeline:
                 sweeper_stale_after_s=self.stale_after.total_seconds(),
             ),
             topics.RECORD: VerdictRecorder(*args),
+            topics.ANALYZE: ProjectAnalyzer(*args),
         }
         self.hook_events: list[topics_pb2.HookEvent] = []
 

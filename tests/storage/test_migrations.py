@@ -31,6 +31,9 @@ TABLES = {
     "validation_facts",
     "hook_deliveries",
     "hook_subscriptions_disabled",
+    "project_bookmarks",
+    "queue_staleness",
+    "build_logs",
 }
 
 

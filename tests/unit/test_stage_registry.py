@@ -31,11 +31,20 @@ def test_stage_names_are_unique_and_every_stage_says_what_it_does() -> None:
         assert (entry.handlers is None) != (entry.run is None), entry.name
 
 
-def test_each_consumed_topic_has_one_binding_and_one_consumer() -> None:
-    consumed = [topic.name for entry in STAGES for topic in entry.consumes]
-    assert len(consumed) == len(set(consumed))
-    for name in consumed:
-        assert spec(name).name == name
+def test_a_topic_has_one_retrying_consumer_and_any_number_of_readers() -> None:
+    """A pipeline topic is advanced by exactly one stage (its retries and dead letters are
+    that stage's); an event topic such as ``stovepipe.hook`` may fan out to several stages,
+    each in its own consumer group, as long as none of them retries into dead letters."""
+    consumers: dict[str, list[str]] = {}
+    for entry in STAGES:
+        for topic in entry.consumes:
+            assert spec(topic.name).name == topic.name
+            consumers.setdefault(topic.name, []).append(entry.name)
+    for name, stages in consumers.items():
+        assert len(stages) == len(set(stages)), name
+        if len(stages) > 1:
+            assert all(stage(s).on_failure is OnFailure.PARK_UNREADABLE for s in stages), name
+    assert sorted(consumers["stovepipe.hook"]) == ["hooks", "upstream"]
 
 
 def test_the_reconciler_consumes_the_dead_letters_of_every_retrying_stage() -> None:

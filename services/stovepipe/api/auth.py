@@ -23,6 +23,7 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "GetRequest": frozenset({"read", "ingest"}),
     "GetLastGreen": frozenset({"read"}),
     "GetGreenness": frozenset({"read"}),
+    "GetProjectGreenness": frozenset({"read"}),
     "ListFacts": frozenset({"read"}),
     "WatchEvents": frozenset({"read"}),
     "WaitForGreenness": frozenset({"read"}),
@@ -32,6 +33,7 @@ METHOD_ROLES: Mapping[str, frozenset[str]] = {
     "ListHookDeliveries": frozenset({"read"}),
     "GetHookDelivery": frozenset({"read"}),
     "RedeliverHook": frozenset({"admin"}),
+    "GetBuildLog": frozenset({"read"}),
 }
 
 

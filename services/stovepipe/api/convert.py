@@ -35,6 +35,7 @@ _STRATEGIES_BACK = {v: k for k, v in _STRATEGIES.items()}
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
     FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+    FactOrigin.INHERITED: types_pb2.FACT_ORIGIN_INHERITED,
 }
 _ORIGINS_BACK = {v: k for k, v in _ORIGINS.items()}
 
@@ -91,6 +92,7 @@ def fact_to_pb(fact: ValidationFact) -> types_pb2.ValidationFact:
         reason=fact.reason,
         attempt=fact.attempt,
         upstream_greens=upstream_to_pb(fact.upstream_greens),
+        inherited_from_uri=fact.inherited_from_uri,
     )
 
 

@@ -27,6 +27,7 @@ MAX_URI_LENGTH = 1024
 MAX_REASON_LENGTH = 1024
 MAX_TRIGGER_LENGTH = 64
 MAX_PROJECT_LENGTH = 256
+MAX_TARGET_LENGTH = 256
 MAX_REQUEST_ID_LENGTH = 256
 # A page token carries a cursor over a URI of up to MAX_URI_LENGTH characters, each of
 # which may take twelve bytes of escaped JSON, then base64: 20 KiB covers any we issue.
@@ -139,6 +140,11 @@ def _get_greenness(r: pb.GetGreennessRequest) -> None:
     _project("project", r.project)
 
 
+def _get_project_greenness(r: pb.GetProjectGreennessRequest) -> None:
+    check_queue("queue", r.queue)
+    _uri("uri", r.uri)
+
+
 def _list_facts(r: pb.ListFactsRequest) -> None:
     check_queue("queue", r.queue)
     _project("project", r.project)
@@ -197,12 +203,18 @@ def _revalidate(r: pb.RevalidateRequest) -> None:
     check_text("reason", r.reason, MAX_REASON_LENGTH)
 
 
+def _get_build_log(r: pb.GetBuildLogRequest) -> None:
+    check_request_id("request_id", r.request_id)
+    check_text("target", r.target, MAX_TARGET_LENGTH)
+
+
 _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.PingRequest: lambda _r: None,
     pb.IngestRequest: _ingest,
     pb.GetRequestRequest: _get_request,
     pb.GetLastGreenRequest: _get_last_green,
     pb.GetGreennessRequest: _get_greenness,
+    pb.GetProjectGreennessRequest: _get_project_greenness,
     pb.ListFactsRequest: _list_facts,
     pb.WatchEventsRequest: _watch_events,
     pb.RevalidateRequest: _revalidate,
@@ -212,6 +224,7 @@ _CHECKS: Mapping[type[Message], Callable[[Any], None]] = {
     pb.WaitForGreennessRequest: _wait_for_greenness,
     pb.ListRequestsRequest: _list_requests,
     pb.ListQueuesRequest: lambda _r: None,
+    pb.GetBuildLogRequest: _get_build_log,
 }
 
 

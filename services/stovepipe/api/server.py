@@ -22,6 +22,7 @@ from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.commits import resolve_commit
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.api.telemetry import ApiTelemetry
 from stovepipe.domain import (
     GREEN,
     InvalidInput,
@@ -47,9 +48,6 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 MAX_REDELIVER = 1000
 """At most this many deliveries are put back in line by one ``--failed`` call."""
-PER_PROJECT_UNSUPPORTED = (
-    "per-project greenness is not supported yet; leave project empty for the whole repository"
-)
 
 WAIT_POLL_SECONDS = 2.0
 """How often a WaitForGreenness stream re-reads storage; a matching event wakes it sooner."""
@@ -150,6 +148,8 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
+            if request.project:
+                return await self._project_last_green(request.queue, request.project)
             found = await self._store.get_last_green(request.queue)
             if found is None:
                 return pb.GetLastGreenResponse(found=False)
@@ -179,6 +179,32 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
 
         return await guarded(context, call)
 
+    async def GetProjectGreenness(
+        self, request: pb.GetProjectGreennessRequest, context: Context
+    ) -> pb.GetProjectGreennessResponse:
+        async def call() -> pb.GetProjectGreennessResponse:
+            self._check_scope(request.queue, "")
+            if not request.uri:
+                raise InvalidInput("uri is empty; pass the commit URI returned by Ingest")
+            config = self._queues.queue(request.queue)
+            scopes = []
+            for project in ("", *config.project_names):
+                fact = await self._store.get_fact(request.queue, request.uri, project)
+                scopes.append(
+                    pb.ProjectGreenness(
+                        project=project,
+                        status=(
+                            pb.GREENNESS_STATUS_RECORDED
+                            if fact
+                            else pb.GREENNESS_STATUS_NOT_RECORDED
+                        ),
+                        fact=convert.fact_to_pb(fact) if fact else None,
+                    )
+                )
+            return pb.GetProjectGreennessResponse(scopes=scopes)
+
+        return await guarded(context, call)
+
     async def ListFacts(
         self, request: pb.ListFactsRequest, context: Context
     ) -> pb.ListFactsResponse:
@@ -192,6 +218,31 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             )
             return pb.ListFactsResponse(
                 facts=[convert.fact_to_pb(f) for f in facts], next_page_token=token
+            )
+
+        return await guarded(context, call)
+
+    async def GetBuildLog(
+        self, request: pb.GetBuildLogRequest, context: Context
+    ) -> pb.GetBuildLogResponse:
+        async def call() -> pb.GetBuildLogResponse:
+            rid = RequestId.parse(request.request_id)
+            self._queues.queue(rid.queue)
+            if await self._store.get_request(str(rid)) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {rid}")
+            logs = await self._store.list_build_logs(str(rid), request.target)
+            return pb.GetBuildLogResponse(
+                logs=[
+                    pb.TargetLog(
+                        target=entry.target,
+                        attempt=entry.attempt,
+                        build_id=entry.build_id,
+                        content=entry.content,
+                        truncated=entry.truncated,
+                        created_at=convert.timestamp(entry.created_at),
+                    )
+                    for entry in logs
+                ]
             )
 
         return await guarded(context, call)
@@ -409,6 +460,7 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.ListQueuesResponse:
         async def call() -> pb.ListQueuesResponse:
             summaries = []
+            staleness = await self._store.list_staleness()
             for name in self._queues.queue_names:
                 state = await self._store.get_queue(name)
                 counts = await self._store.count_requests_by_state(name)
@@ -417,6 +469,9 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                     in_flight=counts.get(RequestState.PROCESSING, 0),
                     waiting=counts.get(RequestState.ACCEPTED, 0),
                 )
+                if name in staleness:
+                    summary.stale, since = staleness[name]
+                    summary.stale_since.CopyFrom(convert.timestamp(since))
                 if state is not None:
                     summary.latest_request_id = state.latest_request_id or ""
                     summary.promoted_ref = state.promoted_ref or ""
@@ -541,24 +596,46 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 )
         return pb.GetLastGreenResponse(found=False, head_uri=head, bookmark_off_branch=True)
 
+    async def _project_last_green(self, queue: str, project: str) -> pb.GetLastGreenResponse:
+        bookmark = await self._store.get_project_bookmark(queue, project)
+        if bookmark is None or not bookmark.last_green_uri or not bookmark.last_green_request_id:
+            return pb.GetLastGreenResponse(found=False)
+        fact = await self._store.get_fact(queue, bookmark.last_green_uri, project)
+        return pb.GetLastGreenResponse(
+            found=True,
+            uri=bookmark.last_green_uri,
+            request_id=bookmark.last_green_request_id,
+            fact=convert.fact_to_pb(fact) if fact else None,
+        )
+
     def _check_scope(self, queue: str, project: str) -> None:
-        """The Queue must exist; a project must be one of its own, and is not served yet."""
+        """The Queue must exist; a project must be one of its own (``INVALID_ARGUMENT``
+        naming the configured ones otherwise)."""
         validate_queue_name(queue)
-        self._queues.queue(queue)
-        if project:
+        config = self._queues.queue(queue)
+        if project and config.project(project) is None:
             raise InvalidInput(
-                f"queue {queue} has no project {project!r}: {PER_PROJECT_UNSUPPORTED}; "
-                "ask about the whole repository (no project)"
+                f"queue {queue} has no project {project!r}; {_configured(config.project_names)}"
             )
 
     def _check_projects(self, queues: Iterable[str], projects: Iterable[str]) -> None:
-        """No Queue has projects while per-project verdicts are not supported."""
-        for name in queues:
-            self._queues.queue(name)
+        """Every project asked for must be a project of a watched Queue (of any Queue when
+        none is named)."""
+        watched = [self._queues.queue(name) for name in queues] or [
+            self._queues.queue(name) for name in self._queues.queue_names
+        ]
+        known = sorted({p for q in watched for p in q.project_names})
         for project in projects:
-            raise InvalidInput(
-                f"no watched queue has project {project!r}: {PER_PROJECT_UNSUPPORTED}"
-            )
+            if project not in known:
+                raise InvalidInput(
+                    f"no watched queue has project {project!r}; {_configured(tuple(known))}"
+                )
+
+
+def _configured(names: Sequence[str]) -> str:
+    if not names:
+        return "no project is configured (leave project empty for the whole repository)"
+    return f"configured projects: {', '.join(names)}"
 
 
 def _delivery_state(text: str) -> HookDeliveryStatus | None:
@@ -595,8 +672,9 @@ async def serve_api(
 
     ``options`` are grpc server arguments (see :func:`connection_options`).
 
-    Interceptors run in order: the token check, then the request guard, so an
-    unauthenticated caller learns nothing about what the API would accept.
+    Interceptors run in order: metrics (so refusals are counted too), the token
+    check, then the request guard, so an unauthenticated caller learns nothing
+    about what the API would accept.
     """
 
     def register(server: grpc.aio.Server) -> None:
@@ -605,6 +683,7 @@ async def serve_api(
     interceptors: list[grpc.aio.ServerInterceptor[object, object]] = [RequestGuard()]
     if tokens:
         interceptors.insert(0, TokenAuthInterceptor(tokens))
+    interceptors.insert(0, ApiTelemetry())
     return await start_server(
         address,
         [register],

@@ -28,6 +28,7 @@ import typer
 
 from stovepipe.cli import output
 from stovepipe.cli.output import line, note
+from stovepipe.cli.project_table import project_rows
 from stovepipe.cli.trigger_display import TRIGGER_HELP, show_trigger
 from stovepipe.grpcutil import open_channel
 from stovepipe.v1 import stovepipe_service_pb2 as pb
@@ -263,6 +264,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         timeout: Annotated[float, timeout_option("10m", "with --wait")] = "10m",  # type: ignore[assignment]
         json_out: JsonOption = False,
+        project: Annotated[
+            str, typer.Option(help="Show only this project's verdict (default: every scope).")
+        ] = "",
         api: ApiOption = "127.0.0.1:50051",
         token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
         tls: TlsOption = False,
@@ -303,6 +307,7 @@ def register(app: typer.Typer) -> None:
             output.emit_json(shown)
         else:
             _show_request(shown)
+            _show_projects(target, shown, project)
 
     @app.command("last-green", epilog=EXIT_HELP)
     def last_green(
@@ -453,11 +458,14 @@ def register(app: typer.Typer) -> None:
                 output.age(q.last_green_at) or "-",
                 str(q.in_flight),
                 str(q.waiting),
+                _staleness(q),
                 q.latest_request_id or "-",
             ]
             for q in response.queues
         ]
-        output.table(["QUEUE", "LAST GREEN", "AGE", "IN FLIGHT", "WAITING", "LATEST"], rows)
+        output.table(
+            ["QUEUE", "LAST GREEN", "AGE", "IN FLIGHT", "WAITING", "STALENESS", "LATEST"], rows
+        )
 
     @app.command()
     def history(
@@ -660,6 +668,28 @@ def _follow(target: Target, request_id: str, timeout: float, json_out: bool) -> 
     return EXIT_NOT_RECORDED
 
 
+def _show_projects(target: Target, request: types_pb2.Request, project: str) -> None:
+    scopes = _call(
+        target,
+        lambda stub, md: stub.GetProjectGreenness(
+            pb.GetProjectGreennessRequest(queue=request.queue, uri=request.uri), metadata=md
+        ),
+    ).scopes
+    if project:
+        _call(  # INVALID_ARGUMENT naming the configured projects when it is not one
+            target,
+            lambda stub, md: stub.GetGreenness(
+                pb.GetGreennessRequest(queue=request.queue, uri=request.uri, project=project),
+                metadata=md,
+            ),
+        )
+        scopes = [s for s in scopes if s.project == project]
+    elif len(scopes) <= 1:
+        return
+    line(f"verdicts of {request.uri}")
+    output.table(["SCOPE", "VERDICT", "DEGREE", "ORIGIN", "DETAIL"], project_rows(scopes))
+
+
 def _show_request(request: types_pb2.Request, *, transitions: bool = True) -> None:
     strategy = _strategy_name(request.build_strategy) or "-"
     attempt = f"  (attempt {request.attempt})" if request.attempt > 1 else ""
@@ -680,3 +710,10 @@ def _show_request(request: types_pb2.Request, *, transitions: bool = True) -> No
             attempt_note = f" attempt {change.attempt}" if change.attempt > 1 else ""
             reason = f"  {change.reason}" if change.reason else ""
             line(f"    {output.when(change.at)}  {_state_name(change.state)}{attempt_note}{reason}")
+
+
+def _staleness(q: pb.QueueSummary) -> str:
+    """``stale for 2h``, ``fresh`` or ``-`` (never judged: no objective, or never stale)."""
+    if not q.HasField("stale_since"):
+        return "-"
+    return f"stale for {output.age(q.stale_since)}" if q.stale else "fresh"

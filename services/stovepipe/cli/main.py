@@ -19,7 +19,13 @@ import typer
 import typer.core
 import typer.main
 
-from stovepipe.cli import client_commands, hooks_commands, ingress_commands
+from stovepipe.cli import (
+    client_commands,
+    hooks_commands,
+    ingress_commands,
+    logs_command,
+    preflight_command,
+)
 from stovepipe.cli.dlq_commands import dlq_app
 
 app = typer.Typer(
@@ -37,6 +43,8 @@ app.add_typer(dlq_app, name="dlq")
 client_commands.register(app)
 hooks_commands.register(app)
 ingress_commands.register(app)
+logs_command.register(app)
+preflight_command.register(app)
 
 ConfigOption = Annotated[
     Path | None,
@@ -128,6 +136,16 @@ def ext_hooks(ctx: typer.Context) -> None:
     raise typer.Exit(hooks_main(list(ctx.args)))
 
 
+@ext_app.command("project-mapper", context_settings=PASSTHROUGH)
+def ext_project_mapper(ctx: typer.Context) -> None:
+    """ProjectMapper that attributes targets and changed files to the projects in each
+    call (path globs, target patterns). Options: --listen, --token-env/--token-file,
+    --tls-cert/--tls-key/--client-ca."""
+    from stovepipe.extensions.projectmapper.config import main as mapper_main
+
+    raise typer.Exit(mapper_main(list(ctx.args)))
+
+
 HealthPort = Annotated[
     int | None,
     typer.Option(
@@ -144,6 +162,26 @@ HealthHost = Annotated[
 ]
 
 
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: "
+        "telemetry.metrics_port; neither: no metrics server).",
+        envvar="STOVEPIPE_METRICS_PORT",
+        min=1,
+        max=65535,
+    ),
+]
+MetricsHost = Annotated[
+    str | None,
+    typer.Option(
+        help="Address the metrics port binds (default: telemetry.metrics_host).",
+        envvar="STOVEPIPE_METRICS_HOST",
+        show_default=False,
+    ),
+]
+
+
 def _health_listen(host: str, port: int | None) -> str | None:
     bracketed = f"[{host}]" if ":" in host and "[" not in host else host
     return f"{bracketed}:{port}" if port is not None else None
@@ -154,13 +192,21 @@ def api(
     config: ConfigOption = None,
     health_port: HealthPort = None,
     health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
 ) -> None:
     """Serve the gRPC API (StovepipeService, health, reflection)."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
-    settings = load_settings(config, running_up=False)
-    asyncio.run(run_api(settings, _health_listen(health_host, health_port)))
+    asyncio.run(
+        run_api(
+            load_settings(config, running_up=False),
+            _health_listen(health_host, health_port),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
 
 
 @app.command("console")
@@ -189,6 +235,8 @@ def worker(
     config: ConfigOption = None,
     health_port: HealthPort = None,
     health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
 ) -> None:
     """Run one registered stage as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
@@ -198,8 +246,15 @@ def worker(
     if stage not in STAGE_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
-    settings = load_settings(config, running_up=False)
-    asyncio.run(run_worker(settings, stage, _health_listen(health_host, health_port)))
+    asyncio.run(
+        run_worker(
+            load_settings(config, running_up=False),
+            stage,
+            _health_listen(health_host, health_port),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
 
 
 @app.command()

@@ -10,7 +10,13 @@ that do not run yet are refused, not ignored.
 from stovepipe.config.errors import ConfigError, ConfigProblem, SecretUnavailable, UnknownQueue
 from stovepipe.config.loader import config_from_mapping, default_config, load_config
 from stovepipe.config.models import StovepipeConfig
-from stovepipe.config.queues import BuildConfig, QueueConfig, SourceConfig, TargetConfig
+from stovepipe.config.queues import (
+    BuildConfig,
+    ProjectConfig,
+    QueueConfig,
+    SourceConfig,
+    TargetConfig,
+)
 from stovepipe.config.secrets import SecretRef, resolve_secret
 from stovepipe.config.sections import (
     ApiConfig,
@@ -33,6 +39,7 @@ __all__ = [
     "Endpoint",
     "ExtensionsConfig",
     "KafkaConfig",
+    "ProjectConfig",
     "QueueConfig",
     "SecretRef",
     "SecretUnavailable",

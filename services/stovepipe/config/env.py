@@ -43,7 +43,7 @@ from stovepipe.config.errors import ConfigProblem
 
 PREFIX = "STOVEPIPE__"
 DELIMITER = "__"
-SECTIONS = ("storage", "kafka", "api", "extensions", "workers")
+SECTIONS = ("storage", "kafka", "api", "extensions", "workers", "telemetry")
 SHORTHANDS: Mapping[str, tuple[str, str]] = {
     "STOVEPIPE_DATABASE_URL": ("storage", "url"),
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
@@ -68,6 +68,7 @@ class _Sections(BaseSettings):
     api: dict[str, Any] = Field(default_factory=dict)
     extensions: dict[str, Any] = Field(default_factory=dict)
     workers: dict[str, Any] = Field(default_factory=dict)
+    telemetry: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

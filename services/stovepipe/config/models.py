@@ -22,6 +22,7 @@ from stovepipe.config.sections import (
     ExtensionsConfig,
     KafkaConfig,
     StorageConfig,
+    TelemetryConfig,
     WorkersConfig,
 )
 from stovepipe.config.webhooks import WebhooksConfig
@@ -49,6 +50,11 @@ def cross_section_problems(
             for kind, loc, name in (
                 ("sourcecontrol", ("source", "extension"), queue.source.extension),
                 ("buildrunner", ("build", "runner"), queue.build.runner),
+                *(
+                    [("projectmapper", ("project_mapper",), queue.project_mapper)]
+                    if queue.projects
+                    else []
+                ),
             ):
                 declared: Mapping[str, Endpoint] = getattr(extensions, kind)
                 if name not in declared:
@@ -145,6 +151,7 @@ class StovepipeConfig(ConfigModel):
     extensions: ExtensionsConfig = ExtensionsConfig()
     workers: WorkersConfig = WorkersConfig()
     webhooks: WebhooksConfig | None = None
+    telemetry: TelemetryConfig = TelemetryConfig()
     queues: tuple[QueueConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -215,6 +222,7 @@ class StovepipeConfig(ConfigModel):
             "sourcecontrol": {queue.source.extension for queue in self.queues},
             "buildrunner": {queue.build.runner for queue in self.queues},
             "hooks": {hook.kind for queue in self.queues for hook in queue.hooks},
+            "projectmapper": {q.project_mapper for q in self.queues if q.projects},
         }
         missing: list[str] = []
         for kind, names in used.items():

@@ -6,16 +6,19 @@ declared extensions, one promoter per ref) live on ``StovepipeConfig``.
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pathspec
 from croniter import croniter
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from stovepipe.config.base import ConfigModel, raise_problems, require_unique_names
+from stovepipe.config.base import ConfigModel, Loc, raise_problems, require_unique_names
 from stovepipe.config.fields import ExtensionName, NonBlank, PositiveSeconds, RefName, is_remote
 from stovepipe.config.hooks import HookConfig
 from stovepipe.domain.errors import InvalidInput
@@ -171,13 +174,77 @@ class PollConfig(ConfigModel):
         return fired.astimezone(UTC)
 
 
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _project_name(value: str) -> str:
+    if not PROJECT_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a project name: 1-63 of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _path_globs(globs: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        pathspec.GitIgnoreSpec.from_lines(globs)
+    except (re.error, ValueError, TypeError) as exc:
+        raise ValueError(f"bad path glob: {exc}") from None
+    return globs
+
+
+class ProjectConfig(ConfigModel):
+    """One project of a monorepo Queue: the slice of it a team deploys.
+
+    ``paths`` (gitignore-style globs) say which changed files touch it;
+    ``targets`` (shell-style patterns over target names) say which build targets
+    validate it; ``weight`` is its share of the whole-repository degree.
+    """
+
+    name: Annotated[str, AfterValidator(_project_name)]
+    paths: Annotated[tuple[NonBlank, ...], AfterValidator(_path_globs)] = ()
+    targets: Annotated[tuple[NonBlank, ...], Field(min_length=1)]
+    weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    promotion_ref: RefName | None = None
+
+    def owns_target(self, target: str) -> bool:
+        """Whether the build target ``target`` validates this project."""
+        return any(fnmatch.fnmatchcase(target, pattern) for pattern in self.targets)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """``6h``/``90m``/``30s``/``1d`` or a plain number, as seconds; anything else is
+    left for the field's own type check to refuse."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match[1]) * _UNIT_S[match[2]]
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration such as 6h, 90m, 30s or 1d")
+    return value
+
+
+class StalenessConfig(ConfigModel):
+    """The freshness objective of a Queue's last green commit.
+
+    A Queue is stale while commits are waiting behind its last green one and
+    either more than ``max_commits`` of them wait, or the last green commit was
+    reported more than ``max_age`` ago (``6h``, ``90m``, ``1d`` or seconds). An
+    idle branch (nothing newer than its last green) is never stale, however old
+    its last green is.
+    """
+
+    max_age: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 6 * 3600.0
+    max_commits: Annotated[int, Field(ge=0)] = 50
+
+
 class QueueConfig(ConfigModel):
     """One Queue: a stable name resolved to a repository ref and a build."""
 
-    refused_keys = {
-        "projects": "not supported yet — per-project verdicts are tracked by their own issue; "
-        "remove the key",
-    }
+    refused_keys = {}
 
     name: QueueName
     source: SourceConfig
@@ -207,6 +274,72 @@ class QueueConfig(ConfigModel):
         if repeated:
             raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
         return names
+
+    projects: tuple[ProjectConfig, ...] = ()
+    inherit_unaffected: bool = True
+    project_mapper: ExtensionName = "config"
+
+    def project(self, name: str) -> ProjectConfig | None:
+        """The project called ``name``, or ``None``."""
+        for project in self.projects:
+            if project.name == name:
+                return project
+        return None
+
+    @property
+    def project_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.projects)
+
+    @model_validator(mode="after")
+    def _projects_cover_targets(self) -> QueueConfig:
+        """Every target belongs to a project and every project has a target: a failing
+        target outside every project would leave the whole-repository degree green."""
+        if not self.projects:
+            return self
+        problems: list[tuple[Loc, str]] = []
+        names = [t.name for t in self.build.targets]
+        seen: dict[str, int] = {}
+        for i, project in enumerate(self.projects):
+            if (first := seen.setdefault(project.name, i)) != i:
+                problems.append(
+                    (("projects", i, "name"), f"{project.name!r} is already projects[{first}]")
+                )
+            if not any(project.owns_target(n) for n in names):
+                problems.append(
+                    (
+                        ("projects", i, "targets"),
+                        f"no build target matches {list(project.targets)} "
+                        f"(targets: {', '.join(names)})",
+                    )
+                )
+            ref = project.promotion_ref
+            if ref is not None and branch(ref) in {
+                branch(self.source.ref),
+                branch(self.promotion_ref or self.source.ref),
+            }:
+                problems.append(
+                    (
+                        ("projects", i, "promotion_ref"),
+                        "must differ from source.ref and the Queue's promotion_ref",
+                    )
+                )
+        for name in names:
+            if not any(p.owns_target(name) for p in self.projects):
+                problems.append(
+                    (
+                        ("projects",),
+                        f"target {name!r} belongs to no project; every target must, or a "
+                        "failure in it would not count against the whole repository",
+                    )
+                )
+        refs = [branch(p.promotion_ref) for p in self.projects if p.promotion_ref]
+        if len(refs) != len(set(refs)):
+            problems.append((("projects",), "two projects promote the same ref"))
+        if problems:
+            raise_problems(type(self).__name__, None, problems)
+        return self
+
+    staleness: StalenessConfig | None = None
 
     @model_validator(mode="after")
     def _promotion_differs(self) -> QueueConfig:

@@ -70,6 +70,8 @@ class StorageConfig(ConfigModel):
     url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
     pool_size: Annotated[int, Field(ge=1, le=1000)] = 20
     """PostgreSQL connections each process keeps: how many database calls it runs at once."""
+    build_log_retention_days: Annotated[float, Field(gt=0, le=3650)] = 14.0
+    """How long the kept logs of failed targets (``stovepipe logs``) stay."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "url", redact_url(self.url)
@@ -400,10 +402,7 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
-    refused_keys = {
-        "projectmapper": "not supported yet — no ProjectMapper extension runs (per-project "
-        "verdicts are tracked by their own issue); remove the key",
-    }
+    refused_keys = {}
 
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
@@ -412,6 +411,7 @@ class ExtensionsConfig(ConfigModel):
     )
     """HooksService servers by kind; ``stovepipe up`` serves the reference kinds
     (``webhook``, ``kafka``, ``log``) from one ``stovepipe ext hooks`` server."""
+    projectmapper: ExtensionMap = Field(default_factory=lambda: {"config": Endpoint()})
 
 
 MAX_DELAY_S = 120.0
@@ -516,3 +516,29 @@ class WorkersConfig(ConfigModel):
     def retry_policy(self, stage: str) -> RetryPolicy:
         """The retry policy of ``stage`` (the default when the file does not name it)."""
         return self.stage_policies().get(stage, StageConfig()).retry_policy()
+
+
+class TelemetryConfig(ConfigModel):
+    """Traces, metrics and log format; everything is off or local by default.
+
+    Traces leave the process only when ``otlp_endpoint`` names an OpenTelemetry
+    collector (OTLP over gRPC); ``console`` prints finished spans to stderr for
+    debugging instead. ``sampling_ratio`` applies to new traces only: a span whose
+    parent was sampled is always sampled, so a Request's trace is whole or absent.
+    ``metrics_port`` is the default port of every process's Prometheus ``/metrics``
+    (a process's ``--metrics-port`` overrides it; ``stovepipe up`` gives each child
+    its own). ``log_format`` ``auto`` writes JSON lines unless stderr is a terminal.
+    """
+
+    otlp_endpoint: str = ""
+    otlp_insecure: bool = False
+    sampling_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    console: bool = False
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a scraper reaches the pod's address
+    log_format: Literal["auto", "json", "human"] = "auto"
+
+    @property
+    def tracing(self) -> bool:
+        """True when spans are exported anywhere."""
+        return bool(self.otlp_endpoint) or self.console

@@ -20,20 +20,32 @@ than the tier's delay after it was appended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from opentelemetry import trace
 
 from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
+from stovepipe.messaging import headers as hdr
 from stovepipe.messaging.assignment import AssignmentLog
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
+from stovepipe.telemetry.metrics import DELAY_TIER_LAG_SECONDS
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
@@ -141,11 +153,11 @@ class DelayForwarder:
                 return
             target = _header(record, HEADER_TARGET)
             if target and (self._allowed is None or target in self._allowed):
-                headers = [(k, v) for k, v in record.headers or () if k not in _DELAY_HEADERS]
                 try:
-                    await producer.send_and_wait(
-                        target, record.value, key=record.key, headers=headers
-                    )
+                    with self._forward_span(record, target) as headers:
+                        await producer.send_and_wait(
+                            target, record.value, key=record.key, headers=headers
+                        )
                     self.forwarded += 1
                 except MessageSizeTooLargeError as exc:
                     log.error(
@@ -171,6 +183,44 @@ class DelayForwarder:
             except (CommitFailedError, KafkaError) as exc:
                 log.warning("commit failed (%s); the message may be forwarded again", exc)
                 return
+
+    @contextlib.contextmanager
+    def _forward_span(
+        self, record: ConsumerRecord[bytes, bytes], target: str
+    ) -> Iterator[list[tuple[str, bytes]]]:
+        """A span for the time the record spent in its tier, continuing the trace the
+        record carries; yields the headers to forward, whose trace context now names
+        this span (so the target's consumer hangs below the delay, not beside it)."""
+        text = hdr.from_record(record.headers)
+        tier = record.topic.removeprefix(self._settings.topic_prefix)
+        not_before_ms = _int(text.get(HEADER_NOT_BEFORE))
+        now_ms = int(time.time() * 1000)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": target,
+            "stovepipe.delay.tier": tier,
+            "stovepipe.attempt": hdr.attempt_of(text),
+        }
+        if not_before_ms is not None:
+            lag_s = max(0.0, (now_ms - not_before_ms) / 1000)
+            DELAY_TIER_LAG_SECONDS.labels(tier).observe(lag_s)
+            attributes["stovepipe.delay.late_ms"] = max(0, now_ms - not_before_ms)
+        start_ns = record.timestamp * 1_000_000 if record.timestamp else None
+        with _tracer.start_as_current_span(
+            f"delay {tier}",
+            context=hdr.trace_context(text),
+            kind=trace.SpanKind.PRODUCER,
+            attributes=attributes,
+            start_time=start_ns,
+        ):
+            carried = hdr.inject_trace_context({})
+            headers = [
+                (k, v)
+                for k, v in record.headers or ()
+                if k not in _DELAY_HEADERS and k not in carried
+            ]
+            headers.extend((k, v.encode()) for k, v in carried.items())
+            yield headers
 
     def _wait_for(self, record: ConsumerRecord[bytes, bytes]) -> float:
         raw = _header(record, HEADER_NOT_BEFORE)

@@ -18,6 +18,7 @@ from stovepipe.domain.fact import (
     authoritative,
     outranks,
 )
+from stovepipe.domain.project import ProjectBookmark
 from stovepipe.domain.queue import QueueState
 from stovepipe.domain.queue_name import MAX_QUEUE_NAME_LENGTH, validate_queue_name
 from stovepipe.domain.request import (
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidInput",
     "InvalidQueueName",
     "NotFound",
+    "ProjectBookmark",
     "QueueState",
     "Refused",
     "Request",

@@ -21,6 +21,8 @@ BROKEN = 1.0
 class FactOrigin(enum.StrEnum):
     BUILD = "build"
     FAIL_CLOSED = "fail_closed"
+    INHERITED = "inherited"
+    """A project unaffected since its own last green commit carries that verdict."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class ValidationFact:
     attempt: int = 1
     upstream_greens: tuple[UpstreamGreen, ...] = ()
     """The upstream green commits the Request was built against (version propagation)."""
+    inherited_from_uri: str = ""
+    """For ``origin = inherited``: the commit whose verdict this fact carries forward."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.degree, int | float) or math.isnan(self.degree):

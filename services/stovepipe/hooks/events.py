@@ -39,10 +39,12 @@ MAX_REASON = 1000
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
     FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+    FactOrigin.INHERITED: types_pb2.FACT_ORIGIN_INHERITED,
 }
 _ORIGIN_NAMES = {
     types_pb2.FACT_ORIGIN_BUILD: "build",
     types_pb2.FACT_ORIGIN_FAIL_CLOSED: "fail_closed",
+    types_pb2.FACT_ORIGIN_INHERITED: "inherited",
 }
 
 
@@ -85,6 +87,7 @@ def verdict_events(
         took_bookmark=took_bookmark,
         reason=reason,
         attempt=fact.attempt,
+        inherited_from_uri=fact.inherited_from_uri,
         has_previous=previous is not None,
         previous_degree=previous.degree if previous is not None else 0.0,
         previous_uri=previous.uri if previous is not None else "",

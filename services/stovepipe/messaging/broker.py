@@ -17,6 +17,9 @@ HEADROOM_BYTES = 64 * 1024
 _SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
 
 
+FASTSTREAM_LOGGER = "stovepipe.faststream"
+
+
 def transport_limit(settings: KafkaSettings) -> int:
     """The request / fetch size that always fits one payload at the limit plus its headers."""
     return max(1024 * 1024, settings.max_message_bytes + HEADROOM_BYTES)
@@ -61,4 +64,7 @@ def kafka_broker(settings: KafkaSettings) -> KafkaBroker:
         max_request_size=transport_limit(settings),
         graceful_timeout=settings.graceful_timeout_s,
         log_level=logging.DEBUG,
+        # our logger, not FastStream's own (which writes coloured text straight to
+        # stdout), so its lines are formatted, redacted and levelled like ours
+        logger=logging.getLogger(FASTSTREAM_LOGGER),
     )

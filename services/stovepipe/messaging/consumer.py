@@ -42,6 +42,7 @@ from stovepipe.messaging.failure import FailurePolicy, Outcome, redeliver
 from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
 from stovepipe.messaging.topics import TopicSpec, spec
+from stovepipe.telemetry.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Consumer:
             finally:
                 current_delivery.reset(token)
         await self._commit(message, delivery)
+        _observe_lag(binding, message, delivery)
 
     async def _fail(
         self, error: Exception, binding: TopicSpec, delivery: Delivery, message: KafkaMessage
@@ -252,6 +254,17 @@ async def commit_offset(consumer: Any, delivery: Delivery, timeout_s: float) -> 
         )
         return False
     return True
+
+
+def _observe_lag(binding: TopicSpec, message: KafkaMessage, delivery: Delivery) -> None:
+    """Records left behind this one on its partition, as the consumer last fetched it."""
+    consumer = message.consumer
+    if not isinstance(consumer, AIOKafkaConsumer):
+        return
+    highwater = consumer.highwater(TopicPartition(delivery.topic, delivery.partition))
+    if highwater is not None:
+        lag = max(0, highwater - delivery.offset - 1)
+        CONSUMER_LAG.labels(binding.name, str(delivery.partition)).set(lag)
 
 
 async def _tolerant_parser(record: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -1,4 +1,9 @@
-"""``stovepipe api``: the gRPC API as a process."""
+"""``stovepipe api``: the gRPC API as a process.
+
+It also runs the :class:`~stovepipe.telemetry.freshness.FreshnessMonitor` and the
+pruning of kept build logs: the API is the one process every deployment runs,
+and it already reads storage.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from stovepipe.config import StovepipeConfig
 from stovepipe.grpcutil import BindError, GrpcServer
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.health import WorkerHealth
-from stovepipe.runtime.logs import configure_logging
+from stovepipe.runtime.log_retention import prune_until_stopped
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.processes import stop_on_signals
+from stovepipe.telemetry.freshness import FreshnessMonitor
+from stovepipe.telemetry.process import process_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +49,21 @@ async def start_api_server(
     )
 
 
-async def run_api(config: StovepipeConfig, health_listen: str | None = None) -> None:
+async def run_api(
+    config: StovepipeConfig,
+    health_listen: str | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
     """Serve until SIGTERM. With ``health_listen`` readiness is also served there, in
-    plaintext, so a probe (``stovepipe up``, Kubernetes) needs no API credentials."""
-    configure_logging("api")
+    plaintext, so a probe (``stovepipe up``, Kubernetes) needs no API credentials;
+    with a metrics port (argument or ``telemetry.metrics_port``), ``/metrics``."""
+    with process_telemetry(config, "api", metrics_port=metrics_port, metrics_host=metrics_host):
+        await _run_api(config, health_listen)
+
+
+async def _run_api(config: StovepipeConfig, health_listen: str | None) -> None:
     tokens = config.api_tokens()
     try:  # before anything connects: a refusal should cost nothing and say why at once
         check_listener(config.api, has_tokens=bool(tokens))
@@ -81,11 +99,19 @@ async def _serve(
         scheme = "TLS" if config.api.tls is not None else "plaintext"
         log.info("API listening on %s (%s)", server.address, scheme)
         print(f"listening on {config.api.listen}", flush=True)
+        freshness = asyncio.create_task(
+            FreshnessMonitor(config, parts.store, pipeline.messaging).run(stop)
+        )
+        pruning = asyncio.create_task(
+            prune_until_stopped(parts.store, config.storage.build_log_retention_days, stop)
+        )
         await health.serving()
         await stop.wait()
         await health.draining()
         await server.stop(grace=5.0)
         await events.close()
+        await freshness
+        await pruning
 
 
 def _fail(message: str, code: int) -> NoReturn:

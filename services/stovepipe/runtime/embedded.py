@@ -1,9 +1,10 @@
 """``stovepipe up``: the whole product on one machine, as a supervised tree of processes.
 
 Order of start: broker (unless one is configured), schema migration, the git
-SourceControl server, the local BuildRunner and the reference hooks server,
-then every stage worker (the hooks dispatcher among them), then the API with
-the web console. Each group starts at once and must be ready before the next one
+SourceControl server, the local BuildRunner, the config ProjectMapper and the
+reference hooks server, then every stage worker (the hooks dispatcher among them),
+then the API with the web console. Each group starts at once and must be ready
+before the next one
 starts: the extensions and the API answer gRPC health on their own port, each
 worker on its ``--health-port`` (SERVING once its consumers joined), the
 console on ``/healthz`` (the API answers it). "API ready" is printed only when
@@ -58,6 +59,7 @@ from stovepipe.storage.migrate import upgrade
 GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
 HOOKS_TOKEN_ENV = "STOVEPIPE_EXT_HOOKS_TOKEN"
+MAPPER_TOKEN_ENV = "STOVEPIPE_EXT_PROJECT_MAPPER_TOKEN"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -95,7 +97,7 @@ def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
     return {
         name: secrets.token_urlsafe(32)
-        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV)
+        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV, MAPPER_TOKEN_ENV)
     }
 
 
@@ -118,13 +120,19 @@ class RunningStack:
         table.add_column("component", no_wrap=True)
         table.add_column("pid", justify="right", no_wrap=True)
         table.add_column("address", overflow="fold")  # paths and URLs fold, never cut
+        table.add_column("metrics", no_wrap=True)
         table.add_column("log", overflow="fold")
         for child in self.supervisor.children:
+            metrics = f"http://{child.spec.metrics}/metrics" if child.spec.metrics else ""
             table.add_row(
-                child.spec.name, str(child.pid), child.spec.address, str(child.spec.log_path)
+                child.spec.name,
+                str(child.pid),
+                child.spec.address,
+                metrics,
+                str(child.spec.log_path),
             )
-        table.add_row("storage", "-", redact_url(self.database_url), "")
-        table.add_row("config", "-", str(self.config_path), "")
+        table.add_row("storage", "-", redact_url(self.database_url), "", "")
+        table.add_row("config", "-", str(self.config_path), "", "")
         return table
 
 
@@ -138,6 +146,7 @@ def write_effective_config(
     git_address: str,
     runner_address: str,
     hooks_address: str | None = None,
+    mapper_address: str | None = None,
 ) -> None:
     """The configuration every child reads, addresses filled in, written 0600: it holds
     the database URL with its password. ``hooks_address`` serves every hooks kind that
@@ -159,6 +168,11 @@ def write_effective_config(
         hooks = extensions.setdefault("hooks", {})
         for kind in hooks_kinds_to_serve(config):
             hooks[kind] = {"address": hooks_address, "token_env": HOOKS_TOKEN_ENV}
+    if mapper_address is not None:
+        extensions.setdefault("projectmapper", {})["config"] = {
+            "address": mapper_address,
+            "token_env": MAPPER_TOKEN_ENV,
+        }
     write_private(path, yaml.safe_dump(data, sort_keys=False))
 
 
@@ -205,13 +219,18 @@ def _extension(
     )
 
 
+def _metrics_args(metrics: str) -> tuple[str, ...]:
+    host, port = metrics.rsplit(":", 1)
+    return ("--metrics-port", port, "--metrics-host", host)
+
+
 def _worker(
-    stage: str, health: str, config_path: Path, logs: Path, env: dict[str, str]
+    stage: str, health: str, metrics: str, config_path: Path, logs: Path, env: dict[str, str]
 ) -> ChildSpec:
     host, port = health.rsplit(":", 1)
     argv = _cli(
         "worker", stage, "--config", str(config_path), "--health-port", port,
-        "--health-host", host,
+        "--health-host", host, *_metrics_args(metrics),
     )  # fmt: skip
     return ChildSpec(
         f"worker {stage}",
@@ -220,6 +239,7 @@ def _worker(
         env,
         f"{health} (health)",
         functools.partial(grpc_serving, health),
+        metrics=metrics,
     )
 
 
@@ -314,6 +334,7 @@ async def embedded_stack(
         git_address = addresses.next()
         runner_address = addresses.next()
         hooks_address = addresses.next()
+        mapper_address = addresses.next()
         config_path = state_dir / "stovepipe.effective.yaml"
         write_effective_config(
             config_path,
@@ -324,6 +345,7 @@ async def embedded_stack(
             git_address=git_address,
             runner_address=runner_address,
             hooks_address=hooks_address,
+            mapper_address=mapper_address,
         )
         env = {
             "STOVEPIPE_CONFIG": str(config_path),
@@ -357,17 +379,35 @@ async def embedded_stack(
                     logs / "ext-local-runner.log",
                     env,
                 ),
+                _extension(
+                    "ext project-mapper",
+                    mapper_address,
+                    _cli(
+                        "ext",
+                        "project-mapper",
+                        "--listen",
+                        mapper_address,
+                        "--token-env",
+                        MAPPER_TOKEN_ENV,
+                    ),
+                    logs / "ext-project-mapper.log",
+                    env,
+                ),
             ]
         )
         await supervisor.start_all(
-            [_worker(stage, addresses.next(), config_path, logs, env) for stage in STAGE_NAMES]
+            [
+                _worker(stage, addresses.next(), addresses.next(), config_path, logs, env)
+                for stage in STAGE_NAMES
+            ]
         )
         # The API's readiness is read on a plaintext loopback health port, so it
         # works whatever api.tls and api.tokens ask of a real caller.
-        api_health = addresses.next()
+        api_health, api_metrics = addresses.next(), addresses.next()
         api_argv = _cli(
             "api", "--config", str(config_path),
             "--health-port", api_health.rsplit(":", 1)[1], "--health-host", "127.0.0.1",
+            *_metrics_args(api_metrics),
         )  # fmt: skip
         # The console reads through the API: it starts with it, and its readiness
         # (/healthz) waits for the API to answer.
@@ -385,6 +425,7 @@ async def embedded_stack(
                     env,
                     api_address,
                     functools.partial(grpc_serving, api_health),
+                    metrics=api_metrics,
                 ),
                 ChildSpec(
                     "console",

@@ -44,6 +44,7 @@ from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_TYPES
 from stovepipe.messaging import HOOK, KafkaSettings, MalformedMessage, decode
 from stovepipe.messaging import headers as hdr
 from stovepipe.storage import Store
+from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ BEGINNING = "beginning"
 _ORIGINS = {
     FactOrigin.BUILD: types_pb2.FACT_ORIGIN_BUILD,
     FactOrigin.FAIL_CLOSED: types_pb2.FACT_ORIGIN_FAIL_CLOSED,
+    FactOrigin.INHERITED: types_pb2.FACT_ORIGIN_INHERITED,
 }
 
 
@@ -339,6 +341,8 @@ async def verified_event(
     event). Events of types other than the verdict types are not served: storage cannot
     confirm them."""
     data = event.data
+    if event.type in (EVENT_STALE, EVENT_FRESH):
+        return None  # about a Queue, not a verdict: not part of this feed, quietly
     if event.type not in VERDICT_TYPES:
         log.warning("event %s of type %s is not a verdict; not served: %s",
                     event.id[:64], event.type[:100], where)  # fmt: skip
@@ -399,6 +403,7 @@ def _from_fact(event: topics_pb2.HookEvent, fact: ValidationFact) -> topics_pb2.
     data.green = fact.green
     data.took_bookmark = event.data.took_bookmark and fact.green
     data.attempt = fact.attempt
+    data.inherited_from_uri = fact.inherited_from_uri
     del data.upstream_greens[:]
     data.upstream_greens.extend(
         types_pb2.UpstreamGreen(queue=g.queue, uri=g.uri, request_id=g.request_id)

@@ -20,10 +20,12 @@ from stovepipe.config.errors import ConfigProblem, SecretUnavailable
 from stovepipe.domain import InvalidInput
 from stovepipe.extensions.buildrunner.client import BuildRunner, BuildRunnerClient
 from stovepipe.extensions.hooks.client import HooksClient
+from stovepipe.extensions.projectmapper import ProjectMapper
+from stovepipe.extensions.projectmapper.client import ProjectMapperClient
 from stovepipe.extensions.sourcecontrol.client import SourceControl, SourceControlClient
 from stovepipe.grpcutil import ChannelSecurity, open_channel
 
-_OPENED_KINDS = ("sourcecontrol", "buildrunner", "hooks")
+_OPENED_KINDS = ("sourcecontrol", "buildrunner", "hooks", "projectmapper")
 
 
 def _path(value: str | None) -> Path | None:
@@ -94,6 +96,15 @@ class ExtensionRegistry:
         if endpoint is None or not endpoint.address:
             raise InvalidInput(f"no address for hooks extension {kind!r}")
         return HooksClient(self._channel("hooks", kind, endpoint.address))
+
+    def project_mapper(self, queue: QueueConfig) -> ProjectMapper:
+        name = queue.project_mapper
+        endpoint = self._config.extensions.projectmapper.get(name)
+        if endpoint is None or not endpoint.address:
+            raise InvalidInput(
+                f"queue {queue.name}: no address for projectmapper extension {name!r}"
+            )
+        return ProjectMapperClient(self._channel("projectmapper", name, endpoint.address))
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -122,6 +122,12 @@ PIPELINE: tuple[Stage, ...] = (
         "write the fact, move the bookmark, promote the ref, emit the event",
         Collaborators.verdict_recorder,
     ),
+    _pipeline_stage(
+        "analyze",
+        t.ANALYZE,
+        "give every project a fact: from the build, inherited, or a project-scoped build",
+        Collaborators.project_analyzer,
+    ),
 )
 """The stages of the pipeline proper, in pipeline order."""
 

@@ -6,6 +6,10 @@ It publishes (``Publisher``), publishes after a delay through a tier topic
 delay tier, the dead-letter topic or the poison topic first, and only then let
 the consumer commit the original (a failed delivery is never lost between the
 two). The rules per topic come from the stage registry.
+
+Every handler is wrapped here (:func:`stovepipe.telemetry.instrument.instrumented`),
+so stages get their span attributes, log context and metrics without any code
+of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from stovepipe.delays import HEADER_NOT_BEFORE, HEADER_TARGET, choose_tier, tier_topic
 from stovepipe.failures import Action, OnFailure, RetryPolicy, decide, short_reason
@@ -33,6 +38,8 @@ from stovepipe.messaging import (
     spec,
 )
 from stovepipe.messaging import headers as hdr
+from stovepipe.telemetry.instrument import instrumented
+from stovepipe.telemetry.metrics import STAGE_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ class StageMessaging:
         self.bus = bus
         self.settings = bus.settings
         self._rules = rules
+        self._stages: dict[str, str] = {}
         bus.failure_policy = self._on_failure
 
     async def publish(self, topic: str, message: Message) -> None:
@@ -66,8 +74,10 @@ class StageMessaging:
         self, subscriptions: Sequence[tuple[str, str, DeliveryHandler]]
     ) -> AsyncIterator[None]:
         """Start one consumer per ``(topic, group, handler)`` at once, stop them on exit."""
+        for topic, group, _ in subscriptions:
+            self._stages.setdefault(topic, group)
         subscribers = [
-            self.bus.consumer.subscribe(topic, handler, group=group)
+            self.bus.consumer.subscribe(topic, instrumented(topic, group, handler), group=group)
             for topic, group, handler in subscriptions
         ]
         await asyncio.gather(*(s.start() for s in subscribers))
@@ -102,14 +112,23 @@ class StageMessaging:
     async def _on_failure(
         self, exc: BaseException, topic: TopicSpec, delivery: Delivery
     ) -> Outcome:
+        outcome, what = await self._carry_out(exc, topic, delivery)
+        STAGE_RECORDS.labels(self._stages.get(topic.name, ""), topic.name, what).inc()
+        trace.get_current_span().set_attribute("stovepipe.outcome", what)
+        return outcome
+
+    async def _carry_out(
+        self, exc: BaseException, topic: TopicSpec, delivery: Delivery
+    ) -> tuple[Outcome, str]:
+        """Do what :func:`decide` says; returns the outcome and its metric label."""
         on_failure, retry = self._rules.get(topic.name, (OnFailure.RETRY_THEN_DEAD_LETTER, None))
         decision = decide(exc, delivery.attempt, on_failure, retry)
         if decision.action is Action.REDELIVER:
-            return Outcome.REDELIVER
+            return Outcome.REDELIVER, "redelivered"
         if decision.action is Action.RETRY:
             headers = {**delivery.headers, **hdr.outgoing(delivery.attempt + 1, decision.reason)}
             await self._to_tier(topic, delivery.value, delivery.key, headers, decision.delay_s)
-            return Outcome.SETTLED
+            return Outcome.SETTLED, "retried"
         if decision.action is Action.PARK:
             log.error(
                 "poison dead letter parked: topic=%s partition=%d offset=%d: %s",
@@ -121,14 +140,14 @@ class StageMessaging:
             source = topic.name.removesuffix(".dlq")
             headers = {**delivery.headers, hdr.FAILURE_REASON: decision.reason}
             await self._park(self.settings.topic(poison(source)), delivery, headers)
-            return Outcome.SETTLED
+            return Outcome.SETTLED, "parked"
         headers = {
             **delivery.headers,
             hdr.FAILURE_REASON: decision.reason,
             hdr.SOURCE_TOPIC: delivery.topic,
         }
         await self._park(self.settings.topic(dlq(topic.name)), delivery, headers)
-        return Outcome.SETTLED
+        return Outcome.SETTLED, "dead_lettered"
 
     async def _park(self, target: str, delivery: Delivery, headers: dict[str, str]) -> None:
         """Produce the record to a dead-letter or poison topic, as it is when it fits.

@@ -69,6 +69,8 @@ class ChildSpec:
     address: str = ""
     ready: ReadyCheck | None = None
     stop_last: bool = False
+    metrics: str = ""
+    """Where the child serves Prometheus ``/metrics`` (``host:port``), if it does."""
 
 
 @dataclass

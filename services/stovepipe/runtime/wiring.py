@@ -20,6 +20,7 @@ from stovepipe.stages import (
     RequestAdmitter,
     VerdictRecorder,
 )
+from stovepipe.stages.analyze import ProjectAnalyzer
 from stovepipe.stages.ports import (
     Clock,
     DelayedPublisher,
@@ -75,6 +76,9 @@ class Collaborators:
 
     def verdict_recorder(self) -> VerdictRecorder:
         return VerdictRecorder(self.store, self.config, self.extensions, self.publisher, self.clock)
+
+    def project_analyzer(self) -> ProjectAnalyzer:
+        return ProjectAnalyzer(self.store, self.config, self.extensions, self.publisher, self.clock)
 
     def dead_letter_reconciler(self) -> DeadLetterReconciler:
         return DeadLetterReconciler(

@@ -18,22 +18,36 @@ from stovepipe.config import StovepipeConfig
 from stovepipe.messaging import ensure_topics
 from stovepipe.runtime.broker_watch import EXIT_RESTART, watch_topics
 from stovepipe.runtime.health import WorkerHealth
-from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.processes import stop_on_signals
 from stovepipe.runtime.registry import Ready, Stage, all_topics, stage
 from stovepipe.runtime.wiring import kafka_settings
+from stovepipe.telemetry.process import process_telemetry
 
 log = logging.getLogger(__name__)
 
 
-async def run_worker(config: StovepipeConfig, name: str, health_listen: str | None = None) -> None:
+async def run_worker(
+    config: StovepipeConfig,
+    name: str,
+    health_listen: str | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
     """Run the stage until SIGTERM, then drain in-flight work and stop.
 
-    With ``health_listen`` (``host:port``) the worker serves its readiness there.
+    With ``health_listen`` (``host:port``) the worker serves its readiness there;
+    with a metrics port (argument or ``telemetry.metrics_port``), its ``/metrics``.
     """
+    with process_telemetry(
+        config, f"worker-{name}", metrics_port=metrics_port, metrics_host=metrics_host
+    ):
+        await _run_worker(config, name, health_listen)
+
+
+async def _run_worker(config: StovepipeConfig, name: str, health_listen: str | None) -> None:
     entry = stage(name)
-    configure_logging(f"worker-{name}")
     stop = stop_on_signals()
     health = await WorkerHealth.open(health_listen)
     if health.address is not None:

@@ -5,6 +5,11 @@ Input: ``BuildMessage`` (request id, queue, scope), keyed by request id.
 The runner is asked with an idempotency key derived from the Request, its
 attempt and the scope, so a redelivery after a crash between the trigger and
 the writes gets the same build back instead of starting a second one.
+
+A project-scoped build (Phase 2, asked for by analyze) comes after the
+Request settled: it runs only the project's targets, in full at the head, takes
+no build slot and is not attached to the Request; record finds it by
+``(request, project)``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ class BuildTrigger(StageBase):
         request = await self._store.get_request(message.request_id)
         if request is None:
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
-        if request.terminal or is_stale(message.request_attempt, request):
+        if is_stale(message.request_attempt, request):
+            return
+        if message.scope.project:
+            await self._build_project(request, message.scope.project)
+            return
+        if request.terminal:
             return
         if request.state is not RequestState.PROCESSING:
             raise NonRetryable(f"{request.id} is {request.state}; only admitted requests build")
@@ -58,12 +68,35 @@ class BuildTrigger(StageBase):
             ),
         )
 
+    async def _build_project(self, request: Request, project: str) -> None:
+        if request.state not in (RequestState.SUCCEEDED, RequestState.FAILED):
+            return  # superseded or cancelled: no verdict to refine
+        if await self._store.get_fact_of_attempt(
+            request.queue, request.uri, project, request.attempt
+        ):
+            return  # recorded already (a redelivery after record)
+        build_id = await self._trigger(request, project)
+        await self._persist_build(request, build_id, project)
+        await self._publisher.publish(
+            topics.BUILDSIGNAL,
+            topics_pb2.BuildSignalMessage(
+                build_id=build_id,
+                request_id=request.id,
+                queue=request.queue,
+                scope=types_pb2.Scope(project=project),
+                request_attempt=request.attempt,
+            ),
+        )
+
     async def _trigger(self, request: Request, project: str) -> str:
         config = self._queues.queue(request.queue)
         runner = self._extensions.build_runner(config)
+        scoped = config.project(project) if project else None
+        if project and scoped is None:
+            raise NonRetryable(f"queue {request.queue} has no project {project!r}")
         spec = TriggerSpec(
             source=queue_source(config),
-            base_uri=request.base_uri or "",
+            base_uri="" if project else (request.base_uri or ""),
             head_uri=request.uri,
             project=project,
             targets=tuple(
@@ -75,6 +108,7 @@ class BuildTrigger(StageBase):
                     network=t.network,
                 )
                 for t in config.build.targets
+                if scoped is None or scoped.owns_target(t.name)
             ),
             idempotency_key=idempotency_key(request, project),
         )

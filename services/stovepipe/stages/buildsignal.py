@@ -24,6 +24,8 @@ import dataclasses
 import logging
 from datetime import timedelta
 
+import grpc
+
 from stovepipe.domain import (
     Build,
     BuildStatus,
@@ -40,6 +42,7 @@ from stovepipe.stages.liveness import build_heartbeat
 from stovepipe.stages.messages import is_stale, record_message
 from stovepipe.stages.ports import Clock, DelayedPublisher, Extensions, Publisher, QueueDirectory
 from stovepipe.storage import Store, VersionMismatch
+from stovepipe.storage.build_logs import BuildLog, bounded
 from stovepipe.v1 import topics_pb2
 
 log = logging.getLogger(__name__)
@@ -112,19 +115,63 @@ class BuildSignalPoller(StageBase):
         request = await self._store.get_request(build.request_id)
         if request is None:
             raise Retryable(f"{build.request_id} not found (not yet visible?)")
+        if message.scope.project:
+            # A project-scoped build (analyze asked for it after the Request
+            # settled): no slot, no outcome to stamp; record derives the fact.
+            if not is_stale(message.request_attempt, request):
+                await self._publisher.publish(
+                    topics.RECORD, record_message(request, message.scope.project)
+                )
+            return
         if is_stale(message.request_attempt, request) or request.build_id != build.build_id:
             # The build of an earlier attempt: its slot, outcome and verdict are
             # no business of the attempt now running (a re-validation).
             log.info("%s: build %s is not its current build; ignored", request.id, build.build_id)
             return
         await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+        await self._keep_failed_logs(request, build)
         request = await self._stamp_outcome(request, build)
         await self._publisher.publish(topics.RECORD, record_message(request, message.scope.project))
+
+    async def _keep_failed_logs(self, request: Request, build: Build) -> None:
+        """Copy the output of the targets that failed into storage (redacted, bounded),
+        so ``stovepipe logs`` can explain the verdict after the runner has moved on.
+        A log the runner cannot give is skipped: a verdict never waits for one."""
+        culprits = [t for t in build.targets if t.state in _FAILED_TARGET_STATES]
+        if not culprits:
+            return
+        runner = self._extensions.build_runner(self._queues.queue(build.queue))
+        for target in culprits[:_LOGS_KEPT]:
+            try:
+                chunk = await runner.get_log(build.build_id, target.name)
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "%s: the log of target %s was not kept: %s",
+                    request.id,
+                    target.name,
+                    exc.code().name,
+                )
+                continue
+            content, truncated = bounded(chunk.content, chunk.truncated)
+            await self._store.put_build_log(
+                BuildLog(
+                    queue=request.queue,
+                    request_id=request.id,
+                    attempt=request.attempt,
+                    target=target.name,
+                    build_id=build.build_id,
+                    content=content,
+                    truncated=truncated,
+                    created_at=self._clock(),
+                )
+            )
 
     async def _stamp_outcome(self, request: Request, build: Build) -> Request:
         while not request.terminal:
             outcome = _OUTCOME[build.status]
             reason = f"build {build.build_id} {build.status}"
+            if culprits := failed_targets(build):
+                reason += f": {culprits}"
             if build.message:
                 reason += f": {build.message}"
             try:
@@ -138,6 +185,28 @@ class BuildSignalPoller(StageBase):
                     raise Retryable(f"{request.id} vanished while being settled") from None
                 request = reloaded
         return request
+
+
+_FAILED_TARGET_STATES = {"failed": "exit {code}", "timed_out": "timed out"}
+_NAMED_AT_MOST = 5
+_LOGS_KEPT = 20
+"""Logs copied per failed build: enough for any real failure, bounded for a broken one."""
+
+
+def failed_targets(build: Build) -> str:
+    """The targets that made a build fail, e.g. ``target unit failed (exit 2)``, so a
+    red verdict says what broke without a trip to the runner's logs."""
+    culprits = [
+        f"{t.name} ({_FAILED_TARGET_STATES[t.state].format(code=t.exit_code)})"
+        for t in build.targets
+        if t.state in _FAILED_TARGET_STATES
+    ]
+    if not culprits:
+        return ""
+    shown = ", ".join(culprits[:_NAMED_AT_MOST])
+    more = f" and {len(culprits) - _NAMED_AT_MOST} more" if len(culprits) > _NAMED_AT_MOST else ""
+    noun = "target" if len(culprits) == 1 else "targets"
+    return f"{noun} {shown}{more} failed"
 
 
 def _target_graph(report: BuildReport) -> tuple[TargetOutcome, ...]:

@@ -46,6 +46,12 @@ def record_message(request: Request, project: str = "") -> topics_pb2.RecordMess
     )
 
 
+def analyze_message(request: Request) -> topics_pb2.AnalyzeMessage:
+    return topics_pb2.AnalyzeMessage(
+        request_id=request.id, queue=request.queue, request_attempt=request.attempt
+    )
+
+
 def is_stale(message_attempt: int, request: Request) -> bool:
     """True when a message belongs to an attempt older than the Request's current one.
 

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from stovepipe.config import QueueConfig
 from stovepipe.extensions.buildrunner.client import BuildRunner
+from stovepipe.extensions.projectmapper import ProjectMapper
 from stovepipe.extensions.sourcecontrol.client import QueueSource, SourceControl
 
 Clock = Callable[[], datetime]
@@ -42,6 +43,8 @@ class Extensions(Protocol):
     def source_control(self, queue: QueueConfig) -> SourceControl: ...
 
     def build_runner(self, queue: QueueConfig) -> BuildRunner: ...
+
+    def project_mapper(self, queue: QueueConfig) -> ProjectMapper: ...
 
 
 class QueueDirectory(Protocol):

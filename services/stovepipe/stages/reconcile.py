@@ -7,6 +7,12 @@ green: the reconciler releases the slot, drives the Request to ``failed`` by
 CAS with the dead-letter reason, wakes the Queue's latest head, and asks record
 to write the verdict — which, with no failed build behind it, is a broken fact
 with ``origin = fail_closed``. A Request that already ended is only re-recorded.
+
+Per project (Phase 2): a dead letter on a project-scoped path (build,
+buildsignal or record with a project scope) fails only that project closed: a
+broken fact with ``origin = fail_closed`` for it, then record for the project.
+A dead-lettered ``AnalyzeMessage`` does the same for every project still
+without a fact. Other projects keep their verdicts.
 """
 
 from __future__ import annotations
@@ -15,12 +21,20 @@ import logging
 
 from google.protobuf.message import Message
 
-from stovepipe.domain import Request, RequestState, transition
+from stovepipe.domain import (
+    BROKEN,
+    FactOrigin,
+    Request,
+    RequestState,
+    ValidationFact,
+    transition,
+)
 from stovepipe.failures import Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import is_stale, record_message, wake_queue
-from stovepipe.storage import VersionMismatch
+from stovepipe.storage import AlreadyExists, VersionMismatch
+from stovepipe.v1 import topics_pb2
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +56,13 @@ class DeadLetterReconciler(StageBase):
             return
         if is_stale(int(getattr(message, "request_attempt", 0)), request):
             return  # an earlier attempt's letter must not fail the re-validation now running
+        scope = getattr(message, "scope", None)
+        project = str(getattr(scope, "project", "")) if scope is not None else ""
+        per_project = project or isinstance(message, topics_pb2.AnalyzeMessage)
+        if per_project and request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
+            from_record = isinstance(message, topics_pb2.RecordMessage)
+            await self._fail_projects_closed(request, project, reason, from_record)
+            return
         if not request.terminal:
             state = await queue_ops.release_slot(
                 self._store, request.queue, request.id, self._clock
@@ -50,6 +71,40 @@ class DeadLetterReconciler(StageBase):
             await wake_queue(self._store, self._publisher, state, request.id)
         if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
             await self._publisher.publish(topics.RECORD, record_message(request))
+
+    async def _fail_projects_closed(
+        self, request: Request, project: str, reason: str, from_record: bool
+    ) -> None:
+        """A record dead letter for a project that already has its fact is not sent back
+        to record: the same step would fail the same way, round and round."""
+        config = self._queues.queue(request.queue)
+        names = [project] if project else list(config.project_names)
+        for name in names:
+            try:
+                await self._store.create_fact(
+                    ValidationFact(
+                        queue=request.queue,
+                        uri=request.uri,
+                        project=name,
+                        degree=BROKEN,
+                        request_id=request.id,
+                        origin=FactOrigin.FAIL_CLOSED,
+                        created_at=self._clock(),
+                        reason=f"fail closed: {reason}"[:500],
+                        attempt=request.attempt,
+                    )
+                )
+            except AlreadyExists:
+                if from_record:
+                    log.error(
+                        "%s: record of project %s dead-lettered after its fact was written "
+                        "(%s); not re-sent",
+                        request.id,
+                        name,
+                        reason,
+                    )
+                    continue
+            await self._publisher.publish(topics.RECORD, record_message(request, name))
 
     async def _fail(self, request: Request, reason: str) -> Request:
         for _ in range(queue_ops.MAX_CAS_ATTEMPTS):

@@ -17,6 +17,14 @@ Steps, each recognise-and-skip on redelivery:
 6. publish the events of the commit's authoritative fact (``stovepipe.hooks.events``):
    ``verdict.recorded`` and, on a change from the previous verdict, the transition.
 
+With projects configured (Phase 2) record is re-entrant: a message with a
+project scope records that project's fact (adopting the one analyze wrote, or
+deriving it from the project-scoped build), moves the project's bookmark and
+promotion ref and emits the project's event; the whole-repository message
+writes nothing until every project has its fact of this attempt (it hands the
+Request to analyze instead), and then writes the weighted degree
+(``project_ops.whole_repo_degree``) and carries on with steps 3-6.
+
 A message of an earlier attempt is skipped: after a re-validation only the
 current attempt writes. If the record message is lost, the sweeper repairs
 both halves: it re-records the verdict, and re-drives the waiting head once
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import logging
 
+from stovepipe.config import QueueConfig
 from stovepipe.domain import (
     BROKEN,
     GREEN,
@@ -40,9 +49,9 @@ from stovepipe.domain import (
 )
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.hooks.events import verdict_events
-from stovepipe.stages import queue_ops, topics
+from stovepipe.stages import project_ops, queue_ops, topics
 from stovepipe.stages.base import StageBase
-from stovepipe.stages.messages import is_stale, wake_queue
+from stovepipe.stages.messages import analyze_message, is_stale, record_message, wake_queue
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import AlreadyExists
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -69,7 +78,22 @@ class VerdictRecorder(StageBase):
             await wake_queue(self._store, self._publisher, queue, request.id)
             return
         project = message.scope.project
-        fact = await self._create_or_adopt_fact(request, project)
+        config = self._queues.queue(request.queue)
+        if project:
+            await self._record_project(request, config, project)
+            return
+        if config.projects:
+            facts = await self._project_facts(request, config)
+            if facts is None:
+                # Verdict deferred until every project has its fact; the slot is free now.
+                queue = await self._store.ensure_queue(request.queue)
+                await wake_queue(self._store, self._publisher, queue, request.id)
+                await self._publisher.publish(topics.ANALYZE, analyze_message(request))
+                return
+            verdict = project_ops.whole_repo_degree(config.projects, facts)
+        else:
+            verdict = await self._verdict(request)
+        fact = await self._create_or_adopt_fact(request, project, verdict)
         queue = await self._advance_bookmark(request, fact)
         took_bookmark = queue.last_green_request_id == request.id
         await wake_queue(self._store, self._publisher, queue, request.id)
@@ -107,8 +131,74 @@ class VerdictRecorder(StageBase):
             )
         return await self._store.ensure_queue(request.queue)
 
-    async def _create_or_adopt_fact(self, request: Request, project: str) -> ValidationFact:
-        degree, origin, reason = await self._verdict(request)
+    async def _project_facts(
+        self, request: Request, config: QueueConfig
+    ) -> list[ValidationFact] | None:
+        """Every project's fact of this attempt, or ``None`` while one is missing."""
+        facts = []
+        for p in config.projects:
+            fact = await self._store.get_fact_of_attempt(
+                request.queue, request.uri, p.name, request.attempt
+            )
+            if fact is None:
+                return None
+            facts.append(fact)
+        return facts
+
+    async def _record_project(self, request: Request, config: QueueConfig, project: str) -> None:
+        spec = config.project(project)
+        if spec is None:
+            raise NonRetryable(f"{request.id}: queue {request.queue} has no project {project!r}")
+        fact = await self._store.get_fact_of_attempt(
+            request.queue, request.uri, project, request.attempt
+        ) or await self._create_or_adopt_fact(
+            request, project, await self._project_build_verdict(request, project)
+        )
+        took = False
+        if fact.green and fact.request_id == request.id:
+            bookmark = await project_ops.advance_bookmark(
+                self._store, request.queue, project, request.id, request.uri, self._clock
+            )
+            took = bookmark.last_green_request_id == request.id
+        answer = await self._store.get_fact(request.queue, request.uri, project) or fact
+        for event in await self._events(request, answer, took):
+            await self._publisher.publish(topics.HOOK, event)
+        if await self._project_facts(request, config) is not None:
+            await self._publisher.publish(topics.RECORD, record_message(request))
+        # Last: a SourceControl outage must not hold back the event or the whole verdict.
+        if took and spec.promotion_ref:
+            await self._promote_project(request, config, project, spec.promotion_ref)
+
+    async def _project_build_verdict(
+        self, request: Request, project: str
+    ) -> tuple[float, FactOrigin, str]:
+        build = await self._store.latest_project_build(request.queue, request.id, project)
+        if build is None or not build.status.terminal:
+            raise Retryable(f"{request.id}: project {project} has no finished build yet")
+        reason = f"project build {build.build_id} {build.status}"
+        if build.status is BuildStatus.SUCCEEDED:
+            return GREEN, FactOrigin.BUILD, reason
+        if build.status is BuildStatus.FAILED:
+            return BROKEN, FactOrigin.BUILD, reason
+        return BROKEN, FactOrigin.FAIL_CLOSED, reason
+
+    async def _promote_project(
+        self, request: Request, config: QueueConfig, project: str, ref: str
+    ) -> None:
+        bookmark = await self._store.get_project_bookmark(request.queue, project)
+        if bookmark is None or bookmark.last_green_request_id != request.id:
+            return  # a newer Request took the project's bookmark and promotes its own
+        await self._extensions.source_control(config).promote(
+            queue_source(config), request.uri, ref
+        )
+        await project_ops.note_promoted(
+            self._store, request.queue, project, request.uri, self._clock
+        )
+
+    async def _create_or_adopt_fact(
+        self, request: Request, project: str, verdict: tuple[float, FactOrigin, str]
+    ) -> ValidationFact:
+        degree, origin, reason = verdict
         try:
             return await self._store.create_fact(
                 ValidationFact(

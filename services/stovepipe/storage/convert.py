@@ -11,6 +11,7 @@ from stovepipe.domain import (
     BuildStatus,
     BuildStrategy,
     FactOrigin,
+    ProjectBookmark,
     QueueState,
     Request,
     RequestState,
@@ -179,6 +180,7 @@ def fact_from_row(row: RowMapping) -> ValidationFact:
         reason=row["reason"],
         attempt=row["attempt"],
         upstream_greens=_upstream_from_json(row["upstream_greens"]),
+        inherited_from_uri=row["inherited_from_uri"] or "",
     )
 
 
@@ -194,6 +196,31 @@ def fact_values(f: ValidationFact) -> dict[str, Any]:
         "reason": f.reason,
         "attempt": f.attempt,
         "upstream_greens": _upstream_to_json(f.upstream_greens),
+        "inherited_from_uri": f.inherited_from_uri,
+    }
+
+
+def project_bookmark_from_row(row: RowMapping) -> ProjectBookmark:
+    return ProjectBookmark(
+        queue=row["queue"],
+        project=row["project"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+        last_green_uri=row["last_green_uri"],
+        last_green_request_id=row["last_green_request_id"],
+        promoted_uri=row["promoted_uri"],
+    )
+
+
+def project_bookmark_values(b: ProjectBookmark) -> dict[str, Any]:
+    return {
+        "queue": b.queue,
+        "project": b.project,
+        "version": b.version,
+        "updated_at": b.updated_at,
+        "last_green_uri": b.last_green_uri,
+        "last_green_request_id": b.last_green_request_id,
+        "promoted_uri": b.promoted_uri,
     }
 
 

@@ -40,6 +40,7 @@ from stovepipe.domain import (
     TERMINAL_STATES,
     Build,
     FactOrigin,
+    ProjectBookmark,
     QueueState,
     Request,
     RequestId,
@@ -50,6 +51,7 @@ from stovepipe.domain import (
 from stovepipe.domain.errors import InvalidInput
 from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 from stovepipe.storage import convert
+from stovepipe.storage.build_logs import BuildLog
 from stovepipe.storage.errors import (
     AlreadyExists,
     StorageError,
@@ -66,9 +68,12 @@ from stovepipe.storage.request_history import (
     encode_request_token,
 )
 from stovepipe.storage.tables import (
+    build_logs,
     builds,
     hook_deliveries,
     hook_subscriptions_disabled,
+    project_bookmarks,
+    queue_staleness,
     queues,
     request_counters,
     request_dedup,
@@ -76,6 +81,7 @@ from stovepipe.storage.tables import (
     requests,
     validation_facts,
 )
+from stovepipe.telemetry.metrics import INGEST_TO_VERDICT_SECONDS, VERDICTS
 
 _IMMUTABLE_COLUMNS = frozenset({"created_at"})
 
@@ -427,7 +433,18 @@ class Store:
                 f"(attempt {fact.attempt})",
                 existing,
             )
+        await self._count_verdict(fact)
         return fact
+
+    async def _count_verdict(self, fact: ValidationFact) -> None:
+        """Metrics of a verdict, counted here because this insert happens once per fact
+        whichever stage (record, the dead-letter reconciler) produced it."""
+        origin = "fail_closed" if fact.origin is FactOrigin.FAIL_CLOSED else "build"
+        VERDICTS.labels(fact.queue, "green" if fact.green else "red", origin).inc()
+        request = await self.get_request(fact.request_id)
+        if request is not None:
+            waited = (fact.created_at - request.created_at).total_seconds()
+            INGEST_TO_VERDICT_SECONDS.labels(fact.queue).observe(max(0.0, waited))
 
     async def get_fact(self, queue: str, uri: str, project: str) -> ValidationFact | None:
         """The authoritative fact of a commit and scope (see ``domain.fact.outranks``)."""
@@ -491,6 +508,69 @@ class Store:
         return facts, encode_page_token(FactCursor(last.created_at, last.uri))
 
     # Hook deliveries
+
+    async def list_project_facts(self, queue: str, uri: str) -> list[ValidationFact]:
+        """The authoritative fact of every project (not the whole repository) of a commit."""
+        c = validation_facts.c
+        statement = (
+            select(validation_facts)
+            .where(c.queue == queue, c.uri == uri, c.project != "", _authoritative())
+            .order_by(c.project)
+        )
+        return [convert.fact_from_row(r) for r in await self._all(statement)]
+
+    async def latest_project_build(self, queue: str, request_id: str, project: str) -> Build | None:
+        """The newest build of ``project`` started for ``request_id`` (project-scoped)."""
+        b = builds.c
+        row = await self._one(
+            select(builds)
+            .where(b.queue == queue, b.request_id == request_id, b.project == project)
+            .order_by(b.created_at.desc(), b.build_id.desc())
+            .limit(1)
+        )
+        return convert.build_from_row(row) if row else None
+
+    # Per-project bookmarks
+
+    async def ensure_project_bookmark(
+        self, queue: str, project: str, *, now: datetime | None = None
+    ) -> ProjectBookmark:
+        """The project's bookmark row, created empty at version 1 on first use; safe to race."""
+        await self._insert_if_absent(
+            project_bookmarks,
+            convert.project_bookmark_values(
+                ProjectBookmark(
+                    queue=queue, project=project, version=1, updated_at=now or datetime.now(UTC)
+                )
+            ),
+        )
+        found = await self.get_project_bookmark(queue, project)
+        if found is None:
+            raise StorageError(f"project bookmark {queue}/{project} vanished after insert")
+        return found
+
+    async def get_project_bookmark(self, queue: str, project: str) -> ProjectBookmark | None:
+        c = project_bookmarks.c
+        row = await self._one(
+            select(project_bookmarks).where(c.queue == queue, c.project == project)
+        )
+        return convert.project_bookmark_from_row(row) if row else None
+
+    async def list_project_bookmarks(self, queue: str) -> list[ProjectBookmark]:
+        c = project_bookmarks.c
+        statement = select(project_bookmarks).where(c.queue == queue).order_by(c.project)
+        return [convert.project_bookmark_from_row(r) for r in await self._all(statement)]
+
+    async def update_project_bookmark(
+        self, old: ProjectBookmark, new: ProjectBookmark
+    ) -> ProjectBookmark:
+        await self._compare_and_swap(
+            project_bookmarks,
+            {"queue": old.queue, "project": old.project},
+            old.version,
+            convert.project_bookmark_values(new),
+        )
+        return new
 
     async def create_hook_delivery(self, delivery: HookDelivery) -> HookDelivery:
         """Create-only; ``AlreadyExists.existing`` is the stored row."""
@@ -616,6 +696,105 @@ class Store:
             .limit(1)
         )
         return convert.fact_from_row(row) if row else None
+
+    # Build logs of failed targets
+
+    async def put_build_log(self, entry: BuildLog) -> bool:
+        """Keep ``entry`` unless a log of the same target and attempt is kept (True if new)."""
+        values = {
+            "queue": entry.queue,
+            "request_id": entry.request_id,
+            "attempt": entry.attempt,
+            "target": entry.target,
+            "build_id": entry.build_id,
+            "content": entry.content,
+            "truncated": entry.truncated,
+            "created_at": entry.created_at,
+        }
+        return await self._insert_if_absent(build_logs, values)
+
+    async def list_build_logs(self, request_id: str, target: str = "") -> list[BuildLog]:
+        """The kept logs of a Request, newest attempt first, then by target name."""
+        c = build_logs.c
+        rid = RequestId.parse(request_id)
+        statement = select(build_logs).where(c.queue == rid.queue, c.request_id == request_id)
+        if target:
+            statement = statement.where(c.target == target)
+        rows = await self._all(statement.order_by(c.attempt.desc(), c.target))
+        return [
+            BuildLog(
+                queue=row["queue"],
+                request_id=row["request_id"],
+                attempt=row["attempt"],
+                target=row["target"],
+                build_id=row["build_id"],
+                content=row["content"],
+                truncated=bool(row["truncated"]),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    async def prune_build_logs(self, older_than: datetime) -> int:
+        """Forget logs kept before ``older_than``; returns how many went."""
+        async with self._transaction() as conn:
+            result = await conn.execute(
+                delete(build_logs).where(build_logs.c.created_at < older_than)
+            )
+        return int(result.rowcount or 0)
+
+    # Freshness of the Queues (the staleness objective)
+
+    async def count_requests_after(self, queue: str, after: datetime | None) -> int:
+        """Requests (reported heads) of ``queue`` created after ``after`` (all if ``None``)."""
+        c = requests.c
+        statement = select(func.count()).select_from(requests).where(c.queue == queue)
+        if after is not None:
+            statement = statement.where(c.created_at > after)
+        async with self._transaction() as conn:
+            return int((await conn.execute(statement)).scalar_one())
+
+    async def first_request_at(self, queue: str) -> datetime | None:
+        """When ``queue``'s first Request was reported, if any."""
+        c = requests.c
+        statement = select(func.min(c.created_at)).where(c.queue == queue)
+        async with self._transaction() as conn:
+            value = (await conn.execute(statement)).scalar_one()
+        return value if isinstance(value, datetime) else None
+
+    async def turn_staleness(self, queue: str, stale: bool, now: datetime) -> bool:
+        """Record that ``queue`` is (or is no longer) stale; True only for the caller that
+        made the change, so an episode is announced once however many judge it.
+
+        A Queue never recorded counts as fresh: turning it fresh changes nothing.
+        """
+        c = queue_staleness.c
+        async with self._transaction() as conn:
+            changed = await conn.execute(
+                update(queue_staleness)
+                .where(c.queue == queue, c.stale != stale)
+                .values(stale=stale, changed_at=now)
+            )
+        if changed.rowcount:
+            return True
+        if not stale:
+            return False
+        return await self._insert_if_absent(
+            queue_staleness, {"queue": queue, "stale": True, "changed_at": now}
+        )
+
+    async def count_hook_deliveries(self) -> dict[tuple[str, str], int]:
+        """``(queue, status) -> count`` over every hook delivery ever recorded."""
+        c = hook_deliveries.c
+        statement = select(c.queue, c.status, func.count()).group_by(c.queue, c.status)
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return {(str(queue), str(status)): int(count) for queue, status, count in rows}
+
+    async def list_staleness(self) -> dict[str, tuple[bool, datetime]]:
+        """Every Queue ever judged stale: whether it is stale now, and since when."""
+        rows = await self._all(select(queue_staleness))
+        return {row["queue"]: (bool(row["stale"]), row["changed_at"]) for row in rows}
 
     # Plumbing
 

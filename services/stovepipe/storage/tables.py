@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -167,6 +168,7 @@ validation_facts = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("upstream_greens", JSON),
+    Column("inherited_from_uri", String(URI), nullable=False, server_default=""),
     CheckConstraint("degree >= 0 AND degree <= 1", name="degree_in_unit_interval"),
 )
 Index(
@@ -175,6 +177,18 @@ Index(
     validation_facts.c.project,
     validation_facts.c.created_at,
     validation_facts.c.uri,
+)
+
+project_bookmarks = Table(
+    "project_bookmarks",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("project", String(NAME), primary_key=True),
+    Column("last_green_uri", String(URI)),
+    Column("last_green_request_id", String(NAME)),
+    Column("promoted_uri", String(URI)),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 hook_deliveries = Table(
@@ -224,3 +238,25 @@ poll_leases = Table(
     Column("not_before", UtcDateTime, nullable=False),
     Column("last_error", Text, nullable=False),
 )
+
+queue_staleness = Table(
+    "queue_staleness",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("stale", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+)
+
+build_logs = Table(
+    "build_logs",
+    metadata,
+    Column("queue", String(QUEUE), primary_key=True),
+    Column("request_id", String(NAME), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("target", String(NAME), primary_key=True),
+    Column("build_id", String(NAME), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("truncated", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index(None, build_logs.c.created_at)

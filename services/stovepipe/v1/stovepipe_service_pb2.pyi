@@ -511,6 +511,8 @@ class QueueSummary(_message.Message):
     LATEST_REQUEST_ID_FIELD_NUMBER: _builtins.int
     PROMOTED_REF_FIELD_NUMBER: _builtins.int
     PROMOTED_URI_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    STALE_SINCE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     last_green_uri: _builtins.str
     """Empty when no commit of this Queue was recorded green yet."""
@@ -524,10 +526,17 @@ class QueueSummary(_message.Message):
     promoted_ref: _builtins.str
     """Where the promotion ref was last put, when the Queue has one."""
     promoted_uri: _builtins.str
+    stale: _builtins.bool
+    """The staleness objective (`staleness:` on the Queue): whether the Queue is in a
+    stale episode now, and since when the episode (stale or fresh) began. Unset
+    `stale_since` means the Queue was never judged stale.
+    """
     @_builtins.property
     def last_green_at(self) -> _timestamp_pb2.Timestamp:
         """When the last green verdict was recorded."""
 
+    @_builtins.property
+    def stale_since(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -540,10 +549,12 @@ class QueueSummary(_message.Message):
         latest_request_id: _builtins.str = ...,
         promoted_ref: _builtins.str = ...,
         promoted_uri: _builtins.str = ...,
+        stale: _builtins.bool = ...,
+        stale_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_green_at", b"last_green_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_green_at", b"last_green_at", "stale_since", b"stale_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "last_green_at", b"last_green_at", "last_green_request_id", b"last_green_request_id", "last_green_uri", b"last_green_uri", "latest_request_id", b"latest_request_id", "promoted_ref", b"promoted_ref", "promoted_uri", b"promoted_uri", "queue", b"queue", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "last_green_at", b"last_green_at", "last_green_request_id", b"last_green_request_id", "last_green_uri", b"last_green_uri", "latest_request_id", b"latest_request_id", "promoted_ref", b"promoted_ref", "promoted_uri", b"promoted_uri", "queue", b"queue", "stale", b"stale", "stale_since", b"stale_since", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -568,6 +579,81 @@ class ListQueuesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class GetProjectGreennessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    uri: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProjectGreennessRequest: _TypeAlias = GetProjectGreennessRequest  # noqa: Y015
+
+@_typing.final
+class ProjectGreenness(_message.Message):
+    """ProjectGreenness is one scope's verdict of a commit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FACT_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """The project; empty means the whole repository."""
+    status: Global___GreennessStatus.ValueType
+    @_builtins.property
+    def fact(self) -> _types_pb2.ValidationFact:
+        """The authoritative fact, when recorded."""
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        status: Global___GreennessStatus.ValueType = ...,
+        fact: _types_pb2.ValidationFact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "project", b"project", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectGreenness: _TypeAlias = ProjectGreenness  # noqa: Y015
+
+@_typing.final
+class GetProjectGreennessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectGreenness]:
+        """The whole repository first, then every configured project in configuration order."""
+
+    def __init__(
+        self,
+        *,
+        scopes: _abc.Iterable[Global___ProjectGreenness] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProjectGreennessResponse: _TypeAlias = GetProjectGreennessResponse  # noqa: Y015
 
 @_typing.final
 class ListFactsRequest(_message.Message):
@@ -951,3 +1037,83 @@ class RedeliverHookResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedeliverHookResponse: _TypeAlias = RedeliverHookResponse  # noqa: Y015
+
+@_typing.final
+class GetBuildLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    target: _builtins.str
+    """Only this target (empty: every target with a kept log)."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBuildLogRequest: _TypeAlias = GetBuildLogRequest  # noqa: Y015
+
+@_typing.final
+class TargetLog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    attempt: _builtins.int
+    build_id: _builtins.str
+    content: _builtins.str
+    """The end of the target's output, credentials masked."""
+    truncated: _builtins.bool
+    """True when older output was dropped (by the runner or by the size bound)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        build_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_id", b"build_id", "content", b"content", "created_at", b"created_at", "target", b"target", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TargetLog: _TypeAlias = TargetLog  # noqa: Y015
+
+@_typing.final
+class GetBuildLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetLog]: ...
+    def __init__(
+        self,
+        *,
+        logs: _abc.Iterable[Global___TargetLog] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logs", b"logs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBuildLogResponse: _TypeAlias = GetBuildLogResponse  # noqa: Y015

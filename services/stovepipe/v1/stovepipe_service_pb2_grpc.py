@@ -60,6 +60,11 @@ class StovepipeServiceStub:
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.FromString,
                 _registered_method=True)
+        self.GetProjectGreenness = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/GetProjectGreenness',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.FromString,
+                _registered_method=True)
         self.ListFacts = channel.unary_unary(
                 '/stovepipe.v1.StovepipeService/ListFacts',
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListFactsRequest.SerializeToString,
@@ -105,6 +110,11 @@ class StovepipeServiceStub:
                 request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.FromString,
                 _registered_method=True)
+        self.GetBuildLog = channel.unary_unary(
+                '/stovepipe.v1.StovepipeService/GetBuildLog',
+                request_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogResponse.FromString,
+                _registered_method=True)
 
 
 class StovepipeServiceServicer:
@@ -141,6 +151,14 @@ class StovepipeServiceServicer:
 
     def GetGreenness(self, request, context):
         """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProjectGreenness(self, request, context):
+        """GetProjectGreenness returns the verdict of one commit for the whole repository
+        and for every configured project of its Queue (not recorded ones included).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,6 +230,14 @@ class StovepipeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBuildLog(self, request, context):
+        """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+        the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StovepipeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +265,11 @@ def add_StovepipeServiceServicer_to_server(servicer, server):
                     servicer.GetGreenness,
                     request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.FromString,
                     response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.SerializeToString,
+            ),
+            'GetProjectGreenness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectGreenness,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.SerializeToString,
             ),
             'ListFacts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFacts,
@@ -284,6 +315,11 @@ def add_StovepipeServiceServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.FromString,
                     response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'GetBuildLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBuildLog,
+                    request_deserializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogRequest.FromString,
+                    response_serializer=stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -422,6 +458,33 @@ class StovepipeService:
             '/stovepipe.v1.StovepipeService/GetGreenness',
             stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessRequest.SerializeToString,
             stovepipe_dot_v1_dot_stovepipe__service__pb2.GetGreennessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectGreenness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/GetProjectGreenness',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetProjectGreennessResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -665,6 +728,33 @@ class StovepipeService:
             '/stovepipe.v1.StovepipeService/ListQueues',
             stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesRequest.SerializeToString,
             stovepipe_dot_v1_dot_stovepipe__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBuildLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stovepipe.v1.StovepipeService/GetBuildLog',
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogRequest.SerializeToString,
+            stovepipe_dot_v1_dot_stovepipe__service__pb2.GetBuildLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

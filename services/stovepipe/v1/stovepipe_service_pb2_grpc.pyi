@@ -43,6 +43,10 @@ class StovepipeServiceStub:
     """GetLastGreen returns the newest green commit of a Queue (or project)."""
     GetGreenness: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetGreennessRequest, _stovepipe_service_pb2.GetGreennessResponse]
     """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+    GetProjectGreenness: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetProjectGreennessRequest, _stovepipe_service_pb2.GetProjectGreennessResponse]
+    """GetProjectGreenness returns the verdict of one commit for the whole repository
+    and for every configured project of its Queue (not recorded ones included).
+    """
     ListFacts: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListFactsRequest, _stovepipe_service_pb2.ListFactsResponse]
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]
@@ -67,6 +71,10 @@ class StovepipeServiceStub:
     """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
     ListQueues: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]
     """ListQueues summarises every configured Queue."""
+    GetBuildLog: _grpc.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+    """
 
 @_typing.type_check_only
 class StovepipeServiceAsyncStub(StovepipeServiceStub):
@@ -83,6 +91,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """GetLastGreen returns the newest green commit of a Queue (or project)."""
     GetGreenness: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetGreennessRequest, _stovepipe_service_pb2.GetGreennessResponse]  # type: ignore[assignment]
     """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+    GetProjectGreenness: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetProjectGreennessRequest, _stovepipe_service_pb2.GetProjectGreennessResponse]  # type: ignore[assignment]
+    """GetProjectGreenness returns the verdict of one commit for the whole repository
+    and for every configured project of its Queue (not recorded ones included).
+    """
     ListFacts: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListFactsRequest, _stovepipe_service_pb2.ListFactsResponse]  # type: ignore[assignment]
     """ListFacts pages through the verdicts of a Queue, newest first."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_stovepipe_service_pb2.WatchEventsRequest, _stovepipe_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
@@ -107,6 +119,10 @@ class StovepipeServiceAsyncStub(StovepipeServiceStub):
     """ListRequests pages through a Queue's Requests, newest first, with their verdicts."""
     ListQueues: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.ListQueuesRequest, _stovepipe_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """ListQueues summarises every configured Queue."""
+    GetBuildLog: _aio.UnaryUnaryMultiCallable[_stovepipe_service_pb2.GetBuildLogRequest, _stovepipe_service_pb2.GetBuildLogResponse]  # type: ignore[assignment]
+    """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+    the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+    """
 
 class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
     """StovepipeService answers which commit of a Queue is green and takes new heads."""
@@ -150,6 +166,16 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stovepipe_service_pb2.GetGreennessResponse, _abc.Awaitable[_stovepipe_service_pb2.GetGreennessResponse]]:
         """GetGreenness returns the recorded verdict of one commit, or NOT_RECORDED."""
+
+    @_abc_1.abstractmethod
+    def GetProjectGreenness(
+        self,
+        request: _stovepipe_service_pb2.GetProjectGreennessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetProjectGreennessResponse, _abc.Awaitable[_stovepipe_service_pb2.GetProjectGreennessResponse]]:
+        """GetProjectGreenness returns the verdict of one commit for the whole repository
+        and for every configured project of its Queue (not recorded ones included).
+        """
 
     @_abc_1.abstractmethod
     def ListFacts(
@@ -228,5 +254,15 @@ class StovepipeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stovepipe_service_pb2.ListQueuesResponse, _abc.Awaitable[_stovepipe_service_pb2.ListQueuesResponse]]:
         """ListQueues summarises every configured Queue."""
+
+    @_abc_1.abstractmethod
+    def GetBuildLog(
+        self,
+        request: _stovepipe_service_pb2.GetBuildLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stovepipe_service_pb2.GetBuildLogResponse, _abc.Awaitable[_stovepipe_service_pb2.GetBuildLogResponse]]:
+        """The kept output of a Request's failed targets (redacted, each at most 64 KiB,
+        the newest attempt first). NOT_FOUND for an unknown Request. Role: read.
+        """
 
 def add_StovepipeServiceServicer_to_server(servicer: StovepipeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

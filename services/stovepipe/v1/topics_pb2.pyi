@@ -173,17 +173,21 @@ class AnalyzeMessage(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     queue: _builtins.str
+    request_attempt: _builtins.int
+    """The Request's attempt this message belongs to; 0 means "whichever is current"."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         queue: _builtins.str = ...,
+        request_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +239,7 @@ class GreennessEventData(_message.Message):
     TRIGGER_FIELD_NUMBER: _builtins.int
     TRIGGER_DETAILS_FIELD_NUMBER: _builtins.int
     UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
+    INHERITED_FROM_URI_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -266,6 +271,8 @@ class GreennessEventData(_message.Message):
     """The trigger of the Request that wrote the fact: manual, poll, schedule, push,
     upstream (or a caller's own word), and what it said about itself.
     """
+    inherited_from_uri: _builtins.str
+    """For an inherited per-project fact: the commit whose verdict it carries forward."""
     @_builtins.property
     def trigger_details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -295,10 +302,11 @@ class GreennessEventData(_message.Message):
         trigger: _builtins.str = ...,
         trigger_details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         upstream_greens: _abc.Iterable[_types_pb2.UpstreamGreen] | None = ...,
+        inherited_from_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "build_link", b"build_link", "dead_letter_reason", b"dead_letter_reason", "degree", b"degree", "green", b"green", "has_previous", b"has_previous", "inherited_from_uri", b"inherited_from_uri", "last_green_uri", b"last_green_uri", "origin", b"origin", "previous_degree", b"previous_degree", "previous_uri", b"previous_uri", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "took_bookmark", b"took_bookmark", "trigger", b"trigger", "trigger_details", b"trigger_details", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,6 +327,7 @@ class HookEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    STALENESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """A unique, stable id: redelivery of the same event keeps it."""
     source: _builtins.str
@@ -334,6 +343,13 @@ class HookEvent(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def data(self) -> Global___GreennessEventData: ...
+    @_builtins.property
+    def staleness(self) -> Global___QueueStalenessData:
+        """Set on `dev.stovepipe.queue.stale` / `dev.stovepipe.queue.fresh` events, which
+        also carry `data.queue` and, in `data.request_id`/`data.uri`, the Queue's last
+        green Request (its newest one when nothing was ever green).
+        """
+
     def __init__(
         self,
         *,
@@ -344,11 +360,53 @@ class HookEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         subject: _builtins.str = ...,
         data: Global___GreennessEventData | None = ...,
+        staleness: Global___QueueStalenessData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "staleness", b"staleness", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "source", b"source", "spec_version", b"spec_version", "subject", b"subject", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "source", b"source", "spec_version", b"spec_version", "staleness", b"staleness", "subject", b"subject", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HookEvent: _TypeAlias = HookEvent  # noqa: Y015
+
+@_typing.final
+class QueueStalenessData(_message.Message):
+    """Where a Queue stands against its staleness objective (`staleness:` in stovepipe.yaml)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    LAST_GREEN_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    COMMITS_SINCE_LAST_GREEN_FIELD_NUMBER: _builtins.int
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_COMMITS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    stale: _builtins.bool
+    """True from the moment the objective is broken until it is met again."""
+    last_green_age_seconds: _builtins.float
+    """Seconds since the last green commit was reported (since the first report
+    when nothing was ever green).
+    """
+    commits_since_last_green: _builtins.int
+    """Heads reported after the last green one."""
+    max_age_seconds: _builtins.float
+    max_commits: _builtins.int
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        stale: _builtins.bool = ...,
+        last_green_age_seconds: _builtins.float = ...,
+        commits_since_last_green: _builtins.int = ...,
+        max_age_seconds: _builtins.float = ...,
+        max_commits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits_since_last_green", b"commits_since_last_green", "last_green_age_seconds", b"last_green_age_seconds", "max_age_seconds", b"max_age_seconds", "max_commits", b"max_commits", "queue", b"queue", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStalenessData: _TypeAlias = QueueStalenessData  # noqa: Y015

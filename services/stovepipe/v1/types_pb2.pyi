@@ -91,6 +91,10 @@ class _FactOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FactOrigin
     """The degree comes from a finished build."""
     FACT_ORIGIN_FAIL_CLOSED: _FactOrigin.ValueType  # 2
     """The pipeline could not finish validation and recorded the commit as broken."""
+    FACT_ORIGIN_INHERITED: _FactOrigin.ValueType  # 3
+    """A project unaffected since its own last green commit (an ancestor) carries
+    that verdict forward; `inherited_from_uri` names the commit it came from.
+    """
 
 class FactOrigin(_FactOrigin, metaclass=_FactOriginEnumTypeWrapper):
     """FactOrigin tells a build's verdict from one the pipeline imposed."""
@@ -100,6 +104,10 @@ FACT_ORIGIN_BUILD: FactOrigin.ValueType  # 1
 """The degree comes from a finished build."""
 FACT_ORIGIN_FAIL_CLOSED: FactOrigin.ValueType  # 2
 """The pipeline could not finish validation and recorded the commit as broken."""
+FACT_ORIGIN_INHERITED: FactOrigin.ValueType  # 3
+"""A project unaffected since its own last green commit (an ancestor) carries
+that verdict forward; `inherited_from_uri` names the commit it came from.
+"""
 Global___FactOrigin: _TypeAlias = FactOrigin  # noqa: Y015
 
 @_typing.final
@@ -315,6 +323,7 @@ class ValidationFact(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     UPSTREAM_GREENS_FIELD_NUMBER: _builtins.int
+    INHERITED_FROM_URI_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     project: _builtins.str
@@ -327,6 +336,8 @@ class ValidationFact(_message.Message):
     """A short, redacted explanation (for example the dead-letter reason)."""
     attempt: _builtins.int
     """The attempt of the Request that wrote it; a re-validation adds attempt n + 1."""
+    inherited_from_uri: _builtins.str
+    """For an inherited fact: the commit whose verdict this project carries forward."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -346,10 +357,11 @@ class ValidationFact(_message.Message):
         reason: _builtins.str = ...,
         attempt: _builtins.int = ...,
         upstream_greens: _abc.Iterable[Global___UpstreamGreen] | None = ...,
+        inherited_from_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "degree", b"degree", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "degree", b"degree", "inherited_from_uri", b"inherited_from_uri", "origin", b"origin", "project", b"project", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "upstream_greens", b"upstream_greens", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from stovepipe.ext.v1 import build_runner_pb2 as stovepipe_dot_ext_dot_v1_dot_build__runner__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%stovepipe/ext/v1/project_mapper.proto\x12\x10stovepipe.ext.v1\x1a#stovepipe/ext/v1/build_runner.proto\"S\n\x0bProjectSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x17\n\x0ftarget_patterns\x18\x03 \x03(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x01\"\x94\x01\n\nMapRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.stovepipe.ext.v1.TargetResult\x12\x15\n\rchanged_files\x18\x03 \x03(\t\x12/\n\x08projects\x18\x04 \x03(\x0b\x32\x1d.stovepipe.ext.v1.ProjectSpec\"C\n\rProjectImpact\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x10\n\x08\x61\x66\x66\x65\x63ted\x18\x03 \x01(\x08\"?\n\x0bMapResponse\x12\x30\n\x07impacts\x18\x01 \x03(\x0b\x32\x1f.stovepipe.ext.v1.ProjectImpact2Z\n\x14ProjectMapperService\x12\x42\n\x03Map\x12\x1c.stovepipe.ext.v1.MapRequest\x1a\x1d.stovepipe.ext.v1.MapResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%stovepipe/ext/v1/project_mapper.proto\x12\x10stovepipe.ext.v1\x1a#stovepipe/ext/v1/build_runner.proto\"S\n\x0bProjectSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x17\n\x0ftarget_patterns\x18\x03 \x03(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x01\"\x94\x01\n\nMapRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.stovepipe.ext.v1.TargetResult\x12\x15\n\rchanged_files\x18\x03 \x03(\t\x12/\n\x08projects\x18\x04 \x03(\x0b\x32\x1d.stovepipe.ext.v1.ProjectSpec\"v\n\rProjectImpact\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x10\n\x08\x61\x66\x66\x65\x63ted\x18\x03 \x01(\x08\x12\x31\n\x07verdict\x18\x04 \x01(\x0e\x32 .stovepipe.ext.v1.ProjectVerdict\"?\n\x0bMapResponse\x12\x30\n\x07impacts\x18\x01 \x03(\x0b\x32\x1f.stovepipe.ext.v1.ProjectImpact*\x8b\x01\n\x0eProjectVerdict\x12\x1f\n\x1bPROJECT_VERDICT_UNSPECIFIED\x10\x00\x12\x19\n\x15PROJECT_VERDICT_GREEN\x10\x01\x12\x1a\n\x16PROJECT_VERDICT_BROKEN\x10\x02\x12!\n\x1dPROJECT_VERDICT_NOT_YET_KNOWN\x10\x03\x32Z\n\x14ProjectMapperService\x12\x42\n\x03Map\x12\x1c.stovepipe.ext.v1.MapRequest\x1a\x1d.stovepipe.ext.v1.MapResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.ext.v1.project_mapper_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PROJECTVERDICT']._serialized_start=518
+  _globals['_PROJECTVERDICT']._serialized_end=657
   _globals['_PROJECTSPEC']._serialized_start=96
   _globals['_PROJECTSPEC']._serialized_end=179
   _globals['_MAPREQUEST']._serialized_start=182
   _globals['_MAPREQUEST']._serialized_end=330
   _globals['_PROJECTIMPACT']._serialized_start=332
-  _globals['_PROJECTIMPACT']._serialized_end=399
-  _globals['_MAPRESPONSE']._serialized_start=401
-  _globals['_MAPRESPONSE']._serialized_end=464
-  _globals['_PROJECTMAPPERSERVICE']._serialized_start=466
-  _globals['_PROJECTMAPPERSERVICE']._serialized_end=556
+  _globals['_PROJECTIMPACT']._serialized_end=450
+  _globals['_MAPRESPONSE']._serialized_start=452
+  _globals['_MAPRESPONSE']._serialized_end=515
+  _globals['_PROJECTMAPPERSERVICE']._serialized_start=659
+  _globals['_PROJECTMAPPERSERVICE']._serialized_end=749
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stovepipe.ext.v1 import build_runner_pb2 as _build_runner_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ProjectVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProjectVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProjectVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROJECT_VERDICT_UNSPECIFIED: _ProjectVerdict.ValueType  # 0
+    PROJECT_VERDICT_GREEN: _ProjectVerdict.ValueType  # 1
+    """Every target of the project ran and passed."""
+    PROJECT_VERDICT_BROKEN: _ProjectVerdict.ValueType  # 2
+    """A target of the project failed or errored."""
+    PROJECT_VERDICT_NOT_YET_KNOWN: _ProjectVerdict.ValueType  # 3
+    """Not every target of the project ran (skipped or absent): the build does not answer."""
+
+class ProjectVerdict(_ProjectVerdict, metaclass=_ProjectVerdictEnumTypeWrapper):
+    """ProjectVerdict is what a build's target graph says about one project."""
+
+PROJECT_VERDICT_UNSPECIFIED: ProjectVerdict.ValueType  # 0
+PROJECT_VERDICT_GREEN: ProjectVerdict.ValueType  # 1
+"""Every target of the project ran and passed."""
+PROJECT_VERDICT_BROKEN: ProjectVerdict.ValueType  # 2
+"""A target of the project failed or errored."""
+PROJECT_VERDICT_NOT_YET_KNOWN: ProjectVerdict.ValueType  # 3
+"""Not every target of the project ran (skipped or absent): the build does not answer."""
+Global___ProjectVerdict: _TypeAlias = ProjectVerdict  # noqa: Y015
 
 @_typing.final
 class ProjectSpec(_message.Message):
@@ -32,9 +59,13 @@ class ProjectSpec(_message.Message):
     name: _builtins.str
     weight: _builtins.float
     @_builtins.property
-    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Gitignore-style path globs: a changed file matching one touches the project."""
+
     @_builtins.property
-    def target_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def target_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shell-style patterns over target names: the targets that validate the project."""
+
     def __init__(
         self,
         *,
@@ -61,9 +92,13 @@ class MapRequest(_message.Message):
     PROJECTS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     @_builtins.property
-    def targets(self) -> _containers.RepeatedCompositeFieldContainer[_build_runner_pb2.TargetResult]: ...
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[_build_runner_pb2.TargetResult]:
+        """The build's target graph; empty when no build ran."""
+
     @_builtins.property
-    def changed_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def changed_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The files changed between the base the projects are compared against and the head."""
+
     @_builtins.property
     def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProjectSpec]: ...
     def __init__(
@@ -84,28 +119,35 @@ Global___MapRequest: _TypeAlias = MapRequest  # noqa: Y015
 
 @_typing.final
 class ProjectImpact(_message.Message):
-    """ProjectImpact is one project's share of a build."""
+    """ProjectImpact is one project's share of a build and a change."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     AFFECTED_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     affected: _builtins.bool
-    """True when a changed file falls inside the project."""
+    """True when a changed file falls inside the project's paths, or a target of the
+    project ran because of the change.
+    """
+    verdict: Global___ProjectVerdict.ValueType
     @_builtins.property
-    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The targets of the graph that belong to the project."""
+
     def __init__(
         self,
         *,
         project: _builtins.str = ...,
         targets: _abc.Iterable[_builtins.str] | None = ...,
         affected: _builtins.bool = ...,
+        verdict: Global___ProjectVerdict.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected", b"affected", "project", b"project", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected", b"affected", "project", b"project", "targets", b"targets", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

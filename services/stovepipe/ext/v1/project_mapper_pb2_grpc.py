@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ProjectMapperServiceStub:
-    """ProjectMapperService attributes a build's target graph to projects.
+    """ProjectMapperService attributes a build's target graph and a change to projects.
     """
 
     def __init__(self, channel):
@@ -43,12 +43,12 @@ class ProjectMapperServiceStub:
 
 
 class ProjectMapperServiceServicer:
-    """ProjectMapperService attributes a build's target graph to projects.
+    """ProjectMapperService attributes a build's target graph and a change to projects.
     """
 
     def Map(self, request, context):
-        """Map returns, for each configured project, whether the change touches it
-        and which targets of the graph belong to it.
+        """Map returns, for each project in the request, whether the change touches it,
+        which targets of the graph belong to it and what they say about it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,7 +71,7 @@ def add_ProjectMapperServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProjectMapperService:
-    """ProjectMapperService attributes a build's target graph to projects.
+    """ProjectMapperService attributes a build's target graph and a change to projects.
     """
 
     @staticmethod

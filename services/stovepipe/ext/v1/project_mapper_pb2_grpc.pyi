@@ -27,29 +27,29 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ProjectMapperServiceStub:
-    """ProjectMapperService attributes a build's target graph to projects."""
+    """ProjectMapperService attributes a build's target graph and a change to projects."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProjectMapperServiceAsyncStub: ...
     Map: _grpc.UnaryUnaryMultiCallable[_project_mapper_pb2.MapRequest, _project_mapper_pb2.MapResponse]
-    """Map returns, for each configured project, whether the change touches it
-    and which targets of the graph belong to it.
+    """Map returns, for each project in the request, whether the change touches it,
+    which targets of the graph belong to it and what they say about it.
     """
 
 @_typing.type_check_only
 class ProjectMapperServiceAsyncStub(ProjectMapperServiceStub):
-    """ProjectMapperService attributes a build's target graph to projects."""
+    """ProjectMapperService attributes a build's target graph and a change to projects."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Map: _aio.UnaryUnaryMultiCallable[_project_mapper_pb2.MapRequest, _project_mapper_pb2.MapResponse]  # type: ignore[assignment]
-    """Map returns, for each configured project, whether the change touches it
-    and which targets of the graph belong to it.
+    """Map returns, for each project in the request, whether the change touches it,
+    which targets of the graph belong to it and what they say about it.
     """
 
 class ProjectMapperServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ProjectMapperService attributes a build's target graph to projects."""
+    """ProjectMapperService attributes a build's target graph and a change to projects."""
 
     @_abc_1.abstractmethod
     def Map(
@@ -57,8 +57,8 @@ class ProjectMapperServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_mapper_pb2.MapRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_mapper_pb2.MapResponse, _abc.Awaitable[_project_mapper_pb2.MapResponse]]:
-        """Map returns, for each configured project, whether the change touches it
-        and which targets of the graph belong to it.
+        """Map returns, for each project in the request, whether the change touches it,
+        which targets of the graph belong to it and what they say about it.
         """
 
 def add_ProjectMapperServiceServicer_to_server(servicer: ProjectMapperServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -121,12 +121,15 @@ class ServedRepositories:
 
 
 def served_from_config(config: StovepipeConfig) -> ServedRepositories:
-    """Every Queue's repository, with its ``(source.ref, promotion_ref)`` when it has one."""
+    """Every Queue's repository, with its ``(source.ref, promotion_ref)`` when it has one,
+    and one such pair per project promotion ref."""
     return ServedRepositories(
         ServedRepository(
             queue.source.repository,
             frozenset(
-                {Promotion(queue.source.ref, queue.promotion_ref)} if queue.promotion_ref else ()
+                Promotion(queue.source.ref, ref)
+                for ref in (queue.promotion_ref, *(p.promotion_ref for p in queue.projects))
+                if ref
             ),
         )
         for queue in config.queues

@@ -1,0 +1,1 @@
+"""Operability: traces (OpenTelemetry), metrics (Prometheus) and the staleness objective."""
