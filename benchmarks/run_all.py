@@ -37,6 +37,14 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
             "throughput, 1,000 Queues, git + local runner",
             ["throughput.py", "--queues", "100" if quick else "1000"],
         ),
+        (
+            "throughput, 100 Queues, no-op extensions",
+            ["throughput.py", "--queues", "20" if quick else "100", "--extensions", "noop"],
+        ),
+        (
+            "throughput, 1,000 Queues, no-op extensions",
+            ["throughput.py", "--queues", "100" if quick else "1000", "--extensions", "noop"],
+        ),
         ("gate path", ["gate_path.py", "--seconds", seconds]),
         ("idle stovepipe up", ["idle_cpu.py", "--window", "15" if quick else "30"]),
         ("WatchEvents streams", ["watch_streams.py"]),
@@ -45,6 +53,7 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("hook delivery", ["hook_delivery.py"]),
         ("ingest latency: commit -> Request", ["ingest_latency.py"]),
         ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
+        ("scale-out, one and three replicas per stage", ["scale_out.py"]),
         ("Phase 2 latency: whole-repo fact -> project facts", ["project_latency.py"]),
         ("tracing + metrics overhead", ["telemetry_overhead.py"]),
     ]

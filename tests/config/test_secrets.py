@@ -139,7 +139,11 @@ def test_a_database_password_never_shows_in_repr_str_or_redacted_dumps() -> None
     for shown in (repr(config), str(config), repr(config.storage), str(config.redacted())):
         assert SECRET not in shown
     assert config.redacted()["storage"]["url"] == masked
-    assert config.storage.redacted() == {"url": masked, "build_log_retention_days": 14.0}
+    assert config.storage.redacted() == {
+        "url": masked,
+        "pool_size": 20,
+        "build_log_retention_days": 14.0,
+    }
 
 
 def test_model_dump_keeps_real_values_for_the_processes_that_connect() -> None:

@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from harness.fault_stack import FaultStack, QueueRepo
+from harness.fault_stack import FaultStack, QueueHistory
 from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
 from stovepipe.storage import Store
 
@@ -40,7 +40,7 @@ def commit_of(uri: str) -> str:
 @dataclass
 class InvariantWatch:
     store: Store
-    repos: dict[str, QueueRepo]
+    repos: dict[str, QueueHistory]
     violations: list[str] = field(default_factory=list)
     observations: int = 0
     _facts: dict[tuple[str, str, str, int], ValidationFact] = field(default_factory=dict)
@@ -62,7 +62,7 @@ class InvariantWatch:
             return
         self.observations += 1
 
-    async def _observe_queue(self, queue: str, repo: QueueRepo) -> None:
+    async def _observe_queue(self, queue: str, repo: QueueHistory) -> None:
         for answer in await self._all_facts(queue):
             key = (answer.queue, answer.uri, answer.project)
             before = self._answers.get(key)
@@ -72,7 +72,7 @@ class InvariantWatch:
             for fact in await self.store.list_fact_attempts(*key):
                 self._check_fact(fact, repo)
 
-    def _check_fact(self, fact: ValidationFact, repo: QueueRepo) -> None:
+    def _check_fact(self, fact: ValidationFact, repo: QueueHistory) -> None:
         key = (fact.queue, fact.uri, fact.project, fact.attempt)
         seen = self._facts.setdefault(key, fact)
         if seen != fact:
@@ -83,7 +83,7 @@ class InvariantWatch:
         if not fact.green and fact.origin is FactOrigin.BUILD and truth is True:
             self._violate(f"a good commit blamed by a build verdict: {fact.uri}")
 
-    async def _observe_bookmark(self, queue: str, repo: QueueRepo) -> None:
+    async def _observe_bookmark(self, queue: str, repo: QueueHistory) -> None:
         state = await self.store.get_queue(queue)
         if state is not None and state.last_green_request_id:
             n = RequestId.parse(state.last_green_request_id).n
@@ -107,10 +107,11 @@ class InvariantWatch:
             if not token:
                 return facts
 
-    async def unsettled(self, request_ids: list[str]) -> list[str]:
-        """The ingested Requests that are not terminal, or terminal without their fact."""
+    async def unsettled(self, request_ids: list[str], *, first_only: bool = False) -> list[str]:
+        """The ingested Requests that are not terminal, or terminal without their fact;
+        with ``first_only``, at most one (newest first: the likeliest to be in flight)."""
         waiting = []
-        for request_id in request_ids:
+        for request_id in reversed(request_ids):
             request = await self.store.get_request(request_id)
             settled = request is not None and request.terminal
             if settled and request is not None and request.state in _VERDICTS:
@@ -120,7 +121,9 @@ class InvariantWatch:
                 settled = recorded is not None
             if not settled:
                 waiting.append(request_id)
-        return waiting
+                if first_only:
+                    break
+        return waiting[::-1]
 
     async def liveness_problems(self, request_ids: list[str]) -> list[str]:
         """What still keeps the run from being settled; empty once it is.
@@ -133,7 +136,7 @@ class InvariantWatch:
             problems.extend(await self._queue_problems(queue, repo))
         return problems
 
-    async def _queue_problems(self, queue: str, repo: QueueRepo) -> list[str]:
+    async def _queue_problems(self, queue: str, repo: QueueHistory) -> list[str]:
         state = await self.store.get_queue(queue)
         if state is None:
             return []
@@ -198,6 +201,8 @@ async def settle(
     """Wait (bounded) until every head is settled and the books balance; no violation seen."""
 
     async def done() -> bool:
+        if await watch.unsettled(request_ids, first_only=True):
+            return False  # cheap while heads are still in flight
         return not await watch.liveness_problems(request_ids)
 
     try:

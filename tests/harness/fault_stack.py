@@ -14,6 +14,12 @@ invariant checks can tell a falsely green fact from an honest one. Each
 Queue's repository is a bare *origin* that the extensions read and promote in,
 fed by pushes from a working clone the stack commits in (:class:`QueueRepo`).
 
+With ``noop`` (:mod:`harness.noop_extensions`), the two extension servers are
+in-memory ones in the test's own process instead of the git server and the
+local runner, reached directly rather than through chaos proxies: what is
+measured and broken is then the pipeline alone, at hundreds of heads. Each
+Queue's history is then a :class:`~harness.noop_extensions.NoopHistory`.
+
 One stack can serve many tests: it is started with ``rounds`` sets of Queues,
 and :meth:`FaultStack.reset` lifts every fault, waits until every process is
 back and ready, and hands the next test Queues nobody has used. Stopping it is
@@ -35,7 +41,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import yaml
@@ -43,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from harness.chaos_proxy import ChaosProxy
 from harness.git_repos import WorkRepo, init_bare
+from harness.noop_extensions import NoopExtensions
 from harness.postgres import PostgresCluster
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
@@ -85,6 +92,24 @@ def fault_targets() -> list[dict[str, Any]]:
             "timeout_seconds": 60,
         }
     ]
+
+
+class QueueHistory(Protocol):
+    """What the stack and the invariant checks need of a Queue's repository: commits
+    made with a known verdict, their order, and where a ref points."""
+
+    truth: dict[str, bool]
+
+    @property
+    def origin(self) -> Path:
+        """What the Queue's ``source.repository`` names."""
+        ...
+
+    def commit(self, green: bool) -> str: ...
+
+    def ref(self, name: str) -> str | None: ...
+
+    def position(self, sha: str | None) -> int: ...
 
 
 @dataclass
@@ -168,12 +193,13 @@ class FaultStack:
         template: str | None = None,
         replicas: int = 1,
         partitions: int = 2,
+        noop: NoopExtensions | None = None,
     ) -> None:
         """``queues`` Queues per test, ``rounds`` tests (see :meth:`reset`); the database
         is a copy of ``template`` (a migrated one) when given, else migrated here.
         ``replicas`` processes of every stage (named ``worker-<stage>`` when there is
         one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
-        of ``partitions`` partitions."""
+        of ``partitions`` partitions. ``noop``: see the module docstring."""
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
@@ -184,7 +210,8 @@ class FaultStack:
         self._template = template
         self.queue_names = self._all_queues[:queues]
         """This round's Queues (see :meth:`reset`)."""
-        self.repos: dict[str, QueueRepo] = {}
+        self.noop = noop
+        self.repos: dict[str, QueueHistory] = {}
         self.children: dict[str, Child] = {}
         self.health: dict[str, str] = {}
         """Each worker's health address (``stovepipe worker --health-port``)."""
@@ -222,17 +249,19 @@ class FaultStack:
         self.store = Store(create_engine(self.database_url))
         await self.broker.start()
         await asyncio.to_thread(self._create_repos, self.queue_names)
-        await self.git_proxy.start()
-        await self.runner_proxy.start()
+        if self.noop is None:
+            await self.git_proxy.start()
+            await self.runner_proxy.start()
         config_path = self._write_config()
         cli = [sys.executable, "-m", "stovepipe.cli.main"]
         logs = self.root / "logs"
-        self._add("ext-git", [*cli, "ext", "git", "--listen", self.git_address,
-                              "--cache-dir", str(self.root / "git-cache"),
-                              "--config", str(config_path)], logs)  # fmt: skip
-        self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
-                                 "--source-control", self.git_address,
-                                 "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
+        if self.noop is None:
+            self._add("ext-git", [*cli, "ext", "git", "--listen", self.git_address,
+                                  "--cache-dir", str(self.root / "git-cache"),
+                                  "--config", str(config_path)], logs)  # fmt: skip
+            self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
+                                     "--source-control", self.git_address,
+                                     "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
         for stage in WORKERS:
             for replica in range(self.replicas):
                 name = f"worker-{stage}" if self.replicas == 1 else f"worker-{stage}.{replica}"
@@ -245,9 +274,8 @@ class FaultStack:
         self._add("api", [*cli, "api", "--config", str(config_path)], logs)
         for child in self.children.values():
             await self._spawn(child)
-        await self._until_serving(self.git_address)
-        await self._until_serving(self.runner_address)
-        await self._until_serving(self.api_address)
+        for address in self._serving_addresses():
+            await self._until_serving(address)
         self._channel = open_channel(self.api_address)
         self.stub = pb_grpc.StovepipeServiceStub(self._channel)
         self._keeper = asyncio.create_task(self._keep_alive())
@@ -262,8 +290,9 @@ class FaultStack:
         await asyncio.gather(
             *(kill(c.process) for c in self.children.values() if c.process is not None)
         )
-        await self.git_proxy.stop()
-        await self.runner_proxy.stop()
+        if self.noop is None:
+            await self.git_proxy.stop()
+            await self.runner_proxy.stop()
         if self._channel is not None:
             await self._channel.close(None)
         if self.store is not None:
@@ -287,8 +316,8 @@ class FaultStack:
             },
             "api": {"listen": self.api_address},
             "extensions": {
-                "sourcecontrol": {"git": {"address": self.git_proxy.address}},
-                "buildrunner": {"local": {"address": self.runner_proxy.address}},
+                "sourcecontrol": {"git": {"address": self._extension_addresses()[0]}},
+                "buildrunner": {"local": {"address": self._extension_addresses()[1]}},
             },
             "workers": {
                 "process": policy,
@@ -316,6 +345,18 @@ class FaultStack:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
+    def _extension_addresses(self) -> tuple[str, str]:
+        """Where the workers reach SourceControl and the BuildRunner."""
+        if self.noop is not None:
+            return self.noop.source_control_address, self.noop.build_runner_address
+        return self.git_proxy.address, self.runner_proxy.address
+
+    def _serving_addresses(self) -> list[str]:
+        """The gRPC servers the stack waits for: the extensions and the API."""
+        if self.noop is not None:
+            return [self.api_address]
+        return [self.git_address, self.runner_address, self.api_address]
+
     # Queues, and a fresh start for the next test
 
     def _repo_root(self, index: int) -> Path:
@@ -324,7 +365,11 @@ class FaultStack:
     def _create_repos(self, names: list[str]) -> None:
         for name in names:
             index = self._all_queues.index(name)
-            self.repos[name] = QueueRepo.create(name, self._repo_root(index))
+            origin = QueueRepo.origin_in(self._repo_root(index))
+            if self.noop is not None:
+                self.repos[name] = self.noop.source_control.history(str(origin), queue=name)
+            else:
+                self.repos[name] = QueueRepo.create(name, self._repo_root(index))
 
     async def reset(self) -> None:
         """Prepare the stack for the next test as a fresh one would be: every fault lifted,
@@ -349,7 +394,7 @@ class FaultStack:
             self.queue_names = self._all_queues[first : first + self._per_round]
             await asyncio.to_thread(self._create_repos, self.queue_names)
         self._handed_out = True
-        for address in (self.git_address, self.runner_address, self.api_address):
+        for address in self._serving_addresses():
             await self._until_serving(address)
         await self.until_ready()
         self.restarts.clear()

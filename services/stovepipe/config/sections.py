@@ -68,11 +68,14 @@ class StorageConfig(ConfigModel):
     """
 
     url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    """PostgreSQL connections each process keeps: how many database calls it runs at once."""
     build_log_retention_days: Annotated[float, Field(gt=0, le=3650)] = 14.0
     """How long the kept logs of failed targets (``stovepipe logs``) stay."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         yield "url", redact_url(self.url)
+        yield "pool_size", self.pool_size
 
     @field_serializer("url")
     def _masked_when_redacting(self, url: str, info: SerializationInfo) -> str:

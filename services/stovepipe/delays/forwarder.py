@@ -31,6 +31,7 @@ from opentelemetry import trace
 
 from stovepipe.delays.tiers import HEADER_NOT_BEFORE, HEADER_TARGET
 from stovepipe.messaging import headers as hdr
+from stovepipe.messaging.assignment import AssignmentLog
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
@@ -86,7 +87,6 @@ class DelayForwarder:
         """Forward until :meth:`stop` is called."""
         settings = self._settings
         consumer = AIOKafkaConsumer(
-            *self._topics,
             **settings.client_kwargs(),
             group_id=settings.group(self._group),
             client_id=settings.client_id,
@@ -97,6 +97,7 @@ class DelayForwarder:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
         )
+        consumer.subscribe(self._topics, listener=AssignmentLog(settings.group(self._group)))
         producer = AIOKafkaProducer(
             **settings.client_kwargs(),
             client_id=settings.client_id,

@@ -34,6 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from stovepipe.messaging import headers as hdr
+from stovepipe.messaging.assignment import AssignmentLog
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import MalformedMessage, decode
 from stovepipe.messaging.delivery import Delivery, current_delivery
@@ -106,6 +107,7 @@ class Consumer:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            listener=AssignmentLog(settings.group(group)),
             no_reply=True,
         )
 

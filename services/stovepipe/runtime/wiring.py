@@ -127,7 +127,7 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
 
 @asynccontextmanager
 async def open_store(config: StovepipeConfig) -> AsyncIterator[Store]:
-    engine = create_engine(config.storage.url)
+    engine = create_engine(config.storage.url, pool_size=config.storage.pool_size)
     try:
         yield Store(engine)
     finally:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
@@ -54,6 +55,7 @@ from stovepipe.storage.build_logs import BuildLog
 from stovepipe.storage.errors import (
     AlreadyExists,
     StorageError,
+    StorageUnavailable,
     VersionMismatch,
     translate,
 )
@@ -128,8 +130,7 @@ class Store:
         connection without BEGIN/COMMIT, built once per process. A single
         statement reads one snapshot, so the bookmark and its fact agree.
         """
-        async with self._reading() as conn:
-            row = (await conn.execute(_LAST_GREEN, {"queue": name})).mappings().first()
+        row = await self._read_once_more(_LAST_GREEN, {"queue": name})
         if row is None:
             return None
         queue = convert.queue_from_row(row)
@@ -821,15 +822,39 @@ class Store:
                 raise
             raise mapped from exc
 
+    async def _read_once_more(
+        self, statement: Executable, params: dict[str, Any] | None = None
+    ) -> RowMapping | None:
+        """First row of a read-only ``statement``, tried again once on a connection found dead.
+
+        A read changes nothing, so running it again is safe; the pool has
+        dropped the dead connection (and every one older than it) by then.
+        """
+        for attempt in (1, 2):
+            try:
+                async with self._reading() as conn:
+                    row: RowMapping | None = (
+                        (await conn.execute(statement, params)).mappings().first()
+                    )
+                return row
+            except StorageUnavailable as exc:
+                if attempt == 2 or not _connection_lost(exc):
+                    raise
+        raise AssertionError("unreachable")
+
     async def _one(self, statement: Select[Any]) -> RowMapping | None:
-        async with self._transaction() as conn:
-            row: RowMapping | None = (await conn.execute(statement)).mappings().first()
-        return row
+        return await self._read_once_more(statement)
 
     async def _all(self, statement: Select[Any]) -> Sequence[RowMapping]:
-        async with self._transaction() as conn:
-            rows: Sequence[RowMapping] = (await conn.execute(statement)).mappings().all()
-        return rows
+        for attempt in (1, 2):
+            try:
+                async with self._reading() as conn:
+                    rows: Sequence[RowMapping] = (await conn.execute(statement)).mappings().all()
+                return rows
+            except StorageUnavailable as exc:
+                if attempt == 2 or not _connection_lost(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         if self._dialect == "postgresql":
@@ -962,3 +987,9 @@ _LAST_GREEN = _last_green_statement()
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise InvalidInput(f"a page or limit must be at least 1, got {limit}")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` came from a connection the driver found dead (not a timeout or a lock)."""
+    cause = exc.__cause__
+    return isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated
