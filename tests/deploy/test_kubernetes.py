@@ -42,6 +42,8 @@ KUBECTL_HINT = (
     "Debian's own kubernetes-client is 1.20, whose kustomize v2 cannot render these overlays"
 )
 WORKLOADS = ("Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob")
+METRICS_VERBS = ("api", "worker")
+"""The processes that serve Prometheus /metrics (``--metrics-port`` / telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -480,12 +482,28 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
     pods = {w["metadata"]["name"]: _pod_labels(w) for w in rendered.of_kind("Deployment")}
     job = rendered.named("Job", "stovepipe-db-upgrade")
     pods[job["metadata"]["name"]] = dict(job["spec"]["template"]["metadata"]["labels"])
+    serving_metrics = {n for n, _, i in _stovepipe_containers(rendered) if i.verb in METRICS_VERBS}
     for name, labels in pods.items():
         applying = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
         assert any(
             "Ingress" in p["spec"]["policyTypes"] and not p["spec"].get("ingress") for p in applying
         ), f"{name}: no default-deny policy applies"
         rules = [rule for p in applying for rule in p["spec"].get("ingress", [])]
+        metrics_rule = {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": config.telemetry.metrics_port}],
+        }
+        if name in serving_metrics:
+            assert metrics_rule in rules, f"{name}: Prometheus cannot scrape it"
+            rules.remove(metrics_rule)
+        else:
+            assert metrics_rule not in rules, f"{name} serves no metrics"
         component = labels.get("app.kubernetes.io/component")
         if component == "api":
             assert rules == [{"ports": [{"protocol": "TCP", "port": _port(config.api.listen)}]}]
@@ -511,6 +529,27 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
             assert port == {"protocol": "TCP", "port": served}
         else:
             assert rules == [], f"{name} ({component}) accepts connections"
+
+
+def test_metrics_are_served_where_prometheus_is_told_to_scrape(
+    rendered: Rendered, config: StovepipeConfig
+) -> None:
+    """The API and every stage worker serve /metrics on telemetry.metrics_port (they
+    take no --metrics-port here), and their pods say so; the others serve none."""
+    port = config.telemetry.metrics_port
+    assert port is not None
+    for name, container, invocation in _stovepipe_containers(rendered):
+        if "metrics_port" in invocation.params:
+            assert invocation.params["metrics_port"] is None, f"{name}: one port, the config's"
+        annotations = rendered.named("Deployment", name)["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        ) if invocation.verb != "db upgrade" else {}  # fmt: skip
+        declared = {"name": "metrics", "containerPort": port} in container.get("ports", [])
+        if invocation.verb in METRICS_VERBS:
+            assert declared, name
+            assert annotations.get("prometheus.io/port") == str(port), name
+        else:
+            assert not declared and "prometheus.io/port" not in annotations, name
 
 
 def test_the_autoscaler_is_an_example_outside_the_overlays(rendered: Rendered) -> None:
