@@ -39,10 +39,13 @@ from sqlalchemy import select
 from harness.api import PROJECT, PingProbe, Q, ServedApi
 from stovepipe.api.errors import MAX_DETAILS
 from stovepipe.api.limits import (
+    MAX_CURSOR_LENGTH,
+    MAX_DELIVERY_ID_LENGTH,
     MAX_PAGE_TOKEN_LENGTH,
     MAX_PROJECT_LENGTH,
     MAX_REASON_LENGTH,
     MAX_REQUEST_ID_LENGTH,
+    MAX_TARGET_LENGTH,
     MAX_TRIGGER_LENGTH,
     MAX_URI_LENGTH,
 )
@@ -75,6 +78,7 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "WaitForGreenness": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
     "ListRequests": {C.OK, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
     "ListQueues": {C.OK, C.INVALID_ARGUMENT},
+    "GetBuildLog": {C.OK, C.NOT_FOUND, *BAD_INPUT, C.RESOURCE_EXHAUSTED},
 }
 MESSAGES: dict[str, type[Message]] = {
     "Ping": pb.PingRequest,
@@ -92,6 +96,7 @@ MESSAGES: dict[str, type[Message]] = {
     "WaitForGreenness": pb.WaitForGreennessRequest,
     "ListRequests": pb.ListRequestsRequest,
     "ListQueues": pb.ListQueuesRequest,
+    "GetBuildLog": pb.GetBuildLogRequest,
 }
 
 
@@ -124,6 +129,12 @@ class Known:
             "on_branch": [False, True],
             "queues": [[], [Q]],
             "projects": [[], [PROJECT]],
+            "cursor": [""],
+            "from_beginning": [False],
+            "id": [f"{Q}/no-such-event/no-such-hook"],
+            "all_failed": [False, True],
+            "state": ["", "failed"],
+            "target": ["", "unit"],
         }
 
 
@@ -199,6 +210,12 @@ def _fields(known: Known) -> dict[str, st.SearchStrategy[Any]]:
             st.lists(queue, max_size=4), st.lists(st.just(Q), min_size=65, max_size=300)
         ),
         "projects": st.lists(project, max_size=4),
+        "cursor": _text(MAX_CURSOR_LENGTH, ["v1;0=1", "v1;0=" + "9" * 40, "not a cursor"]),
+        "from_beginning": st.booleans(),
+        "id": _text(MAX_DELIVERY_ID_LENGTH, [f"{Q}/evt/hook", "x", f"{Q}//"]),
+        "all_failed": st.booleans(),
+        "state": _text(16, ["pending", "delivered", "failed", "lost"]),
+        "target": _text(MAX_TARGET_LENGTH, ["unit", "lint", "../x"]),
     }
 
 

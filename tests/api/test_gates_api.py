@@ -10,7 +10,7 @@ own Requests.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -171,7 +171,7 @@ async def test_list_requests_pages_newest_first_without_repeats(served: ServedAp
         served.stub.ListRequests(pb.ListRequestsRequest(queue=Q, project="web"))
     )
     assert project.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "not supported yet" in (project.details() or "")
+    assert "has no project 'web'" in (project.details() or "")
 
 
 async def test_list_queues_counts_waiting_and_names_the_last_green(served: ServedApi) -> None:
@@ -183,6 +183,14 @@ async def test_list_queues_counts_waiting_and_names_the_last_green(served: Serve
     assert summary.last_green_uri == uri and summary.last_green_at.seconds > 0
     assert summary.waiting == 1 and summary.in_flight == 0
     assert summary.latest_request_id == waiting.request_id
+    assert not summary.stale and not summary.HasField("stale_since")  # never judged
+    since = datetime.now(UTC)
+    assert await served.store.turn_staleness(Q, True, since)
+    (summary,) = (await served.stub.ListQueues(pb.ListQueuesRequest())).queues
+    assert summary.stale and summary.stale_since.seconds == int(since.timestamp())
+    assert await served.store.turn_staleness(Q, False, since + timedelta(minutes=5))
+    (summary,) = (await served.stub.ListQueues(pb.ListQueuesRequest())).queues
+    assert not summary.stale and summary.stale_since.seconds == int(since.timestamp()) + 300
 
 
 async def test_last_green_says_when_a_force_push_dropped_it_and_on_branch_skips_it(

@@ -460,6 +460,7 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.ListQueuesResponse:
         async def call() -> pb.ListQueuesResponse:
             summaries = []
+            staleness = await self._store.list_staleness()
             for name in self._queues.queue_names:
                 state = await self._store.get_queue(name)
                 counts = await self._store.count_requests_by_state(name)
@@ -468,6 +469,9 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                     in_flight=counts.get(RequestState.PROCESSING, 0),
                     waiting=counts.get(RequestState.ACCEPTED, 0),
                 )
+                if name in staleness:
+                    summary.stale, since = staleness[name]
+                    summary.stale_since.CopyFrom(convert.timestamp(since))
                 if state is not None:
                     summary.latest_request_id = state.latest_request_id or ""
                     summary.promoted_ref = state.promoted_ref or ""

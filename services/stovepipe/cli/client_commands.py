@@ -458,11 +458,14 @@ def register(app: typer.Typer) -> None:
                 output.age(q.last_green_at) or "-",
                 str(q.in_flight),
                 str(q.waiting),
+                _staleness(q),
                 q.latest_request_id or "-",
             ]
             for q in response.queues
         ]
-        output.table(["QUEUE", "LAST GREEN", "AGE", "IN FLIGHT", "WAITING", "LATEST"], rows)
+        output.table(
+            ["QUEUE", "LAST GREEN", "AGE", "IN FLIGHT", "WAITING", "STALENESS", "LATEST"], rows
+        )
 
     @app.command()
     def history(
@@ -707,3 +710,10 @@ def _show_request(request: types_pb2.Request, *, transitions: bool = True) -> No
             attempt_note = f" attempt {change.attempt}" if change.attempt > 1 else ""
             reason = f"  {change.reason}" if change.reason else ""
             line(f"    {output.when(change.at)}  {_state_name(change.state)}{attempt_note}{reason}")
+
+
+def _staleness(q: pb.QueueSummary) -> str:
+    """``stale for 2h``, ``fresh`` or ``-`` (never judged: no objective, or never stale)."""
+    if not q.HasField("stale_since"):
+        return "-"
+    return f"stale for {output.age(q.stale_since)}" if q.stale else "fresh"

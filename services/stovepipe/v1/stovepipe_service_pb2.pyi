@@ -511,6 +511,8 @@ class QueueSummary(_message.Message):
     LATEST_REQUEST_ID_FIELD_NUMBER: _builtins.int
     PROMOTED_REF_FIELD_NUMBER: _builtins.int
     PROMOTED_URI_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    STALE_SINCE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     last_green_uri: _builtins.str
     """Empty when no commit of this Queue was recorded green yet."""
@@ -524,10 +526,17 @@ class QueueSummary(_message.Message):
     promoted_ref: _builtins.str
     """Where the promotion ref was last put, when the Queue has one."""
     promoted_uri: _builtins.str
+    stale: _builtins.bool
+    """The staleness objective (`staleness:` on the Queue): whether the Queue is in a
+    stale episode now, and since when the episode (stale or fresh) began. Unset
+    `stale_since` means the Queue was never judged stale.
+    """
     @_builtins.property
     def last_green_at(self) -> _timestamp_pb2.Timestamp:
         """When the last green verdict was recorded."""
 
+    @_builtins.property
+    def stale_since(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -540,10 +549,12 @@ class QueueSummary(_message.Message):
         latest_request_id: _builtins.str = ...,
         promoted_ref: _builtins.str = ...,
         promoted_uri: _builtins.str = ...,
+        stale: _builtins.bool = ...,
+        stale_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_green_at", b"last_green_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_green_at", b"last_green_at", "stale_since", b"stale_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "last_green_at", b"last_green_at", "last_green_request_id", b"last_green_request_id", "last_green_uri", b"last_green_uri", "latest_request_id", b"latest_request_id", "promoted_ref", b"promoted_ref", "promoted_uri", b"promoted_uri", "queue", b"queue", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "last_green_at", b"last_green_at", "last_green_request_id", b"last_green_request_id", "last_green_uri", b"last_green_uri", "latest_request_id", b"latest_request_id", "promoted_ref", b"promoted_ref", "promoted_uri", b"promoted_uri", "queue", b"queue", "stale", b"stale", "stale_since", b"stale_since", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
