@@ -94,11 +94,70 @@ def test_every_stovepipe_command_is_a_real_verb(
             continue
         assert "entrypoint" not in service, f"{name}: the image's ENTRYPOINT is stovepipe"
         test = service.get("healthcheck", {}).get("test")
-        if test is not None:
+        if test is not None and invocations[name].verb == "console":
+            # the console serves HTTP, not gRPC health: its probe is /healthz
+            assert test[:2] == ["CMD", "python"], f"{name}: {test}"
+        elif test is not None:
             assert test[:2] == ["CMD", "stovepipe"], f"{name}: {test}"
             assert parse(test[2:]).verb == "health"
     verbs = {invocation.verb for invocation in invocations.values()}
-    assert {"db upgrade", "api", "worker", "ext git", "ext local-runner"} <= verbs
+    assert verbs == {
+        "db upgrade",
+        "api",
+        "worker",
+        "poller",
+        "webhooks",
+        "console",
+        "ext git",
+        "ext local-runner",
+        "ext hooks",
+        "ext project-mapper",
+    }
+
+
+def test_each_ingress_process_is_wired_to_what_it_serves(
+    services: dict[str, dict[str, Any]],
+    invocations: dict[str, Invocation],
+    config: StovepipeConfig,
+) -> None:
+    """The poller and webhook receiver report health; the receiver publishes
+    webhooks.listen and has its secrets; the console publishes console.listen,
+    probes it over its own scheme and holds its API token and login tokens."""
+    by_verb = {i.verb: name for name, i in invocations.items()}
+    for verb in ("poller", "webhooks"):
+        name = by_verb[verb]
+        port = invocations[name].params["health_port"]
+        assert port is not None, f"{name}: no --health-port"
+        probe = parse(services[name]["healthcheck"]["test"][2:])
+        assert probe.params["address"] == f"127.0.0.1:{port}", name
+    assert config.webhooks is not None
+    receiver = services[by_verb["webhooks"]]
+    listen_port = config.webhooks.listen.rsplit(":", 1)[1]
+    assert any(str(p).endswith(f":{listen_port}") for p in receiver["ports"])
+    mounted = {f"/run/secrets/{s}" for s in receiver["secrets"]}
+    for host, secret in config.webhooks.hosts().items():
+        assert secret.secret_file in mounted, f"webhooks.{host}: secret not mounted"
+    console = services[by_verb["console"]]
+    port = config.console.listen.rsplit(":", 1)[1]
+    assert any(str(p).endswith(f":{port}") for p in console["ports"])
+    scheme = "https" if (config.console.tls or config.api.tls) else "http"
+    assert f"'{scheme}://127.0.0.1:{port}/healthz'" in console["healthcheck"]["test"][-1]
+    mounted = {f"/run/secrets/{s}" for s in console["secrets"]}
+    console_files = {
+        config.console.api.token_file,
+        config.console.api.ca_file,
+        *(t.token_file for t in config.console.login_tokens),
+    } - {None}
+    assert console_files <= mounted
+    assert config.console.api.address == f"api:{config.api.listen.rsplit(':', 1)[1]}"
+    read_tokens = {t.token_file for t in config.api.tokens if t.role == "read"}
+    assert config.console.api.token_file in read_tokens, "the console reads with a read token"
+
+
+def test_the_hooks_dispatcher_is_not_scaled(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if service.get("command", [])[:2] == ["worker", "hooks"]:
+            assert service.get("deploy", {}).get("replicas", 1) == 1, name
 
 
 def test_every_registered_stage_has_exactly_one_worker_service(
@@ -196,7 +255,12 @@ def test_the_mounted_configuration_loads_and_names_reachable_services(
         for name, i in invocations.items()
         if i.verb.startswith("ext ")
     }
-    endpoints = [*config.extensions.sourcecontrol.values(), *config.extensions.buildrunner.values()]
+    endpoints = [
+        *config.extensions.sourcecontrol.values(),
+        *config.extensions.buildrunner.values(),
+        *config.extensions.hooks.values(),
+        *config.extensions.projectmapper.values(),
+    ]
     for endpoint in endpoints:
         assert endpoint.address is not None
         host, port = endpoint.address.rsplit(":", 1)
@@ -215,7 +279,9 @@ def test_the_mounted_configuration_loads_and_names_reachable_services(
             flags = set(invocations[service].passthrough)
             assert flags & {"--token-file", "--token-env"}, f"{service} must require a token"
     for name, invocation in invocations.items():
-        if invocation.verb in ("api", "worker", "db upgrade", "ext git"):
+        if invocation.verb in (
+            "api", "worker", "db upgrade", "poller", "webhooks", "console", "ext git", "ext hooks"
+        ):  # fmt: skip
             given = invocation.params.get("config") or option_value(invocation, "--config")
             mounted = [c["target"] for c in services[name].get("configs", [])]
             assert given is not None, f"{name}: --config (ext git: the allow-list)"
@@ -247,13 +313,16 @@ def test_token_files_come_from_the_services_secrets(
         for e in (
             *config.extensions.sourcecontrol.values(),
             *config.extensions.buildrunner.values(),
+            *config.extensions.hooks.values(),
+            *config.extensions.projectmapper.values(),
         )
         if e.token_file
     }
     api_files = {str(t.token_file) for t in config.api.tokens if t.token_file}
     for name, invocation in invocations.items():
         mounted = {f"/run/secrets/{s}" for s in services[name].get("secrets", [])}
-        if invocation.verb in ("api", "worker"):
+        # every process that opens the extension registry reads every addressed token
+        if invocation.verb in ("api", "worker", "poller", "webhooks"):
             assert core_files <= mounted, name
         if invocation.verb == "api":
             assert api_files <= mounted

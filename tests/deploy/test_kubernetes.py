@@ -42,6 +42,8 @@ KUBECTL_HINT = (
     "Debian's own kubernetes-client is 1.20, whose kustomize v2 cannot render these overlays"
 )
 WORKLOADS = ("Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob")
+METRICS_VERBS = ("api", "worker")
+"""The processes that serve Prometheus /metrics (``--metrics-port`` / telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -187,11 +189,22 @@ def test_every_container_runs_a_real_stovepipe_verb(rendered: Rendered) -> None:
     for name, container, invocation in _stovepipe_containers(rendered):
         assert container.get("command", ["stovepipe"]) == ["stovepipe"], name
         verbs.add(invocation.verb)
-        if invocation.verb in ("api", "worker", "db upgrade"):
+        if invocation.verb in ("api", "worker", "db upgrade", "poller", "webhooks", "console"):
             assert str(invocation.params["config"]) == CONFIG_PATH, name
-        if invocation.verb == "ext git":
-            assert option_value(invocation, "--config") == CONFIG_PATH, "the allow-list"
-    assert verbs == {"api", "worker", "db upgrade", "ext git", "ext local-runner"}
+        if invocation.verb in ("ext git", "ext hooks"):
+            assert option_value(invocation, "--config") == CONFIG_PATH, "its Queues"
+    assert verbs == {
+        "api",
+        "worker",
+        "db upgrade",
+        "poller",
+        "webhooks",
+        "console",
+        "ext git",
+        "ext local-runner",
+        "ext hooks",
+        "ext project-mapper",
+    }
 
 
 def test_every_registered_stage_has_one_deployment_with_grpc_probes(rendered: Rendered) -> None:
@@ -226,6 +239,55 @@ def test_replicas_stay_within_the_partitions(rendered: Rendered, config: Stovepi
     runner = rendered.named("Deployment", "stovepipe-ext-local-runner")
     assert runner["spec"]["replicas"] == 1, "a build lives on the runner that started it"
     assert runner["spec"]["strategy"]["type"] == "Recreate"
+    (hooks,) = [n for n, _, i in _stovepipe_containers(rendered) if i.verb == "worker"
+                and i.params["stage"] == "hooks"]  # fmt: skip
+    dispatcher = rendered.named("Deployment", hooks)
+    assert dispatcher["spec"]["replicas"] == 1, "two dispatchers send every delivery twice"
+    assert dispatcher["spec"]["strategy"] == {"type": "Recreate"}, "not even during a rollout"
+
+
+def test_ingress_processes_are_probed_and_served_where_they_listen(
+    rendered: Rendered, config: StovepipeConfig
+) -> None:
+    """The poller and the webhook receiver answer gRPC health on --health-port; the
+    receiver and the console sit behind a Service on the port their config listens on;
+    the console is probed over HTTP(S) /healthz with the scheme it serves."""
+    services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
+    seen = set()
+    for name, container, invocation in _stovepipe_containers(rendered):
+        if invocation.verb in ("poller", "webhooks"):
+            port = invocation.params["health_port"]
+            assert port is not None, name
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"]["port"] == port, f"{name}: {probe}"
+        if invocation.verb == "webhooks":
+            assert config.webhooks is not None
+            listen = config.webhooks.listen
+        elif invocation.verb == "console":
+            listen = config.console.listen
+            scheme = "HTTPS" if (config.console.tls or config.api.tls) else "HTTP"
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                get = container[probe]["httpGet"]
+                assert (get["path"], get["port"], get["scheme"]) == ("/healthz", "http", scheme)
+            assert config.console.api.address == f"stovepipe-api:{_port(config.api.listen)}"
+            assert config.api.tls is None or config.console.api.ca_file, "verify the API"
+        else:
+            continue
+        seen.add(invocation.verb)
+        assert {"name": "http", "containerPort": _port(listen)} in container["ports"], name
+        fronting = [
+            s
+            for s in services.values()
+            if _selects(
+                {"matchLabels": s["spec"]["selector"]},
+                _pod_labels(rendered.named("Deployment", name)),
+            )
+        ]
+        assert len(fronting) == 1, f"{name}: {len(fronting)} Services"
+        assert [(p["port"], p["targetPort"]) for p in fronting[0]["spec"]["ports"]] == [
+            (_port(listen), "http")
+        ]
+    assert seen == {"webhooks", "console"}
 
 
 def test_servers_are_probed_where_they_serve_health_behind_their_service(
@@ -263,7 +325,12 @@ def test_servers_are_probed_where_they_serve_health_behind_their_service(
             {"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"}
         ]
         listening[fronting[0]["metadata"]["name"]] = port
-    endpoints = [*config.extensions.sourcecontrol.values(), *config.extensions.buildrunner.values()]
+    endpoints = [
+        *config.extensions.sourcecontrol.values(),
+        *config.extensions.buildrunner.values(),
+        *config.extensions.hooks.values(),
+        *config.extensions.projectmapper.values(),
+    ]
     assert config.unaddressed_extensions() == ()
     for endpoint in endpoints:
         assert endpoint.address is not None
@@ -315,8 +382,8 @@ def test_every_pod_mounts_the_configuration(rendered: Rendered) -> None:
             volumes = {v["name"]: v for v in _pod_spec(workload).get("volumes", [])}
             for container in _containers(workload):
                 invocation = parse(container.get("args", []))
-                if invocation.verb == "ext local-runner":
-                    continue  # it reads no configuration
+                if invocation.verb in ("ext local-runner", "ext project-mapper"):
+                    continue  # they read no configuration
                 mount = next(
                     m for m in container["volumeMounts"] if m["mountPath"] == "/etc/stovepipe"
                 )
@@ -339,8 +406,20 @@ def test_secrets_are_referenced_never_written(rendered: Rendered, config: Stovep
         for e in (
             *config.extensions.sourcecontrol.values(),
             *config.extensions.buildrunner.values(),
+            *config.extensions.hooks.values(),
+            *config.extensions.projectmapper.values(),
         )
         if e.token_env
+    }
+    hosts = config.webhooks.hosts() if config.webhooks else {}
+    webhook_env = {s.secret_env for s in hosts.values() if s.secret_env}
+    console_env = {
+        env
+        for env in (
+            config.console.api.token_env,
+            *(t.token_env for t in config.console.login_tokens),
+        )
+        if env
     }
     api_env = {t.token_env for t in config.api.tokens if t.token_env}
     assert config.api.tokens, "the API serves a network: it must authenticate its callers"
@@ -356,12 +435,17 @@ def test_secrets_are_referenced_never_written(rendered: Rendered, config: Stovep
             if rendered.overlay == "dev":
                 assert (reference["name"], reference["key"]) in available, reference
         needed: set[str] = set()
-        if invocation.verb in ("api", "worker", "db upgrade"):
+        # every process that opens the extension registry reads every addressed token
+        if invocation.verb in ("api", "worker", "poller", "webhooks", "db upgrade"):
             needed.add("PGPASSWORD")
-        if invocation.verb in ("api", "worker"):
+        if invocation.verb in ("api", "worker", "poller", "webhooks"):
             needed |= core_env
         if invocation.verb == "api":
             needed |= api_env
+        if invocation.verb == "webhooks":
+            needed |= webhook_env
+        if invocation.verb == "console":
+            needed |= console_env
         for option in ("--token-env", "--source-control-token-env"):
             value = option_value(invocation, option)
             if value is not None:
@@ -398,15 +482,38 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
     pods = {w["metadata"]["name"]: _pod_labels(w) for w in rendered.of_kind("Deployment")}
     job = rendered.named("Job", "stovepipe-db-upgrade")
     pods[job["metadata"]["name"]] = dict(job["spec"]["template"]["metadata"]["labels"])
+    serving_metrics = {n for n, _, i in _stovepipe_containers(rendered) if i.verb in METRICS_VERBS}
     for name, labels in pods.items():
         applying = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
         assert any(
             "Ingress" in p["spec"]["policyTypes"] and not p["spec"].get("ingress") for p in applying
         ), f"{name}: no default-deny policy applies"
         rules = [rule for p in applying for rule in p["spec"].get("ingress", [])]
+        metrics_rule = {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": config.telemetry.metrics_port}],
+        }
+        if name in serving_metrics:
+            assert metrics_rule in rules, f"{name}: Prometheus cannot scrape it"
+            rules.remove(metrics_rule)
+        else:
+            assert metrics_rule not in rules, f"{name} serves no metrics"
         component = labels.get("app.kubernetes.io/component")
         if component == "api":
             assert rules == [{"ports": [{"protocol": "TCP", "port": _port(config.api.listen)}]}]
+        elif component == "webhooks":
+            assert config.webhooks is not None
+            port = _port(config.webhooks.listen)
+            assert rules == [{"ports": [{"protocol": "TCP", "port": port}]}], name
+        elif component == "console":
+            port = _port(config.console.listen)
+            assert rules == [{"ports": [{"protocol": "TCP", "port": port}]}], name
         elif component == "extension":
             assert len(rules) == 1, name
             (peer,) = rules[0]["from"]
@@ -422,6 +529,27 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
             assert port == {"protocol": "TCP", "port": served}
         else:
             assert rules == [], f"{name} ({component}) accepts connections"
+
+
+def test_metrics_are_served_where_prometheus_is_told_to_scrape(
+    rendered: Rendered, config: StovepipeConfig
+) -> None:
+    """The API and every stage worker serve /metrics on telemetry.metrics_port (they
+    take no --metrics-port here), and their pods say so; the others serve none."""
+    port = config.telemetry.metrics_port
+    assert port is not None
+    for name, container, invocation in _stovepipe_containers(rendered):
+        if "metrics_port" in invocation.params:
+            assert invocation.params["metrics_port"] is None, f"{name}: one port, the config's"
+        annotations = rendered.named("Deployment", name)["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        ) if invocation.verb != "db upgrade" else {}  # fmt: skip
+        declared = {"name": "metrics", "containerPort": port} in container.get("ports", [])
+        if invocation.verb in METRICS_VERBS:
+            assert declared, name
+            assert annotations.get("prometheus.io/port") == str(port), name
+        else:
+            assert not declared and "prometheus.io/port" not in annotations, name
 
 
 def test_the_autoscaler_is_an_example_outside_the_overlays(rendered: Rendered) -> None:
