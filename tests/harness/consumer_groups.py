@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.fault_stack import FaultStack
 from stovepipe.delays import DEFAULT_TIERS_S, tier_topic
-from stovepipe.messaging import KafkaSettings
+from stovepipe.messaging import HOOK, KafkaSettings
 from stovepipe.messaging.assignment import ASSIGNMENT_LINE, parse_held
 from stovepipe.runtime.registry import PIPELINE, dead_letter_topics
 
@@ -45,6 +45,9 @@ def stage_groups(settings: KafkaSettings) -> dict[str, dict[str, list[str]]]:
     groups["delay"] = {
         settings.group("delay"): [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S]
     }
+    # the event topic's readers, each in a group named after its stage
+    for reader in ("upstream", "hooks"):
+        groups[reader] = {settings.group(reader): [settings.topic(HOOK.name)]}
     return groups
 
 
