@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline_latency import (  # type: ignore[import-not-found]
+from pipeline_latency import (
     drive_queue,
     pct,
 )  # puts tests/ (the shared harness) on the path

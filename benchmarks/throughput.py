@@ -34,54 +34,12 @@ from typing import Any
 
 import grpc
 import yaml
+from proc_cpu import cpu_seconds, descendants, name_of
 
 from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import GIT_IDENTITY, SampleRepo, Step
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, from /proc (no psutil here)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (threads included) and of the children it
-    waited for (git and build processes)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
-
-
-def name_of(pid: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    words = [a.decode(errors="replace") for a in argv if a]
-    if "-m" in words:
-        words = words[words.index("-m") + 1 :]
-    label = " ".join(w for w in words[:4] if not w.startswith("/"))
-    return label or Path(words[0]).name if words else "?"
 
 
 def branch_heads(repo: Path, branches: list[str]) -> None:
