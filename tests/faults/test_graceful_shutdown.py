@@ -41,6 +41,7 @@ from harness.postgres import PostgresCluster
 from stovepipe.config import config_from_mapping
 from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, DelayForwarder
 from stovepipe.delays.tiers import tier_topic
+from stovepipe.hooks.events import VERDICT_RECORDED
 from stovepipe.messaging import Bus, Delivery, KafkaSettings, ensure_topics
 from stovepipe.runtime.embedded import STOP_MARGIN_S, supervisor_stop_timeout
 from stovepipe.testing import until
@@ -261,14 +262,15 @@ async def overrun(overrun_stack: FaultStack) -> FaultStack:
 async def _times_applied(stack: FaultStack, stage: str, head: str) -> int:
     """How often the stage's handler ran to its end for ``head``, from outside evidence.
 
-    build: the runner's Trigger calls (the sweeper never triggers). record: the hook
-    events published for the head (Promote is also re-asserted by the sweeper, so
-    its calls prove nothing).
+    build: the runner's Trigger calls (the sweeper never triggers). record: the
+    ``verdict.recorded`` events published for the head, one per completed run (the
+    transition event that may accompany it is not a second run; Promote is also
+    re-asserted by the sweeper, so its calls prove nothing).
     """
     if stage == "build":
         return stack.runner_proxy.calls["Trigger"]
     events = [topics_pb2.HookEvent.FromString(r.value or b"") for r in await stack.records(HOOK)]
-    return sum(1 for e in events if e.data.request_id == head)
+    return sum(1 for e in events if e.data.request_id == head and e.type == VERDICT_RECORDED)
 
 
 async def _held_record(stack: FaultStack, stage: str, head: str) -> tuple[int, int, int]:
