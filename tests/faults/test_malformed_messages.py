@@ -54,12 +54,14 @@ from stovepipe.delays import DEFAULT_TIERS_S, HEADER_NOT_BEFORE, HEADER_TARGET, 
 from stovepipe.delays.tiers import tier_topic
 from stovepipe.domain import FactOrigin, ValidationFact
 from stovepipe.hooks.events import BECAME_GREEN, VERDICT_RECORDED
+from stovepipe.messaging import HOOK as HOOK_SPEC
 from stovepipe.messaging import PIPELINE_TOPICS, dlq, poison
 from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import payload_type_name
 from stovepipe.messaging.headers import ATTEMPT, FAILURE_REASON, PAYLOAD_TYPE
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
+from stovepipe.runtime.registry import STAGES
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -85,7 +87,10 @@ TIMEOUT_S = 90.0
 PARKED = "parked"  # dead-lettered (on a stage topic), then parked in <source>.dlq.poison
 SETTLED = "settled"  # reaches a dead letter (or is one) that the reconciler logs and acknowledges
 DROPPED = "dropped"  # a delay-tier record the forwarder cannot deliver: logged, written nowhere
-KEPT = "kept"  # a topic no stage consumes: nothing moves it
+KEPT = "kept"  # a topic no stage consumes, or a readable event: nothing moves it
+PARKED_BY_READERS = "parked by readers"  # unreadable on the event topic: each reader parks it
+EVENT_READERS = tuple(s.name for s in STAGES if HOOK_SPEC in s.consumes)
+"""The stages that read the event topic, each in its own consumer group."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Probe:
             where[dlq(self.source)] += 1  # dead-lettered by its stage
         if self.fate == PARKED:
             where[poison(self.source)] += 1
+        if self.fate == PARKED_BY_READERS:
+            where[poison(self.topic)] += len(EVENT_READERS)
         return where
 
 
@@ -181,6 +188,8 @@ def payload(topic: str, request_id: str, queue: str) -> Message:
         return topics_pb2.BuildSignalMessage(
             build_id=f"build-of-{request_id}", request_id=request_id, queue=queue
         )
+    if topic == ANALYZE:
+        return topics_pb2.AnalyzeMessage(request_id=request_id, queue=queue)
     return topics_pb2.RecordMessage(request_id=request_id, queue=queue)
 
 
@@ -262,10 +271,11 @@ async def bad_tier_records(prober: Prober, tier: str, partition: int, huge: byte
                headers=[(HEADER_TARGET, process), (HEADER_NOT_BEFORE, now)], **common)  # fmt: skip
 
 
-async def bad_kept_records(prober: Prober, topic: str, partition: int, huge: bytes) -> None:
-    """``analyze`` (no consumer yet) and ``hook`` (only event subscribers read it)."""
+async def bad_event_records(prober: Prober, topic: str, partition: int, huge: bytes) -> None:
+    """``hook``: every reader of the event topic (the hooks dispatcher, the upstream
+    trigger) parks what it cannot read, for an operator, and moves nothing else."""
     send = prober.send
-    common: dict[str, Any] = {"partition": partition, "fate": KEPT}
+    common: dict[str, Any] = {"partition": partition, "fate": PARKED_BY_READERS}
     await send(topic, b"\xff\xfe garbage", kind="garbage", **common)
     await send(topic, b"", kind="empty", **common)
     await send(topic, None, kind="tombstone", **common)
@@ -407,6 +417,7 @@ CONSUMED_BY = {
     **{t.name: STAGE_OF[t.name] for t in STAGE_TOPICS},
     **{dlq(t.name): f"reconcile-{STAGE_OF[t.name]}" for t in STAGE_TOPICS},
     **dict.fromkeys(TIERS, "delay"),
+    HOOK: EVENT_READERS[0],
 }
 """Every topic a worker consumes, and its consumer group."""
 
@@ -524,15 +535,14 @@ async def storm(
                 await bad_stage_records(prober, topic, partition, victim, q0, huge, over)
         storm.heads.append(await stack.push_and_ingest(q1, green=True))
         for partition in range(stack.partitions):
-            for topic in (ANALYZE, HOOK):
-                await bad_kept_records(prober, topic, partition, huge)
+            await bad_event_records(prober, HOOK, partition, huge)
         storm.closing_sentinel = await events.sentinel(prober, known)
         storm.heads.append(await stack.push_and_ingest(q0, green=True))
         yield storm
 
 
 def storm_topics() -> list[str]:
-    return [*(t.name for t in STAGE_TOPICS), ANALYZE, HOOK, *TIERS, *DEAD_LETTERS]
+    return [*(t.name for t in STAGE_TOPICS), HOOK, *TIERS, *DEAD_LETTERS]
 
 
 class TestBadRecordsOnEveryTopic:
@@ -754,7 +764,7 @@ async def finished(
 
 
 REPLAYED = [
-    *(t.name for t in STAGE_TOPICS),
+    *(t.name for t in STAGE_TOPICS if t.name != ANALYZE),  # no projects here: analyze is idle
     HOOK,
     tier_topic(DEFAULT_TIERS_S[0]),  # build status polls
     dlq(BUILD),  # the fail-closed head
