@@ -211,9 +211,9 @@ async def test_a_receiver_failing_for_ever_ends_failed_and_redeliver_delivers(
             rows = await settled(live, "bot", 1)
             assert [r.status for r in rows] == [HookDeliveryStatus.DELIVERED]
             malformed = await _cli("hooks", "redeliver", "no-slashes", *api)
-            assert malformed.returncode == 3 and "INVALID_ARGUMENT" in malformed.stderr
+            assert malformed.returncode == 4 and "INVALID_ARGUMENT" in malformed.stderr
             unknown = await _cli("hooks", "show", "e2e/main/0123/bot", *api)
-            assert unknown.returncode == 3 and "NOT_FOUND" in unknown.stderr
+            assert unknown.returncode == 4 and "NOT_FOUND" in unknown.stderr
     finally:
         receiver.stop()
     attempts = receiver.snapshot()
