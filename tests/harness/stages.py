@@ -23,6 +23,7 @@ from stovepipe.extensions.buildrunner.fake import FakeBuildRunner
 from stovepipe.extensions.projectmapper.fake import FakeProjectMapper
 from stovepipe.extensions.sourcecontrol.client import QueueSource
 from stovepipe.extensions.sourcecontrol.fake import FakeRepository, FakeSourceControl
+from stovepipe.hooks.events import VERDICT_RECORDED
 from stovepipe.stages import (
     BuildSignalPoller,
     BuildTrigger,
@@ -123,6 +124,8 @@ class Pipeline:
             topics.ANALYZE: ProjectAnalyzer(*args),
         }
         self.hook_events: list[topics_pb2.HookEvent] = []
+        """Every event record published: one ``verdict.recorded`` per verdict, plus a
+        transition event when the verdict differs from the Queue's previous one."""
 
     def repo(self, location: str = REPO) -> FakeRepository:
         return self.sc.repository(location)
@@ -152,6 +155,11 @@ class Pipeline:
             if topic not in lose:
                 await self._deliver(topic, message, twice)
         raise AssertionError("pipeline did not settle")
+
+    @property
+    def verdict_events(self) -> list[topics_pb2.HookEvent]:
+        """The ``verdict.recorded`` events only: one per verdict written."""
+        return [e for e in self.hook_events if e.type == VERDICT_RECORDED]
 
     async def _deliver(self, topic: str, message: Message, twice: bool) -> None:
         if topic == topics.HOOK:

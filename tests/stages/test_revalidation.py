@@ -73,7 +73,7 @@ async def test_a_real_verdict_displaces_fail_closed(pipe: Pipeline) -> None:
     assert pipe.repo().head("verified-main") == pipe.repo().head("main")
     keys = [t.idempotency_key for t in pipe.runner.triggers]
     assert sorted(set(keys)) == [f"{rid}#1#-", f"{rid}#2#-"]  # one build per attempt
-    events = {e.id: (e.data.attempt, e.data.green) for e in pipe.hook_events}
+    events = {e.id: (e.data.attempt, e.data.green) for e in pipe.verdict_events}
     assert sorted(events.values()) == [(1, False), (2, True)]
 
 

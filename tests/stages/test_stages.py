@@ -80,7 +80,7 @@ async def test_green_broken_fixed_rewrite(pipe: Pipeline) -> None:
     assert queue.in_flight_count == 0
     assert repo.head("verified-main") == rewritten
     assert len(pipe.runner.triggers) == 4  # duplicates started no extra build
-    by_id = {e.id: (e.data.uri, e.data.green) for e in pipe.hook_events}
+    by_id = {e.id: (e.data.uri, e.data.green) for e in pipe.verdict_events}
     assert sorted(by_id.values()) == sorted(
         (r.uri, green) for r, green in zip(requests, [True, False, True, True], strict=True) if r
     )
