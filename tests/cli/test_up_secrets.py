@@ -11,8 +11,11 @@ from rich.console import Console
 
 from stovepipe.config import config_from_mapping
 from stovepipe.runtime.embedded import (
+    CONSOLE_TOKEN_ENV,
+    CONSOLE_TOKEN_NAME,
     RunningStack,
     child_environment,
+    extension_tokens,
     private_dir,
     write_effective_config,
 )
@@ -68,3 +71,44 @@ def test_the_table_masks_the_password_and_the_children_read_it_from_a_0600_file(
         {"STOVEPIPE_DATABASE_URL": URL, "stovepipe__kafka__partitions": "6", "HOME": "/home/me"}
     )
     assert env == {"HOME": "/home/me"}
+
+
+def _effective(tmp_path: Path, data: dict[str, object]) -> dict[str, object]:
+    config = config_from_mapping({"queues": [QUEUE], **data}, "stovepipe.yaml", env={})
+    path = tmp_path / "stovepipe.effective.yaml"
+    write_effective_config(
+        path,
+        config,
+        bootstrap="127.0.0.1:9092",
+        database_url="sqlite+aiosqlite:///x.db",
+        api_address="127.0.0.1:50051",
+        git_address="127.0.0.1:50061",
+        runner_address="127.0.0.1:50062",
+    )
+    loaded = yaml.safe_load(path.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_up_gives_its_console_a_read_token_by_reference_when_the_api_requires_tokens(
+    tmp_path: Path,
+) -> None:
+    """With api.tokens and no console token, the console would be refused by its own API:
+    up names a read token of its own, by environment variable (never a value)."""
+    tokens = [{"name": "gate", "role": "read", "token_env": "GATE_TOKEN"}]
+    data = _effective(tmp_path, {"api": {"tokens": tokens}})
+    api = data["api"]
+    console = data["console"]
+    assert isinstance(api, dict) and isinstance(console, dict)
+    assert api["tokens"][1] == {
+        "name": CONSOLE_TOKEN_NAME,
+        "role": "read",
+        "token_env": CONSOLE_TOKEN_ENV,
+    }
+    assert console["api"]["token_env"] == CONSOLE_TOKEN_ENV
+    assert CONSOLE_TOKEN_ENV in extension_tokens()
+    # a console token the configuration names is left alone, and so are open APIs
+    named = {"api": {"token_env": "MY_CONSOLE_TOKEN"}}
+    data = _effective(tmp_path, {"api": {"tokens": tokens}, "console": named})
+    assert [t["name"] for t in data["api"]["tokens"]] == ["gate"]  # type: ignore[index]
+    assert _effective(tmp_path, {})["api"]["tokens"] == []  # type: ignore[index]

@@ -60,6 +60,10 @@ GIT_TOKEN_ENV = "STOVEPIPE_EXT_GIT_TOKEN"
 RUNNER_TOKEN_ENV = "STOVEPIPE_EXT_LOCAL_RUNNER_TOKEN"
 HOOKS_TOKEN_ENV = "STOVEPIPE_EXT_HOOKS_TOKEN"
 MAPPER_TOKEN_ENV = "STOVEPIPE_EXT_PROJECT_MAPPER_TOKEN"
+CONSOLE_TOKEN_ENV = "STOVEPIPE_UP_CONSOLE_TOKEN"
+"""A read token ``up`` makes for its console when the API requires tokens and the
+configuration names none for the console: the console is a client like any other."""
+CONSOLE_TOKEN_NAME = "stovepipe-up-console"
 
 STOP_MARGIN_S = 5.0
 """Beyond a worker's own stop bound: interpreter exit, closing storage and channels."""
@@ -97,7 +101,13 @@ def extension_tokens() -> dict[str, str]:
     """A fresh random token per extension server, keyed by the variable that carries it."""
     return {
         name: secrets.token_urlsafe(32)
-        for name in (GIT_TOKEN_ENV, RUNNER_TOKEN_ENV, HOOKS_TOKEN_ENV, MAPPER_TOKEN_ENV)
+        for name in (
+            GIT_TOKEN_ENV,
+            RUNNER_TOKEN_ENV,
+            HOOKS_TOKEN_ENV,
+            MAPPER_TOKEN_ENV,
+            CONSOLE_TOKEN_ENV,
+        )
     }
 
 
@@ -173,6 +183,12 @@ def write_effective_config(
             "address": mapper_address,
             "token_env": MAPPER_TOKEN_ENV,
         }
+    console_api = config.console.api
+    if config.api.tokens and console_api.token_env is None and console_api.token_file is None:
+        data.setdefault("api", {}).setdefault("tokens", []).append(
+            {"name": CONSOLE_TOKEN_NAME, "role": "read", "token_env": CONSOLE_TOKEN_ENV}
+        )
+        data.setdefault("console", {}).setdefault("api", {})["token_env"] = CONSOLE_TOKEN_ENV
     write_private(path, yaml.safe_dump(data, sort_keys=False))
 
 
