@@ -8,6 +8,7 @@ inventing method names cannot grow the label set.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -86,7 +87,26 @@ def _unary(method: str, behavior: Any) -> Callable[[Any, Any], Awaitable[Any]]:
     return call
 
 
-def _stream(method: str, behavior: Any) -> Callable[[Any, Any], AsyncIterator[Any]]:
+def _stream(method: str, behavior: Any) -> Callable[[Any, Any], Any]:
+    """Keep the handler's shape: an async generator stays one; a coroutine that writes
+    with ``context.write`` (grpc's health ``Watch``) stays a coroutine, since grpc runs
+    the two differently and an ``async for`` over a coroutine fails."""
+    if not inspect.isasyncgenfunction(behavior):
+
+        async def writer(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                API_REQUESTS.labels(method, _code(context, error)).inc()
+                API_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - start)
+
+        return writer
+
     async def call(request: Any, context: Any) -> AsyncIterator[Any]:
         start = time.perf_counter()
         error: BaseException | None = None
