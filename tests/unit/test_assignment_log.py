@@ -51,3 +51,17 @@ def test_every_consuming_stage_has_groups_and_only_the_sweeper_has_none() -> Non
     assert len(groups["reconcile"]) == 5
     assert stage_of("worker-buildsignal.2") == "buildsignal"
     assert stage_of("worker-delay") == "delay"
+
+
+def test_an_assignment_line_is_read_inside_a_json_log_line() -> None:
+    """Workers log JSON lines: ``held`` must stop at the last ``topic[...]``, not at the
+    end of the line (a closing quote once made the scale-out test fail to parse it)."""
+    line = (
+        '{"event": "consumer group p.stovepipe-hooks holds p.stovepipe.hook[0,3] p.x[1]", '
+        '"level": "info"}\n'
+    )
+    assert held_in(line) == {
+        "p.stovepipe-hooks": frozenset(
+            {("p.stovepipe.hook", 0), ("p.stovepipe.hook", 3), ("p.x", 1)}
+        )
+    }

@@ -20,8 +20,12 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 log = logging.getLogger(__name__)
 
-ASSIGNMENT_LINE = re.compile(r"consumer group (?P<group>\S+) holds (?P<held>.+)$")
-"""A line :class:`AssignmentLog` writes; ``held`` is read by :func:`parse_held`."""
+ASSIGNMENT_LINE = re.compile(
+    r"consumer group (?P<group>\S+) holds "
+    r"(?P<held>nothing|[^\s\[\]\"]+\[[0-9,]*\](?: [^\s\[\]\"]+\[[0-9,]*\])*)"
+)
+"""A line :class:`AssignmentLog` writes; ``held`` is read by :func:`parse_held`. It
+matches inside a JSON log line too: ``held`` stops at the last ``topic[...]``."""
 
 
 def describe_held(partitions: set[TopicPartition] | frozenset[TopicPartition]) -> str:
