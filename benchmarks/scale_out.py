@@ -9,12 +9,18 @@ until every head is terminal with its verdict recorded; the figure is heads
 settled per second, and the ratio of three replicas to one.
 
 Heads pushed faster than a Queue builds are superseded (coalesced into the
-Queue's newest head) rather than built: that is the product's behaviour, so the
-report gives builds per second beside heads per second (a size that coalesced
+Queue's newest head) rather than built, and two heads pushed to one Queue
+before either is ingested are one Request (ingest reads the branch's head, as a
+poller would): that is the product's behaviour, so the report counts the
+distinct Requests by their end state and gives builds per second beside heads
+per second (a size that coalesced
 more settles more heads per build). On a 2-core machine expect little speed-up
 from replicas, even a slow-down: the processes compete for the same cores, and
-three replicas are three times the processes polling and heart-beating. The
-stack's start is not timed. Progress is printed every ``--progress-every``
+three replicas are three times the processes polling and heart-beating. So
+each size also reports the CPU seconds its Stovepipe processes (API and
+workers, from /proc) spent per head, which a machine shared with other work
+disturbs far less than wall time, and how long the push itself took (the API's
+ingest is part of what is timed). The stack's start is not timed. Progress is printed every ``--progress-every``
 seconds; a size that does not settle within ``--settle-timeout`` fails the run.
 
     .venv/bin/python benchmarks/scale_out.py [--heads 600] [--queues 60] [--replicas 1,3]
@@ -29,11 +35,14 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from proc_cpu import cpu_seconds  # noqa: E402
 
 from harness.fault_checks import InvariantWatch, assert_true_verdicts  # noqa: E402
 from harness.fault_stack import FaultStack, fault_stack  # noqa: E402
@@ -61,7 +70,12 @@ class Figure:
     heads: int
     seconds: float
     built: int
-    superseded: int
+    states: dict[str, int]
+    """Distinct Requests by end state."""
+    pushed_s: float
+    """From the first push until the last head was ingested."""
+    cpu_s: float
+    """CPU seconds of the API and every worker over the timed window."""
 
     @property
     def per_second(self) -> float:
@@ -71,12 +85,19 @@ class Figure:
     def builds_per_second(self) -> float:
         return self.built / self.seconds
 
+    @property
+    def cpu_ms_per_head(self) -> float:
+        return self.cpu_s * 1000 / self.heads
+
     def line(self) -> str:
         return (
             f"{self.replicas} replica(s) per stage: {self.heads} heads settled in "
             f"{self.seconds:.1f}s = {self.per_second:.1f} heads/s, "
             f"{self.builds_per_second:.1f} builds/s "
-            f"({self.built} built, {self.superseded} superseded)"
+            f"({sum(self.states.values())} Requests: "
+            f"{', '.join(f'{n} {state}' for state, n in sorted(self.states.items()))}; "
+            f"{self.built} built); pushed in "
+            f"{self.pushed_s:.1f}s, {self.cpu_ms_per_head:.0f} ms CPU per head"
         )
 
 
@@ -144,26 +165,31 @@ async def measure(
         watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
         ids: list[str] = []
         started = time.monotonic()
+        pids = [c.process.pid for c in stack.children.values() if c.process is not None]
+        cpu_before = sum(map(cpu_seconds, pids))
         progress = asyncio.create_task(_progress(label, watch, ids, started, size.progress_s))
         try:
             await _burst(stack, heads, ids)
+            pushed_s = time.monotonic() - started
 
             async def settled() -> bool:
                 return not await watch.unsettled(ids, first_only=True)
 
             await stack.wait_until(settled, size.settle_timeout_s, f"{heads} heads settled")
             seconds = time.monotonic() - started
+            cpu_s = sum(map(cpu_seconds, pids)) - cpu_before
         finally:
             progress.cancel()
         problems = await watch.liveness_problems(ids)
         if problems:
             raise RuntimeError(f"settled with the books not balanced: {problems[:5]}")
         await assert_true_verdicts(stack, watch, ids)  # a fast run that was wrong is no figure
-        superseded = 0
-        for request_id in ids:
+        states: Counter[str] = Counter()
+        for request_id in set(ids):
             request = await stack.store.get_request(request_id)
-            superseded += request is not None and request.state.value == "superseded"
-        return Figure(replicas, heads, seconds, len(ext.build_runner.builds), superseded)
+            states[request.state.value if request is not None else "missing"] += 1
+        built = len(ext.build_runner.builds)
+        return Figure(replicas, heads, seconds, built, dict(states), pushed_s, cpu_s)
 
 
 async def main(size: Size, sizes: list[int]) -> int:
@@ -187,16 +213,22 @@ async def main(size: Size, sizes: list[int]) -> int:
     reference = figures[0]
     for figure in figures:
         print(f"RESULT scale_out_heads_per_s_{figure.replicas}_replicas {figure.per_second:.2f}")
+        print(
+            f"RESULT scale_out_cpu_ms_per_head_{figure.replicas}_replicas {figure.cpu_ms_per_head:.0f}"
+        )
     for figure in figures[1:]:
         heads = figure.per_second / reference.per_second
         built = figure.builds_per_second / reference.builds_per_second
+        cpu = figure.cpu_ms_per_head / reference.cpu_ms_per_head
         print(
             f"{figure.replicas} vs {reference.replicas} replica(s) per stage: "
-            f"{heads:.2f}x the heads settled per second, {built:.2f}x the builds per second"
+            f"{heads:.2f}x the heads settled per second, {built:.2f}x the builds per second, "
+            f"{cpu:.2f}x the CPU per head"
         )
         pair = f"{figure.replicas}_vs_{reference.replicas}_replicas"
         print(f"RESULT scale_out_heads_per_s_{pair} {heads:.2f}")
         print(f"RESULT scale_out_builds_per_s_{pair} {built:.2f}")
+        print(f"RESULT scale_out_cpu_per_head_{pair} {cpu:.2f}")
     return 0
 
 
