@@ -112,7 +112,8 @@ async def _burst(stack: FaultStack, heads: int, ids: list[str]) -> None:
 
     async def one(index: int) -> None:
         async with slots:
-            ids[index] = await stack.push_and_ingest(queues[index % len(queues)], verdicts[index])
+            queue = queues[index % len(queues)]
+            ids[index] = await stack.push_and_ingest(queue, verdicts[index], timeout_s=300)
 
     await asyncio.gather(*(one(i) for i in range(heads)))
 

@@ -61,6 +61,10 @@ TAKEOVER_S = 240.0
 """Bound for the survivors to hold a killed replica's partitions: a session timeout and
 a rebalance, which waits for every survivor to rejoin (a survivor busy in a handler on
 a loaded machine may take long). Typically a few seconds; the run reports each."""
+INGEST_S = 300.0
+"""Bound for one head's ingest, retried while it fails: 30 worker processes and the
+API share the machine's cores, and on a loaded machine an Ingest call may take
+seconds."""
 SEED = 20261130
 GREEN = 0.7
 STALE_AFTER_S = 300.0
@@ -109,7 +113,8 @@ async def _push(stack: FaultStack, run: Run, rng: random.Random) -> None:
 
     async def one(index: int) -> str:
         async with slots:
-            return await stack.push_and_ingest(queues[index % len(queues)], verdicts[index])
+            queue = queues[index % len(queues)]
+            return await stack.push_and_ingest(queue, verdicts[index], timeout_s=INGEST_S)
 
     tasks = []
     for index in range(HEADS):
