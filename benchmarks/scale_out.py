@@ -125,10 +125,11 @@ async def _progress(
     on a loaded machine is seen moving (or seen stuck)."""
     while True:
         await asyncio.sleep(every_s)
+        at = time.monotonic() - started  # the counting below takes a while on a loaded machine
         pushed = [i for i in ids if i]
         waiting = len(await watch.unsettled(pushed))
         print(
-            f"  [{label} +{time.monotonic() - started:.0f}s] pushed {len(pushed)}/{len(ids)}, "
+            f"  [{label} +{at:.0f}s] pushed {len(pushed)}/{len(ids)}, "
             f"settled {len(pushed) - waiting}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
