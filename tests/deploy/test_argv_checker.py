@@ -3,7 +3,8 @@
 Every deployment test that says "this command is a real verb" rests on
 :func:`harness.stovepipe_argv.parse`; if it accepted anything, those tests would
 prove nothing. Each case here is a way a deployment file goes stale when the CLI
-changes: a renamed verb, a stage that is not registered, an option a verb does
+changes: a renamed verb, a stage that is not registered (or every stage in one
+process, which a deployment never runs), an option a verb does
 not take or a value of the wrong type, an option a reference extension server
 does not know, or one it requires left out.
 """
@@ -25,6 +26,7 @@ CONFIG = ["--config", "/etc/stovepipe/stovepipe.yaml"]
         (["db", "migrate"], "no command 'migrate'"),
         (["db"], "a command is missing"),
         (["worker", "compile", *CONFIG], "not a registered stage"),
+        (["worker", "all", *CONFIG], "one process per stage"),
         (["worker", "process", "--replicas", "3"], "--replicas"),
         (["worker", "process", "--health-port", "eighty"], "eighty"),
         (["ext", "git", "--listen", "0.0.0.0:50061", "--bogus", "1"], "no option --bogus"),

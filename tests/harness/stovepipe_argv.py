@@ -69,6 +69,11 @@ def parse(argv: Sequence[str]) -> Invocation:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         raise InvalidInvocation(f"{shown}: {message}") from None
     invocation = Invocation(tuple(path), dict(context.params), tuple(context.args))
+    if invocation.path == ("worker",) and invocation.params["stage"] == "all":
+        raise InvalidInvocation(
+            f"{shown}: a deployment runs one process per stage, so that each scales and "
+            "restarts alone; `worker all` is for one machine"
+        )
     if invocation.path == ("worker",) and invocation.params["stage"] not in STAGE_NAMES:
         raise InvalidInvocation(
             f"{shown}: {invocation.params['stage']!r} is not a registered stage "
