@@ -100,6 +100,22 @@ def passthrough_verbs() -> list[tuple[str, ...]]:
     return found
 
 
+def verbs_serving_metrics() -> list[str]:
+    """Every verb that takes ``--metrics-port``: the processes that serve /metrics."""
+    found: list[str] = []
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        subcommands = _subcommands(command)
+        if subcommands is not None:
+            for name, sub in subcommands.items():
+                walk(sub, (*path, name))
+        elif any(param.name == "metrics_port" for param in command.params):
+            found.append(" ".join(path))
+
+    walk(ROOT, ())
+    return found
+
+
 def _subcommands(command: Any) -> dict[str, Any] | None:
     """A group's commands by name; ``None`` for a leaf command."""
     commands = getattr(command, "commands", None)
