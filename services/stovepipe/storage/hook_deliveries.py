@@ -72,6 +72,13 @@ class HookDelivery:
             delivered_at=now if status is HookDeliveryStatus.DELIVERED else self.delivered_at,
         )
 
+    def claimed(self, *, now: datetime, until: datetime) -> HookDelivery:
+        """The row taken for one attempt (``version + 1``): ``next_attempt_at`` becomes the
+        end of the claim, so no other dispatcher sends it before then, and a dispatcher
+        that dies mid-attempt leaves it due again at that time."""
+        return dataclasses.replace(self, version=self.version + 1, updated_at=now,
+                                   next_attempt_at=until)  # fmt: skip
+
     def settled(self, status: HookDeliveryStatus, *, now: datetime, error: str) -> HookDelivery:
         """The row ended without an attempt (its subscription is gone or disabled)."""
         return dataclasses.replace(
