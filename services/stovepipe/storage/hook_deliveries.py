@@ -1,8 +1,9 @@
 """Hook deliveries: whether one event has reached one subscription of its Queue.
 
 The dispatcher creates the row when it reads the event (create-only, so a
-redelivered event finds the row and never makes a second one) and records
-each attempt with a CAS on ``version``. The row holds the event itself, so
+redelivered event finds the row and never makes a second one), claims each
+attempt and then records its outcome, both with a CAS on ``version`` (the
+claim is what lets several dispatcher replicas share the rows). The row holds the event itself, so
 retries and an operator's redelivery send the same bytes and the same id,
 whatever happened to the topic since.
 """
