@@ -18,6 +18,7 @@ CI_SEED = 20261122
 CI_SCENARIOS = 4
 
 
+@pytest.mark.timeout(900)  # up to max_seconds of scenarios, then the last one's settling
 async def test_soak_small(
     tmp_path: Path,
     fault_postgres: PostgresCluster,

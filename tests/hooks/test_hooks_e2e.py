@@ -300,7 +300,8 @@ async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
 ) -> None:
     let_go = threading.Event()
     receiver = WebhookReceiver(new_secret(), hold=let_go).start()
-    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=60)]
+    # the cut attempt's claim lasts timeout_seconds + 15 s: then the restarted one sends it
+    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=20)]
     dispatcher: subprocess.Popen[bytes] | None = None
     try:
         async with live_stack(
