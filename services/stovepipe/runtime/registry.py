@@ -256,6 +256,15 @@ def failure_rules(
     return rules
 
 
+def in_flight_limits(config: StovepipeConfig) -> Mapping[str, int]:
+    """Per consumed logical topic: how many records of a partition are handled at once."""
+    return {
+        topic.name: config.workers.in_flight(entry.name)
+        for entry in STAGES
+        for topic in entry.consumes
+    }
+
+
 def all_topics() -> list[str]:
     """Every logical topic to create at start-up: pipeline topics, their dead letters
     and poison parking, the delay tiers, and the broker-epoch marker."""
