@@ -224,6 +224,17 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
+ALL = "all"
+"""``stovepipe worker all``: every stage above in one process (``stovepipe up``'s default)."""
+
+WORKER_NAMES: tuple[str, ...] = (*STAGE_NAMES, ALL)
+"""What ``stovepipe worker`` accepts."""
+
+
+def stages_named(name: str) -> tuple[Stage, ...]:
+    """The stages a worker called ``name`` runs: one, or every one for :data:`ALL`."""
+    return STAGES if name == ALL else (stage(name),)
+
 
 def stage(name: str) -> Stage:
     """The registered stage ``name``; ``KeyError`` listing the known names otherwise."""
