@@ -141,7 +141,7 @@ class Consumer:
                     await message.ack()
                 return
             flow_consumer[0] = consumer
-            await flow.admit(consumer, message.raw_message)
+            flow.admit(consumer, message.raw_message)
 
         subscriber(on_record, parser=_tolerant_parser, decoder=_undecoded)
         self._flows[id(subscriber)] = flow

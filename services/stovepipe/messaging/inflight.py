@@ -10,9 +10,12 @@ already ran concurrently whenever they hashed to different partitions.
 How, per subscription (:class:`Flow`) and per assigned partition
 (:class:`Window`):
 
-- A fetched record is *admitted* into its partition's window while fewer
-  than ``max_in_flight`` of that partition's records are uncommitted;
-  otherwise the fetch loop waits (back-pressure, never an unbounded queue).
+- A fetched record is *admitted* into its partition's window; when the
+  window then holds ``max_in_flight`` uncommitted records, the partition is
+  paused (aiokafka drops what it had prefetched for it and fetches it again
+  after the resume) until the frontier moves. Back-pressure per partition:
+  no unbounded queue, and a full window never stops the consumer's other
+  partitions.
 - Each admitted record runs in its own task, chained behind the previous
   record *with the same key* (a lane): same key, fetch order; different keys,
   concurrently.
@@ -39,7 +42,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,7 @@ class Window:
         self._last_admitted = -1
         self._lanes: dict[bytes | None, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._space = asyncio.Event()
-        self._space.set()
+        self.paused = False
 
     @property
     def uncommitted(self) -> int:
@@ -81,15 +83,12 @@ class Window:
     def tasks(self) -> frozenset[asyncio.Task[None]]:
         return frozenset(self._running)
 
-    async def room(self) -> None:
-        """Wait until a record may be admitted (or the window stops accepting)."""
-        while self.accepting and len(self._order) >= self.limit:
-            self._space.clear()
-            await self._space.wait()
+    @property
+    def full(self) -> bool:
+        return len(self._order) >= self.limit
 
     def stop_accepting(self) -> None:
         self.accepting = False
-        self._space.set()
 
     def admit(self, offset: int, key: bytes | None, run: Callable[[], Awaitable[None]]) -> bool:
         """Start ``run`` behind the lane of ``key``; ``False`` if the record is not taken."""
@@ -128,8 +127,6 @@ class Window:
             self._done.discard(first)
             self.frontier = first + 1
             moved = True
-        if len(self._order) < self.limit:
-            self._space.set()
         return moved
 
     @property
@@ -165,8 +162,9 @@ class Flow:
     def windows(self) -> dict[TopicPartition, Window]:
         return dict(self._windows)
 
-    async def admit(self, consumer: Any, record: Any) -> None:
-        """Take ``record`` in (from the fetch loop); waits while its window is full."""
+    def admit(self, consumer: Any, record: Any) -> None:
+        """Take ``record`` in (from the fetch loop); pause its partition once its
+        window is full."""
         if not self._open:
             return  # draining: not committed, delivered again after the restart
         self._consumer = consumer
@@ -174,16 +172,20 @@ class Flow:
         window = self._windows.get(partition)
         if window is None:
             window = self._windows[partition] = Window(partition, self.max_in_flight)
-        await window.room()
 
         async def run() -> None:
             if await self._handle(record, window) and window.complete(record.offset):
                 self._dirty = True
                 if self._flusher is None or self._flusher.done():
                     self._flusher = asyncio.create_task(self._flush())
+                if window.paused and not window.full and window.accepting:
+                    window.paused = False
+                    _resume(consumer, partition)
 
         if not window.admit(record.offset, record.key, run):
             log.debug("%s: %s@%d not admitted", self.name, partition, record.offset)
+        elif window.full and not window.paused:
+            window.paused = _pause(consumer, partition)
 
     async def _flush(self) -> None:
         while self._dirty:
@@ -249,3 +251,17 @@ class Flow:
         for window in windows:
             window.counting = False
         return left
+
+
+def _pause(consumer: Any, partition: TopicPartition) -> bool:
+    try:
+        consumer.pause(partition)
+    except IllegalStateError:
+        return False  # revoked meanwhile
+    return True
+
+
+def _resume(consumer: Any, partition: TopicPartition) -> None:
+    if partition in consumer.assignment():
+        with contextlib.suppress(IllegalStateError):
+            consumer.resume(partition)
