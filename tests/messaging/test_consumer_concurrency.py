@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from harness.messaging import committed_offset, placed, process_message
 from stovepipe.messaging import PIPELINE_TOPICS, Bus, Delivery, KafkaSettings, ensure_topics
@@ -184,3 +185,44 @@ async def test_a_rebalance_waits_for_in_flight_records_and_commits_them(
     seen = [(p, o) for _, p, o in handled]
     assert len(seen) == len(set(seen)) == 40, "a record was handled twice"
     assert {name for name, _, _ in handled[20:]} == {"first", "second"}
+
+
+async def test_a_full_window_pauses_only_its_own_partition(kafka_settings: KafkaSettings) -> None:
+    await ensure_topics(kafka_settings, PIPELINE_TOPICS)
+    release = asyncio.Event()
+    handled: list[tuple[int, int]] = []
+
+    async def handle(payload: topics_pb2.ProcessMessage, delivery: Delivery) -> None:
+        if payload.queue == "hold":
+            await asyncio.wait_for(release.wait(), 60)
+        handled.append((delivery.partition, delivery.offset))
+
+    bus = Bus(kafka_settings)
+    subscribed = bus.consumer.subscribe(PROCESS, handle, group="pause", max_in_flight=2)
+    async with bus:
+        held = [placed(await bus.publish(PROCESS, process_message(n, "hold"))) for n in range(3)]
+        full = held[0][0]
+        flow = bus.consumer.flow(subscribed)
+
+        def window_full() -> bool:
+            window = flow.windows().get(TopicPartition(kafka_settings.topic(PROCESS), full))
+            return window is not None and window.paused
+
+        await until(window_full, what="the held partition's window full and paused")
+        elsewhere: list[tuple[int, int]] = []
+        n = 0
+        while len(elsewhere) < 3:
+            n += 1
+            where = placed(await bus.publish(PROCESS, process_message(n, f"k{n}")))
+            if where[0] != full:
+                elsewhere.append(where)
+        await until(
+            lambda: set(elsewhere) <= set(handled), what="the other partition flowing meanwhile"
+        )
+        assert not {p for p, _ in handled} & {full}  # the held partition is still held
+        release.set()
+        await until(
+            lambda: set(held) <= set(handled) and len(handled) == 3 + n,
+            what="everything handled once released",
+        )
+    assert len(set(handled)) == len(handled)
