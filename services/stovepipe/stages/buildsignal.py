@@ -76,6 +76,9 @@ class BuildSignalPoller(StageBase):
         self._heartbeat = build_heartbeat(timedelta(seconds=sweeper_stale_after_s))
 
     async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:
+        if message.pushed:
+            await self._on_push(message)
+            return
         build = await self._store.get_build(message.queue, message.build_id)
         if build is None:
             raise Retryable(f"build {message.build_id} of {message.queue} not found")
@@ -89,6 +92,38 @@ class BuildSignalPoller(StageBase):
                 )
                 return
         await self._settle(build, message)
+
+    async def _on_push(self, message: topics_pb2.BuildSignalMessage) -> None:
+        """A runner said the build ended: confirm it with ``Status`` and settle now.
+
+        Only a build this message finds still running is settled here; one already
+        terminal in storage was ended by a poll (or an earlier notice), whose own
+        message settles it, redelivery included. Nothing in this path retries or
+        dead-letters: a notice that cannot be matched, confirmed or settled is
+        dropped, and the build's poll chain, which is never stopped by a notice,
+        settles it on its slower cadence. So a forged notice costs a ``Status``
+        call and changes nothing.
+        """
+        try:
+            build = await self._store.get_build(message.queue, message.build_id)
+            if build is None or build.request_id != message.request_id:
+                log.info("pushed end of %s matches no build of ours; dropped", message.build_id)
+                return
+            if build.status.terminal:
+                return
+            build = await self._refresh(build)
+            if not build.status.terminal:
+                log.info(
+                    "pushed end of %s not confirmed by Status; polling goes on", build.build_id
+                )
+                return
+            await self._settle(build, message)
+        except Exception as exc:
+            log.warning(
+                "pushed end of %s not settled (%s); its polling settles it",
+                message.build_id,
+                exc,
+            )
 
     async def _refresh(self, build: Build) -> Build:
         config = self._queues.queue(build.queue)
@@ -128,10 +163,27 @@ class BuildSignalPoller(StageBase):
             # no business of the attempt now running (a re-validation).
             log.info("%s: build %s is not its current build; ignored", request.id, build.build_id)
             return
+        if await self._settled_already(request):
+            return
         await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
         await self._keep_failed_logs(request, build)
         request = await self._stamp_outcome(request, build)
         await self._publisher.publish(topics.RECORD, record_message(request, message.scope.project))
+
+    async def _settled_already(self, request: Request) -> bool:
+        """Whether this build's end was settled and recorded by another message (a pushed
+        end before this poll, or the other way round): the outcome is stamped and the
+        fact of this attempt exists. Then nothing is left to do, and doing it again would
+        only record twice. Anything short of that (a crash between the stamp and the
+        record) is settled again, every step recognising its own effect."""
+        if request.state not in (RequestState.SUCCEEDED, RequestState.FAILED):
+            return False
+        if self._queues.queue(request.queue).projects:
+            return False  # the whole-repository fact waits for the projects' facts
+        fact = await self._store.get_fact_of_attempt(
+            request.queue, request.uri, "", request.attempt
+        )
+        return fact is not None
 
     async def _keep_failed_logs(self, request: Request, build: Build) -> None:
         """Copy the output of the targets that failed into storage (redacted, bounded),
