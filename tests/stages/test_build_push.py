@@ -117,7 +117,7 @@ async def test_duplicate_pushes_and_redelivery_record_one_fact(
     request_id, build_id = await _hanging_head(pipe)
     pipe.runner.release(build_id)
     await _forwarded(watcher, 1)
-    duplicate = [m for t, m in pipe.outbox.messages if t == topics.BUILDSIGNAL][0]
+    duplicate = next(m for t, m in pipe.outbox.messages if t == topics.BUILDSIGNAL)
     await pipe.outbox.publish(topics.BUILDSIGNAL, duplicate)
 
     await pipe.drain(twice=True)  # every message delivered twice as well

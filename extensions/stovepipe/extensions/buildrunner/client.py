@@ -107,14 +107,14 @@ class BuildRunnerClient:
 
 
 async def _decoded(
-    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.BuildEnded],
+    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.WatchBuildsResponse],
 ) -> AsyncIterator[BuildEnded]:
     async for notice in call:
         yield decode_ended(notice)
 
 
 async def _raise_status(
-    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.BuildEnded],
+    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.WatchBuildsResponse],
 ) -> None:
     """Surface a stream the server ended at once (``UNIMPLEMENTED``, ``UNAUTHENTICATED``)."""
     async for _ in call:

@@ -166,15 +166,15 @@ def decode_log(response: pb.GetLogResponse) -> LogChunk:
     return LogChunk(content=response.content, truncated=response.truncated)
 
 
-def encode_ended(ended: BuildEnded) -> pb.BuildEnded:
-    return pb.BuildEnded(
+def encode_ended(ended: BuildEnded) -> pb.WatchBuildsResponse:
+    return pb.WatchBuildsResponse(
         build_id=ended.build_id,
         state=encode_build_state(ended.state),
         idempotency_key=ended.idempotency_key,
     )
 
 
-def decode_ended(notice: pb.BuildEnded) -> BuildEnded:
+def decode_ended(notice: pb.WatchBuildsResponse) -> BuildEnded:
     return BuildEnded(
         build_id=notice.build_id,
         state=decode_build_state(notice.state),

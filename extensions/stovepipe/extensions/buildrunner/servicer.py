@@ -66,7 +66,7 @@ class BuildRunnerServicer(pb_grpc.BuildRunnerServiceServicer):
 
     async def WatchBuilds(
         self, request: pb.WatchBuildsRequest, context: Context
-    ) -> AsyncIterator[pb.BuildEnded]:
+    ) -> AsyncIterator[pb.WatchBuildsResponse]:
         try:
             async with self._runner.watch_builds() as ended:
                 await context.send_initial_metadata(())

@@ -381,8 +381,8 @@ class WatchBuildsRequest(_message.Message):
 Global___WatchBuildsRequest: _TypeAlias = WatchBuildsRequest  # noqa: Y015
 
 @_typing.final
-class BuildEnded(_message.Message):
-    """BuildEnded says that a build reached a terminal state (durably, on the runner)."""
+class WatchBuildsResponse(_message.Message):
+    """One build reached a terminal state (durably, on the runner)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -408,4 +408,4 @@ class BuildEnded(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___BuildEnded: _TypeAlias = BuildEnded  # noqa: Y015
+Global___WatchBuildsResponse: _TypeAlias = WatchBuildsResponse  # noqa: Y015

@@ -58,7 +58,7 @@ class BuildRunnerServiceStub:
         self.WatchBuilds = channel.unary_stream(
                 '/stovepipe.ext.v1.BuildRunnerService/WatchBuilds',
                 request_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.SerializeToString,
-                response_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.BuildEnded.FromString,
+                response_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.FromString,
                 _registered_method=True)
 
 
@@ -131,7 +131,7 @@ def add_BuildRunnerServiceServicer_to_server(servicer, server):
             'WatchBuilds': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchBuilds,
                     request_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.FromString,
-                    response_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.BuildEnded.SerializeToString,
+                    response_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,7 +269,7 @@ class BuildRunnerService:
             target,
             '/stovepipe.ext.v1.BuildRunnerService/WatchBuilds',
             stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.SerializeToString,
-            stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.BuildEnded.FromString,
+            stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,7 +41,7 @@ class BuildRunnerServiceStub:
     """Cancel stops a build; cancelling a finished build is not an error."""
     GetLog: _grpc.UnaryUnaryMultiCallable[_build_runner_pb2.GetLogRequest, _build_runner_pb2.GetLogResponse]
     """GetLog returns the kept output of one target of a build."""
-    WatchBuilds: _grpc.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.BuildEnded]
+    WatchBuilds: _grpc.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.WatchBuildsResponse]
     """WatchBuilds streams a notice each time one of this runner's builds ends, so the
     caller learns of it without asking. A notice is a hint, not a verdict: the caller
     confirms it with Status before acting on it. Notices of builds that ended while no
@@ -62,7 +62,7 @@ class BuildRunnerServiceAsyncStub(BuildRunnerServiceStub):
     """Cancel stops a build; cancelling a finished build is not an error."""
     GetLog: _aio.UnaryUnaryMultiCallable[_build_runner_pb2.GetLogRequest, _build_runner_pb2.GetLogResponse]  # type: ignore[assignment]
     """GetLog returns the kept output of one target of a build."""
-    WatchBuilds: _aio.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.BuildEnded]  # type: ignore[assignment]
+    WatchBuilds: _aio.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.WatchBuildsResponse]  # type: ignore[assignment]
     """WatchBuilds streams a notice each time one of this runner's builds ends, so the
     caller learns of it without asking. A notice is a hint, not a verdict: the caller
     confirms it with Status before acting on it. Notices of builds that ended while no
@@ -110,7 +110,7 @@ class BuildRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _build_runner_pb2.WatchBuildsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_build_runner_pb2.BuildEnded], _abc.AsyncIterator[_build_runner_pb2.BuildEnded]]:
+    ) -> _typing.Union[_abc.Iterator[_build_runner_pb2.WatchBuildsResponse], _abc.AsyncIterator[_build_runner_pb2.WatchBuildsResponse]]:
         """WatchBuilds streams a notice each time one of this runner's builds ends, so the
         caller learns of it without asking. A notice is a hint, not a verdict: the caller
         confirms it with Status before acting on it. Notices of builds that ended while no

@@ -291,6 +291,11 @@ class LocalBuildRunner:
     def watch_builds(self) -> AbstractAsyncContextManager[AsyncIterator[BuildEnded]]:
         return self._ended.watch()
 
+    @property
+    def watchers(self) -> int:
+        """``WatchBuilds`` streams open right now."""
+        return self._ended.watchers
+
     async def get_log(self, build_id: str, target: str) -> LogChunk:
         build = self._get(build_id)
         for candidate in build.targets:
