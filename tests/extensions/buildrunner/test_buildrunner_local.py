@@ -236,6 +236,33 @@ async def test_unknown_changes_run_every_target_and_say_so(
     assert "changed files unknown" in report.message
 
 
+async def test_what_the_trigger_says_of_the_commits_is_not_asked_again(
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
+) -> None:
+    """Given the head's revision and the changed paths, the runner builds without a
+    single SourceControl call (ChangedFiles would fail here, and is not reached)."""
+    base_revision = repo.commit({"src/a": "1"})
+    head_revision = repo.commit({"src/a": "2"})
+    base, head = sc.mint(base_revision), sc.mint(head_revision)
+    sc.fail_changed_files = True
+    targets = (
+        TargetSpec(name="src", command="test -f src/a", paths=("src/",)),
+        TargetSpec(name="docs", command="true", paths=("docs/",)),
+    )
+    spec = dataclasses.replace(
+        _spec(repo, head, *targets, base=base),
+        head_revision=head_revision,
+        changed_paths=("src/a",),
+    )
+
+    report = await wait_terminal(client, await client.trigger(spec))
+
+    assert report.state is BuildState.SUCCEEDED, report.message
+    assert [t.state for t in report.targets] == [TargetState.SUCCEEDED, TargetState.SKIPPED]
+    assert "changed files unknown" not in report.message
+    assert sc.describe_calls == 0
+
+
 async def test_option_like_revision_is_refused(
     client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
