@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.buildrunner import LOG_LIMIT, RUNNER_SETTINGS, listing, read_text, tree_size
+from harness.chaos_proxy import chaos_proxy
 from harness.git_repos import WorkRepo, git
 from harness.processes import process_alive
 from harness.sc_double import SourceControlDouble
@@ -27,6 +29,7 @@ from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSett
 from stovepipe.extensions.buildrunner.local.locator import LocatorError, SourceControlLocator
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.testing import until
+from stovepipe.testing.contracts import build_runner_client
 from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 
@@ -420,3 +423,28 @@ async def test_source_control_down_for_good_errors_the_build_once_retries_run_ou
     finally:
         await channel.close(None)
     assert 2 <= sc.describe_calls < 1_000
+
+
+async def test_watch_builds_passes_through_the_fault_suites_proxy(
+    local_server: LocalRunnerServer, sc: SourceControlDouble, repo: WorkRepo
+) -> None:
+    """The fault suite puts a chaos proxy between core and the runner; the push must
+    cross it, or every fault scenario would run on polling alone."""
+    head = sc.mint(repo.commit({"src/a": "1"}))
+    spec = dataclasses.replace(
+        _spec(repo, head, TargetSpec(name="unit", command="true")),
+        idempotency_key="through-the-proxy",
+    )
+    async with (
+        chaos_proxy(local_server.address) as proxy,
+        build_runner_client(proxy.address) as proxied,
+        proxied.watch_builds() as notices,
+    ):
+        build_id = await proxied.trigger(spec)
+        notice = await asyncio.wait_for(anext(aiter(notices)), 60)
+
+    assert (notice.build_id, notice.state, notice.idempotency_key) == (
+        build_id,
+        BuildState.SUCCEEDED,
+        "through-the-proxy",
+    )
