@@ -466,7 +466,9 @@ class WorkersConfig(ConfigModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     __pydantic_extra__: dict[str, StageConfig] = Field(init=False)
 
-    buildsignal_poll_interval_seconds: BoundedDelay = 1.0
+    buildsignal_poll_interval_seconds: BoundedDelay = 5.0
+    """The fallback cadence: runners push build ends (``WatchBuilds``); polls catch the
+    ends a push lost and the runners that cannot push."""
     sweeper_stale_after_seconds: PositiveSeconds = 300.0
     max_in_flight: InFlight = 16
     """Records of one partition every consumer handles at once, unless its stage

@@ -178,6 +178,12 @@ def _run_hooks(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Aw
     return run_hooks_dispatcher(config, stop, ready)
 
 
+def _run_build_watch(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
+    from stovepipe.runtime.buildwatch_worker import run_build_watch
+
+    return run_build_watch(config, stop, ready)
+
+
 def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.sweeper_worker import run_sweeper
 
@@ -199,6 +205,12 @@ STAGES: tuple[Stage, ...] = (
         consumes=(t.HOOK,),
         on_failure=OnFailure.PARK_UNREADABLE,
         handlers=_upstream_handlers,
+    ),
+    Stage(
+        "buildwatch",
+        "hear the runners' pushed build ends (WatchBuilds) and hand them to buildsignal",
+        run=_run_build_watch,
+        watched=(),
     ),
     Stage(
         "delay",
