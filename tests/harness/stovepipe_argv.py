@@ -24,7 +24,7 @@ import typer
 import typer.main
 
 from stovepipe.cli.main import app
-from stovepipe.runtime.registry import STAGE_NAMES
+from stovepipe.runtime.registry import ALL, STAGE_NAMES
 
 ROOT: Any = typer.main.get_command(app)
 _OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
@@ -69,7 +69,7 @@ def parse(argv: Sequence[str]) -> Invocation:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         raise InvalidInvocation(f"{shown}: {message}") from None
     invocation = Invocation(tuple(path), dict(context.params), tuple(context.args))
-    if invocation.path == ("worker",) and invocation.params["stage"] == "all":
+    if invocation.path == ("worker",) and invocation.params["stage"] == ALL:
         raise InvalidInvocation(
             f"{shown}: a deployment runs one process per stage, so that each scales and "
             "restarts alone; `worker all` is for one machine"
