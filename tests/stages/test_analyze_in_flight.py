@@ -210,3 +210,75 @@ async def test_revalidate_a_project_broken_by_a_real_build_needs_flaky(store: St
         again = await store.get_fact_of_attempt(Q, uri, project, 2)
         assert again is not None and again.green
     assert await _state(pipe, rid) == (RequestState.SUCCEEDED, 2)
+
+
+def _inheriting(store: Store) -> Pipeline:
+    return Pipeline(store, [queue_config(Q, build={"targets": TARGETS}, projects=PROJECTS)])
+
+
+async def _bookmarks(pipe: Pipeline) -> dict[str, str]:
+    found = {}
+    for project in ("web", "api", "lib"):
+        bookmark = await pipe.store.get_project_bookmark(Q, project)
+        found[project] = (bookmark.last_green_request_id or "") if bookmark else ""
+    return found
+
+
+async def test_a_history_rewrite_builds_in_full_and_inherits_nothing(store: Store) -> None:
+    pipe = _inheriting(store)
+    root, _ = await _commit(pipe, ROOT, "root")
+    await pipe.drain()
+    ahead, ahead_uri = await _commit(pipe, {"api/a": "2"}, "api only")
+    await pipe.drain()
+    facts = await _facts(pipe, ahead_uri)
+    assert facts["web"][1] is FactOrigin.INHERITED  # unaffected since root
+    assert await _bookmarks(pipe) == {"web": ahead, "api": ahead, "lib": ahead}
+
+    # force push: the bookmarked commit is no longer an ancestor of the new head
+    repo = pipe.repo()
+    head = repo.head("main")
+    assert head is not None
+    rewritten = repo.commit({"api/a": "2b"}, parents=list(repo.get(head).parents), title="rw")
+    repo.force_push("main", rewritten)
+    uri = pipe.sc.uri(pipe.source(), rewritten)
+    pipe.runner.script(uri, Outcome.fail("web-test"))
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain()
+
+    request = await store.get_request(rid)
+    assert request is not None and request.build_strategy is not None
+    assert (request.state, request.build_strategy.value) == (RequestState.FAILED, "full")
+    facts = await _facts(pipe, uri)
+    assert facts["web"] == (1.0, FactOrigin.BUILD, 1)
+    assert facts["api"] == facts["lib"] == (0.0, FactOrigin.BUILD, 1)  # answered, not inherited
+    assert facts[""][0] == pytest.approx(1 / 4)
+    # forward only, by ingest order: green projects move to the rewrite, web stays
+    assert await _bookmarks(pipe) == {"web": ahead, "api": rid, "lib": rid}
+    assert root != ahead
+
+
+async def test_coalesced_heads_get_no_project_facts_and_bookmarks_only_move_forward(
+    store: Store,
+) -> None:
+    pipe = _inheriting(store)
+    await _commit(pipe, ROOT, "root")
+    await pipe.drain()
+    heads = [await _commit(pipe, {"api/a": str(i)}, f"api {i}") for i in range(2, 6)]
+    await pipe.drain()
+    states = [(await _state(pipe, rid))[0] for rid, _ in heads]
+    assert states[-1] is RequestState.SUCCEEDED
+    assert set(states[:-1]) == {RequestState.SUPERSEDED}
+    for _, uri in heads[:-1]:
+        assert await _facts(pipe, uri) == {}
+    newest, newest_uri = heads[-1]
+    assert set(await _facts(pipe, newest_uri)) == set(SCOPES)
+    assert await _bookmarks(pipe) == {"web": newest, "api": newest, "lib": newest}
+    # an older Request's late record cannot move a project's bookmark back
+    for project in ("web", "api", "lib"):
+        await pipe.handlers[topics.RECORD](
+            topics_pb2.RecordMessage(
+                request_id=heads[0][0], queue=Q, scope=types_pb2.Scope(project=project)
+            )
+        )
+    await pipe.drain()
+    assert await _bookmarks(pipe) == {"web": newest, "api": newest, "lib": newest}
