@@ -24,6 +24,7 @@ CI_SEED = 20261122
 CI_SCENARIOS = 4
 
 
+@pytest.mark.timeout(900)  # bounded by max_seconds plus one scenario's settle time
 async def test_soak_small(
     tmp_path: Path,
     fault_postgres: PostgresCluster,
