@@ -122,3 +122,50 @@ async def test_revalidate_one_project_over_the_wire(store: Store) -> None:
     finally:
         await channel.close(None)
         await server.stop(0)
+
+
+async def test_wait_for_greenness_follows_an_analyzing_request_to_its_verdict(
+    store: Store,
+) -> None:
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    pipe = Pipeline(
+        store,
+        [queue_config(Q, build={"targets": TARGETS}, projects=PROJECTS, inherit_unaffected=False)],
+    )
+    pipe.repo().advance("main", {"web/a": "1", "api/a": "1"}, title="root")
+    await pipe.ingester.ingest(Q, "test")
+    await pipe.drain()
+    root = await store.get_queue(Q)
+    assert root is not None and root.last_green_uri
+    uri = pipe.sc.uri(pipe.source(), pipe.repo().advance("main", {"api/a": "2"}, title="api"))
+    pipe.runner.set_changed_files(root.last_green_uri, uri, ["api/a"])
+    rid = (await pipe.ingester.ingest(Q, "test")).request.id
+    await pipe.drain(lose=frozenset({topics.ANALYZE}))
+    await pipe.handlers[topics.ANALYZE](topics_pb2.AnalyzeMessage(request_id=rid, queue=Q))
+    await pipe.drain(lose=frozenset({topics.BUILD}))  # web's project build is lost
+    server = await serve_api(
+        StovepipeApi(store, pipe.config, pipe.ingester, pipe.revalidator), "127.0.0.1:0"
+    )
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        stub = pb_grpc.StovepipeServiceStub(channel)
+        stream = stub.WaitForGreenness(pb.WaitForGreennessRequest(queue=Q, uri=uri), timeout=120)
+        first = await stream.read()
+        assert first.status == pb.GREENNESS_STATUS_NOT_RECORDED and not first.final
+        assert first.request.state == types_pb2.REQUEST_STATE_ANALYZING
+        # the sweeper re-drives the Request that stopped moving; analyze rebuilds web
+        sweeper = StaleRequestSweeper(store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+        pipe.clock.now += pipe.stale_after * 2
+        assert await sweeper.sweep_once(pipe.stale_after) == [rid]
+        await pipe.drain()
+        last = first
+        while not last.final:
+            answer = await stream.read()
+            assert answer is not grpc.aio.EOF, "the stream ended without a verdict"
+            last = answer
+        assert last.final and last.status == pb.GREENNESS_STATUS_RECORDED
+        assert last.fact.degree == 0.0
+    finally:
+        await channel.close(None)
+        await server.stop(0)
