@@ -23,7 +23,7 @@ from stovepipe.domain import FactOrigin, Request, RequestState
 
 STACK_OPTIONS = {"projects": True}
 
-pytestmark = [pytest.mark.broker, pytest.mark.postgres]
+pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 
 async def revalidate_cli(stack: FaultStack, *args: str) -> tuple[int, str]:
