@@ -125,6 +125,12 @@ async def main(heads: int, use_sqlite: bool) -> None:
             results[label] = await run(
                 tmp / name, broker.bootstrap_servers, database_url, heads, **options
             )
+            settle, total = results[label]
+            print(
+                f"{label}: build end→verdict p50 {pct(settle, 0.5) * 1000:.0f} ms, "
+                f"ingest→verdict p50 {pct(total, 0.5) * 1000:.0f} ms",
+                flush=True,
+            )
     finally:
         await broker.stop()
         if cluster is not None:
