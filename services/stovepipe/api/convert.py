@@ -21,6 +21,7 @@ from stovepipe.v1 import stovepipe_service_pb2, types_pb2
 _STATES = {
     RequestState.ACCEPTED: types_pb2.REQUEST_STATE_ACCEPTED,
     RequestState.PROCESSING: types_pb2.REQUEST_STATE_PROCESSING,
+    RequestState.ANALYZING: types_pb2.REQUEST_STATE_ANALYZING,
     RequestState.SUPERSEDED: types_pb2.REQUEST_STATE_SUPERSEDED,
     RequestState.SUCCEEDED: types_pb2.REQUEST_STATE_SUCCEEDED,
     RequestState.FAILED: types_pb2.REQUEST_STATE_FAILED,

@@ -95,8 +95,8 @@ JsonOption = Annotated[
 ProjectOption = Annotated[
     str,
     typer.Option(
-        help="Project (default: the whole repository; per-project verdicts are not "
-        "supported yet and the API refuses a project)."
+        help="One of the Queue's configured projects (default: the whole repository); "
+        "another name is refused, naming the configured ones."
     ),
 ]
 CommitArgument = Annotated[
@@ -401,6 +401,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         reason: Annotated[str, typer.Option(help="Why, kept in the Request's reason.")] = "",
+        project: Annotated[
+            str,
+            typer.Option(
+                "--project",
+                help="Re-validate only this project of COMMIT (a project-scoped build); "
+                "the other projects keep their verdicts.",
+            ),
+        ] = "",
         wait: Annotated[
             bool, typer.Option("--wait", help="Follow the new attempt to its end.")
         ] = False,
@@ -415,12 +423,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate COMMIT again (admin): a fail_closed verdict, or a broken one with --flaky.
 
-        Green is final."""
+        Green is final. With --project, only that project's verdict is questioned."""
         target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
             target,
             lambda stub, md: stub.Revalidate(
-                pb.RevalidateRequest(queue=queue, uri=commit, flaky=flaky, reason=reason),
+                pb.RevalidateRequest(
+                    queue=queue, uri=commit, flaky=flaky, reason=reason, project=project
+                ),
                 metadata=md,
             ),
         )

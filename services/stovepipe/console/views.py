@@ -47,6 +47,7 @@ def request_state(request: types_pb2.Request) -> str:
     return {
         types_pb2.REQUEST_STATE_ACCEPTED: WAITING,
         types_pb2.REQUEST_STATE_PROCESSING: RUNNING,
+        types_pb2.REQUEST_STATE_ANALYZING: RUNNING,
         types_pb2.REQUEST_STATE_SUPERSEDED: SUPERSEDED,
         types_pb2.REQUEST_STATE_CANCELLED: CANCELLED,
     }.get(request.state, NOT_RECORDED)

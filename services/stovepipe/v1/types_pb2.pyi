@@ -39,6 +39,11 @@ class _RequestStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequestS
     """Validation finished and the build failed, or the pipeline failed closed."""
     REQUEST_STATE_CANCELLED: _RequestState.ValueType  # 6
     """An operator or the runner cancelled the validation."""
+    REQUEST_STATE_ANALYZING: _RequestState.ValueType  # 120
+    """Phase 2: the whole-repository build ended and some project still waits for its
+    fact (a project-scoped build, or analyze). In flight; ends succeeded (every project
+    green) or failed.
+    """
 
 class RequestState(_RequestState, metaclass=_RequestStateEnumTypeWrapper):
     """RequestState is where one validation of one head stands."""
@@ -56,6 +61,11 @@ REQUEST_STATE_FAILED: RequestState.ValueType  # 5
 """Validation finished and the build failed, or the pipeline failed closed."""
 REQUEST_STATE_CANCELLED: RequestState.ValueType  # 6
 """An operator or the runner cancelled the validation."""
+REQUEST_STATE_ANALYZING: RequestState.ValueType  # 120
+"""Phase 2: the whole-repository build ended and some project still waits for its
+fact (a project-scoped build, or analyze). In flight; ends succeeded (every project
+green) or failed.
+"""
 Global___RequestState: _TypeAlias = RequestState  # noqa: Y015
 
 class _BuildStrategy:
