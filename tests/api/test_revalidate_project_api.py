@@ -152,6 +152,7 @@ async def test_wait_for_greenness_follows_an_analyzing_request_to_its_verdict(
         stub = pb_grpc.StovepipeServiceStub(channel)
         stream = stub.WaitForGreenness(pb.WaitForGreennessRequest(queue=Q, uri=uri), timeout=120)
         first = await stream.read()
+        assert isinstance(first, pb.WaitForGreennessResponse)
         assert first.status == pb.GREENNESS_STATUS_NOT_RECORDED and not first.final
         assert first.request.state == types_pb2.REQUEST_STATE_ANALYZING
         # the sweeper re-drives the Request that stopped moving; analyze rebuilds web
@@ -162,7 +163,7 @@ async def test_wait_for_greenness_follows_an_analyzing_request_to_its_verdict(
         last = first
         while not last.final:
             answer = await stream.read()
-            assert answer is not grpc.aio.EOF, "the stream ended without a verdict"
+            assert isinstance(answer, pb.WaitForGreennessResponse), "the stream ended early"
             last = answer
         assert last.final and last.status == pb.GREENNESS_STATUS_RECORDED
         assert last.fact.degree == 0.0
