@@ -480,7 +480,8 @@ def register(app: typer.Typer) -> None:
         cert: CertOption = None,
         key: KeyOption = None,
     ) -> None:
-        """QUEUE's Requests, newest first: commit, trigger, strategy, state, verdict, duration."""
+        """QUEUE's Requests, newest first: commit, title, trigger, strategy, state, verdict,
+        duration."""
         target = Target(api, token_env, tls, ca_file, cert, key)
 
         async def pages(stub: Any, md: Metadata) -> list[pb.HistoryEntry]:
@@ -507,7 +508,10 @@ def register(app: typer.Typer) -> None:
             output.emit_json({"entries": [output.as_dict(e) for e in entries]})
             return
         output.table(
-            ["REQUEST", "COMMIT", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED"],
+            [
+                "REQUEST", "COMMIT", "TITLE", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK",
+                "CREATED",
+            ],  # fmt: skip
             [_history_row(e) for e in entries],
         )
 
@@ -527,6 +531,7 @@ def _history_row(entry: pb.HistoryEntry) -> list[str]:
     return [
         r.id,
         _short(r.uri),
+        r.title or "-",
         r.trigger or "-",
         _strategy_name(r.build_strategy) or "-",
         _state_name(r.state),

@@ -181,6 +181,7 @@ class Store:
         now: datetime,
         trigger_details: TriggerDetails = (),
         upstream_greens: tuple[UpstreamGreen, ...] = (),
+        title: str = "",
     ) -> tuple[Request, bool]:
         """The Request for ``(queue, uri)`` and True, or the one already there and False.
 
@@ -206,6 +207,7 @@ class Store:
             trigger=trigger,
             trigger_details=trigger_details,
             upstream_greens=upstream_greens,
+            title=title,
         )
         row = convert.check_lengths(requests, convert.request_values(request))
         dedup = convert.check_lengths(
