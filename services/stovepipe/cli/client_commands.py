@@ -508,12 +508,14 @@ def register(app: typer.Typer) -> None:
             output.emit_json({"entries": [output.as_dict(e) for e in entries]})
             return
         output.table(
-            [
-                "REQUEST", "COMMIT", "TITLE", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK",
-                "CREATED",
-            ],  # fmt: skip
+            _HISTORY_COLUMNS,
             [_history_row(e) for e in entries],
         )
+
+
+_HISTORY_COLUMNS = [
+    "REQUEST", "COMMIT", "TITLE", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED",
+]  # fmt: skip
 
 
 def _history_row(entry: pb.HistoryEntry) -> list[str]:

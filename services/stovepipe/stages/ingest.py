@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from stovepipe.config import QueueConfig
 from stovepipe.domain import Request, UpstreamGreen, validate_queue_name
 from stovepipe.domain.trigger import MAX_TRIGGER_LENGTH, TriggerKind, trigger_details
-from stovepipe.config import QueueConfig
 from stovepipe.extensions.sourcecontrol.model import Ancestry
 from stovepipe.redaction import redact_line
 from stovepipe.stages import queue_ops, topics

@@ -23,9 +23,7 @@ TITLE = 256  # written out, not imported: a migration is frozen in time
 
 def upgrade() -> None:
     with op.batch_alter_table("requests") as batch:
-        batch.add_column(
-            sa.Column("title", sa.String(TITLE), nullable=False, server_default="")
-        )
+        batch.add_column(sa.Column("title", sa.String(TITLE), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
