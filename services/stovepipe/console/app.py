@@ -45,9 +45,13 @@ MAX_FORM_REASON = 500
 
 @dataclass(frozen=True)
 class QueueInfo:
+    """What the console knows of a Queue from the configuration: its columns (projects),
+    its promotion ref's name, and its hook subscriptions (to name their deliveries)."""
+
     name: str
     projects: tuple[str, ...]
     promotion_ref: str | None
+    hooks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -70,11 +74,12 @@ templates.env.globals.update(
     stamp=views.stamp,
     labels=views.STATE_LABELS,
     fact_state=views.fact_state,
-    request_state_name=lambda v: _enum(types_pb2.RequestState, v, "REQUEST_STATE_"),
+    request_state_name=views.request_state_name,
     strategy_name=lambda v: _enum(types_pb2.BuildStrategy, v, "BUILD_STRATEGY_"),
     origin_name=lambda v: _enum(types_pb2.FactOrigin, v, "FACT_ORIGIN_"),
     redact=redact,
     urlencode=urlencode,
+    build_link=lambda r: r.build_id if r.build_id.startswith(("https://", "http://")) else "",
 )
 
 
@@ -131,9 +136,7 @@ def _not_found(request: Request, message: str) -> Response:
 async def queues_page(request: Request) -> Response:
     state = _state(request)
     try:
-        summaries = await asyncio.gather(
-            *(views.summary(state.client, name) for name in state.queues)
-        )
+        summaries = await views.summaries(state.client, list(state.queues))
     except ApiUnavailable as exc:
         return _unavailable(request, exc)
     fragment = request.query_params.get("fragment") == "1"
@@ -174,10 +177,13 @@ async def commit_page(request: Request) -> Response:
     queue = request.query_params.get("queue", "")
     uri = request.query_params.get("uri", "")
     request_id = request.query_params.get("request", "")
-    if queue not in state.queues or not uri:
+    info = state.queues.get(queue)
+    if info is None or not uri:
         return _not_found(request, "give a configured queue and a commit uri")
     try:
-        view = await views.commit(state.client, queue, uri, request_id)
+        view = await views.commit(
+            state.client, queue, uri, request_id, projects=info.projects, hooks=info.hooks
+        )
     except ApiUnavailable as exc:
         return _unavailable(request, exc)
     context = {

@@ -103,7 +103,10 @@ def uvicorn_config(config: StovepipeConfig, listen: str | None = None) -> uvicor
     client = build_client(config)
     queues = [
         QueueInfo(
-            q.name, (), q.promotion_ref.removeprefix("refs/heads/") if q.promotion_ref else None
+            q.name,
+            tuple(q.project_names),
+            q.promotion_ref.removeprefix("refs/heads/") if q.promotion_ref else None,
+            tuple(h.name for h in q.hooks),
         )
         for q in config.queues
     ]
