@@ -36,6 +36,7 @@ from stovepipe.console.access import COOKIE, Access
 from stovepipe.console.client import ApiUnavailable, ConsoleClient
 from stovepipe.console.live import KEEPALIVE_S, RESYNC, LiveFeed
 from stovepipe.redaction import redact
+from stovepipe.telemetry.metrics import CONSOLE_REQUEST_SECONDS, CONSOLE_REQUESTS
 from stovepipe.v1 import types_pb2
 
 HERE = Path(__file__).parent
@@ -294,12 +295,34 @@ async def healthz(request: Request) -> Response:
 
 
 _PUBLIC = ("/login", "/healthz", "/static/")
+_ROUTES = ("/queues/", "/commit", "/revalidate", "/events", "/login", "/logout", "/healthz")
+
+
+def route_label(path: str) -> str:
+    """The metric label of a path: its page, never its Queue or commit (bounded)."""
+    if path == "/":
+        return "/"
+    if path.startswith("/static/"):
+        return "/static"
+    for route in _ROUTES:
+        if path == route or (route.endswith("/") and path.startswith(route)):
+            return route.rstrip("/")
+    return "other"
 
 
 class Guard(BaseHTTPMiddleware):
     """Sign-in (or the proxy's header) before any page; server time on every answer."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        response = await self._answer(request, call_next)
+        elapsed = time.perf_counter() - started
+        route = route_label(request.url.path)
+        CONSOLE_REQUESTS.labels(route, str(response.status_code)).inc()
+        CONSOLE_REQUEST_SECONDS.labels(route).observe(elapsed)
+        return response
+
+    async def _answer(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
         path = request.url.path
         if not path.startswith(_PUBLIC):
