@@ -42,7 +42,7 @@ KUBECTL_HINT = (
     "Debian's own kubernetes-client is 1.20, whose kustomize v2 cannot render these overlays"
 )
 WORKLOADS = ("Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob")
-METRICS_VERBS = ("api", "worker")
+METRICS_VERBS = ("api", "worker", "poller", "webhooks", "console")
 """The processes that serve Prometheus /metrics (``--metrics-port`` / telemetry)."""
 
 
