@@ -56,9 +56,12 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=60) as answer:
-        answer.read()
-        return int(answer.status)
+    try:
+        with urllib.request.urlopen(url, timeout=120) as answer:
+            answer.read()
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 async def test_poller_webhooks_and_console_serve_their_own_metrics(
@@ -155,20 +158,25 @@ async def test_poller_webhooks_and_console_serve_their_own_metrics(
         # console: pages by route and status, whatever Queue or commit they show
         grid = f"{stack.console_url}/queues/{QUEUE}"
         commit = f"{stack.console_url}/commit?" + urllib.parse.urlencode(
-            {"queue": QUEUE, "uri": "no-such-commit"}
+            {"queue": QUEUE, "uri": "0" * 40}  # never ingested: "not recorded"
+        )
+        bad = f"{stack.console_url}/commit?" + urllib.parse.urlencode(
+            {"queue": QUEUE, "uri": "neither a uri nor a sha"}
         )
         codes = await asyncio.gather(
             asyncio.to_thread(_get, grid),
             asyncio.to_thread(_get, grid),
             asyncio.to_thread(_get, stack.console_url + "/"),
             asyncio.to_thread(_get, commit),
+            asyncio.to_thread(_get, bad),
         )
-        assert codes == [200, 200, 200, 200]
+        assert codes == [200, 200, 200, 200, 400]
         samples = await asyncio.to_thread(_scrape, metrics["console"])
         requests = "stovepipe_console_requests_total"
         assert _value(samples, requests, route="/queues", status="200") >= 2
         assert _value(samples, requests, route="/", status="200") >= 1
         assert _value(samples, requests, route="/commit", status="200") >= 1
+        assert _value(samples, requests, route="/commit", status="400") == 1
         assert _value(samples, "stovepipe_console_request_seconds_count", route="/queues") >= 2
         routes = {dict(labels).get("route") for name, labels in samples if name == requests}
         assert routes <= {"/", "/queues", "/commit", "/healthz", "/events", "/static", "other"}

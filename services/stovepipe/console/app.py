@@ -130,6 +130,14 @@ def _unavailable(request: Request, exc: ApiUnavailable) -> Response:
     )
 
 
+def _refused(request: Request, exc: ApiUnavailable, title: str) -> Response:
+    """400 when the API refused what the URL asked for (a malformed page token or
+    commit), 502 for everything else."""
+    if "INVALID_ARGUMENT" in str(exc):
+        return _render(request, "error.html", {"title": title, "message": redact(str(exc))}, 400)
+    return _unavailable(request, exc)
+
+
 def _not_found(request: Request, message: str) -> Response:
     return _render(request, "error.html", {"title": "Not found", "message": message}, 404)
 
@@ -162,11 +170,7 @@ async def grid_page(request: Request) -> Response:
             page_token=token,
         )
     except ApiUnavailable as exc:
-        if "INVALID_ARGUMENT" in str(exc):
-            return _render(
-                request, "error.html", {"title": "Bad page", "message": redact(str(exc))}, 400
-            )
-        return _unavailable(request, exc)
+        return _refused(request, exc, "Bad page")
     fragment = request.query_params.get("fragment") == "1"
     name = "_grid_table.html" if fragment else "grid.html"
     context = {"title": queue, "grid": grid, "page": token, "live": queue}
@@ -186,7 +190,7 @@ async def commit_page(request: Request) -> Response:
             state.client, queue, uri, request_id, projects=info.projects, hooks=info.hooks
         )
     except ApiUnavailable as exc:
-        return _unavailable(request, exc)
+        return _refused(request, exc, "Bad commit")
     context = {
         "title": f"{views.short(uri)} on {queue}",
         "view": view,
