@@ -89,19 +89,20 @@ class HeadIngester(StageBase):
         uri = resolved_uri or await self._extensions.source_control(config).resolve_head(
             queue_source(config)
         )
-        title, greens = await asyncio.gather(
+        title, upstream_greens = await asyncio.gather(
             self._title(config, uri), self._upstream_greens(config.depends_on)
         )
-        request, created = await self._store.create_request(
-            queue,
-            uri,
-            trigger=trigger,
-            now=self._clock(),
-            trigger_details=pairs,
-            upstream_greens=greens,
-            title=title,
-        )
-        await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
+        async with self._store.unit():  # the Request and the Queue's latest head together
+            request, created = await self._store.create_request(
+                queue,
+                uri,
+                trigger=trigger,
+                now=self._clock(),
+                trigger_details=pairs,
+                upstream_greens=upstream_greens,
+                title=title,
+            )
+            await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
             await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)
