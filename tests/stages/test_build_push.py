@@ -86,7 +86,11 @@ async def test_push_settles_the_build_and_the_later_poll_changes_nothing(
     request_id, build_id = await _hanging_head(pipe)
     pipe.runner.release(build_id)
     await _forwarded(watcher, 1)
-    pushed = [m for t, m in pipe.outbox.messages if t == topics.BUILDSIGNAL]
+    pushed = [
+        m
+        for t, m in pipe.outbox.messages
+        if t == topics.BUILDSIGNAL and isinstance(m, topics_pb2.BuildSignalMessage)
+    ]
     assert [(m.build_id, m.request_id, m.pushed) for m in pushed] == [(build_id, request_id, True)]
 
     # The pushed message settles it before the delayed poll comes back; then the
