@@ -72,6 +72,7 @@ def request_to_pb(request: Request) -> types_pb2.Request:
         attempt=request.attempt,
         trigger_details=dict(request.trigger_details),
         upstream_greens=upstream_to_pb(request.upstream_greens),
+        title=request.title,
     )
 
 

@@ -446,8 +446,11 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 request.queue, page_size=size, page_token=request.page_token
             )
             entries = []
+            facts = await self._store.get_facts(
+                request.queue, [found.uri for found in page], request.project
+            )
             for found in page:
-                fact = await self._store.get_fact(request.queue, found.uri, request.project)
+                fact = facts.get(found.uri)
                 entries.append(
                     pb.HistoryEntry(
                         request=await self._request_pb(found),

@@ -490,7 +490,8 @@ def register(app: typer.Typer) -> None:
         cert: CertOption = None,
         key: KeyOption = None,
     ) -> None:
-        """QUEUE's Requests, newest first: commit, trigger, strategy, state, verdict, duration."""
+        """QUEUE's Requests, newest first: commit, title, trigger, strategy, state, verdict,
+        duration."""
         target = Target(api, token_env, tls, ca_file, cert, key)
 
         async def pages(stub: Any, md: Metadata) -> list[pb.HistoryEntry]:
@@ -517,9 +518,14 @@ def register(app: typer.Typer) -> None:
             output.emit_json({"entries": [output.as_dict(e) for e in entries]})
             return
         output.table(
-            ["REQUEST", "COMMIT", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED"],
+            _HISTORY_COLUMNS,
             [_history_row(e) for e in entries],
         )
+
+
+_HISTORY_COLUMNS = [
+    "REQUEST", "COMMIT", "TITLE", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED",
+]  # fmt: skip
 
 
 def _history_row(entry: pb.HistoryEntry) -> list[str]:
@@ -537,6 +543,7 @@ def _history_row(entry: pb.HistoryEntry) -> list[str]:
     return [
         r.id,
         _short(r.uri),
+        r.title or "-",
         r.trigger or "-",
         _strategy_name(r.build_strategy) or "-",
         _state_name(r.state),

@@ -133,6 +133,8 @@ class Request:
     """What the trigger said about itself (the upstream commit, the push delivery)."""
     upstream_greens: tuple[UpstreamGreen, ...] = ()
     """The last green commit of every Queue this one ``depends_on``, read at ingest."""
+    title: str = ""
+    """The commit's title as SourceControl described it at ingest (empty when it could not)."""
 
     @property
     def request_id(self) -> RequestId:
