@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from stovepipe.cli.health_options import HealthHost, HealthPort, health_listen
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -20,25 +22,6 @@ ConfigOption = Annotated[
         envvar="STOVEPIPE_CONFIG",
     ),
 ]
-HealthPort = Annotated[
-    int | None,
-    typer.Option(
-        help="Serve readiness as plaintext gRPC health on this port: SERVING once ready, "
-        "NOT_SERVING while starting and draining.",
-        envvar="STOVEPIPE_HEALTH_PORT",
-        min=1,
-        max=65535,
-    ),
-]
-HealthHost = Annotated[
-    str,
-    typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
-]
-
-
-def _health_listen(host: str, port: int | None) -> str | None:
-    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
-    return f"{bracketed}:{port}" if port is not None else None
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +40,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(config)
         if not settings.polled_queues:
             typer.echo("no queue has a poll: section; nothing to poll", err=True)
-        asyncio.run(run_poller(settings, _health_listen(health_host, health_port)))
+        asyncio.run(run_poller(settings, health_listen(health_host, health_port)))
 
     @app.command()
     def webhooks(
@@ -75,4 +58,4 @@ def register(app: typer.Typer) -> None:
         if settings.webhooks is None:
             typer.echo("error: the configuration has no webhooks: section", err=True)
             raise typer.Exit(EXIT_MISCONFIGURED)
-        asyncio.run(run_webhooks(settings, _health_listen(health_host, health_port)))
+        asyncio.run(run_webhooks(settings, health_listen(health_host, health_port)))
