@@ -18,4 +18,5 @@ pytest_plugins = [
     "plugins.postgres",
     "plugins.broker",
     "plugins.xdist_order",
+    "plugins.hypothesis_profile",
 ]
