@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test`: one per core, at least 2 (the suite mostly
+# waits on subprocesses and the broker), at most 4. Override: make test JOBS=1.
+JOBS ?= $(shell $(PYTHON) -c "import os; print(min(4, max(2, len(os.sched_getaffinity(0)))))")
+PYTEST_PARALLEL := $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile --no-loadscope-reorder)
 
 .DEFAULT_GOAL := help
 
@@ -20,11 +24,11 @@ install: $(STAMP)  ## Create .venv and install Stovepipe with its dev tools
 demo: $(STAMP)  ## Run the embedded stack on a sample repository and print which commit is green
 	$(BIN)/stovepipe demo
 
-test: $(STAMP)  ## Lint, type-check and run the whole test suite (starts a broker and PostgreSQL)
+test: $(STAMP)  ## Lint, type-check and run the whole test suite on JOBS workers (each starts a broker and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)  ## ruff and mypy (package, tests and benchmarks) only
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from harness.event_feed import events
 from harness.stages import Pipeline, queue_config
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.domain import FactOrigin, ValidationFact
@@ -92,7 +93,7 @@ async def _collect(
     received: list[topics_pb2.HookEvent] = []
 
     async def run() -> list[topics_pb2.HookEvent]:
-        stream = feed.subscribe(owner)
+        stream = events(feed, owner)
         assert isinstance(stream, AsyncGenerator)  # so it can be closed
         first = asyncio.ensure_future(anext(stream))
         await until(feed._positioned.is_set, what="the feed positioned", interval_s=0.02)
@@ -173,7 +174,7 @@ async def test_abandoned_streams_leave_nothing_open(
     await ensure_topics(kafka_settings, [HOOK.name])
 
     async def watch_then_give_up() -> None:
-        stream = feed.subscribe("gate")
+        stream = events(feed, "gate")
         assert isinstance(stream, AsyncGenerator)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(anext(stream), 0.3)  # a gate's deadline passes
@@ -199,10 +200,10 @@ async def test_streams_beyond_the_cap_are_refused(
     try:
         held = [(await _collect(feed, 1, owner="a"))[0] for _ in range(2)]
         with pytest.raises(TooManySubscribers, match="this caller"):
-            await anext(feed.subscribe("a"))
+            await anext(events(feed, "a"))
         other = (await _collect(feed, 1, owner="b"))[0]
         with pytest.raises(TooManySubscribers):
-            await anext(feed.subscribe("c"))
+            await anext(events(feed, "c"))
         for task in [*held, other]:
             task.cancel()
         await asyncio.gather(*held, other, return_exceptions=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stovepipe.runtime.broker_watch import EXIT_RESTART
-from stovepipe.runtime.embedded import supervise_until_stopped
+from stovepipe.runtime.embedded import FAILED_START_GRACE_S, supervise_until_stopped
 from stovepipe.runtime.supervisor import (
     ChildExited,
     ChildSpec,
@@ -205,6 +205,31 @@ async def test_a_child_that_exits_while_starting_fails_the_start_with_its_log(
             await supervisor.start_all([_spec(supervisor, "fine", SLEEPER, tmp_path), failing])
     finally:
         await supervisor.stop()
+    assert supervisor.children == []
+
+
+async def test_a_start_that_fails_part_way_stops_what_started_within_the_short_grace(
+    tmp_path: Path,
+) -> None:
+    """``up`` stops a stack that never came up with FAILED_START_GRACE_S, not the drain
+    period a running stack gets: children that ignore SIGTERM are killed once it ends."""
+    said: list[str] = []
+    supervisor = Supervisor(stop_timeout_s=600, report=said.append)  # a drain nobody waits for
+    started = await supervisor.start_all(
+        [
+            _spec(supervisor, "ext", IGNORES_SIGTERM, tmp_path, last=True),
+            _spec(supervisor, "worker", IGNORES_SIGTERM, tmp_path),
+        ]
+    )
+    failing = _spec(supervisor, "api", "raise SystemExit(1)", tmp_path)
+    with pytest.raises(ChildExited, match="api exited with code 1"):
+        await supervisor.start_all([failing])
+    await asyncio.wait_for(supervisor.stop(FAILED_START_GRACE_S), DEADLINE_S)
+    assert [c.process.returncode for c in started] == [-signal.SIGKILL] * 2
+    assert said == [
+        f"still running {FAILED_START_GRACE_S:g}s after the stop began, so killed: "
+        f"worker (pid {started[1].pid}), ext (pid {started[0].pid})"
+    ]
     assert supervisor.children == []
 
 

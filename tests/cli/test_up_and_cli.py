@@ -166,5 +166,64 @@ async def test_up_runs_the_stack_and_the_cli_verbs_work(tmp_path: Path) -> None:
     assert "stopped cleanly" in output
 
 
+async def test_up_whose_start_fails_part_way_stops_what_started_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    """The local runner cannot start (its work directory is a file) while the other
+    extensions have: ``up`` stops them all at once, leaves nothing running, exits 1."""
+    repo = WorkRepo(tmp_path / "repo")
+    config = tmp_path / "stovepipe.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "api": {"listen": f"127.0.0.1:{free_port()}"},
+                # a running stack would get 600 s to drain; one that never came up does not
+                "kafka": {"graceful_timeout_seconds": 600},
+                "queues": [
+                    {
+                        "name": "up/main",
+                        "source": {"repository": str(repo.path)},
+                        "build": {"targets": build_targets()},
+                    }
+                ],
+            }
+        )
+    )
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "builds").write_text("not a directory")
+    up = subprocess.Popen(
+        [*CLI, "up", "--config", str(config), "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # a liveness bound only: starting four extensions on a loaded machine is slow
+        output, _ = await asyncio.to_thread(up.communicate, timeout=300)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+    assert up.returncode == 1, output
+    assert "could not start the stack: ext local-runner exited with code 1" in output
+    assert "Not a directory" in output  # the runner's own reason, from its log
+    assert _running_under(state) == []
+
+
+def _running_under(state: Path) -> list[str]:
+    """Command lines of live processes that name ``state`` (every child of that ``up``)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+            status = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if status not in ("Z", "X") and any(str(state).encode() in arg for arg in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
 async def test_demo_reports_green_broken_fixed() -> None:
     assert await run_demo() == 0

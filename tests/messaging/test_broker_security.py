@@ -23,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from harness.event_feed import events
 from harness.messaging import Inbox, committed_offset, placed, process_message
 from harness.tls import Pki, TlsBroker
 from plugins.broker import settings_for_test
@@ -242,7 +243,7 @@ async def test_the_event_feed_serves_a_checked_event_over_tls(
     )
     try:
         await store.create_fact(fact)
-        stream = feed.subscribe()
+        stream = events(feed)
         first = asyncio.ensure_future(anext(stream))
         await until(_is_set(feed), what="the feed positioned at the end")
         async with Bus(settings) as bus:
@@ -309,7 +310,7 @@ async def test_an_event_feed_that_is_refused_ends_its_streams_with_the_error(
     tls_broker: TlsBroker,
 ) -> None:
     feed = EventFeed(_settings(tls_broker.bootstrap_servers), _NO_STORE)
-    stream = feed.subscribe()
+    stream = events(feed)
     try:
         with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
             await asyncio.wait_for(anext(stream), 30)

@@ -8,87 +8,48 @@ not answer (unreachable, refused, unavailable), 4 invalid input or usage (a
 malformed or ambiguous commit, an unknown Queue, a missing argument, an
 unreadable TLS file).
 
-Every command takes the same connection options: ``--api``, ``--token-env``
-and, for a server with TLS, ``--ca-file`` (the CA that signed the server's
-certificate; ``--tls`` alone trusts the system's CAs) plus ``--cert`` and
-``--key`` when the server requires client certificates.
+Every command takes the same connection options (:mod:`stovepipe.cli.connection`):
+``--api``, ``--token-env`` and, for a server with TLS, ``--ca-file`` (the CA that
+signed the server's certificate; ``--tls`` alone trusts the system's CAs) plus
+``--cert`` and ``--key`` when the server requires client certificates.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import grpc
 import typer
 
 from stovepipe.cli import output
+from stovepipe.cli.connection import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Metadata,
+    Target,
+    call,
+    connection_options,
+    usage_error,
+)
 from stovepipe.cli.output import line, note
 from stovepipe.cli.project_table import project_rows
 from stovepipe.cli.trigger_display import TRIGGER_HELP, show_trigger
-from stovepipe.grpcutil import open_channel
 from stovepipe.v1 import stovepipe_service_pb2 as pb
-from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
 from stovepipe.v1 import types_pb2
+
+__all__ = ["EXIT_ERROR", "EXIT_USAGE", "register"]
 
 EXIT_GREEN = 0
 EXIT_NOT_GREEN = 1
 EXIT_NOT_RECORDED = 2
-EXIT_ERROR = 3
-EXIT_USAGE = 4
 
 EXIT_HELP = (
     "Exit codes: 0 green; 1 recorded not green; 2 not recorded (no verdict yet, "
     "superseded, or timed out); 3 the API could not answer; 4 invalid input or usage."
 )
 
-T = TypeVar("T")
-Metadata = tuple[tuple[str, str], ...]
-_INPUT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 
-ApiOption = Annotated[
-    str, typer.Option("--api", envvar="STOVEPIPE_API", help="API address host:port.")
-]
-TokenEnvOption = Annotated[
-    str,
-    typer.Option(
-        "--token-env",
-        help="Name of the environment variable that holds the bearer token (if any).",
-    ),
-]
-TlsOption = Annotated[
-    bool,
-    typer.Option(
-        "--tls/--no-tls",
-        envvar="STOVEPIPE_TLS",
-        help="Use TLS (implied by --ca-file, --cert and --key); without --ca-file the "
-        "system's CAs are trusted.",
-    ),
-]
-CaFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-file",
-        envvar="STOVEPIPE_CA_FILE",
-        help="PEM file with the CA(s) that signed the API's certificate.",
-    ),
-]
-CertOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--cert",
-        envvar="STOVEPIPE_CLIENT_CERT",
-        help="PEM client certificate chain, for an API that requires client certificates.",
-    ),
-]
-KeyOption = Annotated[
-    Path | None,
-    typer.Option("--key", envvar="STOVEPIPE_CLIENT_KEY", help="PEM private key of --cert."),
-]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the API's fields) on stdout.")
 ]
@@ -125,44 +86,6 @@ def timeout_option(default: str, what: str) -> Any:
     )
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the API is and how to reach it, from the command's connection options."""
-
-    api: str
-    token_env: str
-    tls: bool = False
-    ca_file: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials | None:
-        """TLS credentials, or None for plaintext; exits 4 on unusable files."""
-        if not (self.tls or self.ca_file or self.cert or self.key):
-            return None
-        if (self.cert is None) != (self.key is None):
-            _usage_error("--cert and --key go together: give both or neither")
-        return grpc.ssl_channel_credentials(
-            root_certificates=_read_pem("--ca-file", self.ca_file),
-            private_key=_read_pem("--key", self.key),
-            certificate_chain=_read_pem("--cert", self.cert),
-        )
-
-
-def _read_pem(option: str, path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        _usage_error(f"{option}: cannot read {path}: {exc.strerror}")
-
-
-def _usage_error(message: str) -> NoReturn:
-    note(f"[red]error[/red] {message}")
-    raise typer.Exit(EXIT_USAGE)
-
-
 _TERMINAL = {
     types_pb2.REQUEST_STATE_SUPERSEDED,
     types_pb2.REQUEST_STATE_SUCCEEDED,
@@ -179,35 +102,9 @@ def _origin_name(origin: int) -> str:
     return types_pb2.FactOrigin.Name(origin).removeprefix("FACT_ORIGIN_").lower()  # type: ignore[arg-type]
 
 
-def _call(target: Target, fn: Callable[[Any, Metadata], Awaitable[T]]) -> T:
-    credentials = target.credentials()
-
-    async def run() -> T:
-        metadata: Metadata = ()
-        token = os.environ.get(target.token_env, "") if target.token_env else ""
-        if token:
-            metadata = (("authorization", f"Bearer {token}"),)
-        async with open_channel(target.api, credentials=credentials) as channel:
-            stub: Any = pb_grpc.StovepipeServiceStub(channel)
-            return await fn(stub, metadata)
-
-    try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as exc:
-        raise typer.Exit(_failed(target, exc)) from None
-
-
-def _failed(target: Target, exc: grpc.aio.AioRpcError) -> int:
-    """Say why the call failed; the exit code: 4 for the caller's input, 3 otherwise."""
-    note(f"[red]error[/red] {exc.code().name}: {exc.details()}")
-    if exc.code() is grpc.StatusCode.UNAVAILABLE:
-        hint = "is the API running there, and does it use TLS? (--ca-file, --tls)"
-        note(f"could not reach the API at {target.api}: {hint}")
-    return EXIT_USAGE if exc.code() in _INPUT_CODES else EXIT_ERROR
-
-
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EXIT_HELP)
+    @connection_options
     def ingest(
         queue: Annotated[str, typer.Argument(help="Queue name, e.g. monorepo/main.")],
         trigger: Annotated[str, typer.Option(help=TRIGGER_HELP)] = "manual",
@@ -216,19 +113,14 @@ def register(app: typer.Typer) -> None:
         ] = False,
         timeout: Annotated[float, timeout_option("10m", "with --wait")] = "10m",  # type: ignore[assignment]
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Report that QUEUE moved: resolve its head and start validating it.
 
         Prints the Request id and the head's commit URI. With --wait, follows the
         Request (an ingest-role token may) and exits like a gate."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.Ingest(
                 pb.IngestRequest(queue=queue, trigger=trigger), metadata=md
@@ -244,6 +136,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(_follow(target, response.request_id, timeout, json_out))
 
     @app.command(epilog=EXIT_HELP)
+    @connection_options
     def status(
         request: Annotated[
             str,
@@ -267,20 +160,15 @@ def register(app: typer.Typer) -> None:
         project: Annotated[
             str, typer.Option(help="Show only this project's verdict (default: every scope).")
         ] = "",
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Show one Request: state, strategy, build, reason and every state change.
 
         Each change is listed with its time; they are stored, so they survive restarts."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
         request_id = request
         if commit is not None:
-            found = _call(
+            found = call(
                 target,
                 lambda stub, md: stub.GetGreenness(
                     pb.GetGreennessRequest(queue=request, uri=commit), metadata=md
@@ -291,13 +179,13 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(EXIT_NOT_RECORDED)
             request_id = found.request.id
         elif not request.startswith("request/"):
-            _usage_error(
+            usage_error(
                 f"{request!r} is not a Request id (request/<queue>/<n>); "
                 "to find a commit's Request, give the Queue and the commit: status QUEUE COMMIT"
             )
         if wait:
             raise typer.Exit(_follow(target, request_id, timeout, json_out))
-        shown = _call(
+        shown = call(
             target,
             lambda stub, md: stub.GetRequest(
                 pb.GetRequestRequest(request_id=request_id), metadata=md
@@ -310,6 +198,7 @@ def register(app: typer.Typer) -> None:
             _show_projects(target, shown, project)
 
     @app.command("last-green", epilog=EXIT_HELP)
+    @connection_options
     def last_green(
         queue: Annotated[str, typer.Argument(help="Queue name.")],
         on_branch: Annotated[
@@ -322,18 +211,13 @@ def register(app: typer.Typer) -> None:
         ] = False,
         project: ProjectOption = "",
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Print the newest green commit URI of QUEUE, alone on one line (exit 2: none).
 
         A warning on stderr says when that commit is no longer on the branch."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.GetLastGreen(
                 pb.GetLastGreenRequest(queue=queue, project=project, on_branch=on_branch),
@@ -361,6 +245,7 @@ def register(app: typer.Typer) -> None:
             )
 
     @app.command(epilog=EXIT_HELP)
+    @connection_options
     def gate(
         queue: Annotated[str, typer.Argument(help="Queue name.")],
         commit: CommitArgument,
@@ -371,18 +256,13 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, timeout_option("30m", "with --wait")] = "30m",  # type: ignore[assignment]
         project: ProjectOption = "",
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Exit 0 only when COMMIT is recorded green in QUEUE."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
         if wait:
             raise typer.Exit(_gate_wait(target, queue, commit, project, timeout, json_out))
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.GetGreenness(
                 pb.GetGreennessRequest(queue=queue, uri=commit, project=project), metadata=md
@@ -391,6 +271,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(_verdict(queue, commit, response, json_out))
 
     @app.command(epilog=EXIT_HELP)
+    @connection_options
     def revalidate(
         queue: Annotated[str, typer.Argument(help="Queue name.")],
         commit: CommitArgument,
@@ -414,18 +295,13 @@ def register(app: typer.Typer) -> None:
         ] = False,
         timeout: Annotated[float, timeout_option("10m", "with --wait")] = "10m",  # type: ignore[assignment]
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Validate COMMIT again (admin): a fail_closed verdict, or a broken one with --flaky.
 
         Green is final. With --project, only that project's verdict is questioned."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.Revalidate(
                 pb.RevalidateRequest(
@@ -444,18 +320,14 @@ def register(app: typer.Typer) -> None:
             output.emit_json(response)
 
     @app.command()
+    @connection_options
     def queues(
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Every configured Queue: last green commit and its age, in flight, waiting."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target, lambda stub, md: stub.ListQueues(pb.ListQueuesRequest(), metadata=md)
         )
         if json_out:
@@ -478,21 +350,17 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command()
+    @connection_options
     def history(
         queue: Annotated[str, typer.Argument(help="Queue name.")],
         limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many Requests.")] = 20,
         project: ProjectOption = "",
         json_out: JsonOption = False,
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """QUEUE's Requests, newest first: commit, title, trigger, strategy, state, verdict,
         duration."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
 
         async def pages(stub: Any, md: Metadata) -> list[pb.HistoryEntry]:
             entries: list[pb.HistoryEntry] = []
@@ -513,7 +381,7 @@ def register(app: typer.Typer) -> None:
                     break
             return entries
 
-        entries = _call(target, pages)
+        entries = call(target, pages)
         if json_out:
             output.emit_json({"entries": [output.as_dict(e) for e in entries]})
             return
@@ -630,7 +498,7 @@ def _gate_wait(
         note(f"still not recorded after {output.span(timeout)}")
         return last
 
-    answer = _call(target, wait)
+    answer = call(target, wait)
     if answer is None:
         return EXIT_NOT_RECORDED
     if not answer.final:
@@ -664,7 +532,7 @@ def _follow(target: Target, request_id: str, timeout: float, json_out: bool) -> 
                 return request
             await asyncio.sleep(0.5)
 
-    request = _call(target, poll)
+    request = call(target, poll)
     if json_out:
         output.emit_json(request)
     else:
@@ -686,14 +554,14 @@ def _follow(target: Target, request_id: str, timeout: float, json_out: bool) -> 
 
 
 def _show_projects(target: Target, request: types_pb2.Request, project: str) -> None:
-    scopes = _call(
+    scopes = call(
         target,
         lambda stub, md: stub.GetProjectGreenness(
             pb.GetProjectGreennessRequest(queue=request.queue, uri=request.uri), metadata=md
         ),
     ).scopes
     if project:
-        _call(  # INVALID_ARGUMENT naming the configured projects when it is not one
+        call(  # INVALID_ARGUMENT naming the configured projects when it is not one
             target,
             lambda stub, md: stub.GetGreenness(
                 pb.GetGreennessRequest(queue=request.queue, uri=request.uri, project=project),

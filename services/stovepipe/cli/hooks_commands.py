@@ -17,25 +17,13 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 
-from stovepipe.cli.client_commands import (
-    EXIT_ERROR,
-    ApiOption,
-    CaFileOption,
-    CertOption,
-    KeyOption,
-    Metadata,
-    Target,
-    TlsOption,
-    TokenEnvOption,
-    _call,
-)
+from stovepipe.cli.connection import EXIT_ERROR, Metadata, Target, call, connection_options
 from stovepipe.cli.output import stderr as err_console
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2
 
 console = Console(highlight=False, soft_wrap=True)
 hooks_app = typer.Typer(help="Hook deliveries: list, show, redeliver.", no_args_is_help=True)
-DEFAULT_API = "127.0.0.1:50051"
 
 
 def _when(delivery: pb.HookDelivery, field: str) -> str:
@@ -68,21 +56,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(hooks_app, name="hooks")
 
     @hooks_app.command("list")
+    @connection_options
     def list_deliveries(
         queue: Annotated[str, typer.Option(help="Only this Queue's deliveries.")] = "",
         state: Annotated[
             str, typer.Option(help="Only deliveries in this state: pending, delivered, failed.")
         ] = "",
         limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
-        api: ApiOption = DEFAULT_API,
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """List hook deliveries, newest first: id, state, attempts, event type, last error."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
 
         async def fetch(stub: Any, md: Metadata) -> list[pb.HookDelivery]:
             found: list[pb.HookDelivery] = []
@@ -103,7 +87,7 @@ def register(app: typer.Typer) -> None:
                     break
             return found
 
-        deliveries = _call(target, fetch)
+        deliveries = call(target, fetch)
         if not deliveries:
             err_console.print("no hook deliveries")
             return
@@ -117,19 +101,15 @@ def register(app: typer.Typer) -> None:
             )
 
     @hooks_app.command("show")
+    @connection_options
     def show(
         delivery: Annotated[str, typer.Argument(help="Delivery id: <queue>/<event id>/<hook>.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
-        api: ApiOption = DEFAULT_API,
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Show one delivery and the event it carries."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.GetHookDelivery(
                 pb.GetHookDeliveryRequest(id=delivery), metadata=md
@@ -144,6 +124,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"  {_event_line(d.event)}", markup=False, highlight=False)
 
     @hooks_app.command("redeliver")
+    @connection_options
     def redeliver(
         delivery: Annotated[
             str, typer.Argument(help="Delivery id: <queue>/<event id>/<hook>.", show_default=False)
@@ -152,20 +133,15 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--failed", help="Every failed delivery (of --queue if given).")
         ] = False,
         queue: Annotated[str, typer.Option(help="With --failed: only this Queue's.")] = "",
-        api: ApiOption = DEFAULT_API,
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Admin: put a delivery (or every failed one) back in line for a fresh round of
         attempts, with the same event id. Re-enables a subscription disabled by 410 Gone."""
         if bool(delivery) == failed:
             err_console.print("[red]error[/red] give a delivery id or --failed (not both)")
             raise typer.Exit(4)
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.RedeliverHook(
                 pb.RedeliverHookRequest(id=delivery, all_failed=failed, queue=queue), metadata=md
@@ -176,6 +152,7 @@ def register(app: typer.Typer) -> None:
         err_console.print(f"{len(response.deliveries)} delivery(ies) back in line")
 
     @app.command()
+    @connection_options
     def watch(
         queues: Annotated[
             list[str] | None, typer.Argument(help="Queues to watch (default: every Queue).")
@@ -193,12 +170,8 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[
             bool, typer.Option("--json", help="One JSON object per event, with its cursor.")
         ] = False,
-        api: ApiOption = DEFAULT_API,
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Stream verdict events to the terminal as they are recorded (WatchEvents).
 
@@ -208,7 +181,6 @@ def register(app: typer.Typer) -> None:
         if from_beginning and cursor:
             err_console.print("[red]error[/red] give --from-beginning or --cursor, not both")
             raise typer.Exit(4)
-        target = Target(api, token_env, tls, ca_file, cert, key)
         last = [cursor]
 
         async def stream(stub: Any, md: Metadata) -> int:
@@ -240,7 +212,7 @@ def register(app: typer.Typer) -> None:
             return 0
 
         try:
-            code = _call(target, stream)
+            code = call(target, stream)
         finally:
             if last[0]:
                 err_console.print(f"resume with --cursor '{last[0]}'", highlight=False)

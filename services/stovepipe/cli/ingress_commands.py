@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from stovepipe.cli.health_options import HealthHost, HealthPort, health_listen
 from stovepipe.cli.process_options import MetricsHost, MetricsPort
 
 ConfigOption = Annotated[
@@ -22,25 +23,6 @@ ConfigOption = Annotated[
         envvar="STOVEPIPE_CONFIG",
     ),
 ]
-HealthPort = Annotated[
-    int | None,
-    typer.Option(
-        help="Serve readiness as plaintext gRPC health on this port: SERVING once ready, "
-        "NOT_SERVING while starting and draining.",
-        envvar="STOVEPIPE_HEALTH_PORT",
-        min=1,
-        max=65535,
-    ),
-]
-HealthHost = Annotated[
-    str,
-    typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
-]
-
-
-def _health_listen(host: str, port: int | None) -> str | None:
-    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
-    return f"{bracketed}:{port}" if port is not None else None
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +46,7 @@ def register(app: typer.Typer) -> None:
         asyncio.run(
             run_poller(
                 settings,
-                _health_listen(health_host, health_port),
+                health_listen(health_host, health_port),
                 metrics_port=metrics_port,
                 metrics_host=metrics_host,
             )
@@ -91,7 +73,7 @@ def register(app: typer.Typer) -> None:
         asyncio.run(
             run_webhooks(
                 settings,
-                _health_listen(health_host, health_port),
+                health_listen(health_host, health_port),
                 metrics_port=metrics_port,
                 metrics_host=metrics_host,
             )

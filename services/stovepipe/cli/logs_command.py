@@ -10,39 +10,26 @@ from typing import Annotated
 
 import typer
 
-from stovepipe.cli.client_commands import (
-    EXIT_NOT_RECORDED,
-    ApiOption,
-    CaFileOption,
-    CertOption,
-    KeyOption,
-    Target,
-    TlsOption,
-    TokenEnvOption,
-    _call,
-)
+from stovepipe.cli.client_commands import EXIT_NOT_RECORDED
+from stovepipe.cli.connection import Target, call, connection_options
 from stovepipe.cli.output import stderr as err_console
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @connection_options
     def logs(
         request_id: Annotated[str, typer.Argument(help="request/<queue>/<n>")],
         target_name: Annotated[
             str, typer.Option("--target", help="Only this target (default: every kept log).")
         ] = "",
-        api: ApiOption = "127.0.0.1:50051",
-        token_env: TokenEnvOption = "STOVEPIPE_TOKEN",
-        tls: TlsOption = False,
-        ca_file: CaFileOption = None,
-        cert: CertOption = None,
-        key: KeyOption = None,
+        *,
+        target: Target,
     ) -> None:
         """Print the kept (redacted, size-bounded) output of the Request's failed targets,
         newest attempt first. Exit 2 when none is kept."""
-        target = Target(api, token_env, tls, ca_file, cert, key)
-        response = _call(
+        response = call(
             target,
             lambda stub, md: stub.GetBuildLog(
                 pb.GetBuildLogRequest(request_id=request_id, target=target_name), metadata=md

@@ -27,6 +27,7 @@ from stovepipe.cli import (
     preflight_command,
 )
 from stovepipe.cli.dlq_commands import dlq_app
+from stovepipe.cli.health_options import HealthHost, HealthPort, health_listen
 from stovepipe.cli.process_options import MetricsHost, MetricsPort
 
 app = typer.Typer(
@@ -147,27 +148,6 @@ def ext_project_mapper(ctx: typer.Context) -> None:
     raise typer.Exit(mapper_main(list(ctx.args)))
 
 
-HealthPort = Annotated[
-    int | None,
-    typer.Option(
-        help="Serve readiness as plaintext gRPC health on this port: SERVING once ready, "
-        "NOT_SERVING while starting and draining.",
-        envvar="STOVEPIPE_HEALTH_PORT",
-        min=1,
-        max=65535,
-    ),
-]
-HealthHost = Annotated[
-    str,
-    typer.Option(help="Address the health port binds.", envvar="STOVEPIPE_HEALTH_HOST"),
-]
-
-
-def _health_listen(host: str, port: int | None) -> str | None:
-    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
-    return f"{bracketed}:{port}" if port is not None else None
-
-
 @app.command()
 def api(
     config: ConfigOption = None,
@@ -183,7 +163,7 @@ def api(
     asyncio.run(
         run_api(
             load_settings(config, running_up=False),
-            _health_listen(health_host, health_port),
+            health_listen(health_host, health_port),
             metrics_port=metrics_port,
             metrics_host=metrics_host,
         )
@@ -241,7 +221,7 @@ def worker(
         run_worker(
             load_settings(config, running_up=False),
             stage,
-            _health_listen(health_host, health_port),
+            health_listen(health_host, health_port),
             metrics_port=metrics_port,
             metrics_host=metrics_host,
         )

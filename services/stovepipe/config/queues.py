@@ -244,8 +244,6 @@ class StalenessConfig(ConfigModel):
 class QueueConfig(ConfigModel):
     """One Queue: a stable name resolved to a repository ref and a build."""
 
-    refused_keys = {}
-
     name: QueueName
     source: SourceConfig
     build: BuildConfig

@@ -402,8 +402,6 @@ class ExtensionsConfig(ConfigModel):
     is no ``git`` unless it is listed too.
     """
 
-    refused_keys = {}
-
     sourcecontrol: ExtensionMap = Field(default_factory=lambda: {"git": Endpoint()})
     buildrunner: ExtensionMap = Field(default_factory=lambda: {"local": Endpoint()})
     hooks: ExtensionMap = Field(

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,13 +133,6 @@ class EventFeed:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
-
-    async def subscribe(self, owner: str = "") -> AsyncIterator[topics_pb2.HookEvent]:
-        """Events from now on; raises :class:`TooManySubscribers` before the first one."""
-        async with contextlib.aclosing(self.watch(owner)) as items:
-            async for item in items:
-                if item.event is not None:
-                    yield item.event
 
     async def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]:
         """A ready item, then every verified event with its cursor.

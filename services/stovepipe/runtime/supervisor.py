@@ -323,7 +323,8 @@ class Supervisor:
         self._stopping.set()
         await self._end_keepers()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self._stop_timeout_s if grace_s is None else grace_s)
+        grace_s = self._stop_timeout_s if grace_s is None else grace_s
+        deadline = loop.time() + grace_s
         running = [c for c in reversed(self._children) if c.process.returncode is None]
         first = [c for c in running if not c.spec.stop_last]
         last = [c for c in running if c.spec.stop_last]
@@ -334,12 +335,11 @@ class Supervisor:
             for child in last:
                 _terminate(child)
         await _wait_exited(running, deadline)
-        for child in running:
-            if child.process.returncode is None:
-                self._report(
-                    f"{child.spec.name} (pid {child.pid}) still running "
-                    f"{self._stop_timeout_s:.0f}s after the stop began; killing it"
-                )
+        late = [f"{c.spec.name} (pid {c.pid})" for c in running if c.process.returncode is None]
+        if late:
+            self._report(
+                f"still running {grace_s:g}s after the stop began, so killed: {', '.join(late)}"
+            )
         for child in self._children:
             _kill_group(child)  # also what exited children left behind
         await _wait_exited(running, loop.time() + _REAP_S)
