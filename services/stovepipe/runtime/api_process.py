@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import NoReturn
 
+from stovepipe.api.gate_cache import GateCacheSettings
 from stovepipe.api.server import StovepipeApi, connection_options, serve_api
 from stovepipe.api.transport import TransportError, check_listener, server_credentials
 from stovepipe.config import StovepipeConfig
@@ -90,7 +91,15 @@ async def _serve(
             max_per_owner=config.api.max_event_streams_per_caller,
         )
         api = StovepipeApi(
-            parts.store, config, parts.ingester(), parts.revalidator(), events=events
+            parts.store,
+            config,
+            parts.ingester(),
+            parts.revalidator(),
+            events=events,
+            gate_cache=GateCacheSettings(
+                max_age_s=config.api.gate_cache_seconds,
+                head_max_age_s=config.api.branch_head_max_age_seconds,
+            ),
         )
         try:
             server = await start_api_server(config, api, tokens)
