@@ -670,10 +670,12 @@ async def serve_api(
     tokens: Mapping[str, str] | None = None,
     credentials: grpc.ServerCredentials | None = None,
     options: Sequence[tuple[str, int]] = (),
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Start the API with health checking, reflection and (optional) token auth.
 
-    ``options`` are grpc server arguments (see :func:`connection_options`).
+    ``options`` are grpc server arguments (see :func:`connection_options`);
+    ``reuse_port`` shares the port with the other processes of an API group.
 
     Interceptors run in order: metrics (so refusals are counted too), the token
     check, then the request guard, so an unauthenticated caller learns nothing
@@ -694,6 +696,7 @@ async def serve_api(
         interceptors=interceptors,
         credentials=credentials,
         options=options,
+        reuse_port=reuse_port,
     )
 
 
