@@ -47,20 +47,36 @@ class Running:
         )
         self.out: list[str] = []
         self.err: list[str] = []
-        for stream, into in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
-            threading.Thread(target=_collect, args=(stream, into), daemon=True).start()
+        self.readers = [
+            threading.Thread(target=_collect, args=(stream, into), daemon=True)
+            for stream, into in ((self.process.stdout, self.out), (self.process.stderr, self.err))
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def said(self, text: str) -> bool:
         return any(text in line for line in self.out)
 
+    def stop_when_exited(self, timeout_s: float) -> int:
+        """Wait for it to exit by itself, then :meth:`stop`."""
+        self.process.wait(timeout=timeout_s)
+        return self.stop()
+
     def stop(self) -> int:
+        """SIGTERM unless it has exited; its exit code, its output read and its pipes closed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=90)
+            code = self.process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        for reader in self.readers:
+            reader.join(timeout=30)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return code
 
 
 def _collect(stream: object, into: list[str]) -> None:
@@ -180,7 +196,7 @@ async def test_two_processes_share_the_port_and_a_second_installation_is_refused
 
             for extra in (["--processes", "2"], []):
                 second = Running("--config", str(path), *extra)
-                code = await asyncio.to_thread(second.process.wait, 120)
+                code = await asyncio.to_thread(second.stop_when_exited, 120)
                 assert code == 1, "".join(second.err)
                 message = "".join(second.err)
                 assert f"already serves port {port}" in message
@@ -213,7 +229,7 @@ async def test_a_member_that_dies_stops_the_group(
         )
         members = _children(group.process.pid)
         os.kill(members[1], signal.SIGKILL)
-        code = await asyncio.to_thread(group.process.wait, 120)
+        code = await asyncio.to_thread(group.stop_when_exited, 120)
         assert code == 1
         assert "stopping the group" in "".join(group.err)
     finally:
