@@ -90,11 +90,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
     repo = tmp / "repo"
     make_repository(repo, args.commits)
     address = f"127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, address, str(repo)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(address, repo)
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != b"ready":
@@ -132,6 +128,14 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def start_server(address: str, repo: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", SERVER, address, str(repo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def make_shas(repo: Path) -> list[str]:
