@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 
 from harness.stages import Pipeline, queue_config
-from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings
+from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings, HeadUnknown
 from stovepipe.domain import GREEN, FactOrigin, Refused, Request, RequestId, ValidationFact
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.extensions.sourcecontrol.model import Ancestry
@@ -426,3 +426,29 @@ def _now() -> datetime:
 
 def _sha(uri: str) -> str:
     return uri.rsplit("@", 1)[-1]
+
+
+async def test_a_failed_head_is_not_asked_again_within_max_age_except_on_branch(
+    pipe: Pipeline,
+) -> None:
+    clock = Clock()
+    cache = _cache(pipe, ScriptedFeed(), clock, head_max_age_s=1.0)
+    asked = [0]
+
+    async def down(queue: str) -> str:
+        asked[0] += 1
+        raise ConnectionError("SourceControl is down")
+
+    pipe.ingester.head = down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await cache.head(Q, fresh=False)
+    for _ in range(3):
+        with pytest.raises(HeadUnknown):
+            await cache.head(Q, fresh=False)
+    assert asked[0] == 1
+    with pytest.raises(ConnectionError):  # on_branch asks every time
+        await cache.head(Q, fresh=True)
+    clock.now += 1.1
+    with pytest.raises(ConnectionError):
+        await cache.head(Q, fresh=False)
+    assert asked[0] == 3

@@ -56,6 +56,10 @@ MAX_ANCESTRY = 10_000
 Clock = Callable[[], float]
 
 
+class HeadUnknown(Exception):
+    """SourceControl failed to resolve the head moments ago; not asked again so soon."""
+
+
 class FeedState(Protocol):
     """The event feed as the cache sees it (``stovepipe.runtime.event_feed.EventFeed``)."""
 
@@ -117,6 +121,7 @@ class GateCache:
         self._facts: OrderedDict[tuple[str, str, str], ValidationFact] = OrderedDict()
         self._ancestry: OrderedDict[tuple[str, str, str], Ancestry] = OrderedDict()
         self._heads_seen: dict[str, tuple[str, float]] = {}
+        self._head_failed: dict[str, float] = {}
         self.hits = 0
         self.misses = 0
         if feed is not None and self._settings.max_age_s > 0:
@@ -157,12 +162,25 @@ class GateCache:
             del self._loading[key]
 
     async def head(self, queue: str, *, fresh: bool) -> str:
-        """The Queue's head: resolved now with ``fresh``, else at most ``head_max_age_s`` old."""
+        """The Queue's head: resolved now with ``fresh``, else at most ``head_max_age_s`` old.
+
+        Without ``fresh``, a resolution that failed less than ``head_max_age_s`` ago
+        raises :class:`HeadUnknown` instead of asking SourceControl again: an
+        extension that is down must not cost every gate call a round trip."""
         now = self._clock()
-        seen = self._heads_seen.get(queue)
-        if not fresh and seen is not None and now - seen[1] <= self._settings.head_max_age_s:
-            return seen[0]
-        head = await self._heads.head(queue)
+        if not fresh:
+            seen = self._heads_seen.get(queue)
+            if seen is not None and now - seen[1] <= self._settings.head_max_age_s:
+                return seen[0]
+            failed = self._head_failed.get(queue)
+            if failed is not None and now - failed <= self._settings.head_max_age_s:
+                raise HeadUnknown(queue)
+        try:
+            head = await self._heads.head(queue)
+        except Exception:
+            self._head_failed[queue] = now
+            raise
+        self._head_failed.pop(queue, None)
         self._heads_seen[queue] = (head, now)
         return head
 

@@ -29,7 +29,7 @@ from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.commits import resolve_commit
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
-from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings
+from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings, HeadUnknown
 from stovepipe.api.telemetry import ApiTelemetry
 from stovepipe.domain import (
     GREEN,
@@ -573,7 +573,7 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
             head = await self.gates.head(queue, fresh=strict)
             answer.head_uri = head
             answer.reachable = _REACH[await self.gates.ancestry(queue, answer.uri, head)]
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, HeadUnknown):
             if strict:
                 raise
             answer.reachable = pb.REACHABILITY_UNKNOWN
