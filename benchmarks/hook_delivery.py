@@ -12,7 +12,9 @@ of the HTTP request it ends in.
 
 Isolation: the same run again with a second subscription whose receiver takes
 ``--slow-s`` seconds per request; the fast subscription's latency and the time
-to record the verdicts are compared with the run without it.
+to record the verdicts are compared with the run without it. The two runs are
+interleaved in halves (alone, beside, alone, beside) so that load drifting on a
+shared machine does not fall on one side only.
 
 Verdicts are paced (``--interval-s``, default 0.25 s) as builds pace them; with
 ``--interval-s 0`` the 200 arrive at once and one lane's in-order delivery
@@ -182,8 +184,18 @@ async def main(events: int, slow_s: float, interval_s: float) -> None:
             ref = await bare_posts(events)
             await run(Path(tmp), broker.bootstrap_servers, 10, None)  # warm-up, not counted
             bootstrap = broker.bootstrap_servers
-            alone, rec_alone = await run(Path(tmp), bootstrap, events, None, interval_s)
-            shared, rec_shared = await run(Path(tmp), bootstrap, events, slow_s, interval_s)
+            # interleaved halves (alone, beside, alone, beside), so a machine whose load
+            # drifts during the run weighs on both sides alike
+            alone: list[float] = []
+            shared: list[float] = []
+            rec_alone = rec_shared = 0.0
+            for half in (events // 2, events - events // 2):
+                latencies, recording_s = await run(Path(tmp), bootstrap, half, None, interval_s)
+                alone += latencies
+                rec_alone += recording_s
+                latencies, recording_s = await run(Path(tmp), bootstrap, half, slow_s, interval_s)
+                shared += latencies
+                rec_shared += recording_s
     finally:
         await broker.stop()
     ref_p50 = statistics.median(ref)

@@ -42,6 +42,20 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
             ["throughput.py", "--queues", "20" if quick else "100", "--extensions", "noop"],
         ),
         (
+            "throughput, 100 Queues, no-op extensions, reference: one process per stage, "
+            "one record per partition at a time",
+            [
+                "throughput.py",
+                "--queues",
+                "20" if quick else "100",
+                "--extensions",
+                "noop",
+                "--per-stage-workers",
+                "--max-in-flight",
+                "1",
+            ],
+        ),
+        (
             "throughput, 1,000 Queues, no-op extensions",
             ["throughput.py", "--queues", "100" if quick else "1000", "--extensions", "noop"],
         ),

@@ -1,7 +1,9 @@
 """Heads per second over many Queues through ``stovepipe up``, and CPU per head per process.
 
-Starts ``stovepipe up`` (Tansu, SQLite unless ``--database-url``; one process per
-stage, as in the embedded default) with ``--queues`` Queues on branches of one
+Starts ``stovepipe up`` (Tansu, SQLite unless ``--database-url``; every stage in
+one ``worker all`` process as in the embedded default, or one process per stage
+with ``--per-stage-workers``; ``--max-in-flight 1`` handles one record per
+partition at a time, the shape before issue 14's item 5) with ``--queues`` Queues on branches of one
 repository and an instant target (``true``), creates one new head on every
 branch, then ingests them all at once (``--inflight`` calls at a time) and waits
 until every head has a recorded verdict. Reports heads/s and, from
@@ -71,8 +73,9 @@ def branch_heads(repo: Path, branches: list[str]) -> None:
     )
 
 
-def start_up(tmp: Path) -> subprocess.Popen[bytes]:
-    """``stovepipe up`` on ``tmp/stovepipe.yaml``, in its own session, output discarded."""
+def start_up(tmp: Path, per_stage: bool) -> subprocess.Popen[bytes]:
+    """``stovepipe up`` on ``tmp/stovepipe.yaml``, in its own session, output to up.log."""
+    log = (tmp / "up.log").open("wb")
     return subprocess.Popen(
         [
             sys.executable,
@@ -83,9 +86,10 @@ def start_up(tmp: Path) -> subprocess.Popen[bytes]:
             str(tmp / "stovepipe.yaml"),
             "--state-dir",
             str(tmp / "state"),
+            *(["--per-stage-workers"] if per_stage else []),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "up.log").open("wb"),
+        stdout=log,
+        stderr=log,
         start_new_session=True,
     )
 
@@ -185,8 +189,10 @@ async def run(args: argparse.Namespace) -> None:
             queue["build"]["runner"] = "noop"
     if args.database_url:
         config["storage"] = {"url": args.database_url}
+    if args.max_in_flight:
+        config["workers"] = {"max_in_flight": args.max_in_flight}
     (tmp / "stovepipe.yaml").write_text(yaml.safe_dump(config))
-    up = start_up(tmp)
+    up = start_up(tmp, args.per_stage_workers)
     try:
         async with grpc.aio.insecure_channel(api) as channel:
             stub = pb_grpc.StovepipeServiceStub(channel)
@@ -231,8 +237,11 @@ async def run(args: argparse.Namespace) -> None:
         if servers is not None:
             servers.close()
     total = sum(share for _, share in per)
+    mode = "per-stage workers" if args.per_stage_workers else "worker all"
+    limit = args.max_in_flight or "default"
     print(
-        f"{len(names)} heads over {len(names)} Queues ({args.extensions}): wall {wall:.1f}s, "
+        f"{len(names)} heads over {len(names)} Queues ({args.extensions}, {mode}, "
+        f"max_in_flight {limit}): wall {wall:.1f}s, "
         f"{len(names) / wall:.1f} heads/s, {total * 1000:.0f} ms CPU per head over {len(per)} processes"
     )
     for name, share in per:
@@ -240,6 +249,13 @@ async def run(args: argparse.Namespace) -> None:
     if servers is not None:
         print(f"  {noop_share * 1000:7.1f} ms/head  no-op extensions (not in the total above)")
     goal = 300 if noop else 50
+    if args.per_stage_workers or args.max_in_flight:
+        # a reference shape, not the default: named apart, with no goal
+        shape = f"_per_stage_in_flight_{limit}" if args.per_stage_workers else f"_in_flight_{limit}"
+        print(
+            f"RESULT heads_per_s_{len(names)}_queues_{args.extensions}{shape} {len(names) / wall:.2f}"
+        )
+        return
     print(
         f"RESULT heads_per_s_{len(names)}_queues_{args.extensions} {len(names) / wall:.2f} "
         f"goal>={goal}"
@@ -254,6 +270,17 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--extensions", choices=["git-local", "noop"], default="git-local")
     parser.add_argument("--database-url", default="", help="default: SQLite in the state dir")
+    parser.add_argument(
+        "--per-stage-workers",
+        action="store_true",
+        help="one worker process per stage (production's shape) instead of `worker all`",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="workers.max_in_flight (1: one record at a time, the reference); default: config's",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

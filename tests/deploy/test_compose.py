@@ -154,12 +154,6 @@ def test_each_ingress_process_is_wired_to_what_it_serves(
     assert config.console.api.token_file in read_tokens, "the console reads with a read token"
 
 
-def test_the_hooks_dispatcher_is_not_scaled(services: dict[str, dict[str, Any]]) -> None:
-    for name, service in services.items():
-        if service.get("command", [])[:2] == ["worker", "hooks"]:
-            assert service.get("deploy", {}).get("replicas", 1) == 1, name
-
-
 def test_every_registered_stage_has_exactly_one_worker_service(
     invocations: dict[str, Invocation],
 ) -> None:

@@ -242,8 +242,8 @@ def test_replicas_stay_within_the_partitions(rendered: Rendered, config: Stovepi
     (hooks,) = [n for n, _, i in _stovepipe_containers(rendered) if i.verb == "worker"
                 and i.params["stage"] == "hooks"]  # fmt: skip
     dispatcher = rendered.named("Deployment", hooks)
-    assert dispatcher["spec"]["replicas"] == 1, "two dispatchers send every delivery twice"
-    assert dispatcher["spec"]["strategy"] == {"type": "Recreate"}, "not even during a rollout"
+    # replicas share lanes through claims on the delivery rows: a rollout may overlap them
+    assert dispatcher["spec"].get("strategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
 
 
 def test_ingress_processes_are_probed_and_served_where_they_listen(

@@ -12,12 +12,15 @@ its fault while heads are in flight, and then checks the invariants in
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import Counter
 
 import pytest
 
 from harness.chaos_proxy import ALL, Fault
 from harness.fault_checks import assert_true_verdicts, commit_of, settle, watching
 from harness.fault_stack import FaultStack
+from stovepipe.hooks.lanes import delivery_id
 
 HELD = {
     "process": ("git", "IsAncestor"),
@@ -52,6 +55,41 @@ async def test_kill9_worker_inside_its_handler(stack: FaultStack, stage: str) ->
         await settle(stack, watch, ids)
         await assert_true_verdicts(stack, watch, ids)
     assert stack.restarts[f"worker-{stage}"] >= 1
+
+
+async def test_kill9_hooks_dispatcher_mid_delivery(stack: FaultStack) -> None:
+    """The dispatcher dies while a webhook is in flight: the restarted one sends it again,
+    and every event for every subscription still ends delivered or failed (``settle``
+    checks the hooks invariant)."""
+    assert stack.store is not None
+    receiver = stack.hook_receiver
+    queue = stack.queue_names[0]
+    let_go = threading.Event()
+    receiver.hold = let_go
+    try:
+        async with watching(stack) as watch:
+            ids = [await stack.push_and_ingest(queue, green=True)]
+            await stack.wait_until(lambda: receiver.waiting > 0, 120, "a webhook held in flight")
+            await stack.kill("worker-hooks")
+            ids.append(await stack.push_and_ingest(queue, green=False))
+            receiver.hold = None
+            let_go.set()  # the held request answers a dead process
+            await settle(stack, watch, ids)
+            await assert_true_verdicts(stack, watch, ids)
+    finally:
+        receiver.hold = None
+        let_go.set()
+    assert stack.restarts["worker-hooks"] >= 1
+    rows, _ = await stack.store.list_hook_deliveries(queue=queue, page_size=100)
+    assert {r.hook for r in rows} == {"flaky", "dead"}
+    # whichever delivery was held (any Queue of the stack), it was sent again
+    every, _ = await stack.store.list_hook_deliveries(page_size=1000)
+    sent = Counter(r.webhook_id for r in receiver.snapshot())
+    # the attempt cut by kill -9 was never recorded on its row, and was made again
+    assert any(sent[delivery_id(r)] > r.attempts for r in every if r.hook == "flaky"), (
+        [(r.id, r.attempts) for r in every],
+        sent,
+    )
 
 
 async def test_kill9_delay_forwarder_while_it_holds_retries(stack: FaultStack) -> None:

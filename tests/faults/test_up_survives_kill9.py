@@ -3,8 +3,9 @@
 A user's ``stovepipe up`` (run through the CLI, on PostgreSQL given by
 ``STOVEPIPE_DATABASE_URL`` with a password in it) validates forty commits of a
 real git repository whose true verdicts the test knows. Every child is killed
-with SIGKILL in turn while the heads are reported: each worker, the API and
-both extension servers, and the console. ``stovepipe up`` must restart each one, stay up and
+with SIGKILL in turn while the heads are reported: the worker (``worker all``, the
+default; or, with ``--per-stage-workers``, each stage's worker), the API,
+the extension servers, and the console. ``stovepipe up`` must restart each one, stay up and
 answer Ping, settle every head, and never record a green verdict for a broken
 commit.
 
@@ -57,21 +58,23 @@ QUEUE = "kill/main"
 HEADS_PER_KILL = 4
 MAX_CONCURRENT = 2
 PASSWORD = "kill9-pw-never-shown"
-_WORKERS = tuple(f"worker {stage}" for stage in STAGE_NAMES)
-EVERY_CHILD = {
-    "api",
-    "console",
-    "ext git",
-    "ext local-runner",
-    "ext project-mapper",
-    "ext hooks",
-    *_WORKERS,
+_NOT_WORKERS = ("api", "console", "ext git", "ext local-runner", "ext project-mapper", "ext hooks")
+
+
+def _victims(workers: tuple[str, ...]) -> tuple[str, ...]:
+    """Each child once; the extensions and the API among the workers, so heads meet them all."""
+    return (
+        *workers[:1], "ext local-runner", *workers[1:3], "api", *workers[3:4], "ext git",
+        *workers[4:5], "ext project-mapper", *workers[5:], "console", "ext hooks",
+    )  # fmt: skip
+
+
+MODES = {
+    # the default: every stage in one `worker all` process
+    "all": ((), ("worker all",)),
+    # as production runs them: one process per stage
+    "per-stage": (("--per-stage-workers",), tuple(f"worker {s}" for s in STAGE_NAMES)),
 }
-# each child once; the extensions and the API among the workers, so heads meet them all
-VICTIMS = (
-    *_WORKERS[:1], "ext local-runner", *_WORKERS[1:3], "api", *_WORKERS[3:4], "ext git",
-    *_WORKERS[4:5], "ext project-mapper", *_WORKERS[5:], "console", "ext hooks",
-)  # fmt: skip
 START_S = 180.0
 SETTLE_S = 180.0
 
@@ -228,12 +231,18 @@ def _config(tmp_path: Path, repo: SampleRepo, api: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
 async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_lies(
-    tmp_path: Path, fault_postgres: PostgresCluster, record_property: Any
+    mode: str, tmp_path: Path, fault_postgres: PostgresCluster, record_property: Any
 ) -> None:
+    flags, workers = MODES[mode]
+    victims = _victims(workers)
+    every_child = {*_NOT_WORKERS, *workers}
     repo = SampleRepo(tmp_path / "repo").init()
     heads = Heads(repo)
-    database = await asyncio.to_thread(fault_postgres.create_database, "kill9")
+    database = await asyncio.to_thread(
+        fault_postgres.create_database, f"kill9_{mode.replace('-', '_')}"
+    )
     url = make_url(database).set(password=PASSWORD).render_as_string(hide_password=False)
     api = f"127.0.0.1:{free_port()}"
     state = tmp_path / "state"
@@ -241,7 +250,15 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
     env = {**os.environ, "STOVEPIPE_DATABASE_URL": url, "COLUMNS": "200"}
     with output.open("wb") as out:
         up = subprocess.Popen(
-            [*CLI, "up", "--config", str(_config(tmp_path, repo, api)), "--state-dir", str(state)],
+            [
+                *CLI,
+                "up",
+                "--config",
+                str(_config(tmp_path, repo, api)),
+                "--state-dir",
+                str(state),
+                *flags,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -261,13 +278,13 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
         await _until(api_ready, START_S, "stovepipe up ready")
         phases["up ready"] = loop.time()
         children = _children(up.pid, api)
-        assert set(children) == EVERY_CHILD == set(VICTIMS)
+        assert set(children) == every_child == set(victims)
         assert all([await _ready(c) for c in children.values()])
         # its state is private (that the password is shown nowhere is checked at the end)
         assert _mode(state / "stovepipe.effective.yaml") == 0o600
         assert _mode(state / "logs") == 0o700
 
-        for victim in VICTIMS:
+        for victim in victims:
             for _ in range(HEADS_PER_KILL):
                 await _ingest(stub, heads, up)
             killed = _children(up.pid, api)[victim].pid
@@ -284,7 +301,7 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
         async def all_ready() -> bool:
             assert up.poll() is None, output.read_text()
             now = _children(up.pid, api)
-            return set(now) == EVERY_CHILD and all([await _ready(c) for c in now.values()])
+            return set(now) == every_child and all([await _ready(c) for c in now.values()])
 
         phases["killed"] = loop.time()
         await _until(all_ready, 120, "every child ready again")
@@ -366,7 +383,7 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
     assert code == 0, shown
     assert "stopped cleanly" in shown
     assert "crash-looping" not in shown
-    assert set(restarts) == set(VICTIMS), shown
+    assert set(restarts) == set(victims), shown
     assert PASSWORD not in shown
     assert "***@" in shown
     for log in (state / "logs").iterdir():

@@ -3,7 +3,8 @@
 The fault-injection suite points Stovepipe's workers at this proxy instead of
 at the real SourceControl or BuildRunner server, so the extension can be made
 unavailable, slow, wrong or incomprehensible without touching its code. Every
-method is forwarded as raw bytes, so one proxy serves any unary contract.
+method is forwarded as raw bytes, so one proxy serves any unary contract (and the
+server streams named in ``STREAMING_METHODS``, forwarded without faults).
 
 Faults are set per method name (``"Trigger"``) or for all methods (``"*"``):
 
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import enum
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -55,6 +56,10 @@ _STATUS = {
     Fault.INTERNAL: grpc.StatusCode.INTERNAL,
     Fault.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
 }
+
+
+STREAMING_METHODS = ("/WatchBuilds",)
+"""Server-streaming methods of the proxied contracts; every other method is unary."""
 
 
 def _identity(data: bytes) -> bytes:
@@ -86,7 +91,7 @@ class ChaosProxy:
     async def start(self) -> ChaosProxy:
         self._channel = open_channel(self.upstream)
         server = grpc.aio.server(options=list(SERVER_OPTIONS))
-        server.add_generic_rpc_handlers((_Forwarder(self._call),))
+        server.add_generic_rpc_handlers((_Forwarder(self._call, self._stream),))
         self.port = server.add_insecure_port(self._listen)
         await server.start()
         self._server = server
@@ -169,6 +174,23 @@ class ChaosProxy:
         finally:
             self._in_flight[method] -= 1
 
+    async def _stream(self, full_method: str, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        """A server stream (``WatchBuilds``) forwarded as it is, no fault applied: what the
+        fault suite breaks is the unary calls; a broken watch only costs the push."""
+        assert self._channel is not None
+        self.calls[full_method.rsplit("/", 1)[-1]] += 1
+        call = self._channel.unary_stream(
+            full_method, request_serializer=_identity, response_deserializer=_identity
+        )(request)
+        try:
+            await context.send_initial_metadata(await call.initial_metadata() or ())
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "")
+        finally:
+            call.cancel()
+
     async def _forward(self, full_method: str, request: bytes, context: Any) -> bytes:
         assert self._channel is not None
         call = self._channel.unary_unary(
@@ -186,13 +208,25 @@ class ChaosProxy:
 class _Forwarder(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Route every method, undecoded, to one coroutine."""
 
-    def __init__(self, call: Callable[[str, bytes, Any], Any]) -> None:
+    def __init__(
+        self,
+        call: Callable[[str, bytes, Any], Any],
+        stream: Callable[[str, bytes, Any], AsyncIterator[bytes]],
+    ) -> None:
         self._call = call
+        self._stream = stream
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[bytes, bytes]:
         method: str = handler_call_details.method
+        if method.endswith(STREAMING_METHODS):
+
+            async def stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+                async for message in self._stream(method, request, context):
+                    yield message
+
+            return grpc.unary_stream_rpc_method_handler(stream)
 
         async def handle(request: bytes, context: Any) -> bytes:
             result: bytes = await self._call(method, request, context)

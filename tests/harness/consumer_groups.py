@@ -32,7 +32,8 @@ _LINE = re.compile(ASSIGNMENT_LINE.pattern, re.MULTILINE)
 def stage_groups(settings: KafkaSettings) -> dict[str, dict[str, list[str]]]:
     """Stage name -> {physical group id: the physical topics it consumes}.
 
-    The sweeper reads storage, not a topic: it has no group.
+    The sweeper reads storage and buildwatch the runners' streams, not a topic: neither
+    has a group.
     """
     groups: dict[str, dict[str, list[str]]] = {}
     for stage in PIPELINE:

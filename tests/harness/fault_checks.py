@@ -15,19 +15,29 @@ Liveness and bookkeeping, which must all hold within a bounded time after the
 faults stop (:meth:`InvariantWatch.liveness_problems`): every ingested head is terminal and every
 verdict is recorded, ``in_flight_count`` equals the number of admitted
 non-terminal Requests (and the slot holders are exactly those), the bookmark
-sits on the newest green Request and the promotion ref on the bookmark.
+sits on the newest green Request and the promotion ref on the bookmark. With
+hooks in the stack (:class:`HookCheck`), also: no hook delivery is left
+pending, and every event on ``stovepipe.hook`` that a subscription of a
+watched Queue wants has its delivery row — so every such event ends
+``delivered`` or ``failed``, never stuck and never skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from harness.fault_stack import FaultStack, QueueHistory
+from stovepipe.config import load_config
+from stovepipe.config.hooks import HookConfig
 from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
-from stovepipe.storage import Store
+from stovepipe.hooks.events import VERDICT_TYPES
+from stovepipe.hooks.intake import MAX_ID, wants
+from stovepipe.runtime.event_feed import verified_event
+from stovepipe.storage import HookDelivery, Store
+from stovepipe.v1 import topics_pb2
 
 _VERDICTS = (RequestState.SUCCEEDED, RequestState.FAILED)
 
@@ -37,10 +47,27 @@ def commit_of(uri: str) -> str:
     return uri.rsplit("@", 1)[-1]
 
 
+@dataclass(frozen=True)
+class HookCheck:
+    """The stack's subscriptions per Queue, and a reader of every event on the hook topic."""
+
+    subscriptions: dict[str, tuple[HookConfig, ...]]
+    events: Callable[[], Awaitable[list[topics_pb2.HookEvent]]]
+
+
+def hook_check(stack: FaultStack) -> HookCheck | None:
+    """The hooks invariant's inputs for ``stack``; ``None`` when it runs no hooks."""
+    if not stack.hooks:
+        return None
+    config = load_config(stack.root / "stovepipe.yaml")
+    return HookCheck({q.name: tuple(q.hooks) for q in config.queues}, stack.hook_events)
+
+
 @dataclass
 class InvariantWatch:
     store: Store
     repos: dict[str, QueueHistory]
+    hooks: HookCheck | None = None
     violations: list[str] = field(default_factory=list)
     observations: int = 0
     _facts: dict[tuple[str, str, str, int], ValidationFact] = field(default_factory=dict)
@@ -134,6 +161,52 @@ class InvariantWatch:
         problems = [f"{r} not settled" for r in await self.unsettled(request_ids)]
         for queue, repo in self.repos.items():
             problems.extend(await self._queue_problems(queue, repo))
+        if self.hooks is not None and not problems:
+            problems.extend(await self._hook_problems(self.hooks))
+        return problems
+
+    async def _hook_problems(self, hooks: HookCheck) -> list[str]:
+        """Pending deliveries first (cheap); once none is, events with no delivery at all."""
+        rows: dict[tuple[str, str, str], HookDelivery] = {}
+        for queue in self.repos:
+            token = ""
+            while True:
+                page, token = await self.store.list_hook_deliveries(
+                    queue=queue, page_size=500, page_token=token
+                )
+                rows.update({(r.queue, r.event_id, r.hook): r for r in page})
+                if not token:
+                    break
+        stuck = [
+            f"hook delivery {r.id} still {r.status.value} after {r.attempts} attempts "
+            f"({r.last_error[:120]})"
+            for r in rows.values()
+            if not r.status.terminal
+        ]
+        if stuck:
+            return stuck
+        try:
+            events = await hooks.events()
+        except Exception as exc:  # the broker may still be coming back
+            return [f"the hook topic is not readable yet: {exc}"]
+        problems: list[str] = []
+        for event in events:
+            queue = event.data.queue if event.type in VERDICT_TYPES else event.subject
+            if queue not in self.repos or not 0 < len(event.id) <= MAX_ID:
+                continue
+            wanted = [h for h in hooks.subscriptions.get(queue, ()) if wants(h, event)]
+            if not wanted or not event.type.startswith("dev.stovepipe."):
+                continue
+            if (
+                event.type in VERDICT_TYPES
+                and await verified_event(self.store, event, "fault check") is None
+            ):
+                continue  # not a genuine verdict (a test forged it): the dispatcher drops it
+            problems.extend(
+                f"{queue}: event {event.id} ({event.type}) has no delivery to hook {hook.name}"
+                for hook in wanted
+                if (queue, event.id, hook.name) not in rows
+            )
         return problems
 
     async def _queue_problems(self, queue: str, repo: QueueHistory) -> list[str]:
@@ -179,7 +252,9 @@ class InvariantWatch:
 async def watching(stack: FaultStack, every_s: float = 0.2) -> AsyncIterator[InvariantWatch]:
     """Observe the safety invariants every ``every_s`` while the body runs."""
     assert stack.store is not None
-    watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
+    watch = InvariantWatch(
+        stack.store, {q: stack.repos[q] for q in stack.queue_names}, hook_check(stack)
+    )
 
     async def loop() -> None:
         while True:

@@ -20,6 +20,13 @@ local runner, reached directly rather than through chaos proxies: what is
 measured and broken is then the pipeline alone, at hundreds of heads. Each
 Queue's history is then a :class:`~harness.noop_extensions.NoopHistory`.
 
+Unless ``hooks=False`` (the default with ``noop``), every Queue has two hook
+subscriptions served by the reference hooks server (``ext-hooks``) and sent
+by the hooks dispatcher (``worker-hooks``): ``flaky``, every event to a
+loopback receiver that answers 503 to every third request, and ``dead``, the
+transitions to a port nobody listens on, given up after two attempts. The
+invariant checks then also see every event end ``delivered`` or ``failed``.
+
 One stack can serve many tests: it is started with ``rounds`` sets of Queues,
 and :meth:`FaultStack.reset` lifts every fault, waits until every process is
 back and ready, and hands the next test Queues nobody has used. Stopping it is
@@ -30,9 +37,11 @@ a SIGKILL of everything: graceful stops are tested explicitly
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -51,6 +60,7 @@ from harness.chaos_proxy import ChaosProxy
 from harness.git_repos import WorkRepo, init_bare
 from harness.noop_extensions import NoopExtensions
 from harness.postgres import PostgresCluster
+from harness.webhook_receiver import WebhookReceiver
 from stovepipe.embedded.broker import EmbeddedBroker
 from stovepipe.grpcutil import open_channel
 from stovepipe.messaging import KafkaSettings
@@ -58,11 +68,13 @@ from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.processes import free_port, kill
 from stovepipe.runtime.registry import STAGE_NAMES
 from stovepipe.runtime.sample_repo import SANDBOX_PYTHON
+from stovepipe.stages.topics import HOOK
 from stovepipe.storage import Store, create_engine
 from stovepipe.storage.migrate import upgrade
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import stovepipe_service_pb2_grpc as pb_grpc
+from stovepipe.v1 import topics_pb2
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +206,13 @@ class FaultStack:
         replicas: int = 1,
         partitions: int = 2,
         noop: NoopExtensions | None = None,
+        hooks: bool | None = None,
     ) -> None:
         """``queues`` Queues per test, ``rounds`` tests (see :meth:`reset`); the database
         is a copy of ``template`` (a migrated one) when given, else migrated here.
         ``replicas`` processes of every stage (named ``worker-<stage>`` when there is
         one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
-        of ``partitions`` partitions. ``noop``: see the module docstring."""
+        of ``partitions`` partitions. ``noop`` and ``hooks``: see the module docstring."""
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
@@ -229,6 +242,10 @@ class FaultStack:
         self.replicas = replicas
         self.workers: list[str] = []
         """Every worker process's child name, stage by stage."""
+        self.hooks = noop is None if hooks is None else hooks
+        self.hooks_address = f"127.0.0.1:{free_port()}"
+        self.hook_receiver = WebhookReceiver(_hook_secret(), fail_every=3)
+        """Where the ``flaky`` subscriptions go (``hold`` it to catch a delivery in flight)."""
         self.git_proxy = ChaosProxy(self.git_address)
         self.runner_proxy = ChaosProxy(self.runner_address)
         self.store: Store | None = None
@@ -249,6 +266,8 @@ class FaultStack:
         self.store = Store(create_engine(self.database_url))
         await self.broker.start()
         await asyncio.to_thread(self._create_repos, self.queue_names)
+        if self.hooks:
+            self.hook_receiver.start()
         if self.noop is None:
             await self.git_proxy.start()
             await self.runner_proxy.start()
@@ -262,6 +281,9 @@ class FaultStack:
             self._add("ext-runner", [*cli, "ext", "local-runner", "--listen", self.runner_address,
                                      "--source-control", self.git_address,
                                      "--work-dir", str(self.root / "builds")], logs)  # fmt: skip
+        if self.hooks:
+            self._add("ext-hooks", [*cli, "ext", "hooks", "--listen", self.hooks_address,
+                                    "--config", str(config_path)], logs)  # fmt: skip
         for stage in WORKERS:
             for replica in range(self.replicas):
                 name = f"worker-{stage}" if self.replicas == 1 else f"worker-{stage}.{replica}"
@@ -293,6 +315,8 @@ class FaultStack:
         if self.noop is None:
             await self.git_proxy.stop()
             await self.runner_proxy.stop()
+        self.hook_receiver.hold = None
+        self.hook_receiver.stop()
         if self._channel is not None:
             await self._channel.close(None)
         if self.store is not None:
@@ -318,6 +342,7 @@ class FaultStack:
             "extensions": {
                 "sourcecontrol": {"git": {"address": self._extension_addresses()[0]}},
                 "buildrunner": {"local": {"address": self._extension_addresses()[1]}},
+                **({"hooks": {"webhook": {"address": self.hooks_address}}} if self.hooks else {}),
             },
             "workers": {
                 "process": policy,
@@ -337,6 +362,7 @@ class FaultStack:
                     "build": {"targets": fault_targets()},
                     "promotion_ref": "verified-main",
                     "max_concurrent": 1 + i % 2,
+                    **({"hooks": self._hook_subscriptions()} if self.hooks else {}),
                 }
                 for i, name in enumerate(self._all_queues)
             ],
@@ -344,6 +370,20 @@ class FaultStack:
         path = self.root / "stovepipe.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
+
+    def _hook_subscriptions(self) -> list[dict[str, Any]]:
+        key = self.root / "hooks.whsec"
+        if not key.exists():
+            key.write_text(self.hook_receiver.secret)
+            key.chmod(0o600)
+        retries = {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0}
+        return [
+            {"name": "flaky", "kind": "webhook", "url": self.hook_receiver.url,
+             "secret_file": str(key), "events": "all", "max_attempts": 8,
+             "timeout_seconds": 30, **retries},
+            {"name": "dead", "kind": "webhook", "url": f"http://127.0.0.1:{free_port()}/gone",
+             "secret_file": str(key), "events": "transitions", "max_attempts": 2, **retries},
+        ]  # fmt: skip
 
     def _extension_addresses(self) -> tuple[str, str]:
         """Where the workers reach SourceControl and the BuildRunner."""
@@ -353,9 +393,10 @@ class FaultStack:
 
     def _serving_addresses(self) -> list[str]:
         """The gRPC servers the stack waits for: the extensions and the API."""
+        hooks = [self.hooks_address] if self.hooks else []
         if self.noop is not None:
-            return [self.api_address]
-        return [self.git_address, self.runner_address, self.api_address]
+            return [*hooks, self.api_address]
+        return [self.git_address, self.runner_address, *hooks, self.api_address]
 
     # Queues, and a fresh start for the next test
 
@@ -569,6 +610,19 @@ class FaultStack:
         finally:
             await consumer.stop()
 
+    async def hook_events(self) -> list[topics_pb2.HookEvent]:
+        """Every readable event on ``stovepipe.hook`` so far (unreadable records skipped:
+        the dispatcher parks those)."""
+        events = []
+        for record in await self.records(HOOK):
+            event = topics_pb2.HookEvent()
+            try:
+                event.ParseFromString(record.value or b"")
+            except Exception:  # garbage a test put there on purpose
+                continue
+            events.append(event)
+        return events
+
     async def committed(self, topic: str, group: str) -> dict[int, int]:
         """Consumer group ``group``'s committed offset per partition of ``topic`` (0: none)."""
         consumer = AIOKafkaConsumer(
@@ -617,6 +671,10 @@ class FaultStack:
                         f"ingest of {sha[:10]} into {queue} kept failing: {exc}"
                     ) from exc
                 await asyncio.sleep(0.3)
+
+
+def _hook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ from stovepipe.extensions.sourcecontrol.git import serve as serve_git
 from stovepipe.extensions.sourcecontrol.git import served_from_config
 from stovepipe.grpcutil import ChannelSecurity, ServerSecurity
 from stovepipe.messaging import DeliveryHandler
+from stovepipe.runtime.buildwatch_worker import run_build_watch
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.event_feed import EventFeed
 from stovepipe.runtime.hooks_worker import run_hooks_dispatcher
@@ -275,6 +276,10 @@ async def live_stack(
             await forwarder
 
         stack.push_async_callback(stop_forwarder)
+        watching = asyncio.Event()
+        build_watch = asyncio.create_task(run_build_watch(config, stop, _set(watching)))
+        stack.push_async_callback(_stop_task, build_watch, stop)
+        await asyncio.wait_for(watching.wait(), 120)
         if hooks is not None and hooks_dispatcher:
             dispatching = asyncio.Event()
             dispatcher = asyncio.create_task(run_hooks_dispatcher(config, stop, _set(dispatching)))

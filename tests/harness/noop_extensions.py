@@ -45,11 +45,13 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from stovepipe.extensions.buildrunner import (
+    BuildEnded,
     BuildReport,
     BuildState,
     LogChunk,
@@ -58,6 +60,7 @@ from stovepipe.extensions.buildrunner import (
     TriggerSpec,
 )
 from stovepipe.extensions.buildrunner.errors import BuildNotFound, TargetNotFound
+from stovepipe.extensions.buildrunner.feed import EndedFeed
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME as RUNNER_SERVICE
 from stovepipe.extensions.buildrunner.servicer import BuildRunnerServicer
 from stovepipe.extensions.sourcecontrol import Ancestry, CommitInfo, PromoteResult, QueueSource
@@ -307,6 +310,7 @@ class NoopBuildRunner:
         self._numbers = itertools.count(1)
         self.triggers = 0
         """Trigger calls, repeats included."""
+        self._ended = EndedFeed()
 
     def set_verdict(self, commit_or_uri: str, green: bool) -> None:
         """The verdict of every build of that head commit (a URI or a bare commit id)."""
@@ -341,7 +345,18 @@ class NoopBuildRunner:
         )
         if spec.idempotency_key:
             self._by_key[spec.idempotency_key] = build_id
+        self._ended.publish(
+            BuildEnded(
+                build_id=build_id,
+                state=BuildState.SUCCEEDED if self._builds[build_id].green else BuildState.FAILED,
+                idempotency_key=spec.idempotency_key,
+            )
+        )
         return build_id
+
+    def watch_builds(self) -> AbstractAsyncContextManager[AsyncIterator[BuildEnded]]:
+        """Each build ends as it is triggered, so its notice goes out then."""
+        return self._ended.watch()
 
     def _build(self, build_id: str) -> NoopBuild:
         build = self._builds.get(build_id)

@@ -4,7 +4,8 @@ Each *scenario* picks one to three faults, pushes a few commits (each green or
 broken, and the stack knows which) to random Queues at random moments, injects
 the faults at random moments while that work is in flight, then lifts every
 fault and waits — for a bounded time — until every head has settled. The
-invariants of :mod:`harness.fault_checks` are watched throughout.
+invariants of :mod:`harness.fault_checks` are watched throughout, hook
+deliveries included (every event for a subscription ends delivered or failed).
 
 The same seed replays the same choices (timing on a busy machine still varies,
 so a failure is reproduced by re-running the seed, not guaranteed by it).
@@ -17,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from harness.chaos_proxy import ALL, ChaosProxy, Fault
-from harness.fault_checks import InvariantWatch
+from harness.fault_checks import InvariantWatch, hook_check
 from harness.fault_stack import WORKERS, FaultStack
 
 Progress = Callable[[str], None]
@@ -94,6 +96,26 @@ async def kill_worker_in_handler(stack: FaultStack, rng: random.Random) -> str:
     return f"kill -9 worker-{stage} {'inside' if inside else 'near'} {method}"
 
 
+async def kill_hooks_mid_delivery(stack: FaultStack, rng: random.Random) -> str:
+    """kill -9 the hooks dispatcher while a webhook is held at the receiver (when one
+    comes within a few seconds): the delivery it was making must still end settled."""
+    if not stack.hooks:
+        return await kill_worker(stack, rng)
+    receiver = stack.hook_receiver
+    let_go = threading.Event()
+    receiver.hold = let_go
+    try:
+        deadline = time.monotonic() + rng.uniform(1.0, 5.0)
+        while receiver.waiting == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        inside = receiver.waiting > 0
+        await stack.kill("worker-hooks")
+    finally:
+        receiver.hold = None
+        let_go.set()
+    return f"kill -9 worker-hooks {'inside' if inside else 'near'} a webhook"
+
+
 async def restart_broker(stack: FaultStack, rng: random.Random) -> str:
     await stack.restart_broker(down_s=rng.uniform(0.2, 2.0))
     return "broker killed, restarted empty"
@@ -128,7 +150,7 @@ async def extension_garbage(stack: FaultStack, rng: random.Random) -> str:
 
 
 async def restart_extension(stack: FaultStack, rng: random.Random) -> str:
-    name = rng.choice(["ext-git", "ext-runner"])
+    name = rng.choice(["ext-git", "ext-runner", *(["ext-hooks"] if stack.hooks else [])])
     await stack.take_down(name)
     await asyncio.sleep(rng.uniform(0.5, 3.0))
     await stack.bring_up(name)
@@ -141,8 +163,8 @@ async def kill_api(stack: FaultStack, rng: random.Random) -> str:
 
 
 PROCESS_FAULTS = frozenset(
-    {"kill_worker", "kill_worker_in_handler", "restart_broker", "restart_postgres",
-     "restart_extension", "kill_api"}
+    {"kill_worker", "kill_worker_in_handler", "kill_hooks_mid_delivery", "restart_broker",
+     "restart_postgres", "restart_extension", "kill_api"}
 )  # fmt: skip
 """Faults that act on a process through the stack, which counts each one in
 ``FaultStack.faults``; the others act on a chaos proxy."""
@@ -150,6 +172,7 @@ PROCESS_FAULTS = frozenset(
 FAULTS: dict[str, FaultAction] = {
     "kill_worker": kill_worker,
     "kill_worker_in_handler": kill_worker_in_handler,
+    "kill_hooks_mid_delivery": kill_hooks_mid_delivery,
     "restart_broker": restart_broker,
     "restart_postgres": restart_postgres,
     "partition_extension": partition_extension,
@@ -172,7 +195,9 @@ async def run_soak(
     assert stack.store is not None
     rng = random.Random(seed)
     report = SoakReport(seed=seed)
-    watch = InvariantWatch(stack.store, {q: stack.repos[q] for q in stack.queue_names})
+    watch = InvariantWatch(
+        stack.store, {q: stack.repos[q] for q in stack.queue_names}, hook_check(stack)
+    )
     started = time.monotonic()
     observer = asyncio.create_task(_observe(watch))
     try:

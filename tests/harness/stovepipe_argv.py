@@ -24,7 +24,7 @@ import typer
 import typer.main
 
 from stovepipe.cli.main import app
-from stovepipe.runtime.registry import STAGE_NAMES
+from stovepipe.runtime.registry import WORKER_NAMES
 
 ROOT: Any = typer.main.get_command(app)
 _OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
@@ -69,10 +69,10 @@ def parse(argv: Sequence[str]) -> Invocation:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         raise InvalidInvocation(f"{shown}: {message}") from None
     invocation = Invocation(tuple(path), dict(context.params), tuple(context.args))
-    if invocation.path == ("worker",) and invocation.params["stage"] not in STAGE_NAMES:
+    if invocation.path == ("worker",) and invocation.params["stage"] not in WORKER_NAMES:
         raise InvalidInvocation(
             f"{shown}: {invocation.params['stage']!r} is not a registered stage "
-            f"({', '.join(STAGE_NAMES)})"
+            f"({', '.join(WORKER_NAMES)})"
         )
     if invocation.passthrough:
         _check_passthrough(invocation, shown)

@@ -47,9 +47,16 @@ class WebhookReceiver:
     hold: threading.Event | None = None
     """When set, every request waits for it (up to ``hold_s``) before answering."""
     hold_s: float = 300.0
+    fail_every: int = 0
+    """When positive, every ``fail_every``-th request answers 503 instead of ``status``
+    (a receiver that sometimes fails, for the fault suite)."""
     received: list[Received] = field(default_factory=list)
     waiting: int = 0
     """Requests held right now (``hold`` not yet set)."""
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most requests it was answering at once (a lane sends one at a time)."""
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -64,6 +71,21 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                with receiver._lock:
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    status = self._answer()
+                finally:  # before answering: the sender may send the next one right after
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+                self.send_response(status)
+                if receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def _answer(self) -> int:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -75,13 +97,17 @@ class WebhookReceiver:
                 arrived = datetime.now(UTC)
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
-                if receiver.hold is not None:
+                hold = receiver.hold  # a test may lift it at any moment
+                if hold is not None:
                     with receiver._lock:
                         receiver.waiting += 1
-                    receiver.hold.wait(receiver.hold_s)
+                    hold.wait(receiver.hold_s)
                     with receiver._lock:
                         receiver.waiting -= 1
-                status = receiver.status if verified else 401
+                with receiver._lock:
+                    receiver.requests += 1
+                    flaky = receiver.fail_every > 0 and receiver.requests % receiver.fail_every == 0
+                status = (503 if flaky else receiver.status) if verified else 401
                 with receiver._lock:
                     receiver.received.append(
                         Received(
@@ -93,11 +119,7 @@ class WebhookReceiver:
                             status,
                         )
                     )
-                self.send_response(status)
-                if receiver.retry_after is not None:
-                    self.send_header("Retry-After", receiver.retry_after)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                return status
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

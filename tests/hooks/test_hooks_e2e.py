@@ -22,8 +22,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from harness.hooks import LINEAR, all_delivered, new_secret, secret_file, settled, step, webhook
+from harness.kcat import kcat_read
 from harness.live import live_stack
 from harness.webhook_receiver import WebhookReceiver
+from plugins.broker import session_broker_is_tansu
 from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_RECORDED
 from stovepipe.storage import HookDeliveryStatus
 from stovepipe.testing import until
@@ -134,6 +136,14 @@ async def test_linear_history_reaches_every_kind_with_valid_signatures(
         ]
         assert [json.loads(r.value)["commit"] for r in records] == [uris[0], uris[2], uris[4]]
         assert {r.key for r in records} == {b"e2e/main"}
+        # the same topic read by kcat, as a team with nothing but Debian's packages would
+        seen = await kcat_read(kafka_bootstrap, topic, tansu=session_broker_is_tansu())
+        assert [r.headers["ce_type"] for r in seen] == [BECAME_GREEN, BECAME_BROKEN, BECAME_GREEN]
+        assert [r.headers["ce_id"] for r in seen] == [
+            dict(r.headers)["ce_id"].decode() for r in records
+        ]
+        assert all(r.headers["ce_subject"] == "e2e/main" and r.key == "e2e/main" for r in seen)
+        assert [json.loads(r.payload)["commit"] for r in seen] == [uris[0], uris[2], uris[4]]
 
         logged = [
             json.loads(r.getMessage()) for r in caplog.records if r.name == "stovepipe.hooks.log"
@@ -290,7 +300,8 @@ async def test_kill_9_of_the_dispatcher_mid_delivery_still_delivers(
 ) -> None:
     let_go = threading.Event()
     receiver = WebhookReceiver(new_secret(), hold=let_go).start()
-    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=60)]
+    # the cut attempt's claim lasts timeout_seconds + 15 s: then the restarted one sends it
+    hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=20)]
     dispatcher: subprocess.Popen[bytes] | None = None
     try:
         async with live_stack(

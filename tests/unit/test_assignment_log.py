@@ -44,9 +44,9 @@ def test_the_latest_line_per_group_counts() -> None:
     assert held_in(log) == {"g-build": {("t.build", 1), ("t.build", 4)}, "g-r": frozenset()}
 
 
-def test_every_consuming_stage_has_groups_and_only_the_sweeper_has_none() -> None:
+def test_every_consuming_stage_has_groups_and_only_sweeper_and_buildwatch_have_none() -> None:
     groups = stage_groups(KafkaSettings(bootstrap_servers="x:9092", topic_prefix="t."))
-    assert set(groups) == set(STAGE_NAMES) - {"sweeper"}
+    assert set(groups) == set(STAGE_NAMES) - {"sweeper", "buildwatch"}
     # one per retrying stage's dead letters: process, build, buildsignal, record, analyze
     assert len(groups["reconcile"]) == 5
     assert stage_of("worker-buildsignal.2") == "buildsignal"

@@ -64,4 +64,4 @@ def test_every_service_has_its_own_request_and_response_types() -> None:
                 assert method.output_type.name == f"{method.name}Response", method.full_name
                 assert method.input_type.full_name not in seen_inputs
                 seen_inputs.add(method.input_type.full_name)
-    assert len(seen_inputs) == 16 + 6 + 4 + 1 + 1
+    assert len(seen_inputs) == 16 + 6 + 5 + 1 + 1

@@ -13,14 +13,17 @@ from stovepipe.failures import OnFailure, RetryPolicy
 from stovepipe.messaging import PIPELINE_TOPICS, dlq, poison, spec
 from stovepipe.runtime import embedded
 from stovepipe.runtime.registry import (
+    ALL,
     PIPELINE,
     STAGE_NAMES,
     STAGES,
     all_topics,
     dead_letter_topics,
     failure_rules,
+    in_flight_limits,
     retrying_stage_names,
     stage,
+    stages_named,
 )
 
 
@@ -78,6 +81,33 @@ def test_the_cli_refuses_an_unknown_stage_and_lists_the_registered_ones() -> Non
     assert result.exit_code == 2
     for name in STAGE_NAMES:
         assert name in result.output
+    assert f"{ALL} " in result.output
+
+
+def test_worker_all_runs_every_registered_stage_and_one_name_runs_one() -> None:
+    assert stages_named(ALL) == STAGES
+    assert stages_named("record") == (stage("record"),)
+
+
+def test_every_consumed_topic_gets_its_stage_s_in_flight_limit() -> None:
+    config = config_from_mapping(
+        {"workers": {"max_in_flight": 5, "record": {"max_in_flight": 2}}}, source="t"
+    )
+    limits = in_flight_limits(config)
+    consumed = {topic.name for entry in STAGES for topic in entry.consumes}
+    assert set(limits) == consumed
+    assert limits["stovepipe.record"] == 2
+    assert limits["stovepipe.process"] == 5
+    assert limits["stovepipe.record.dlq"] == 5  # the reconciler's own default
+    assert in_flight_limits(config_from_mapping({}, source="t"))["stovepipe.build"] == 16
+
+
+@pytest.mark.parametrize("value", [0, 1001, "many"])
+def test_a_bad_in_flight_limit_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        config_from_mapping({"workers": {"max_in_flight": value}}, source="t")
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        config_from_mapping({"workers": {"build": {"max_in_flight": value}}}, source="t")
 
 
 def test_retry_policies_are_configurable_for_exactly_the_retrying_stages() -> None:

@@ -246,7 +246,10 @@ def console_command(
 def worker(
     stage: Annotated[
         str,
-        typer.Argument(help="A registered stage (process, build, ...); a wrong name lists them."),
+        typer.Argument(
+            help="A registered stage (process, build, ...), or all of them in one process "
+            "(all); a wrong name lists them."
+        ),
     ],
     config: ConfigOption = None,
     health_port: HealthPort = None,
@@ -254,13 +257,14 @@ def worker(
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = None,
 ) -> None:
-    """Run one registered stage as a process until SIGTERM."""
+    """Run one registered stage (or all) as a process until SIGTERM."""
     from stovepipe.cli.loading import load_settings
-    from stovepipe.runtime.registry import STAGE_NAMES, STAGES
+    from stovepipe.runtime.registry import ALL, STAGES, WORKER_NAMES
     from stovepipe.runtime.worker_process import run_worker
 
-    if stage not in STAGE_NAMES:
+    if stage not in WORKER_NAMES:
         listing = "".join(f"\n  {s.name:<12} {s.summary}" for s in STAGES)
+        listing += f"\n  {ALL:<12} every stage above in one process"
         raise typer.BadParameter(f"unknown stage {stage!r}; the stages are:{listing}")
     asyncio.run(
         run_worker(
@@ -330,6 +334,14 @@ def up(
             "only for code you trust.",
         ),
     ] = False,
+    per_stage_workers: Annotated[
+        bool,
+        typer.Option(
+            "--per-stage-workers",
+            help="One worker process per stage, as production runs them, instead of every "
+            "stage in one process (worker all).",
+        ),
+    ] = False,
 ) -> None:
     """Run everything on embedded defaults: broker, SQLite, extensions, workers, API and
     console."""
@@ -337,7 +349,16 @@ def up(
     from stovepipe.runtime.embedded import run_embedded_stack
 
     settings = load_settings(config, running_up=False)
-    raise typer.Exit(asyncio.run(run_embedded_stack(settings, state_dir, sandbox=not no_sandbox)))
+    raise typer.Exit(
+        asyncio.run(
+            run_embedded_stack(
+                settings,
+                state_dir,
+                sandbox=not no_sandbox,
+                per_stage_workers=per_stage_workers,
+            )
+        )
+    )
 
 
 @app.command()

@@ -427,14 +427,21 @@ would be delivered early, so no configured delay may exceed it."""
 BoundedDelay = Annotated[float, Field(gt=0, le=MAX_DELAY_S)]
 
 
+InFlight = Annotated[int, Field(ge=1, le=1000)]
+
+
 class StageConfig(ConfigModel):
     """Retry policy of one stage: a retryable failure comes back after
     ``min(backoff_max_seconds, backoff_initial_seconds * 2**(attempt-1))`` until
-    ``max_attempts``, then goes to the stage's dead-letter topic."""
+    ``max_attempts``, then goes to the stage's dead-letter topic. ``max_in_flight``
+    bounds its records in flight per partition."""
 
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     backoff_initial_seconds: BoundedDelay = 1.0
     backoff_max_seconds: BoundedDelay = MAX_DELAY_S
+    max_in_flight: InFlight | None = None
+    """Records of one partition this stage handles at once (in order per key);
+    ``None``: ``workers.max_in_flight``."""
 
     @model_validator(mode="after")
     def _ordered(self) -> StageConfig:
@@ -465,8 +472,13 @@ class WorkersConfig(ConfigModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     __pydantic_extra__: dict[str, StageConfig] = Field(init=False)
 
-    buildsignal_poll_interval_seconds: BoundedDelay = 1.0
+    buildsignal_poll_interval_seconds: BoundedDelay = 5.0
+    """The fallback cadence: runners push build ends (``WatchBuilds``); polls catch the
+    ends a push lost and the runners that cannot push."""
     sweeper_stale_after_seconds: PositiveSeconds = 300.0
+    max_in_flight: InFlight = 16
+    """Records of one partition every consumer handles at once, unless its stage
+    sets its own (``messaging.inflight``)."""
 
     @model_validator(mode="after")
     def _polls_fit_the_sweeper_window(self) -> WorkersConfig:
@@ -522,6 +534,11 @@ class WorkersConfig(ConfigModel):
     def retry_policy(self, stage: str) -> RetryPolicy:
         """The retry policy of ``stage`` (the default when the file does not name it)."""
         return self.stage_policies().get(stage, StageConfig()).retry_policy()
+
+    def in_flight(self, stage: str) -> int:
+        """Records per partition ``stage`` handles at once."""
+        own = self.stage_policies().get(stage, StageConfig()).max_in_flight
+        return self.max_in_flight if own is None else own
 
 
 class TelemetryConfig(ConfigModel):

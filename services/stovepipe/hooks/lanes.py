@@ -10,10 +10,18 @@ Lanes never wait on each other: a subscriber that takes ten seconds per
 request, or never answers, holds back only its own lane, and the pipeline
 never waits on any lane (``record`` only publishes to the topic).
 
-Every attempt is recorded with a CAS on the row. A dispatcher killed between
-sending and recording sends the same delivery again after it restarts (the
-row is still pending): delivery is at least once, and receivers deduplicate on
-the event id (a webhook keeps its ``webhook-id``).
+Every attempt is first *claimed* with a CAS on the row — ``next_attempt_at``
+moved to the end of a lease that outlasts the attempt — and its outcome then
+recorded with a second CAS. That is what makes several dispatcher replicas
+safe: each runs every lane it finds work for, but only the replica whose claim
+wins sends; the others see the head of the lane due later and wait, so one
+delivery is never sent by two replicas at once, and a lane's next delivery is
+not sent while the one ahead of it is in flight anywhere. A dispatcher killed
+between sending and recording leaves the row pending and due at the lease's
+end, when any replica (or the same one restarted) sends it again: delivery is
+at least once, and receivers deduplicate on the event id (a webhook keeps its
+``webhook-id``). The lease assumes the replicas' clocks agree within
+:data:`LEASE_MARGIN_S`.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ RESCAN_S = 1.0
 """How often storage is asked which lanes have work: deliveries an operator put
 back in line, and whatever was pending when the dispatcher last stopped."""
 RPC_MARGIN_S = 5.0
+LEASE_MARGIN_S = 10.0
+"""How much longer than the attempt's own deadline a claim lasts: time to record
+the outcome, event-loop stalls, and clock differences between replicas."""
 
 
 def delivery_id(delivery: HookDelivery) -> str:
@@ -119,7 +130,7 @@ class Lanes:
             try:
                 await self._attempt(delivery)
             except VersionMismatch:
-                continue  # an operator changed the row meanwhile: read it again
+                continue  # another replica claimed it, or an operator changed it: read again
             except Exception:
                 log.exception("%s: recording the attempt failed; it will be made again",
                               delivery.id)  # fmt: skip
@@ -135,6 +146,13 @@ class Lanes:
         if disabled is not None:
             await self._settle(delivery, f"subscription disabled: {disabled}")
             return
+        rpc_timeout_s = hook.timeout_seconds + RPC_MARGIN_S
+        lease = timedelta(seconds=rpc_timeout_s + LEASE_MARGIN_S)
+        claimed = delivery.claimed(now=now, until=now + lease)
+        await self._store.update_hook_delivery(delivery, claimed)  # lost: another replica has it
+        delivery = claimed
+        log.info("sending hook delivery %s, attempt %d (claimed until %s)",
+                 delivery.id, delivery.attempts + 1, claimed.next_attempt_at)  # fmt: skip
         event = topics_pb2.HookEvent()
         event.ParseFromString(delivery.event)
         try:
@@ -147,7 +165,7 @@ class Lanes:
                 queue=delivery.queue,
                 hook=delivery.hook,
                 delivery_id=delivery_id(delivery),
-                timeout_s=hook.timeout_seconds + RPC_MARGIN_S,
+                timeout_s=rpc_timeout_s,
             )
         now = self._clock()
         updated = _after(delivery, hook, result, now)

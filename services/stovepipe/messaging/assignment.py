@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
@@ -52,13 +53,23 @@ def parse_held(held: str) -> frozenset[tuple[str, int]]:
 
 
 class AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Logs the member's partitions after every assignment of consumer group ``group``."""
+    """Logs the member's partitions after every assignment of consumer group ``group``.
 
-    def __init__(self, group: str) -> None:
+    ``on_revoked`` runs before partitions are taken away, while the consumer may
+    still commit them (the consumer settles its in-flight records there).
+    """
+
+    def __init__(
+        self,
+        group: str,
+        on_revoked: Callable[[list[TopicPartition]], Awaitable[None]] | None = None,
+    ) -> None:
         self._group = group
+        self._on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
+        if self._on_revoked is not None and revoked:
+            await self._on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("consumer group %s holds %s", self._group, describe_held(set(assigned)))

@@ -84,6 +84,10 @@ class Bus:
         if not self._started:
             return
         self._started = False
+        try:
+            await asyncio.wait_for(self.consumer.drain(), self.settings.stop_timeout_s)
+        except TimeoutError:
+            log.warning("in-flight records did not settle; they are delivered again")
         self.consumer.close()
         try:
             await asyncio.wait_for(self.broker.stop(), self.settings.stop_timeout_s)

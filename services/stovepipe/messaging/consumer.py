@@ -1,33 +1,33 @@
 """Subscribe handlers on FastStream's ``KafkaBroker`` with commit-after-success.
 
-Each subscription is one aiokafka consumer in its own group, handling one
-record at a time (so nothing is ever committed past a record still in
-flight). FastStream's acknowledgement is set to ``MANUAL`` and this module owns
-it: after the handler returns, the record's own offset (``offset + 1``) is
-committed explicitly; when the handler raises, the :data:`FailurePolicy`
-decides, and ``REDELIVER`` seeks the partition back to the record and pauses it
-for ``redelivery_pause_ms`` instead of spinning on it.
+Each subscription is one aiokafka consumer in its own group. Records are
+handled several at a time per partition, in order per key, and only the
+highest *contiguous* completed offset is committed (:mod:`.inflight`), so
+nothing is ever committed past a record still in flight. FastStream's
+acknowledgement is set to ``MANUAL`` and this module owns it. When a handler
+raises, the :data:`FailurePolicy` decides; ``REDELIVER`` runs the record again
+after ``redelivery_pause_ms``, in place: its key's later records wait behind
+it and the commit frontier stays before it, while other keys go on.
 
 Why not FastStream's own policies: its default acks before the handler runs
 (at-most-once), ``ACK`` commits even when the handler raised, and
 ``NACK_ON_ERROR`` seeks straight back with no pause.
 
 A commit can fail during a rebalance (``CommitFailedError``) or while the
-broker is away; the record is then delivered again later, which idempotent
+broker is away; the records are then delivered again later, which idempotent
 handlers tolerate, so the failure is logged and consumption goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from opentelemetry import trace
@@ -39,6 +39,7 @@ from stovepipe.messaging.broker import transport_limit
 from stovepipe.messaging.codec import MalformedMessage, decode
 from stovepipe.messaging.delivery import Delivery, current_delivery
 from stovepipe.messaging.failure import FailurePolicy, Outcome, redeliver
+from stovepipe.messaging.inflight import Flow, Window
 from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.messaging.settings import KafkaSettings
 from stovepipe.messaging.topics import TopicSpec, spec
@@ -79,27 +80,48 @@ class Consumer:
         self._settings = settings
         self.failure_policy = failure_policy
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._resumes: dict[tuple[int, TopicPartition], asyncio.TimerHandle] = {}
+        self._flows: dict[int, Flow] = {}
         self.pacer = FetchPacer(
             settings.fetch_max_wait_ms, settings.idle_fetch_max_wait_ms, settings.idle_after_s
         )
 
-    def subscribe(self, topic: str, handler: DeliveryHandler, *, group: str) -> Subscription:
+    def subscribe(
+        self,
+        topic: str,
+        handler: DeliveryHandler,
+        *,
+        group: str,
+        max_in_flight: int | None = None,
+    ) -> Subscription:
         """Consume the logical ``topic`` in consumer group ``group``; returns the subscriber.
 
-        Subscribe before the broker starts, or ``await subscriber.start()``
-        afterwards. The topic is declared with the configured partition count in
-        case nobody created it yet.
+        Up to ``max_in_flight`` records per partition are in flight at once
+        (default: the settings'), in order per key. Subscribe before the broker
+        starts, or ``await subscriber.start()`` afterwards. The topic is
+        declared with the configured partition count in case nobody created it yet.
         """
         binding = spec(topic)
         settings = self._settings
+        group_id = settings.group(group)
+
+        async def handle(record: Any, window: Window) -> bool:
+            return await self._settle(binding, handler, record, flow_consumer[0], window)
+
+        flow = Flow(
+            group_id,
+            max_in_flight if max_in_flight is not None else settings.max_in_flight,
+            handle,
+            self._commit_offsets,
+            settle_s=min(settings.graceful_timeout_s, settings.session_timeout_ms / 2000),
+        )
+        flow_consumer: list[Any] = [None]
         subscriber = self._broker.subscriber(
             Topic(
                 settings.topic(topic),
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
             ),
-            group_id=settings.group(group),
+            group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
@@ -107,15 +129,27 @@ class Consumer:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
-            listener=AssignmentLog(settings.group(group)),
+            listener=AssignmentLog(group_id, on_revoked=flow.revoke),
             no_reply=True,
         )
 
         async def on_record(message: KafkaMessage) -> None:
-            await self._settle(binding, handler, message)
+            consumer = message.consumer
+            if not isinstance(consumer, AIOKafkaConsumer):
+                # the in-memory test broker: one at a time, inside publish
+                if await self._settle(binding, handler, message.raw_message, consumer, None):
+                    await message.ack()
+                return
+            flow_consumer[0] = consumer
+            flow.admit(consumer, message.raw_message)
 
         subscriber(on_record, parser=_tolerant_parser, decoder=_undecoded)
+        self._flows[id(subscriber)] = flow
         return subscriber
+
+    def flow(self, subscriber: Subscription) -> Flow:
+        """The in-flight bookkeeping of ``subscriber`` (for draining, and tests)."""
+        return self._flows[id(subscriber)]
 
     def pace(self, subscriber: Subscription) -> None:
         """Slow ``subscriber``'s fetches down while it is idle (call once it started)."""
@@ -123,24 +157,48 @@ class Consumer:
         if consumer is not None:
             self.pacer.track(consumer)
 
+    async def drain(self, subscribers: list[Subscription] | None = None) -> None:
+        """Let in-flight handlers finish for up to ``graceful_timeout_s`` and commit them.
+
+        Handlers still running then are cancelled; their records are not
+        committed and come back after the restart. Call before the subscribers stop.
+        """
+        flows = (
+            list(self._flows.values())
+            if subscribers is None
+            else [f for s in subscribers if (f := self._flows.get(id(s))) is not None]
+        )
+        await asyncio.gather(*(flow.drain(self._settings.graceful_timeout_s) for flow in flows))
+
     def close(self) -> None:
-        """Forget pending resumes of paused partitions (their consumers are going away)."""
+        """Stop pacing (the consumers are going away)."""
         self.pacer.close()
-        for handle in self._resumes.values():
-            handle.cancel()
-        self._resumes.clear()
 
     async def _settle(
-        self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
-    ) -> None:
-        with self.pacer.handling(message.consumer):
-            await self._settle_paced(binding, handler, message)
-
-    async def _settle_paced(
-        self, binding: TopicSpec, handler: DeliveryHandler, message: KafkaMessage
-    ) -> None:
-        record = message.raw_message
+        self,
+        binding: TopicSpec,
+        handler: DeliveryHandler,
+        record: Any,
+        consumer: Any,
+        window: Window | None,
+    ) -> bool:
+        """Run the record until it is settled; ``False`` if it is left for redelivery."""
         delivery = Delivery.from_record(record)
+        with self.pacer.handling(consumer):
+            while True:
+                if await self._attempt(binding, handler, delivery):
+                    _observe_lag(binding, consumer, delivery)
+                    return True
+                if window is None:
+                    return False
+                await asyncio.sleep(self._settings.redelivery_pause_ms / 1000)
+                if not window.accepting:
+                    return False
+
+    async def _attempt(
+        self, binding: TopicSpec, handler: DeliveryHandler, delivery: Delivery
+    ) -> bool:
+        """One run of the handler; ``True`` when done or rerouted by the failure policy."""
         with self._tracer.start_as_current_span(
             f"process {binding.name}",
             context=hdr.trace_context(delivery.headers),
@@ -165,22 +223,15 @@ class Consumer:
                     declared_type=delivery.headers.get(hdr.PAYLOAD_TYPE),
                 )
                 await handler(payload, delivery)
-            except asyncio.CancelledError:
-                self._rewind(message, delivery, pause=False)
-                raise
             except Exception as error:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, hdr.failure_reason(error)))
-                await self._fail(error, binding, delivery, message)
-                return
+                return await self._fail(error, binding, delivery)
             finally:
                 current_delivery.reset(token)
-        await self._commit(message, delivery)
-        _observe_lag(binding, message, delivery)
+        return True
 
-    async def _fail(
-        self, error: Exception, binding: TopicSpec, delivery: Delivery, message: KafkaMessage
-    ) -> None:
+    async def _fail(self, error: Exception, binding: TopicSpec, delivery: Delivery) -> bool:
         log.log(
             logging.ERROR if isinstance(error, MalformedMessage) else logging.WARNING,
             "handler failed on %s[%d]@%d (attempt %d): %s",
@@ -195,70 +246,41 @@ class Consumer:
         except Exception:
             log.exception("the failure policy failed; the record will be delivered again")
             outcome = Outcome.REDELIVER
-        if outcome is Outcome.SETTLED:
-            await self._commit(message, delivery)
-        else:
-            self._rewind(message, delivery, pause=True)
+        return outcome is Outcome.SETTLED
 
-    async def _commit(self, message: KafkaMessage, delivery: Delivery) -> None:
-        consumer = message.consumer
-        if not isinstance(consumer, AIOKafkaConsumer):
-            await message.ack()
-            return
-        await commit_offset(consumer, delivery, self._settings.request_timeout_ms / 1000)
-
-    def _rewind(self, message: KafkaMessage, delivery: Delivery, *, pause: bool) -> None:
-        consumer = message.consumer
-        if not isinstance(consumer, AIOKafkaConsumer):
-            return
-        partition = TopicPartition(delivery.topic, delivery.partition)
-        try:
-            consumer.seek(partition, delivery.offset)
-            if pause and self._settings.redelivery_pause_ms:
-                consumer.pause(partition)
-                self._resume_later(consumer, partition)
-        except IllegalStateError:
-            log.info("%s was revoked meanwhile; its next owner starts before the record", partition)
-
-    def _resume_later(self, consumer: AIOKafkaConsumer, partition: TopicPartition) -> None:
-        slot = (id(consumer), partition)
-        if (earlier := self._resumes.pop(slot, None)) is not None:
-            earlier.cancel()
-
-        def resume() -> None:
-            self._resumes.pop(slot, None)
-            if partition in consumer.assignment():
-                with contextlib.suppress(IllegalStateError):
-                    consumer.resume(partition)
-
-        loop = asyncio.get_running_loop()
-        self._resumes[slot] = loop.call_later(self._settings.redelivery_pause_ms / 1000, resume)
+    async def _commit_offsets(self, consumer: Any, offsets: dict[TopicPartition, int]) -> bool:
+        return await commit_offsets(consumer, offsets, self._settings.request_timeout_ms / 1000)
 
 
 async def commit_offset(consumer: Any, delivery: Delivery, timeout_s: float) -> bool:
-    """Commit past ``delivery`` on its partition; ``False`` (logged) when the commit failed.
+    """Commit past ``delivery`` on its partition; ``False`` (logged) when the commit failed."""
+    partition = TopicPartition(delivery.topic, delivery.partition)
+    return await commit_offsets(consumer, {partition: delivery.offset + 1}, timeout_s)
 
-    A failed commit only means the record may be delivered again, so rebalances
+
+async def commit_offsets(
+    consumer: Any, offsets: dict[TopicPartition, int], timeout_s: float
+) -> bool:
+    """Commit explicit ``offsets``; ``False`` (logged) when the commit failed.
+
+    A failed commit only means records may be delivered again, so rebalances
     (``CommitFailedError``, revoked partitions), broker errors and timeouts are
     tolerated rather than raised.
     """
-    partition = TopicPartition(delivery.topic, delivery.partition)
     try:
-        await asyncio.wait_for(consumer.commit({partition: delivery.offset + 1}), timeout_s)
+        await asyncio.wait_for(consumer.commit(offsets), timeout_s)
     except (KafkaError, TimeoutError) as exc:
         log.warning(
-            "commit of %s@%d failed (%s); the record may be delivered again",
-            partition,
-            delivery.offset,
+            "commit of %s failed (%s); the records may be delivered again",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in offsets.items()),
             hdr.failure_reason(exc),
         )
         return False
     return True
 
 
-def _observe_lag(binding: TopicSpec, message: KafkaMessage, delivery: Delivery) -> None:
+def _observe_lag(binding: TopicSpec, consumer: Any, delivery: Delivery) -> None:
     """Records left behind this one on its partition, as the consumer last fetched it."""
-    consumer = message.consumer
     if not isinstance(consumer, AIOKafkaConsumer):
         return
     highwater = consumer.highwater(TopicPartition(delivery.topic, delivery.partition))

@@ -18,6 +18,12 @@ from aiokafka.helpers import create_ssl_context
 _TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 _MAX_TOPIC_NAME = 249
 
+DEFAULT_MAX_IN_FLIGHT = 16
+"""Records of one partition a consumer holds between fetch and commit, unless a
+stage says otherwise (``workers.<stage>.max_in_flight``). Enough to overlap the
+waits of a stage's handlers (extension calls, database commits) on a loaded
+two-core machine, few enough that a slow record holds up little behind it."""
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -128,7 +134,8 @@ class KafkaSettings:
     that off; the configuration file's default turns it on).
     ``graceful_timeout_s`` must cover the longest handler; a stop
     waits that long for in-flight handlers and then ``close_timeout_s`` more for
-    the clients to close, and no longer. ``security`` is how clients reach the
+    the clients to close, and no longer. ``max_in_flight`` bounds the records of
+    one partition between fetch and commit (:mod:`.inflight`). ``security`` is how clients reach the
     cluster (:meth:`client_kwargs`).
     """
 
@@ -149,6 +156,7 @@ class KafkaSettings:
     close_timeout_s: float = 10.0
     max_message_bytes: int = 1024 * 1024
     redelivery_pause_ms: int = 1_000
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
@@ -166,6 +174,7 @@ class KafkaSettings:
             "max_poll_interval_ms": self.max_poll_interval_ms,
             "request_timeout_ms": self.request_timeout_ms,
             "max_message_bytes": self.max_message_bytes,
+            "max_in_flight": self.max_in_flight,
         }
         for name, value in positive.items():
             if value <= 0:

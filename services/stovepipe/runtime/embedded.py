@@ -52,7 +52,7 @@ from stovepipe.messaging import KafkaSettings
 from stovepipe.redaction import redact, redact_url
 from stovepipe.runtime.health import grpc_serving
 from stovepipe.runtime.processes import free_port
-from stovepipe.runtime.registry import STAGE_NAMES
+from stovepipe.runtime.registry import ALL, STAGE_NAMES
 from stovepipe.runtime.supervisor import ChildExited, ChildSpec, CrashLoop, Supervisor
 from stovepipe.storage.migrate import upgrade
 
@@ -308,12 +308,14 @@ async def embedded_stack(
     *,
     report: Callable[[str], None] | None = None,
     sandbox: bool = True,
+    per_stage_workers: bool = False,
 ) -> AsyncIterator[RunningStack]:
     """Start everything and wait until every child is ready; yield where it runs; stop
     it all on exit. Nothing is restarted unless the caller runs ``supervisor.supervise()``;
     ``report`` receives the supervisor's restarts and kills. ``sandbox=False`` runs
     builds as plain processes (``--no-sandbox`` on the local runner): only for code
-    the operator trusts."""
+    the operator trusts. The stages run in one process (``worker all``) unless
+    ``per_stage_workers`` asks for one process per stage, as production runs them."""
     console = console or Console(stderr=True)
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - start-up only
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -414,7 +416,7 @@ async def embedded_stack(
         await supervisor.start_all(
             [
                 _worker(stage, addresses.next(), addresses.next(), config_path, logs, env)
-                for stage in STAGE_NAMES
+                for stage in (STAGE_NAMES if per_stage_workers else (ALL,))
             ]
         )
         # The API's readiness is read on a plaintext loopback health port, so it
@@ -466,7 +468,11 @@ async def embedded_stack(
 
 
 async def run_embedded_stack(
-    config: StovepipeConfig, state_dir: Path, *, sandbox: bool = True
+    config: StovepipeConfig,
+    state_dir: Path,
+    *,
+    sandbox: bool = True,
+    per_stage_workers: bool = False,
 ) -> int:
     """Run and supervise until Ctrl-C / SIGTERM (exit 0) or a crash loop (exit 1).
 
@@ -476,7 +482,9 @@ async def run_embedded_stack(
     console = Console()
     stop = asyncio.Event()
     ready = asyncio.Event()
-    serving = asyncio.create_task(_serve(config, state_dir, console, stop, ready, sandbox))
+    serving = asyncio.create_task(
+        _serve(config, state_dir, console, stop, ready, sandbox, per_stage_workers)
+    )
 
     def on_signal() -> None:
         stop.set()
@@ -510,13 +518,19 @@ async def _serve(
     stop: asyncio.Event,
     ready: asyncio.Event,
     sandbox: bool,
+    per_stage_workers: bool,
 ) -> int:
     def say(text: str, style: str | None = None) -> None:
         _say(console, text, style)
 
     try:
         async with embedded_stack(
-            config, state_dir, console, report=lambda text: say(text, "yellow"), sandbox=sandbox
+            config,
+            state_dir,
+            console,
+            report=lambda text: say(text, "yellow"),
+            sandbox=sandbox,
+            per_stage_workers=per_stage_workers,
         ) as stack:
             ready.set()
             console.print(stack.table())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from stovepipe.config import StovepipeConfig
 from stovepipe.messaging import Bus, DeliveryHandler, ensure_topics
-from stovepipe.runtime.registry import Stage, all_topics, failure_rules
+from stovepipe.runtime.registry import Stage, all_topics, failure_rules, in_flight_limits
 from stovepipe.runtime.stage_messaging import StageMessaging
 from stovepipe.runtime.wiring import Collaborators, kafka_settings, open_extensions, open_store
 
@@ -38,7 +38,7 @@ async def open_pipeline(config: StovepipeConfig, client_id: str) -> AsyncIterato
     await ensure_topics(settings, all_topics())
     async with open_store(config) as store, open_extensions(config) as extensions:
         bus = Bus(settings)
-        messaging = StageMessaging(bus, failure_rules(config))
+        messaging = StageMessaging(bus, failure_rules(config), in_flight_limits(config))
         await bus.start()
         try:
             parts = Collaborators(config, store, extensions, messaging, messaging)

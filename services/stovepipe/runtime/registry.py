@@ -178,6 +178,12 @@ def _run_hooks(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Aw
     return run_hooks_dispatcher(config, stop, ready)
 
 
+def _run_build_watch(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
+    from stovepipe.runtime.buildwatch_worker import run_build_watch
+
+    return run_build_watch(config, stop, ready)
+
+
 def _run_sweeper(config: StovepipeConfig, stop: asyncio.Event, ready: Ready) -> Awaitable[None]:
     from stovepipe.runtime.sweeper_worker import run_sweeper
 
@@ -199,6 +205,12 @@ STAGES: tuple[Stage, ...] = (
         consumes=(t.HOOK,),
         on_failure=OnFailure.PARK_UNREADABLE,
         handlers=_upstream_handlers,
+    ),
+    Stage(
+        "buildwatch",
+        "hear the runners' pushed build ends (WatchBuilds) and hand them to buildsignal",
+        run=_run_build_watch,
+        watched=(),
     ),
     Stage(
         "delay",
@@ -223,6 +235,17 @@ STAGES: tuple[Stage, ...] = (
 """Every worker, in the order ``stovepipe up`` starts them."""
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
+
+ALL = "all"
+"""``stovepipe worker all``: every stage above in one process (``stovepipe up``'s default)."""
+
+WORKER_NAMES: tuple[str, ...] = (*STAGE_NAMES, ALL)
+"""What ``stovepipe worker`` accepts."""
+
+
+def stages_named(name: str) -> tuple[Stage, ...]:
+    """The stages a worker called ``name`` runs: one, or every one for :data:`ALL`."""
+    return STAGES if name == ALL else (stage(name),)
 
 
 def stage(name: str) -> Stage:
@@ -254,6 +277,15 @@ def failure_rules(
         for topic in entry.consumes:
             rules[topic.name] = (entry.on_failure, policy)
     return rules
+
+
+def in_flight_limits(config: StovepipeConfig) -> Mapping[str, int]:
+    """Per consumed logical topic: how many records of a partition are handled at once."""
+    return {
+        topic.name: config.workers.in_flight(entry.name)
+        for entry in STAGES
+        for topic in entry.consumes
+    }
 
 
 def all_topics() -> list[str]:

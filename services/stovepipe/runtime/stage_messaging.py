@@ -49,10 +49,13 @@ FailureRules = Mapping[str, tuple[OnFailure, RetryPolicy | None]]
 class StageMessaging:
     """Publisher, delayed publisher and failure handling for the stages of one process."""
 
-    def __init__(self, bus: Bus, rules: FailureRules) -> None:
+    def __init__(
+        self, bus: Bus, rules: FailureRules, in_flight: Mapping[str, int] | None = None
+    ) -> None:
         self.bus = bus
         self.settings = bus.settings
         self._rules = rules
+        self._in_flight = dict(in_flight or {})
         self._stages: dict[str, str] = {}
         bus.failure_policy = self._on_failure
 
@@ -73,11 +76,17 @@ class StageMessaging:
     async def consuming(
         self, subscriptions: Sequence[tuple[str, str, DeliveryHandler]]
     ) -> AsyncIterator[None]:
-        """Start one consumer per ``(topic, group, handler)`` at once, stop them on exit."""
+        """Start one consumer per ``(topic, group, handler)`` at once; on exit, let
+        their in-flight records settle and commit, then stop them."""
         for topic, group, _ in subscriptions:
             self._stages.setdefault(topic, group)
         subscribers = [
-            self.bus.consumer.subscribe(topic, instrumented(topic, group, handler), group=group)
+            self.bus.consumer.subscribe(
+                topic,
+                instrumented(topic, group, handler),
+                group=group,
+                max_in_flight=self._in_flight.get(topic),
+            )
             for topic, group, handler in subscriptions
         ]
         await asyncio.gather(*(s.start() for s in subscribers))
@@ -86,6 +95,9 @@ class StageMessaging:
         try:
             yield
         finally:
+            await asyncio.wait_for(
+                self.bus.consumer.drain(subscribers), self.settings.graceful_timeout_s + 5
+            )
             await asyncio.wait_for(
                 asyncio.gather(*(s.stop() for s in subscribers)),
                 self.settings.graceful_timeout_s + 5,

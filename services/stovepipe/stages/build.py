@@ -49,14 +49,15 @@ class BuildTrigger(StageBase):
             raise NonRetryable(f"{request.id} is {request.state}; only admitted requests build")
         project = message.scope.project
         build_id = request.build_id or await self._trigger(request, project)
-        await self._persist_build(request, build_id, project)
-        if request.build_id != build_id:
-            try:
-                request = await self._store.update_request(
-                    request, with_build(request, build_id, now=self._clock())
-                )
-            except VersionMismatch as exc:
-                raise Retryable(f"{request.id} changed while attaching {build_id}") from exc
+        try:
+            async with self._store.unit():  # the Build and the Request naming it together
+                await self._persist_build(request, build_id, project)
+                if request.build_id != build_id:
+                    request = await self._store.update_request(
+                        request, with_build(request, build_id, now=self._clock())
+                    )
+        except VersionMismatch as exc:
+            raise Retryable(f"{request.id} changed while attaching {build_id}") from exc
         await self._publisher.publish(
             topics.BUILDSIGNAL,
             topics_pb2.BuildSignalMessage(

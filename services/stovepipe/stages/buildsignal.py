@@ -76,29 +76,68 @@ class BuildSignalPoller(StageBase):
         self._heartbeat = build_heartbeat(timedelta(seconds=sweeper_stale_after_s))
 
     async def __call__(self, message: topics_pb2.BuildSignalMessage) -> None:
+        if message.pushed:
+            await self._on_push(message)
+            return
         build = await self._store.get_build(message.queue, message.build_id)
         if build is None:
             raise Retryable(f"build {message.build_id} of {message.queue} not found")
         if build.request_id != message.request_id:
             raise NonRetryable(f"build {build.build_id} belongs to {build.request_id}")
-        if not build.status.terminal:
-            build = await self._refresh(build)
-            if not build.status.terminal:
-                await self._delayed.publish_after(
-                    topics.BUILDSIGNAL, message, self._poll_interval_s
+        if build.status.terminal:
+            await self._settle(build, message)
+            return
+        observed = await self._observe(build)
+        if observed is not None and observed.status.terminal:
+            await self._settle(observed, message, replacing=build)
+            return
+        if observed is not None:
+            await self._write_build(build, observed)
+        await self._delayed.publish_after(topics.BUILDSIGNAL, message, self._poll_interval_s)
+
+    async def _on_push(self, message: topics_pb2.BuildSignalMessage) -> None:
+        """A runner said the build ended: confirm it with ``Status`` and settle now.
+
+        Only a build this message finds still running is settled here; one already
+        terminal in storage was ended by a poll (or an earlier notice), whose own
+        message settles it, redelivery included. Nothing in this path retries or
+        dead-letters: a notice that cannot be matched, confirmed or settled is
+        dropped, and the build's poll chain, which is never stopped by a notice,
+        settles it on its slower cadence. So a forged notice costs a ``Status``
+        call and changes nothing.
+        """
+        try:
+            build = await self._store.get_build(message.queue, message.build_id)
+            if build is None or build.request_id != message.request_id:
+                log.info("pushed end of %s matches no build of ours; dropped", message.build_id)
+                return
+            if build.status.terminal:
+                return
+            observed = await self._observe(build)
+            if observed is None or not observed.status.terminal:
+                log.info(
+                    "pushed end of %s not confirmed by Status; polling goes on", build.build_id
                 )
                 return
-        await self._settle(build, message)
+            await self._settle(observed, message, replacing=build)
+        except Exception as exc:
+            log.warning(
+                "pushed end of %s not settled (%s); its polling settles it",
+                message.build_id,
+                exc,
+            )
 
-    async def _refresh(self, build: Build) -> Build:
+    async def _observe(self, build: Build) -> Build | None:
+        """The Build as the runner's ``Status`` reports it, to be stored; None when nothing
+        needs writing (same state, still running, heartbeat fresh)."""
         config = self._queues.queue(build.queue)
         report = await self._extensions.build_runner(config).status(build.build_id)
         status = BuildStatus(report.state.value)
         now = self._clock()
         fresh = now - build.updated_at < self._heartbeat
         if status == build.status and not status.terminal and fresh:
-            return build
-        updated = dataclasses.replace(
+            return None
+        return dataclasses.replace(
             build,
             status=status,
             targets=_target_graph(report),
@@ -106,32 +145,68 @@ class BuildSignalPoller(StageBase):
             version=build.version + 1,
             updated_at=now,
         )
-        try:
-            return await self._store.update_build(build, updated)
-        except VersionMismatch as exc:
-            raise Retryable(f"build {build.build_id} changed concurrently") from exc
 
-    async def _settle(self, build: Build, message: topics_pb2.BuildSignalMessage) -> None:
-        request = await self._store.get_request(build.request_id)
-        if request is None:
-            raise Retryable(f"{build.request_id} not found (not yet visible?)")
+    async def _write_build(self, old: Build, new: Build) -> Build:
+        try:
+            return await self._store.update_build(old, new)
+        except VersionMismatch as exc:
+            raise Retryable(f"build {old.build_id} changed concurrently") from exc
+
+    async def _settle(
+        self,
+        build: Build,
+        message: topics_pb2.BuildSignalMessage,
+        *,
+        replacing: Build | None = None,
+    ) -> None:
+        """Store the ended build (when ``replacing`` is the row it was read as), free the
+        slot and stamp the outcome in one transaction; then keep the failed targets'
+        logs and hand the Request to record."""
+        async with self._store.unit():
+            if replacing is not None:
+                await self._write_build(replacing, build)
+            request = await self._store.get_request(build.request_id)
+            if request is None:
+                raise Retryable(f"{build.request_id} not found (not yet visible?)")
+            if message.scope.project:
+                # A project-scoped build (analyze asked for it after the Request
+                # settled): no slot, no outcome to stamp; record derives the fact.
+                stale = is_stale(message.request_attempt, request)
+            elif is_stale(message.request_attempt, request) or request.build_id != build.build_id:
+                # The build of an earlier attempt: its slot, outcome and verdict are
+                # no business of the attempt now running (a re-validation).
+                log.info(
+                    "%s: build %s is not its current build; ignored", request.id, build.build_id
+                )
+                return
+            elif await self._settled_already(request):
+                return
+            else:
+                await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
+                request = await self._stamp_outcome(request, build)
         if message.scope.project:
-            # A project-scoped build (analyze asked for it after the Request
-            # settled): no slot, no outcome to stamp; record derives the fact.
-            if not is_stale(message.request_attempt, request):
+            if not stale:
                 await self._publisher.publish(
                     topics.RECORD, record_message(request, message.scope.project)
                 )
             return
-        if is_stale(message.request_attempt, request) or request.build_id != build.build_id:
-            # The build of an earlier attempt: its slot, outcome and verdict are
-            # no business of the attempt now running (a re-validation).
-            log.info("%s: build %s is not its current build; ignored", request.id, build.build_id)
-            return
-        await queue_ops.release_slot(self._store, request.queue, request.id, self._clock)
         await self._keep_failed_logs(request, build)
-        request = await self._stamp_outcome(request, build)
         await self._publisher.publish(topics.RECORD, record_message(request, message.scope.project))
+
+    async def _settled_already(self, request: Request) -> bool:
+        """Whether this build's end was settled and recorded by another message (a pushed
+        end before this poll, or the other way round): the outcome is stamped and the
+        fact of this attempt exists. Then nothing is left to do, and doing it again would
+        only record twice. Anything short of that (a crash between the stamp and the
+        record) is settled again, every step recognising its own effect."""
+        if request.state not in (RequestState.SUCCEEDED, RequestState.FAILED):
+            return False
+        if self._queues.queue(request.queue).projects:
+            return False  # the whole-repository fact waits for the projects' facts
+        fact = await self._store.get_fact_of_attempt(
+            request.queue, request.uri, "", request.attempt
+        )
+        return fact is not None
 
     async def _keep_failed_logs(self, request: Request, build: Build) -> None:
         """Copy the output of the targets that failed into storage (redacted, bounded),

@@ -73,15 +73,17 @@ class HeadIngester(StageBase):
         uri = resolved_uri or await self._extensions.source_control(config).resolve_head(
             queue_source(config)
         )
-        request, created = await self._store.create_request(
-            queue,
-            uri,
-            trigger=trigger,
-            now=self._clock(),
-            trigger_details=pairs,
-            upstream_greens=await self._upstream_greens(config.depends_on),
-        )
-        await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
+        upstream_greens = await self._upstream_greens(config.depends_on)
+        async with self._store.unit():  # the Request and the Queue's latest head together
+            request, created = await self._store.create_request(
+                queue,
+                uri,
+                trigger=trigger,
+                now=self._clock(),
+                trigger_details=pairs,
+                upstream_greens=upstream_greens,
+            )
+            await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
             await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)

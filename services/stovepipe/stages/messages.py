@@ -92,18 +92,18 @@ async def wake_queue(store: Store, publisher: Publisher, queue: QueueState, free
     the first, one more for every slot freed while it builds.
     """
     latest = queue.latest_request_id
-    if latest and latest != freed_by:
-        head = await store.get_request(latest)
-        if head is None or head.state is RequestState.ACCEPTED:  # None: not yet visible
-            await publisher.publish(
-                topics.PROCESS, topics_pb2.ProcessMessage(request_id=latest, queue=queue.name)
-            )
-    waiting = await store.list_requests(
-        queue.name,
-        states=[RequestState.ACCEPTED],
-        limit=WAITING_REVALIDATIONS_LIMIT,
-        newest_first=False,
-    )
-    for request in waiting:
-        if request.attempt > 1 and request.id != freed_by:
-            await publisher.publish(topics.PROCESS, process_message(request))
+    wake: list[topics_pb2.ProcessMessage] = []
+    async with store.unit(read_only=True):  # both reads in one transaction; the publishes after it
+        if latest and latest != freed_by:
+            head = await store.get_request(latest)
+            if head is None or head.state is RequestState.ACCEPTED:  # None: not yet visible
+                wake.append(topics_pb2.ProcessMessage(request_id=latest, queue=queue.name))
+        waiting = await store.list_requests(
+            queue.name,
+            states=[RequestState.ACCEPTED],
+            limit=WAITING_REVALIDATIONS_LIMIT,
+            newest_first=False,
+        )
+    wake += [process_message(r) for r in waiting if r.attempt > 1 and r.id != freed_by]
+    for message in wake:
+        await publisher.publish(topics.PROCESS, message)

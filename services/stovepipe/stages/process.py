@@ -79,12 +79,13 @@ class RequestAdmitter(StageBase):
         await self._coalesce_gate_admit(request)
 
     async def _coalesce_gate_admit(self, request: Request) -> None:
-        queue = await self._store.ensure_queue(request.queue)
-        if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
-            await self._supersede(request, queue.latest_request_id)
-            return
-        await self._supersede_older_waiting(request)
-        gated = await self._take_slot(request)
+        async with self._store.unit():  # coalescing and the gate: one transaction
+            queue = await self._store.ensure_queue(request.queue)
+            if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
+                await self._supersede(request, queue.latest_request_id)
+                return
+            await self._supersede_older_waiting(request)
+            gated = await self._take_slot(request)
         if gated is None:
             return
         # A slot taken here and not followed by admission (SourceControl down)

@@ -22,12 +22,13 @@ async def _update(
     store: Store, queue: str, change: Callable[[QueueState], QueueState | None]
 ) -> QueueState:
     for _ in range(MAX_CAS_ATTEMPTS):
-        current = await store.ensure_queue(queue)
-        wanted = change(current)
-        if wanted is None:
-            return current
         try:
-            return await store.update_queue(current, wanted)
+            async with store.unit():  # the read and its compare-and-swap: one transaction
+                current = await store.ensure_queue(queue)
+                wanted = change(current)
+                if wanted is None:
+                    return current
+                return await store.update_queue(current, wanted)
         except VersionMismatch:
             continue
     raise Retryable(f"queue {queue}: lost {MAX_CAS_ATTEMPTS} version races in a row")

@@ -93,14 +93,17 @@ class VerdictRecorder(StageBase):
             verdict = project_ops.whole_repo_degree(config.projects, facts)
         else:
             verdict = await self._verdict(request)
-        fact = await self._create_or_adopt_fact(request, project, verdict)
-        queue = await self._advance_bookmark(request, fact)
+        async with self._store.unit():  # the fact and the bookmark it moves: one transaction
+            fact = await self._create_or_adopt_fact(request, project, verdict)
+            queue = await self._advance_bookmark(request, fact)
         took_bookmark = queue.last_green_request_id == request.id
         await wake_queue(self._store, self._publisher, queue, request.id)
         if took_bookmark:
             await self._promote(request)
-        answer = await self._store.get_fact(request.queue, request.uri, project) or fact
-        for event in await self._events(request, answer, took_bookmark):
+        async with self._store.unit(read_only=True):  # the reads the events are made of
+            answer = await self._store.get_fact(request.queue, request.uri, project) or fact
+            events = await self._events(request, answer, took_bookmark)
+        for event in events:
             if answer.request_id == request.id:
                 _add_trigger(event.data, request)
             await self._publisher.publish(topics.HOOK, event)

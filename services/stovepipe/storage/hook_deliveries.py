@@ -1,8 +1,9 @@
 """Hook deliveries: whether one event has reached one subscription of its Queue.
 
 The dispatcher creates the row when it reads the event (create-only, so a
-redelivered event finds the row and never makes a second one) and records
-each attempt with a CAS on ``version``. The row holds the event itself, so
+redelivered event finds the row and never makes a second one), claims each
+attempt and then records its outcome, both with a CAS on ``version`` (the
+claim is what lets several dispatcher replicas share the rows). The row holds the event itself, so
 retries and an operator's redelivery send the same bytes and the same id,
 whatever happened to the topic since.
 """
@@ -71,6 +72,13 @@ class HookDelivery:
             next_attempt_at=next_attempt_at,
             delivered_at=now if status is HookDeliveryStatus.DELIVERED else self.delivered_at,
         )
+
+    def claimed(self, *, now: datetime, until: datetime) -> HookDelivery:
+        """The row taken for one attempt (``version + 1``): ``next_attempt_at`` becomes the
+        end of the claim, so no other dispatcher sends it before then, and a dispatcher
+        that dies mid-attempt leaves it due again at that time."""
+        return dataclasses.replace(self, version=self.version + 1, updated_at=now,
+                                   next_attempt_at=until)  # fmt: skip
 
     def settled(self, status: HookDeliveryStatus, *, now: datetime, error: str) -> HookDelivery:
         """The row ended without an attempt (its subscription is gone or disabled)."""

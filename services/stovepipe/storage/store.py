@@ -7,12 +7,17 @@ create-only insert uses ``ON CONFLICT DO NOTHING`` and, when the row was
 already there, reads it back for the caller to adopt. The one write that
 touches two rows is a new Request together with its dedup row, in one
 transaction, so that a dedup row never points at a Request that is missing.
+
+A stage step that makes several calls in a row (read the Queue, update it,
+stamp the Request) runs them in one transaction with :meth:`Store.unit`: one
+connection, one ``BEGIN``/``COMMIT``, each call unchanged inside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +57,7 @@ from stovepipe.domain.errors import InvalidInput
 from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 from stovepipe.storage import convert
 from stovepipe.storage.build_logs import BuildLog
+from stovepipe.storage.engine import SQLITE_BEGIN_OPTION
 from stovepipe.storage.errors import (
     AlreadyExists,
     StorageError,
@@ -99,6 +105,46 @@ class Store:
         self._dialect = engine.dialect.name
         if self._dialect not in ("postgresql", "sqlite"):
             raise InvalidInput(f"unsupported database dialect {self._dialect!r}")
+        self._unit: ContextVar[AsyncConnection | None] = ContextVar(
+            f"stovepipe-store-unit-{id(self)}", default=None
+        )
+
+    @asynccontextmanager
+    async def unit(self, *, read_only: bool = False) -> AsyncIterator[None]:
+        """Every call of this Store inside the block shares one transaction.
+
+        Why: a stage step used to be a transaction per call (a read, then a
+        compare-and-swap, then another), each a round trip and a pool checkout;
+        in one unit they commit together or not at all. The calls keep their own
+        semantics: a lost compare-and-swap still raises ``VersionMismatch`` and
+        a create-only insert still reports the row it found, neither of which
+        spoils the transaction. A unit inside a unit joins the outer one.
+
+        Keep a unit to storage calls: no RPC and no publish inside it (a
+        published message could be read before the commit it describes, and on
+        SQLite the unit holds the write lock: it begins ``IMMEDIATE``, so two
+        read-then-write units queue for the lock instead of failing on a stale
+        snapshot). Nor spawn tasks in it: they would share the connection.
+        ``read_only`` units (reads that belong together) take no write lock.
+        """
+        if self._unit.get() is not None:
+            yield
+            return
+        try:
+            async with self.engine.connect() as conn:
+                if self._dialect == "sqlite" and not read_only:
+                    conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                async with conn.begin():
+                    token = self._unit.set(conn)
+                    try:
+                        yield
+                    finally:
+                        self._unit.reset(token)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def close(self) -> None:
         """Close the engine's pooled connections."""
@@ -800,6 +846,9 @@ class Store:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if (bound := self._unit.get()) is not None:
+            yield bound
+            return
         try:
             async with self.engine.begin() as conn:
                 yield conn
@@ -811,7 +860,11 @@ class Store:
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one read-only statement: autocommit, so no BEGIN/COMMIT trips."""
+        """A connection for one read-only statement: autocommit, so no BEGIN/COMMIT trips
+        (inside a unit: the unit's connection)."""
+        if (bound := self._unit.get()) is not None:
+            yield bound
+            return
         try:
             async with self.engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")

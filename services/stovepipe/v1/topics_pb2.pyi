@@ -101,12 +101,18 @@ class BuildSignalMessage(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
     REQUEST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    PUSHED_FIELD_NUMBER: _builtins.int
     build_id: _builtins.str
     request_id: _builtins.str
     queue: _builtins.str
     request_attempt: _builtins.int
     """The Request's attempt this message belongs to; 0 means "whichever is current".
     A message of an older attempt is stale after a re-validation and is skipped.
+    """
+    pushed: _builtins.bool
+    """True when the runner pushed the build's end (WatchBuilds) rather than a poll
+    asking: such a message is a hint that is confirmed with Status, never starts a
+    poll chain of its own and is dropped when it names a build storage does not know.
     """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope: ...
@@ -118,10 +124,11 @@ class BuildSignalMessage(_message.Message):
         queue: _builtins.str = ...,
         scope: _types_pb2.Scope | None = ...,
         request_attempt: _builtins.int = ...,
+        pushed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "pushed", b"pushed", "queue", b"queue", "request_attempt", b"request_attempt", "request_id", b"request_id", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.buildrunner import LOG_LIMIT, RUNNER_SETTINGS, listing, read_text, tree_size
+from harness.chaos_proxy import chaos_proxy
 from harness.git_repos import WorkRepo, git
 from harness.processes import process_alive
 from harness.sc_double import SourceControlDouble
@@ -27,6 +29,7 @@ from stovepipe.extensions.buildrunner.local import LocalRunnerServer, RunnerSett
 from stovepipe.extensions.buildrunner.local.locator import LocatorError, SourceControlLocator
 from stovepipe.grpcutil import GrpcServer, open_channel
 from stovepipe.testing import until
+from stovepipe.testing.contracts import build_runner_client
 from stovepipe.testing.contracts.buildrunner import wait_terminal
 
 
@@ -236,6 +239,33 @@ async def test_unknown_changes_run_every_target_and_say_so(
     assert "changed files unknown" in report.message
 
 
+async def test_what_the_trigger_says_of_the_commits_is_not_asked_again(
+    client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
+) -> None:
+    """Given the head's revision and the changed paths, the runner builds without a
+    single SourceControl call (ChangedFiles would fail here, and is not reached)."""
+    base_revision = repo.commit({"src/a": "1"})
+    head_revision = repo.commit({"src/a": "2"})
+    base, head = sc.mint(base_revision), sc.mint(head_revision)
+    sc.fail_changed_files = True
+    targets = (
+        TargetSpec(name="src", command="test -f src/a", paths=("src/",)),
+        TargetSpec(name="docs", command="true", paths=("docs/",)),
+    )
+    spec = dataclasses.replace(
+        _spec(repo, head, *targets, base=base),
+        head_revision=head_revision,
+        changed_paths=("src/a",),
+    )
+
+    report = await wait_terminal(client, await client.trigger(spec))
+
+    assert report.state is BuildState.SUCCEEDED, report.message
+    assert [t.state for t in report.targets] == [TargetState.SUCCEEDED, TargetState.SKIPPED]
+    assert "changed files unknown" not in report.message
+    assert sc.describe_calls == 0
+
+
 async def test_option_like_revision_is_refused(
     client: BuildRunnerClient, sc: SourceControlDouble, repo: WorkRepo
 ) -> None:
@@ -393,3 +423,28 @@ async def test_source_control_down_for_good_errors_the_build_once_retries_run_ou
     finally:
         await channel.close(None)
     assert 2 <= sc.describe_calls < 1_000
+
+
+async def test_watch_builds_passes_through_the_fault_suites_proxy(
+    local_server: LocalRunnerServer, sc: SourceControlDouble, repo: WorkRepo
+) -> None:
+    """The fault suite puts a chaos proxy between core and the runner; the push must
+    cross it, or every fault scenario would run on polling alone."""
+    head = sc.mint(repo.commit({"src/a": "1"}))
+    spec = dataclasses.replace(
+        _spec(repo, head, TargetSpec(name="unit", command="true")),
+        idempotency_key="through-the-proxy",
+    )
+    async with (
+        chaos_proxy(local_server.address) as proxy,
+        build_runner_client(proxy.address) as proxied,
+        proxied.watch_builds() as notices,
+    ):
+        build_id = await proxied.trigger(spec)
+        notice = await asyncio.wait_for(anext(aiter(notices)), 60)
+
+    assert (notice.build_id, notice.state, notice.idempotency_key) == (
+        build_id,
+        BuildState.SUCCEEDED,
+        "through-the-proxy",
+    )

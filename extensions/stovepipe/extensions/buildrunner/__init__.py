@@ -15,6 +15,7 @@ from stovepipe.extensions.buildrunner.errors import (
     TargetNotFound,
 )
 from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
     BuildReport,
     BuildSource,
     BuildState,
@@ -27,6 +28,7 @@ from stovepipe.extensions.buildrunner.model import (
 )
 
 __all__ = [
+    "BuildEnded",
     "BuildNotFound",
     "BuildReport",
     "BuildRunner",

@@ -7,18 +7,23 @@ core classifies gRPC status codes in one place (``stovepipe.failures``).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import grpc
 
 from stovepipe.ext.v1 import build_runner_pb2 as pb
 from stovepipe.ext.v1.build_runner_pb2_grpc import BuildRunnerServiceStub
 from stovepipe.extensions.buildrunner.codec import (
     decode_build_state,
+    decode_ended,
     decode_log,
     decode_report,
     encode_trigger,
 )
 from stovepipe.extensions.buildrunner.contract import BuildRunner
 from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
     BuildReport,
     BuildSource,
     BuildState,
@@ -31,6 +36,7 @@ from stovepipe.extensions.buildrunner.model import (
 )
 
 __all__ = [
+    "BuildEnded",
     "BuildReport",
     "BuildRunner",
     "BuildRunnerClient",
@@ -85,3 +91,31 @@ class BuildRunnerClient:
             pb.GetLogRequest(build_id=build_id, target=target), timeout=self._deadline(timeout_s)
         )
         return decode_log(response)
+
+    @asynccontextmanager
+    async def watch_builds(self) -> AsyncIterator[AsyncIterator[BuildEnded]]:
+        """The runner's ``WatchBuilds`` stream, entered once the server has registered it
+        (its initial metadata arrived); no deadline, cancelled on exit."""
+        call = self._stub.WatchBuilds(pb.WatchBuildsRequest())
+        try:
+            await call.initial_metadata()
+            if call.done():
+                await _raise_status(call)
+            yield _decoded(call)
+        finally:
+            call.cancel()
+
+
+async def _decoded(
+    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.WatchBuildsResponse],
+) -> AsyncIterator[BuildEnded]:
+    async for notice in call:
+        yield decode_ended(notice)
+
+
+async def _raise_status(
+    call: grpc.aio.UnaryStreamCall[pb.WatchBuildsRequest, pb.WatchBuildsResponse],
+) -> None:
+    """Surface a stream the server ended at once (``UNIMPLEMENTED``, ``UNAUTHENTICATED``)."""
+    async for _ in call:
+        pass

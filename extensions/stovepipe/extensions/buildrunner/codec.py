@@ -12,6 +12,7 @@ from stovepipe.ext.v1 import build_runner_pb2 as pb
 from stovepipe.ext.v1 import source_control_pb2 as sc_pb
 from stovepipe.extensions.buildrunner.errors import MalformedReply
 from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
     BuildReport,
     BuildSource,
     BuildState,
@@ -91,6 +92,9 @@ def encode_trigger(spec: TriggerSpec) -> pb.TriggerRequest:
             for t in spec.targets
         ],
         idempotency_key=spec.idempotency_key,
+        head_revision=spec.head_revision,
+        changed_paths_known=spec.changed_paths is not None,
+        changed_paths=list(spec.changed_paths or ()),
     )
 
 
@@ -115,6 +119,8 @@ def decode_trigger(request: pb.TriggerRequest) -> TriggerSpec:
             for t in request.targets
         ),
         idempotency_key=request.idempotency_key,
+        head_revision=request.head_revision,
+        changed_paths=tuple(request.changed_paths) if request.changed_paths_known else None,
     )
 
 
@@ -158,3 +164,19 @@ def encode_log(chunk: LogChunk) -> pb.GetLogResponse:
 
 def decode_log(response: pb.GetLogResponse) -> LogChunk:
     return LogChunk(content=response.content, truncated=response.truncated)
+
+
+def encode_ended(ended: BuildEnded) -> pb.WatchBuildsResponse:
+    return pb.WatchBuildsResponse(
+        build_id=ended.build_id,
+        state=encode_build_state(ended.state),
+        idempotency_key=ended.idempotency_key,
+    )
+
+
+def decode_ended(notice: pb.WatchBuildsResponse) -> BuildEnded:
+    return BuildEnded(
+        build_id=notice.build_id,
+        state=decode_build_state(notice.state),
+        idempotency_key=notice.idempotency_key,
+    )

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from stovepipe.extensions.buildrunner.model import BuildReport, BuildState, LogChunk, TriggerSpec
+from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
+    BuildReport,
+    BuildState,
+    LogChunk,
+    TriggerSpec,
+)
 
 
 class BuildRunner(Protocol):
@@ -27,3 +35,13 @@ class BuildRunner(Protocol):
         ...
 
     async def get_log(self, build_id: str, target: str) -> LogChunk: ...
+
+    def watch_builds(self) -> AbstractAsyncContextManager[AsyncIterator[BuildEnded]]:
+        """Every build that ends once the context is entered, as it ends (after its end is
+        durable): ``async with runner.watch_builds() as ended: async for notice in ended``.
+
+        Nothing is replayed: a build that ended before the watch was entered, or
+        while the receiver was away, is found by polling ``status``. A runner that
+        cannot push raises ``UNIMPLEMENTED`` (on entry or on the first step).
+        """
+        ...

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from stovepipe.extensions.buildrunner.errors import (
@@ -24,7 +25,9 @@ from stovepipe.extensions.buildrunner.errors import (
     TargetNotFound,
     as_rpc_error,
 )
+from stovepipe.extensions.buildrunner.feed import EndedFeed
 from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
     BuildReport,
     BuildState,
     LogChunk,
@@ -116,6 +119,7 @@ class _Build:
     steps: list[_Step]
     state: BuildState
     message: str = ""
+    announced: bool = False
 
 
 class FakeBuildRunner:
@@ -139,6 +143,7 @@ class FakeBuildRunner:
         self.started: list[tuple[str, str]] = []
         """``(build id, target)`` for every target that started to run."""
         self.cancels: list[str] = []
+        self._ended = EndedFeed()
 
     def script(self, head_uri: str, outcome: Outcome) -> None:
         """Builds of ``head_uri`` triggered from now on end as ``outcome`` says."""
@@ -183,7 +188,23 @@ class FakeBuildRunner:
         if spec.idempotency_key:
             self._by_key[spec.idempotency_key] = build.build_id
         self._advance(build)
+        self._announce_if_ended(build)
         return build.build_id
+
+    def watch_builds(self) -> AbstractAsyncContextManager[AsyncIterator[BuildEnded]]:
+        """Notices of builds the fake saw end (it advances builds when asked about them)."""
+        return self._ended.watch()
+
+    def _announce_if_ended(self, build: _Build) -> None:
+        if build.state.terminal and not build.announced:
+            build.announced = True
+            self._ended.publish(
+                BuildEnded(
+                    build_id=build.build_id,
+                    state=build.state,
+                    idempotency_key=build.spec.idempotency_key,
+                )
+            )
 
     async def status(self, build_id: str) -> BuildReport:
         build = self._get(build_id)
@@ -216,6 +237,7 @@ class FakeBuildRunner:
                 step.ended_at = self._clock()
         build.state = BuildState.CANCELLED
         build.message = "cancelled"
+        self._announce_if_ended(build)
         return build.state
 
     async def get_log(self, build_id: str, target: str) -> LogChunk:
@@ -235,7 +257,11 @@ class FakeBuildRunner:
             raise as_rpc_error(BuildNotFound(build_id)) from None
 
     def _new_build(self, spec: TriggerSpec, outcome: Outcome) -> _Build:
-        changed = self._changes.get((spec.base_uri, spec.head_uri)) if spec.base_uri else None
+        changed: tuple[str, ...] | None = None
+        if spec.base_uri:
+            changed = spec.changed_paths
+            if changed is None:
+                changed = self._changes.get((spec.base_uri, spec.head_uri))
         steps = []
         hang_pending = outcome.hang_first
         for target in spec.targets:
@@ -280,6 +306,7 @@ class FakeBuildRunner:
                 step.state, step.exit_code = step.script.state, step.script.exit_code
             step.ended_at = now
         build.state = verdict(step.state for step in build.steps)
+        self._announce_if_ended(build)
 
     def _duration(self, step: _Step) -> float:
         if step.started_at is None:

@@ -102,6 +102,11 @@ class TriggerSpec:
     project: str = ""
     targets: tuple[TargetSpec, ...] = ()
     idempotency_key: str = ""
+    head_revision: str = ""
+    """The VCS-native revision of ``head_uri`` when the caller knows it; empty: ask."""
+    changed_paths: tuple[str, ...] | None = None
+    """What changed between ``base_uri`` and ``head_uri`` when the caller knows it;
+    ``None``: ask SourceControl."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +127,16 @@ class BuildReport:
     state: BuildState
     targets: tuple[TargetReport, ...] = ()
     message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildEnded:
+    """A runner's notice that a build reached a terminal state: a hint the receiver
+    confirms with ``status`` before acting, never a verdict in itself."""
+
+    build_id: str
+    state: BuildState
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

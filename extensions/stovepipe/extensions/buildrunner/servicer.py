@@ -6,7 +6,7 @@ its status code, and an ``AioRpcError`` (what the fake raises) keeps its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
@@ -16,6 +16,7 @@ from stovepipe.ext.v1 import build_runner_pb2_grpc as pb_grpc
 from stovepipe.extensions.buildrunner.codec import (
     decode_trigger,
     encode_build_state,
+    encode_ended,
     encode_log,
     encode_report,
 )
@@ -62,3 +63,16 @@ class BuildRunnerServicer(pb_grpc.BuildRunnerServiceServicer):
     async def GetLog(self, request: pb.GetLogRequest, context: Context) -> pb.GetLogResponse:
         chunk = await _answer(context, self._runner.get_log(request.build_id, request.target))
         return encode_log(chunk)
+
+    async def WatchBuilds(
+        self, request: pb.WatchBuildsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchBuildsResponse]:
+        try:
+            async with self._runner.watch_builds() as ended:
+                await context.send_initial_metadata(())
+                async for notice in ended:
+                    yield encode_ended(notice)
+        except BuildRunnerError as exc:
+            await context.abort(exc.code, str(exc))
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "")

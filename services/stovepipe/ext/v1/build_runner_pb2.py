@@ -26,37 +26,41 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from stovepipe.ext.v1 import source_control_pb2 as stovepipe_dot_ext_dot_v1_dot_source__control__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#stovepipe/ext/v1/build_runner.proto\x12\x10stovepipe.ext.v1\x1a\x1egoogle/protobuf/duration.proto\x1a%stovepipe/ext/v1/source_control.proto\"x\n\x0b\x42uildTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\r\n\x05paths\x18\x03 \x03(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07network\x18\x05 \x01(\x08\"\x99\x01\n\x0cTargetResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.stovepipe.ext.v1.TargetState\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05paths\x18\x05 \x03(\t\"\xbd\x01\n\x0eTriggerRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\x12.\n\x07targets\x18\x05 \x03(\x0b\x32\x1d.stovepipe.ext.v1.BuildTarget\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"#\n\x0fTriggerResponse\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"!\n\rStatusRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"\x7f\n\x0eStatusResponse\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.stovepipe.ext.v1.BuildState\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.stovepipe.ext.v1.TargetResult\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\rCancelRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"=\n\x0e\x43\x61ncelResponse\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.stovepipe.ext.v1.BuildState\"1\n\rGetLogRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"4\n\x0eGetLogResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x11\n\ttruncated\x18\x02 \x01(\x08*\xc2\x01\n\nBuildState\x12\x1b\n\x17\x42UILD_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42UILD_STATE_PENDING\x10\x01\x12\x17\n\x13\x42UILD_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42UILD_STATE_SUCCEEDED\x10\x03\x12\x16\n\x12\x42UILD_STATE_FAILED\x10\x04\x12\x19\n\x15\x42UILD_STATE_CANCELLED\x10\x05\x12\x17\n\x13\x42UILD_STATE_ERRORED\x10\x06*\xe6\x01\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_STATE_PENDING\x10\x01\x12\x18\n\x14TARGET_STATE_RUNNING\x10\x02\x12\x1a\n\x16TARGET_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13TARGET_STATE_FAILED\x10\x04\x12\x18\n\x14TARGET_STATE_SKIPPED\x10\x05\x12\x1a\n\x16TARGET_STATE_TIMED_OUT\x10\x06\x12\x1a\n\x16TARGET_STATE_CANCELLED\x10\x07\x32\xcb\x02\n\x12\x42uildRunnerService\x12N\n\x07Trigger\x12 .stovepipe.ext.v1.TriggerRequest\x1a!.stovepipe.ext.v1.TriggerResponse\x12K\n\x06Status\x12\x1f.stovepipe.ext.v1.StatusRequest\x1a .stovepipe.ext.v1.StatusResponse\x12K\n\x06\x43\x61ncel\x12\x1f.stovepipe.ext.v1.CancelRequest\x1a .stovepipe.ext.v1.CancelResponse\x12K\n\x06GetLog\x12\x1f.stovepipe.ext.v1.GetLogRequest\x1a .stovepipe.ext.v1.GetLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#stovepipe/ext/v1/build_runner.proto\x12\x10stovepipe.ext.v1\x1a\x1egoogle/protobuf/duration.proto\x1a%stovepipe/ext/v1/source_control.proto\"x\n\x0b\x42uildTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\r\n\x05paths\x18\x03 \x03(\t\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07network\x18\x05 \x01(\x08\"\x99\x01\n\x0cTargetResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.stovepipe.ext.v1.TargetState\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05paths\x18\x05 \x03(\t\"\x88\x02\n\x0eTriggerRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.stovepipe.ext.v1.QueueSource\x12\x10\n\x08\x62\x61se_uri\x18\x02 \x01(\t\x12\x10\n\x08head_uri\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\x12.\n\x07targets\x18\x05 \x03(\x0b\x32\x1d.stovepipe.ext.v1.BuildTarget\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x15\n\rhead_revision\x18\x64 \x01(\t\x12\x1b\n\x13\x63hanged_paths_known\x18\x65 \x01(\x08\x12\x15\n\rchanged_paths\x18\x66 \x03(\t\"#\n\x0fTriggerResponse\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"!\n\rStatusRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"\x7f\n\x0eStatusResponse\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.stovepipe.ext.v1.BuildState\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.stovepipe.ext.v1.TargetResult\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\rCancelRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\"=\n\x0e\x43\x61ncelResponse\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.stovepipe.ext.v1.BuildState\"1\n\rGetLogRequest\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"4\n\x0eGetLogResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x14\n\x12WatchBuildsRequest\"m\n\x13WatchBuildsResponse\x12\x10\n\x08\x62uild_id\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.stovepipe.ext.v1.BuildState\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t*\xc2\x01\n\nBuildState\x12\x1b\n\x17\x42UILD_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42UILD_STATE_PENDING\x10\x01\x12\x17\n\x13\x42UILD_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42UILD_STATE_SUCCEEDED\x10\x03\x12\x16\n\x12\x42UILD_STATE_FAILED\x10\x04\x12\x19\n\x15\x42UILD_STATE_CANCELLED\x10\x05\x12\x17\n\x13\x42UILD_STATE_ERRORED\x10\x06*\xe6\x01\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TARGET_STATE_PENDING\x10\x01\x12\x18\n\x14TARGET_STATE_RUNNING\x10\x02\x12\x1a\n\x16TARGET_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13TARGET_STATE_FAILED\x10\x04\x12\x18\n\x14TARGET_STATE_SKIPPED\x10\x05\x12\x1a\n\x16TARGET_STATE_TIMED_OUT\x10\x06\x12\x1a\n\x16TARGET_STATE_CANCELLED\x10\x07\x32\xa9\x03\n\x12\x42uildRunnerService\x12N\n\x07Trigger\x12 .stovepipe.ext.v1.TriggerRequest\x1a!.stovepipe.ext.v1.TriggerResponse\x12K\n\x06Status\x12\x1f.stovepipe.ext.v1.StatusRequest\x1a .stovepipe.ext.v1.StatusResponse\x12K\n\x06\x43\x61ncel\x12\x1f.stovepipe.ext.v1.CancelRequest\x1a .stovepipe.ext.v1.CancelResponse\x12K\n\x06GetLog\x12\x1f.stovepipe.ext.v1.GetLogRequest\x1a .stovepipe.ext.v1.GetLogResponse\x12\\\n\x0bWatchBuilds\x12$.stovepipe.ext.v1.WatchBuildsRequest\x1a%.stovepipe.ext.v1.WatchBuildsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stovepipe.ext.v1.build_runner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BUILDSTATE']._serialized_start=1003
-  _globals['_BUILDSTATE']._serialized_end=1197
-  _globals['_TARGETSTATE']._serialized_start=1200
-  _globals['_TARGETSTATE']._serialized_end=1430
+  _globals['_BUILDSTATE']._serialized_start=1211
+  _globals['_BUILDSTATE']._serialized_end=1405
+  _globals['_TARGETSTATE']._serialized_start=1408
+  _globals['_TARGETSTATE']._serialized_end=1638
   _globals['_BUILDTARGET']._serialized_start=128
   _globals['_BUILDTARGET']._serialized_end=248
   _globals['_TARGETRESULT']._serialized_start=251
   _globals['_TARGETRESULT']._serialized_end=404
   _globals['_TRIGGERREQUEST']._serialized_start=407
-  _globals['_TRIGGERREQUEST']._serialized_end=596
-  _globals['_TRIGGERRESPONSE']._serialized_start=598
-  _globals['_TRIGGERRESPONSE']._serialized_end=633
-  _globals['_STATUSREQUEST']._serialized_start=635
-  _globals['_STATUSREQUEST']._serialized_end=668
-  _globals['_STATUSRESPONSE']._serialized_start=670
-  _globals['_STATUSRESPONSE']._serialized_end=797
-  _globals['_CANCELREQUEST']._serialized_start=799
-  _globals['_CANCELREQUEST']._serialized_end=832
-  _globals['_CANCELRESPONSE']._serialized_start=834
-  _globals['_CANCELRESPONSE']._serialized_end=895
-  _globals['_GETLOGREQUEST']._serialized_start=897
-  _globals['_GETLOGREQUEST']._serialized_end=946
-  _globals['_GETLOGRESPONSE']._serialized_start=948
-  _globals['_GETLOGRESPONSE']._serialized_end=1000
-  _globals['_BUILDRUNNERSERVICE']._serialized_start=1433
-  _globals['_BUILDRUNNERSERVICE']._serialized_end=1764
+  _globals['_TRIGGERREQUEST']._serialized_end=671
+  _globals['_TRIGGERRESPONSE']._serialized_start=673
+  _globals['_TRIGGERRESPONSE']._serialized_end=708
+  _globals['_STATUSREQUEST']._serialized_start=710
+  _globals['_STATUSREQUEST']._serialized_end=743
+  _globals['_STATUSRESPONSE']._serialized_start=745
+  _globals['_STATUSRESPONSE']._serialized_end=872
+  _globals['_CANCELREQUEST']._serialized_start=874
+  _globals['_CANCELREQUEST']._serialized_end=907
+  _globals['_CANCELRESPONSE']._serialized_start=909
+  _globals['_CANCELRESPONSE']._serialized_end=970
+  _globals['_GETLOGREQUEST']._serialized_start=972
+  _globals['_GETLOGREQUEST']._serialized_end=1021
+  _globals['_GETLOGRESPONSE']._serialized_start=1023
+  _globals['_GETLOGRESPONSE']._serialized_end=1075
+  _globals['_WATCHBUILDSREQUEST']._serialized_start=1077
+  _globals['_WATCHBUILDSREQUEST']._serialized_end=1097
+  _globals['_WATCHBUILDSRESPONSE']._serialized_start=1099
+  _globals['_WATCHBUILDSRESPONSE']._serialized_end=1208
+  _globals['_BUILDRUNNERSERVICE']._serialized_start=1641
+  _globals['_BUILDRUNNERSERVICE']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

@@ -169,6 +169,9 @@ class TriggerRequest(_message.Message):
     PROJECT_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    HEAD_REVISION_FIELD_NUMBER: _builtins.int
+    CHANGED_PATHS_KNOWN_FIELD_NUMBER: _builtins.int
+    CHANGED_PATHS_FIELD_NUMBER: _builtins.int
     base_uri: _builtins.str
     """Empty for a full build."""
     head_uri: _builtins.str
@@ -176,10 +179,23 @@ class TriggerRequest(_message.Message):
     """The project; empty means the whole repository."""
     idempotency_key: _builtins.str
     """A key the runner uses to recognise a repeated trigger of the same build."""
+    head_revision: _builtins.str
+    """What the caller already knows about the commits, so a runner need not ask
+    SourceControl again. Optional: a runner that finds them empty asks itself.
+    The VCS-native revision of head_uri (DescribeCommitResponse.revision).
+    """
+    changed_paths_known: _builtins.bool
+    """Whether changed_paths is known; false means "ask SourceControl" (an empty
+    list with changed_paths_known is a change that touched no file).
+    """
     @_builtins.property
     def source(self) -> _source_control_pb2.QueueSource: ...
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BuildTarget]: ...
+    @_builtins.property
+    def changed_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Repository-relative paths that differ between base_uri and head_uri."""
+
     def __init__(
         self,
         *,
@@ -189,10 +205,13 @@ class TriggerRequest(_message.Message):
         project: _builtins.str = ...,
         targets: _abc.Iterable[Global___BuildTarget] | None = ...,
         idempotency_key: _builtins.str = ...,
+        head_revision: _builtins.str = ...,
+        changed_paths_known: _builtins.bool = ...,
+        changed_paths: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_uri", b"base_uri", "head_uri", b"head_uri", "idempotency_key", b"idempotency_key", "project", b"project", "source", b"source", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_uri", b"base_uri", "changed_paths", b"changed_paths", "changed_paths_known", b"changed_paths_known", "head_revision", b"head_revision", "head_uri", b"head_uri", "idempotency_key", b"idempotency_key", "project", b"project", "source", b"source", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,3 +364,48 @@ class GetLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLogResponse: _TypeAlias = GetLogResponse  # noqa: Y015
+
+@_typing.final
+class WatchBuildsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBuildsRequest: _TypeAlias = WatchBuildsRequest  # noqa: Y015
+
+@_typing.final
+class WatchBuildsResponse(_message.Message):
+    """One build reached a terminal state (durably, on the runner)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    state: Global___BuildState.ValueType
+    idempotency_key: _builtins.str
+    """The idempotency key the build was triggered with, so the caller can find
+    what the build belongs to without a lookup.
+    """
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+        state: Global___BuildState.ValueType = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "idempotency_key", b"idempotency_key", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBuildsResponse: _TypeAlias = WatchBuildsResponse  # noqa: Y015

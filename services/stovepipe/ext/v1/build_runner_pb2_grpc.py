@@ -55,6 +55,11 @@ class BuildRunnerServiceStub:
                 request_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogRequest.SerializeToString,
                 response_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogResponse.FromString,
                 _registered_method=True)
+        self.WatchBuilds = channel.unary_stream(
+                '/stovepipe.ext.v1.BuildRunnerService/WatchBuilds',
+                request_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.SerializeToString,
+                response_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.FromString,
+                _registered_method=True)
 
 
 class BuildRunnerServiceServicer:
@@ -89,6 +94,17 @@ class BuildRunnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBuilds(self, request, context):
+        """WatchBuilds streams a notice each time one of this runner's builds ends, so the
+        caller learns of it without asking. A notice is a hint, not a verdict: the caller
+        confirms it with Status before acting on it. Notices of builds that ended while no
+        stream was open are not replayed; the caller's own polling covers them. A runner
+        that cannot push answers UNIMPLEMENTED and is polled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildRunnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +127,11 @@ def add_BuildRunnerServiceServicer_to_server(servicer, server):
                     servicer.GetLog,
                     request_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogRequest.FromString,
                     response_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogResponse.SerializeToString,
+            ),
+            'WatchBuilds': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBuilds,
+                    request_deserializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.FromString,
+                    response_serializer=stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +243,33 @@ class BuildRunnerService:
             '/stovepipe.ext.v1.BuildRunnerService/GetLog',
             stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogRequest.SerializeToString,
             stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.GetLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBuilds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stovepipe.ext.v1.BuildRunnerService/WatchBuilds',
+            stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsRequest.SerializeToString,
+            stovepipe_dot_ext_dot_v1_dot_build__runner__pb2.WatchBuildsResponse.FromString,
             options,
             channel_credentials,
             insecure,

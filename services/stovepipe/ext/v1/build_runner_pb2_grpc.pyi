@@ -41,6 +41,13 @@ class BuildRunnerServiceStub:
     """Cancel stops a build; cancelling a finished build is not an error."""
     GetLog: _grpc.UnaryUnaryMultiCallable[_build_runner_pb2.GetLogRequest, _build_runner_pb2.GetLogResponse]
     """GetLog returns the kept output of one target of a build."""
+    WatchBuilds: _grpc.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.WatchBuildsResponse]
+    """WatchBuilds streams a notice each time one of this runner's builds ends, so the
+    caller learns of it without asking. A notice is a hint, not a verdict: the caller
+    confirms it with Status before acting on it. Notices of builds that ended while no
+    stream was open are not replayed; the caller's own polling covers them. A runner
+    that cannot push answers UNIMPLEMENTED and is polled.
+    """
 
 @_typing.type_check_only
 class BuildRunnerServiceAsyncStub(BuildRunnerServiceStub):
@@ -55,6 +62,13 @@ class BuildRunnerServiceAsyncStub(BuildRunnerServiceStub):
     """Cancel stops a build; cancelling a finished build is not an error."""
     GetLog: _aio.UnaryUnaryMultiCallable[_build_runner_pb2.GetLogRequest, _build_runner_pb2.GetLogResponse]  # type: ignore[assignment]
     """GetLog returns the kept output of one target of a build."""
+    WatchBuilds: _aio.UnaryStreamMultiCallable[_build_runner_pb2.WatchBuildsRequest, _build_runner_pb2.WatchBuildsResponse]  # type: ignore[assignment]
+    """WatchBuilds streams a notice each time one of this runner's builds ends, so the
+    caller learns of it without asking. A notice is a hint, not a verdict: the caller
+    confirms it with Status before acting on it. Notices of builds that ended while no
+    stream was open are not replayed; the caller's own polling covers them. A runner
+    that cannot push answers UNIMPLEMENTED and is polled.
+    """
 
 class BuildRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """BuildRunnerService runs builds. Builds are identified by ids the runner mints."""
@@ -90,5 +104,18 @@ class BuildRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_build_runner_pb2.GetLogResponse, _abc.Awaitable[_build_runner_pb2.GetLogResponse]]:
         """GetLog returns the kept output of one target of a build."""
+
+    @_abc_1.abstractmethod
+    def WatchBuilds(
+        self,
+        request: _build_runner_pb2.WatchBuildsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_build_runner_pb2.WatchBuildsResponse], _abc.AsyncIterator[_build_runner_pb2.WatchBuildsResponse]]:
+        """WatchBuilds streams a notice each time one of this runner's builds ends, so the
+        caller learns of it without asking. A notice is a hint, not a verdict: the caller
+        confirms it with Status before acting on it. Notices of builds that ended while no
+        stream was open are not replayed; the caller's own polling covers them. A runner
+        that cannot push answers UNIMPLEMENTED and is polled.
+        """
 
 def add_BuildRunnerServiceServicer_to_server(servicer: BuildRunnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,12 +30,13 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import pytest
 
 from stovepipe.extensions.buildrunner import (
+    BuildEnded,
     BuildReport,
     BuildRunner,
     BuildSource,
@@ -410,3 +411,63 @@ class BuildRunnerContract:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await harness.runner.trigger(spec)
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    async def test_watch_builds_pushes_each_end_that_status_confirms(
+        self, harness: Harness
+    ) -> None:
+        """Every build that ends while a watch is open is announced to every open watch,
+        once, with its idempotency key; by then ``status`` already says the same."""
+        passing, failing = [Step("unit")], [Step("unit", exit_code=3)]
+        good = await harness.commit(passing)
+        bad = await harness.commit(failing)
+        seen: tuple[list[BuildEnded], list[BuildEnded]] = ([], [])
+
+        async with harness.runner.watch_builds() as first, harness.runner.watch_builds() as second:
+
+            async def collect(stream: Any, into: list[BuildEnded]) -> None:
+                async for notice in stream:
+                    into.append(notice)
+                    # Confirmed at once: a notice comes only after the end is durable.
+                    report = await harness.runner.status(notice.build_id)
+                    assert report.state is notice.state
+                    if len(into) == 2:
+                        return
+
+            readers = [
+                asyncio.ensure_future(collect(first, seen[0])),
+                asyncio.ensure_future(collect(second, seen[1])),
+            ]
+            ids = [
+                await harness.runner.trigger(trigger_spec(harness, good, passing, key="push-a")),
+                await harness.runner.trigger(trigger_spec(harness, bad, failing, key="push-b")),
+            ]
+            try:
+                await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+
+        for notices in seen:
+            assert sorted((n.build_id, n.state, n.idempotency_key) for n in notices) == sorted(
+                [
+                    (ids[0], BuildState.SUCCEEDED, "push-a"),
+                    (ids[1], BuildState.FAILED, "push-b"),
+                ]
+            )
+
+    async def test_changed_paths_in_the_trigger_select_the_targets(self, harness: Harness) -> None:
+        """A trigger that says what changed is believed: the runner does not ask again,
+        so a target runs because the trigger named a path it owns."""
+        steps = [Step("docs", paths=("docs/",)), Step("src", paths=("src/",))]
+        base = await harness.commit(steps, touching=["src/app.py"])
+        head = await harness.commit(steps, touching=["src/app.py"])
+        spec = dataclasses.replace(
+            trigger_spec(harness, head, steps, base_uri=base), changed_paths=("docs/guide.md",)
+        )
+
+        report = await wait_terminal(harness.runner, await harness.runner.trigger(spec))
+
+        assert [(t.name, t.state) for t in report.targets] == [
+            ("docs", TargetState.SUCCEEDED),
+            ("src", TargetState.SKIPPED),
+        ]

@@ -35,7 +35,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -43,6 +44,7 @@ from typing import TypeVar
 import grpc
 
 from stovepipe.extensions.buildrunner.errors import BuildNotFound, BuildRunnerError, TargetNotFound
+from stovepipe.extensions.buildrunner.feed import EndedFeed
 from stovepipe.extensions.buildrunner.local.environment import target_environment
 from stovepipe.extensions.buildrunner.local.locator import CommitLocator, LocatorError
 from stovepipe.extensions.buildrunner.local.logs import TargetLog, read_log
@@ -59,6 +61,7 @@ from stovepipe.extensions.buildrunner.local.sandbox import (
 )
 from stovepipe.extensions.buildrunner.local.workspace import CheckoutError, Workspace
 from stovepipe.extensions.buildrunner.model import (
+    BuildEnded,
     BuildReport,
     BuildState,
     LogChunk,
@@ -230,6 +233,7 @@ class LocalBuildRunner:
         self._builds: dict[str, _Build] = {}
         self._by_key: dict[str, str] = {}
         self._finished: deque[str] = deque()
+        self._ended = EndedFeed()
 
     async def start(self) -> None:
         orphans = await asyncio.to_thread(kill_orphaned_sandboxes, self._workspace.builds_dir)
@@ -283,6 +287,14 @@ class LocalBuildRunner:
         self._request_cancel(build)
         await asyncio.wait({build.task}, timeout=self._cancel_bound())
         return build.state
+
+    def watch_builds(self) -> AbstractAsyncContextManager[AsyncIterator[BuildEnded]]:
+        return self._ended.watch()
+
+    @property
+    def watchers(self) -> int:
+        """``WatchBuilds`` streams open right now."""
+        return self._ended.watchers
 
     async def get_log(self, build_id: str, target: str) -> LogChunk:
         build = self._get(build_id)
@@ -482,9 +494,12 @@ class LocalBuildRunner:
 
     async def _execute(self, build: _Build) -> BuildState:
         spec = build.spec
-        revision = await self._locator.revision(spec.source, spec.head_uri)
+        # What the trigger already says is not asked of SourceControl again.
+        revision = spec.head_revision or await self._locator.revision(spec.source, spec.head_uri)
         changed: tuple[str, ...] | None = None
-        if spec.base_uri:
+        if spec.base_uri and spec.changed_paths is not None:
+            changed = spec.changed_paths
+        elif spec.base_uri:
             try:
                 changed = await self._locator.changed_files(
                     spec.source, spec.base_uri, spec.head_uri
@@ -553,6 +568,11 @@ class LocalBuildRunner:
         build.finished_at = time.time()
         await self._save_or_log(build, state=state, message=message)
         build.state, build.message = state, message
+        self._ended.publish(
+            BuildEnded(
+                build_id=build.build_id, state=state, idempotency_key=build.spec.idempotency_key
+            )
+        )
         _log.info("build %s %s%s", build.build_id, state.value, f": {message}" if message else "")
         self._finished.append(build.build_id)
         await self._evict()
