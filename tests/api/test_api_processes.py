@@ -15,6 +15,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import grpc
 import pytest
@@ -79,8 +80,8 @@ class Running:
         return code
 
 
-def _collect(stream: object, into: list[str]) -> None:
-    into.extend(stream)  # type: ignore[call-overload]
+def _collect(stream: IO[str], into: list[str]) -> None:
+    into.extend(stream)
 
 
 @pytest.fixture

@@ -19,7 +19,15 @@ import pytest
 
 from harness.stages import Pipeline, queue_config
 from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings, HeadUnknown
-from stovepipe.domain import GREEN, FactOrigin, Refused, Request, RequestId, ValidationFact
+from stovepipe.domain import (
+    GREEN,
+    FactOrigin,
+    QueueState,
+    Refused,
+    Request,
+    RequestId,
+    ValidationFact,
+)
 from stovepipe.extensions.buildrunner.fake import Outcome
 from stovepipe.extensions.sourcecontrol.model import Ancestry
 from stovepipe.messaging import HOOK, Bus, KafkaSettings, ensure_topics
@@ -161,7 +169,7 @@ async def test_a_read_that_raced_an_event_does_not_install_the_older_bookmark(
     read_done, release = asyncio.Event(), asyncio.Event()
     real = pipe.store.get_queue
 
-    async def paused(name: str) -> object:
+    async def paused(name: str) -> QueueState | None:
         found = await real(name)
         read_done.set()
         await release.wait()

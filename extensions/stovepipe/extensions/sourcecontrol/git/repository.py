@@ -125,7 +125,7 @@ class GitRepository:
         """Paths whose entry differs between the two trees; a rename is its two paths."""
 
         def diff(repo: pygit2.Repository) -> list[str]:
-            changes = repo.diff(_tree(repo, base), _tree(repo, head))
+            changes = _tree(repo, base).diff_to_tree(_tree(repo, head))
             paths = set()
             for delta in changes.deltas:
                 paths.add(delta.old_file.path)
