@@ -72,7 +72,10 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         ("hook delivery", ["hook_delivery.py"]),
         ("ingest latency: commit -> Request", ["ingest_latency.py"]),
         ("poller cadence, 1,000 Queues", ["poller_cadence.py"]),
-        ("scale-out, one and three replicas per stage", ["scale_out.py"]),
+        (
+            "scale-out, one and three replicas per stage",
+            ["scale_out.py", *(["--heads", "120", "--queues", "12"] if quick else [])],
+        ),
         ("Phase 2 latency: whole-repo fact -> project facts", ["project_latency.py"]),
         ("tracing + metrics overhead", ["telemetry_overhead.py"]),
     ]

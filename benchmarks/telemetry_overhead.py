@@ -9,7 +9,12 @@ machine whose load drifts from favouring either. Prints both and the ratio.
 The counters and histograms themselves are always on (they are plain code), so
 their cost is in both figures.
 
-    .venv/bin/python benchmarks/telemetry_overhead.py [--queues 1] [--heads 15] [--rounds 4] [--sqlite]
+    .venv/bin/python benchmarks/telemetry_overhead.py [--queues 1] [--heads 8] [--rounds 3] [--sqlite]
+
+Bounded: each phase is one child process given ``--phase-timeout`` seconds
+(default 240); a phase that overruns is reported and the run stops with what it
+has, rather than hanging a loaded machine. Progress goes to stderr, one line
+per phase with its p50, so a slow run is visibly moving.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from concurrent import futures
 from pathlib import Path
@@ -79,6 +85,10 @@ async def run_phase(
     return latencies
 
 
+class _Overrun(Exception):
+    """A phase took longer than ``--phase-timeout``."""
+
+
 def scrape_every_second(address: str, stop: threading.Event, counts: list[int]) -> None:
     while not stop.wait(1.0):
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
@@ -120,7 +130,7 @@ def run_child(
             "--database-url", url, "--otlp", otlp,
             "--queues", str(args.queues), "--heads", str(args.heads),
         ],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=args.phase_timeout,
     )  # fmt: skip
     latencies: list[float] = json.loads(done.stdout.strip().splitlines()[-1])["latencies"]
     return latencies
@@ -141,6 +151,7 @@ async def main(args: argparse.Namespace) -> None:
     receiver.start()
     ready.wait(30)
     results: dict[str, list[float]] = {"off": [], "on": []}
+    started = time.monotonic()
     try:
         for n in range(args.rounds):
             for phase in ("off", "on") if n % 2 == 0 else ("on", "off"):
@@ -151,15 +162,36 @@ async def main(args: argparse.Namespace) -> None:
                     else cluster.create_database(name)
                 )
                 await upgrade_async(url)
-                results[phase] += await asyncio.to_thread(
-                    run_child, phase, broker.bootstrap_servers, url, f"127.0.0.1:{port}", args
+                try:
+                    got = await asyncio.to_thread(
+                        run_child, phase, broker.bootstrap_servers, url, f"127.0.0.1:{port}", args
+                    )
+                except subprocess.TimeoutExpired:
+                    print(
+                        f"round {n + 1}/{args.rounds} {phase}: over {args.phase_timeout:.0f}s, "
+                        "stopping with the phases done so far",
+                        file=sys.stderr,
+                    )
+                    raise _Overrun from None
+                results[phase] += got
+                print(
+                    f"round {n + 1}/{args.rounds} {phase:<3} {len(got)} heads, "
+                    f"p50 {pct(got, 0.5) * 1000:.0f} ms "
+                    f"({time.monotonic() - started:.0f}s elapsed)",
+                    file=sys.stderr,
+                    flush=True,
                 )
+    except _Overrun:
+        pass
     finally:
         await broker.stop()
         receiver.terminate()
         if cluster is not None:
             cluster.destroy()
     off, on = results["off"], results["on"]
+    if not off or not on:
+        print("no complete off/on pair: no figure (raise --phase-timeout or lower --heads)")
+        return
     print(
         f"storage            {'SQLite' if cluster is None else 'PostgreSQL 15'}; broker Tansu (memory)"
     )
@@ -183,8 +215,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--queues", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=15, help="sequential heads per queue")
-    parser.add_argument("--rounds", type=int, default=4, help="off/on pairs, order alternated")
+    parser.add_argument("--heads", type=int, default=8, help="sequential heads per queue")
+    parser.add_argument("--rounds", type=int, default=3, help="off/on pairs, order alternated")
+    parser.add_argument(
+        "--phase-timeout", type=float, default=240.0, help="seconds one phase may take"
+    )
     parser.add_argument("--sqlite", action="store_true", help="use SQLite instead of PostgreSQL")
     parser.add_argument("--phase", choices=["off", "on"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)

@@ -239,10 +239,10 @@ async def test_last_green_warns_off_branch_and_on_branch_picks_a_reachable_one(c
 
 
 async def test_status_history_and_queues_read_as_text_and_json(cli: Cli) -> None:
-    cli.pipe.repo().advance("main", {"src/a.py": "1"})
+    cli.pipe.repo().advance("main", {"src/a.py": "1"}, title="fix the parser")
     first = await _ingest(cli)
     await cli.pipe.drain()
-    cli.pipe.repo().advance("main", {"src/a.py": "2"})
+    cli.pipe.repo().advance("main", {"src/a.py": "2"}, title="token=hunter2 leaked in a title")
     second = await _ingest(cli)
 
     (
@@ -276,10 +276,14 @@ async def test_status_history_and_queues_read_as_text_and_json(cli: Cli) -> None
 
     rows = [line.split("\t") for line in history[1].splitlines()]
     assert history[0] == 0 and [r[0] for r in rows] == [second.request_id, first.request_id]
-    assert rows[0][4] == "accepted" and rows[1][4] == "succeeded" and rows[1][5] == "green"
+    assert rows[0][5] == "accepted" and rows[1][5] == "succeeded" and rows[1][6] == "green"
     assert rows[1][1] == first.uri  # in a pipe the whole URI, never shortened
+    # the title SourceControl gave at ingest, redacted like every other stored text
+    assert rows[1][2] == "fix the parser"
+    assert "hunter2" not in history[1] and rows[0][2].endswith("leaked in a title")
     entries = json.loads(history_json[1])["entries"]
     assert [e["request"]["id"] for e in entries] == [second.request_id]
+    assert entries[0]["request"]["title"] == rows[0][2]
 
     by_queue = {line.split("\t")[0]: line.split("\t") for line in queues[1].splitlines()}
     assert queues[0] == 0 and by_queue[Q][1] == first.uri and by_queue[Q][4] == "1"

@@ -161,6 +161,8 @@ async def test_the_grid_shows_every_state_and_the_queues_page_counts_them(
         assert list(states) == [history.uris[name] for name in expected]
         marked = re.search(r'<tr data-uri="([^"]+)" class="marked"', html)
         assert marked is not None and marked.group(1) == history.uris["green"]
+        # each row carries the commit's title, as SourceControl described it at ingest
+        assert re.findall(r'<td class="title">([^<]*)</td>', html) == ["change"] * 5
 
         status, html, _ = await fetch(f"{base}/")
         assert status == 200
@@ -181,6 +183,15 @@ async def test_the_grid_shows_every_state_and_the_queues_page_counts_them(
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert "<script>alert" not in html
         assert "Re-validate" not in html  # no admin token configured
+        # the Request's transitions, oldest first, each with its time
+        transitions = re.findall(r'<tr data-state="([a-z ]+)"><td>(\d{4}-\d\d-\d\d [0-9:.]+)', html)
+        assert [state for state, _ in transitions] == ["accepted", "processing", "failed"]
+        assert 'id="no-target-logs"' in html  # the fake runner kept no log
+        assert "This Queue has no hook subscription." in html
+        status, html, _ = await fetch(
+            f"{base}/commit?{urllib.parse.urlencode({'queue': Q, 'uri': 'not a commit'})}"
+        )
+        assert status == 400 and "Bad commit" in html
 
         status, html, _ = await fetch(f"{base}/queues/not/configured")
         assert status == 404

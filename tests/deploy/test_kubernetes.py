@@ -42,8 +42,6 @@ KUBECTL_HINT = (
     "Debian's own kubernetes-client is 1.20, whose kustomize v2 cannot render these overlays"
 )
 WORKLOADS = ("Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob")
-METRICS_VERBS = ("api", "worker")
-"""The processes that serve Prometheus /metrics (``--metrics-port`` / telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -482,7 +480,9 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
     pods = {w["metadata"]["name"]: _pod_labels(w) for w in rendered.of_kind("Deployment")}
     job = rendered.named("Job", "stovepipe-db-upgrade")
     pods[job["metadata"]["name"]] = dict(job["spec"]["template"]["metadata"]["labels"])
-    serving_metrics = {n for n, _, i in _stovepipe_containers(rendered) if i.verb in METRICS_VERBS}
+    serving_metrics = {
+        n for n, _, i in _stovepipe_containers(rendered) if "metrics_port" in i.params
+    }
     for name, labels in pods.items():
         applying = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
         assert any(
@@ -534,22 +534,28 @@ def test_network_policies_open_the_api_only(rendered: Rendered, config: Stovepip
 def test_metrics_are_served_where_prometheus_is_told_to_scrape(
     rendered: Rendered, config: StovepipeConfig
 ) -> None:
-    """The API and every stage worker serve /metrics on telemetry.metrics_port (they
-    take no --metrics-port here), and their pods say so; the others serve none."""
+    """Every process whose verb takes --metrics-port (the CLI says which: the API and
+    the stage workers today) serves /metrics on telemetry.metrics_port (given no
+    --metrics-port here), and its pod says so; the others serve none. A verb that
+    gains the option fails here until its pod declares the port."""
     port = config.telemetry.metrics_port
     assert port is not None
+    served = set()
     for name, container, invocation in _stovepipe_containers(rendered):
-        if "metrics_port" in invocation.params:
+        serves = "metrics_port" in invocation.params
+        if serves:
+            served.add(invocation.verb)
             assert invocation.params["metrics_port"] is None, f"{name}: one port, the config's"
         annotations = rendered.named("Deployment", name)["spec"]["template"]["metadata"].get(
             "annotations", {}
         ) if invocation.verb != "db upgrade" else {}  # fmt: skip
         declared = {"name": "metrics", "containerPort": port} in container.get("ports", [])
-        if invocation.verb in METRICS_VERBS:
+        if serves:
             assert declared, name
             assert annotations.get("prometheus.io/port") == str(port), name
         else:
             assert not declared and "prometheus.io/port" not in annotations, name
+    assert {"api", "worker"} <= served
 
 
 def test_the_autoscaler_is_an_example_outside_the_overlays(rendered: Rendered) -> None:

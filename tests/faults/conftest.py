@@ -59,8 +59,9 @@ async def module_stack(
         ]
     )
     root = tmp_path_factory.mktemp("stack")
+    options = getattr(request.module, "STACK_OPTIONS", {})  # e.g. {"projects": True}
     async with fault_stack(
-        root, fault_postgres, rounds=max(rounds, 1), template=fault_template
+        root, fault_postgres, rounds=max(rounds, 1), template=fault_template, **options
     ) as running:
         yield running
 

@@ -1,5 +1,11 @@
 """The randomized soak at CI size: a few scenarios of combined faults, zero violations.
 
+It runs with projects configured (Phase 2: every Queue has the ``calc`` and ``docs``
+projects, half of them without inheritance), so the per-project invariants are
+soaked too: no falsely green project fact, project bookmarks monotonic, every
+Request terminal with every project's fact. Queues without projects are covered
+by the rest of the fault suite.
+
 ``STOVEPIPE_SOAK_SEED`` replays another seed; ``make soak`` runs the larger size.
 """
 
@@ -26,13 +32,16 @@ async def test_soak_small(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     seed = int(os.environ.get("STOVEPIPE_SOAK_SEED", CI_SEED))
-    async with fault_stack(tmp_path, fault_postgres, template=fault_template) as stack:
+    async with fault_stack(
+        tmp_path, fault_postgres, template=fault_template, projects=True
+    ) as stack:
         report = await run_soak(
             stack, seed=seed, scenarios=CI_SCENARIOS, max_seconds=400, progress=print
         )
         with capsys.disabled():
             print("\n[stovepipe soak] " + "\n[stovepipe soak] ".join(report.lines()))
         assert report.violations == []
+        assert report.project_facts > 0  # the projects were really analyzed
         assert report.scenarios >= 1
         assert report.heads >= report.scenarios  # quick pushes to one Queue may be one head
         assert set(report.kinds) <= set(FAULTS)

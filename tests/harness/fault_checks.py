@@ -9,11 +9,15 @@ Safety, watched continuously while faults happen (:meth:`InvariantWatch.observe`
 * nothing displaces green — once a commit's answer is green it stays that fact;
 * the bookmark never moves backwards in ingest order, and never names a
   commit without a green fact;
-* the promotion ref never moves backwards in the branch's history.
+* the promotion ref never moves backwards in the branch's history;
+* per project (a stack with ``projects``): no falsely green project fact (a
+  project's truth: ``harness.fault_stack.project_truth``), and each project's
+  bookmark never moves backwards and never names a commit without a green
+  fact of that project.
 
 Liveness and bookkeeping, which must all hold within a bounded time after the
 faults stop (:meth:`InvariantWatch.liveness_problems`): every ingested head is terminal and every
-verdict is recorded, ``in_flight_count`` equals the number of admitted
+verdict is recorded (with projects: every project's fact of the attempt too), ``in_flight_count`` equals the number of admitted
 non-terminal Requests (and the slot holders are exactly those), the bookmark
 sits on the newest green Request and the promotion ref on the bookmark. With
 hooks in the stack (:class:`HookCheck`), also: no hook delivery is left
@@ -29,7 +33,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from harness.fault_stack import FaultStack, QueueHistory
+from harness.fault_stack import FAULT_PROJECTS, FaultStack, QueueHistory, project_truth
 from stovepipe.config import load_config
 from stovepipe.config.hooks import HookConfig
 from stovepipe.domain import FactOrigin, RequestId, RequestState, ValidationFact
@@ -68,12 +72,20 @@ class InvariantWatch:
     store: Store
     repos: dict[str, QueueHistory]
     hooks: HookCheck | None = None
+    projects: tuple[str, ...] = ()
+    """The projects every Queue has (empty: Phase 1 Queues)."""
     violations: list[str] = field(default_factory=list)
     observations: int = 0
     _facts: dict[tuple[str, str, str, int], ValidationFact] = field(default_factory=dict)
     _answers: dict[tuple[str, str, str], ValidationFact] = field(default_factory=dict)
     _bookmark_n: dict[str, int] = field(default_factory=dict)
     _promotion_pos: dict[str, int] = field(default_factory=dict)
+    _project_bookmark_n: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def project_facts_seen(self) -> int:
+        """How many per-project facts (of any attempt) the watch has checked."""
+        return sum(1 for key in self._facts if key[2])
 
     def _violate(self, text: str) -> None:
         if text not in self.violations:
@@ -85,6 +97,8 @@ class InvariantWatch:
             for queue, repo in self.repos.items():
                 await self._observe_queue(queue, repo)
                 await self._observe_bookmark(queue, repo)
+                for project in self.projects:
+                    await self._observe_project_bookmark(queue, project)
         except Exception:  # the database may be the fault being injected right now
             return
         self.observations += 1
@@ -104,11 +118,28 @@ class InvariantWatch:
         seen = self._facts.setdefault(key, fact)
         if seen != fact:
             self._violate(f"fact overwritten: {key}: {seen} -> {fact}")
-        truth = repo.truth.get(commit_of(fact.uri))
+        truth = project_truth(fact.project, repo.truth.get(commit_of(fact.uri)))
+        scope = f" project {fact.project}" if fact.project else ""
         if fact.green and truth is False:
-            self._violate(f"falsely green: {fact.uri} (request {fact.request_id})")
+            self._violate(f"falsely green{scope}: {fact.uri} (request {fact.request_id})")
         if not fact.green and fact.origin is FactOrigin.BUILD and truth is True:
-            self._violate(f"a good commit blamed by a build verdict: {fact.uri}")
+            self._violate(f"a good commit{scope} blamed by a build verdict: {fact.uri}")
+
+    async def _observe_project_bookmark(self, queue: str, project: str) -> None:
+        bookmark = await self.store.get_project_bookmark(queue, project)
+        if bookmark is None or not bookmark.last_green_request_id:
+            return
+        n = RequestId.parse(bookmark.last_green_request_id).n
+        key = (queue, project)
+        if n < self._project_bookmark_n.get(key, 0):
+            self._violate(f"{queue}: project {project} bookmark moved back to request {n}")
+        self._project_bookmark_n[key] = max(n, self._project_bookmark_n.get(key, 0))
+        fact = await self.store.get_fact(queue, bookmark.last_green_uri or "", project)
+        if fact is None or not fact.green:
+            self._violate(
+                f"{queue}: project {project} bookmark on {bookmark.last_green_uri} "
+                "without a green fact"
+            )
 
     async def _observe_bookmark(self, queue: str, repo: QueueHistory) -> None:
         state = await self.store.get_queue(queue)
@@ -127,12 +158,16 @@ class InvariantWatch:
 
     async def _all_facts(self, queue: str) -> list[ValidationFact]:
         facts: list[ValidationFact] = []
-        token = ""
-        while True:
-            page, token = await self.store.list_facts(queue, "", page_size=200, page_token=token)
-            facts.extend(page)
-            if not token:
-                return facts
+        for project in ("", *self.projects):
+            token = ""
+            while True:
+                page, token = await self.store.list_facts(
+                    queue, project, page_size=200, page_token=token
+                )
+                facts.extend(page)
+                if not token:
+                    break
+        return facts
 
     async def unsettled(self, request_ids: list[str], *, first_only: bool = False) -> list[str]:
         """The ingested Requests that are not terminal, or terminal without their fact;
@@ -142,10 +177,11 @@ class InvariantWatch:
             request = await self.store.get_request(request_id)
             settled = request is not None and request.terminal
             if settled and request is not None and request.state in _VERDICTS:
-                recorded = await self.store.get_fact_of_attempt(
-                    request.queue, request.uri, "", request.attempt
-                )
-                settled = recorded is not None
+                for scope in ("", *self.projects):
+                    recorded = await self.store.get_fact_of_attempt(
+                        request.queue, request.uri, scope, request.attempt
+                    )
+                    settled = settled and recorded is not None
             if not settled:
                 waiting.append(request_id)
                 if first_only:
@@ -248,12 +284,20 @@ class InvariantWatch:
         return found
 
 
+def stack_projects(stack: FaultStack) -> tuple[str, ...]:
+    """The projects of the stack's Queues (none unless it runs with ``projects``)."""
+    return tuple(p["name"] for p in FAULT_PROJECTS) if stack.projects else ()
+
+
 @contextlib.asynccontextmanager
 async def watching(stack: FaultStack, every_s: float = 0.2) -> AsyncIterator[InvariantWatch]:
     """Observe the safety invariants every ``every_s`` while the body runs."""
     assert stack.store is not None
     watch = InvariantWatch(
-        stack.store, {q: stack.repos[q] for q in stack.queue_names}, hook_check(stack)
+        stack.store,
+        {q: stack.repos[q] for q in stack.queue_names},
+        hook_check(stack),
+        projects=stack_projects(stack),
     )
 
     async def loop() -> None:
@@ -303,3 +347,9 @@ async def assert_true_verdicts(
             continue
         truth = stack.repos[request.queue].truth[commit_of(request.uri)]
         assert (green, origin) == (truth, "build"), (request_id, request.reason)
+        for project in stack_projects(stack):
+            fact = await stack.store.get_fact(request.queue, request.uri, project)
+            assert fact is not None, (request_id, project)
+            expected = project_truth(project, truth)
+            assert fact.green == expected, (request_id, project, fact.reason)
+            assert fact.origin is not FactOrigin.FAIL_CLOSED, (request_id, project, fact.reason)

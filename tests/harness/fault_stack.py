@@ -106,6 +106,29 @@ def fault_targets() -> list[dict[str, Any]]:
     ]
 
 
+DOCS_TARGET: dict[str, Any] = {
+    "name": "docs-check",
+    "command": f"{SANDBOX_PYTHON} -c pass",
+    "paths": ["docs/**"],
+    "timeout_seconds": 60,
+}
+FAULT_PROJECTS: list[dict[str, Any]] = [
+    {"name": "calc", "paths": ["src/**", "tests/**"], "targets": ["unit-*"], "weight": 3},
+    {"name": "docs", "paths": ["docs/**"], "targets": ["docs-*"], "weight": 1},
+]
+"""With ``projects``: ``calc`` follows the code (its truth is the commit's), ``docs`` is
+never touched after the first commit and is always green, so after the first head it
+is inherited (or, on a Queue with ``inherit_unaffected: false``, built on its own)."""
+PROJECT_FOLLOWS_CODE = {"calc": True, "docs": False}
+
+
+def project_truth(project: str, commit_truth: bool | None) -> bool | None:
+    """The true verdict of ``project`` (``""``: the whole repository) at a commit."""
+    if not project or PROJECT_FOLLOWS_CODE.get(project, True):
+        return commit_truth
+    return True
+
+
 class QueueHistory(Protocol):
     """What the stack and the invariant checks need of a Queue's repository: commits
     made with a known verdict, their order, and where a ref points."""
@@ -163,6 +186,7 @@ class QueueRepo:
             files: dict[str, str | None] = {"src/calc.py": body}
             if self._counter == 1:
                 files["tests/test_calc.py"] = _TEST
+                files["docs/index.txt"] = "calc adds\n"
             sha = self.repo.commit(files, f"change {self._counter}")
             self.truth[sha] = green
             self.order.append(sha)
@@ -207,12 +231,18 @@ class FaultStack:
         partitions: int = 2,
         noop: NoopExtensions | None = None,
         hooks: bool | None = None,
+        projects: bool = False,
     ) -> None:
         """``queues`` Queues per test, ``rounds`` tests (see :meth:`reset`); the database
         is a copy of ``template`` (a migrated one) when given, else migrated here.
         ``replicas`` processes of every stage (named ``worker-<stage>`` when there is
         one, ``worker-<stage>.<n>`` otherwise; :attr:`workers` lists them), on topics
-        of ``partitions`` partitions. ``noop`` and ``hooks``: see the module docstring."""
+        of ``partitions`` partitions. ``noop`` and ``hooks``: see the module docstring.
+        ``projects``: every Queue has :data:`FAULT_PROJECTS` (Phase 2; the reference
+        ProjectMapper runs as ``ext-project-mapper``), and every other Queue turns
+        ``inherit_unaffected`` off, so ``docs`` gets project-scoped builds there."""
+        self.projects = projects
+        self.mapper_address = f"127.0.0.1:{free_port()}"
         self.root = root
         self.postgres = postgres
         self.broker = EmbeddedBroker(log_path=root / "logs" / "broker.log")
@@ -284,6 +314,9 @@ class FaultStack:
         if self.hooks:
             self._add("ext-hooks", [*cli, "ext", "hooks", "--listen", self.hooks_address,
                                     "--config", str(config_path)], logs)  # fmt: skip
+        if self.projects:
+            self._add("ext-project-mapper", [*cli, "ext", "project-mapper",
+                                             "--listen", self.mapper_address], logs)  # fmt: skip
         for stage in WORKERS:
             for replica in range(self.replicas):
                 name = f"worker-{stage}" if self.replicas == 1 else f"worker-{stage}.{replica}"
@@ -330,7 +363,7 @@ class FaultStack:
 
     def _write_config(self) -> Path:
         policy = {"max_attempts": 10, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2}
-        data = {
+        data: dict[str, Any] = {
             "storage": {"url": self.database_url},
             "kafka": {
                 "bootstrap_servers": self.broker.bootstrap_servers,
@@ -367,6 +400,12 @@ class FaultStack:
                 for i, name in enumerate(self._all_queues)
             ],
         }
+        if self.projects:
+            data["extensions"]["projectmapper"] = {"config": {"address": self.mapper_address}}
+            for i, queue in enumerate(data["queues"]):
+                queue["build"]["targets"].append(DOCS_TARGET)
+                queue["projects"] = FAULT_PROJECTS
+                queue["inherit_unaffected"] = i % 2 == 0
         path = self.root / "stovepipe.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
@@ -396,7 +435,8 @@ class FaultStack:
         hooks = [self.hooks_address] if self.hooks else []
         if self.noop is not None:
             return [*hooks, self.api_address]
-        return [self.git_address, self.runner_address, *hooks, self.api_address]
+        mapper = [self.mapper_address] if self.projects else []
+        return [self.git_address, self.runner_address, *hooks, *mapper, self.api_address]
 
     # Queues, and a fresh start for the next test
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from harness.chaos_proxy import ALL, ChaosProxy, Fault
-from harness.fault_checks import InvariantWatch, hook_check
+from harness.fault_checks import InvariantWatch, hook_check, stack_projects
 from harness.fault_stack import WORKERS, FaultStack
 
 Progress = Callable[[str], None]
@@ -45,6 +45,8 @@ class SoakReport:
     observations: int = 0
     seconds: float = 0.0
     worker_restarts: int = 0
+    project_facts: int = 0
+    """Per-project facts checked (Phase 2 stacks; 0 without projects)."""
 
     def lines(self) -> list[str]:
         injected = sum(self.faults.values())
@@ -52,7 +54,7 @@ class SoakReport:
             f"seed {self.seed}: {self.scenarios} scenarios, {self.heads} heads, "
             f"{injected} faults injected, {len(self.violations)} violations "
             f"({self.seconds:.0f} s, {self.observations} invariant snapshots, "
-            f"{self.worker_restarts} process restarts)",
+            f"{self.worker_restarts} process restarts, {self.project_facts} project facts)",
             "faults: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.faults.items())),
             "outcomes: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.outcomes.items())),
         ]
@@ -150,7 +152,14 @@ async def extension_garbage(stack: FaultStack, rng: random.Random) -> str:
 
 
 async def restart_extension(stack: FaultStack, rng: random.Random) -> str:
-    name = rng.choice(["ext-git", "ext-runner", *(["ext-hooks"] if stack.hooks else [])])
+    name = rng.choice(
+        [
+            "ext-git",
+            "ext-runner",
+            *(["ext-hooks"] if stack.hooks else []),
+            *(["ext-project-mapper"] if stack.projects else []),
+        ]
+    )
     await stack.take_down(name)
     await asyncio.sleep(rng.uniform(0.5, 3.0))
     await stack.bring_up(name)
@@ -196,7 +205,10 @@ async def run_soak(
     rng = random.Random(seed)
     report = SoakReport(seed=seed)
     watch = InvariantWatch(
-        stack.store, {q: stack.repos[q] for q in stack.queue_names}, hook_check(stack)
+        stack.store,
+        {q: stack.repos[q] for q in stack.queue_names},
+        hook_check(stack),
+        projects=stack_projects(stack),
     )
     started = time.monotonic()
     observer = asyncio.create_task(_observe(watch))
@@ -218,6 +230,7 @@ async def run_soak(
     report.observations = watch.observations
     report.seconds = time.monotonic() - started
     report.worker_restarts = sum(stack.restarts.values())
+    report.project_facts = watch.project_facts_seen
     return report
 
 

@@ -12,10 +12,10 @@ a stage or an option therefore fails the deployment tests.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import re
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,7 @@ import typer
 import typer.main
 
 from stovepipe.cli.main import app
-from stovepipe.runtime.registry import WORKER_NAMES
+from stovepipe.runtime.registry import ALL, STAGE_NAMES
 
 ROOT: Any = typer.main.get_command(app)
 _OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
@@ -69,10 +69,15 @@ def parse(argv: Sequence[str]) -> Invocation:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         raise InvalidInvocation(f"{shown}: {message}") from None
     invocation = Invocation(tuple(path), dict(context.params), tuple(context.args))
-    if invocation.path == ("worker",) and invocation.params["stage"] not in WORKER_NAMES:
+    if invocation.path == ("worker",) and invocation.params["stage"] == ALL:
+        raise InvalidInvocation(
+            f"{shown}: a deployment runs one process per stage, so that each scales and "
+            "restarts alone; `worker all` is for one machine"
+        )
+    if invocation.path == ("worker",) and invocation.params["stage"] not in STAGE_NAMES:
         raise InvalidInvocation(
             f"{shown}: {invocation.params['stage']!r} is not a registered stage "
-            f"({', '.join(WORKER_NAMES)})"
+            f"({', '.join(STAGE_NAMES)})"
         )
     if invocation.passthrough:
         _check_passthrough(invocation, shown)
@@ -95,6 +100,22 @@ def passthrough_verbs() -> list[tuple[str, ...]]:
     return found
 
 
+def verbs_serving_metrics() -> list[str]:
+    """Every verb that takes ``--metrics-port``: the processes that serve /metrics."""
+    found: list[str] = []
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        subcommands = _subcommands(command)
+        if subcommands is not None:
+            for name, sub in subcommands.items():
+                walk(sub, (*path, name))
+        elif any(param.name == "metrics_port" for param in command.params):
+            found.append(" ".join(path))
+
+    walk(ROOT, ())
+    return found
+
+
 def _subcommands(command: Any) -> dict[str, Any] | None:
     """A group's commands by name; ``None`` for a leaf command."""
     commands = getattr(command, "commands", None)
@@ -104,16 +125,24 @@ def _subcommands(command: Any) -> dict[str, Any] | None:
 @functools.cache
 def server_options(path: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
     """The options the server behind ``stovepipe *path`` accepts, and those it requires,
-    read from its own ``--help`` (handed through after ``--``)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "stovepipe.cli.main", *path, "--", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"stovepipe {' '.join(path)} -- --help: {done.stderr}"
-    usage = done.stdout.split("\n\n", 1)[0]
+    read from its own ``--help`` (handed through after ``--``).
+
+    The CLI runs in this process (the server's parser prints its help and exits
+    before serving anything): four interpreters importing the package cost minutes
+    on a loaded machine, more than a test's time bound.
+    """
+    shown = f"stovepipe {' '.join(path)} -- --help"
+    out = io.StringIO()
+    code: object = None
+    with contextlib.redirect_stdout(out):
+        try:
+            ROOT.main(args=[*path, "--", "--help"], prog_name="stovepipe", standalone_mode=False)
+        except SystemExit as exc:
+            code = exc.code
+    assert code in (0, None), f"{shown}: exit {code}\n{out.getvalue()}"
+    help_text = out.getvalue()
+    assert help_text.startswith("usage:"), f"{shown} printed no usage: {help_text[:200]!r}"
+    usage = help_text.split("\n\n", 1)[0]
     required: set[str] = set()
     depth = 0
     for token in re.split(r"(\[|\])", usage):
@@ -123,7 +152,7 @@ def server_options(path: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str
             depth -= 1
         elif depth == 0:
             required.update(_OPTION.findall(token))
-    return frozenset(_OPTION.findall(done.stdout)), frozenset(required)
+    return frozenset(_OPTION.findall(help_text)), frozenset(required)
 
 
 def _check_passthrough(invocation: Invocation, shown: str) -> None:

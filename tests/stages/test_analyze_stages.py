@@ -98,7 +98,8 @@ async def test_a_dead_letter_on_a_project_path_fails_only_that_project_closed(
     assert await pipe.store.get_fact(Q, uri, "") is None  # not every project answered
     reconciler = DeadLetterReconciler(store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
     request = await store.get_request(rid)
-    assert request is not None and request.state is RequestState.SUCCEEDED
+    # The whole build ended, but the Request stays in flight until every project answers.
+    assert request is not None and request.state is RequestState.ANALYZING
     for project in ("web", "lib"):
         await reconciler.reconcile(
             topics_pb2.BuildMessage(
@@ -119,6 +120,9 @@ async def test_a_dead_letter_on_a_project_path_fails_only_that_project_closed(
     # a broken project keeps its bookmark where it was
     web = await store.get_project_bookmark(Q, "web")
     assert web is not None and web.last_green_uri != uri
+    # every project has its fact: the Request ends, failed (two projects broken)
+    settled = await store.get_request(rid)
+    assert settled is not None and settled.state is RequestState.FAILED
 
 
 async def test_a_dead_lettered_analyze_fails_every_project_without_a_fact_closed(
@@ -167,7 +171,7 @@ async def test_an_errored_whole_build_gets_project_builds_and_never_a_guess(
     rid = (await pipe.ingester.ingest(Q, "poller")).request.id
     await _lose_project_builds(pipe, rid)
     request = await store.get_request(rid)
-    assert request is not None and request.state is RequestState.FAILED
+    assert request is not None and request.state is RequestState.ANALYZING
     # No target ran and nothing to inherit from: no project fact, no whole verdict.
     assert await _facts(pipe, uri) == {}
 

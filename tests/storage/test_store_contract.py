@@ -457,6 +457,11 @@ async def test_every_attempt_keeps_its_fact_and_reads_answer_with_the_authoritat
             break
     assert {f.uri: f for f in listed} == expected
     assert len(listed) == len(histories)  # one answer per commit, not one per attempt
+    # the batched read of a history page agrees, and leaves out commits without a fact
+    asked = [*expected, "git:never-recorded"]
+    assert await store.get_facts(Q, asked, "") == expected
+    assert await store.get_facts(Q, asked, "some-project") == {}
+    assert await store.get_facts(Q, [], "") == {}
 
 
 async def test_an_attempt_s_fact_is_create_only(store: Store) -> None:

@@ -15,7 +15,9 @@ from stovepipe.domain import (
     RequestState,
     can_transition,
     is_newer,
+    settled_state,
     start_new_attempt,
+    start_project_attempt,
     transition,
     with_build,
 )
@@ -73,7 +75,13 @@ def test_legal_transitions_are_exactly_the_lifecycle() -> None:
         (RequestState.PROCESSING, RequestState.SUCCEEDED),
         (RequestState.PROCESSING, RequestState.FAILED),
         (RequestState.PROCESSING, RequestState.CANCELLED),
+        # Phase 2: the build ended, projects still wait for their facts
+        (RequestState.ACCEPTED, RequestState.ANALYZING),
+        (RequestState.PROCESSING, RequestState.ANALYZING),
+        (RequestState.ANALYZING, RequestState.SUCCEEDED),
+        (RequestState.ANALYZING, RequestState.FAILED),
     }
+    assert not RequestState.ANALYZING.terminal
     assert all(not can_transition(t, d) for t in TERMINAL_STATES for d in RequestState)
 
 
@@ -136,3 +144,30 @@ def test_a_new_attempt_reopens_only_a_failed_request_and_clears_the_build() -> N
     for state in set(RequestState) - {RequestState.FAILED}:
         with pytest.raises(IllegalTransition, match="only a failed request"):
             start_new_attempt(_request(state), now=later, reason="x")
+
+
+def test_a_project_attempt_skips_admission_and_detaches_the_questioned_build() -> None:
+    import dataclasses
+
+    failed = dataclasses.replace(
+        _request(RequestState.FAILED),
+        build_strategy=BuildStrategy.INCREMENTAL,
+        base_uri="u1",
+        build_id="b-7",
+        version=4,
+    )
+    again = start_project_attempt(failed, now=NOW, reason="re-validation of project web")
+    assert (again.state, again.attempt, again.version) == (RequestState.ANALYZING, 2, 5)
+    assert again.build_id is None  # analyze must not answer from the build in question
+    assert (again.build_strategy, again.base_uri) == (BuildStrategy.INCREMENTAL, "u1")
+    for state in set(RequestState) - {RequestState.FAILED}:
+        with pytest.raises(IllegalTransition, match="only a failed request"):
+            start_project_attempt(_request(state), now=NOW, reason="x")
+
+
+def test_with_projects_an_ended_build_leaves_the_request_analyzing() -> None:
+    for outcome in (RequestState.SUCCEEDED, RequestState.FAILED):
+        assert settled_state(outcome, has_projects=True) is RequestState.ANALYZING
+        assert settled_state(outcome, has_projects=False) is outcome
+    cancelled = RequestState.CANCELLED
+    assert settled_state(cancelled, has_projects=True) is cancelled

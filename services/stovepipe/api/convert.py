@@ -21,6 +21,7 @@ from stovepipe.v1 import stovepipe_service_pb2, types_pb2
 _STATES = {
     RequestState.ACCEPTED: types_pb2.REQUEST_STATE_ACCEPTED,
     RequestState.PROCESSING: types_pb2.REQUEST_STATE_PROCESSING,
+    RequestState.ANALYZING: types_pb2.REQUEST_STATE_ANALYZING,
     RequestState.SUPERSEDED: types_pb2.REQUEST_STATE_SUPERSEDED,
     RequestState.SUCCEEDED: types_pb2.REQUEST_STATE_SUCCEEDED,
     RequestState.FAILED: types_pb2.REQUEST_STATE_FAILED,
@@ -71,6 +72,7 @@ def request_to_pb(request: Request) -> types_pb2.Request:
         attempt=request.attempt,
         trigger_details=dict(request.trigger_details),
         upstream_greens=upstream_to_pb(request.upstream_greens),
+        title=request.title,
     )
 
 

@@ -255,15 +255,18 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         self, request: pb.RevalidateRequest, context: Context
     ) -> pb.RevalidateResponse:
         async def call() -> pb.RevalidateResponse:
-            validate_queue_name(request.queue)
-            self._queues.queue(request.queue)
+            self._check_scope(request.queue, request.project)
             uri = await resolve_commit(self._store, request.queue, request.uri)
             if not uri:
                 raise NotFound(
                     f"queue {request.queue} has ingested no commit with SHA {request.uri.lower()}"
                 )
             result = await self._revalidator.revalidate(
-                request.queue, uri, flaky=request.flaky, reason=request.reason
+                request.queue,
+                uri,
+                flaky=request.flaky,
+                reason=request.reason,
+                project=request.project,
             )
             return pb.RevalidateResponse(
                 request=convert.request_to_pb(result.request),
@@ -447,8 +450,11 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 request.queue, page_size=size, page_token=request.page_token
             )
             entries = []
+            facts = await self._store.get_facts(
+                request.queue, [found.uri for found in page], request.project
+            )
             for found in page:
-                fact = await self._store.get_fact(request.queue, found.uri, request.project)
+                fact = facts.get(found.uri)
                 entries.append(
                     pb.HistoryEntry(
                         request=await self._request_pb(found),
@@ -470,7 +476,8 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 counts = await self._store.count_requests_by_state(name)
                 summary = pb.QueueSummary(
                     queue=name,
-                    in_flight=counts.get(RequestState.PROCESSING, 0),
+                    in_flight=counts.get(RequestState.PROCESSING, 0)
+                    + counts.get(RequestState.ANALYZING, 0),
                     waiting=counts.get(RequestState.ACCEPTED, 0),
                 )
                 if name in staleness:

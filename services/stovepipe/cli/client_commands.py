@@ -95,8 +95,8 @@ JsonOption = Annotated[
 ProjectOption = Annotated[
     str,
     typer.Option(
-        help="Project (default: the whole repository; per-project verdicts are not "
-        "supported yet and the API refuses a project)."
+        help="One of the Queue's configured projects (default: the whole repository); "
+        "another name is refused, naming the configured ones."
     ),
 ]
 CommitArgument = Annotated[
@@ -401,6 +401,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         reason: Annotated[str, typer.Option(help="Why, kept in the Request's reason.")] = "",
+        project: Annotated[
+            str,
+            typer.Option(
+                "--project",
+                help="Re-validate only this project of COMMIT (a project-scoped build); "
+                "the other projects keep their verdicts.",
+            ),
+        ] = "",
         wait: Annotated[
             bool, typer.Option("--wait", help="Follow the new attempt to its end.")
         ] = False,
@@ -415,12 +423,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate COMMIT again (admin): a fail_closed verdict, or a broken one with --flaky.
 
-        Green is final."""
+        Green is final. With --project, only that project's verdict is questioned."""
         target = Target(api, token_env, tls, ca_file, cert, key)
         response = _call(
             target,
             lambda stub, md: stub.Revalidate(
-                pb.RevalidateRequest(queue=queue, uri=commit, flaky=flaky, reason=reason),
+                pb.RevalidateRequest(
+                    queue=queue, uri=commit, flaky=flaky, reason=reason, project=project
+                ),
                 metadata=md,
             ),
         )
@@ -480,7 +490,8 @@ def register(app: typer.Typer) -> None:
         cert: CertOption = None,
         key: KeyOption = None,
     ) -> None:
-        """QUEUE's Requests, newest first: commit, trigger, strategy, state, verdict, duration."""
+        """QUEUE's Requests, newest first: commit, title, trigger, strategy, state, verdict,
+        duration."""
         target = Target(api, token_env, tls, ca_file, cert, key)
 
         async def pages(stub: Any, md: Metadata) -> list[pb.HistoryEntry]:
@@ -507,9 +518,14 @@ def register(app: typer.Typer) -> None:
             output.emit_json({"entries": [output.as_dict(e) for e in entries]})
             return
         output.table(
-            ["REQUEST", "COMMIT", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED"],
+            _HISTORY_COLUMNS,
             [_history_row(e) for e in entries],
         )
+
+
+_HISTORY_COLUMNS = [
+    "REQUEST", "COMMIT", "TITLE", "TRIGGER", "STRATEGY", "STATE", "VERDICT", "TOOK", "CREATED",
+]  # fmt: skip
 
 
 def _history_row(entry: pb.HistoryEntry) -> list[str]:
@@ -527,6 +543,7 @@ def _history_row(entry: pb.HistoryEntry) -> list[str]:
     return [
         r.id,
         _short(r.uri),
+        r.title or "-",
         r.trigger or "-",
         _strategy_name(r.build_strategy) or "-",
         _state_name(r.state),

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from stovepipe.cli.process_options import MetricsHost, MetricsPort
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -47,6 +49,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         health_port: HealthPort = None,
         health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod
+        metrics_port: MetricsPort = None,
+        metrics_host: MetricsHost = None,
     ) -> None:
         """Poll the head of every Queue with a `poll:` section on its schedule and ingest
         it when it moved (trigger poll, or schedule for cron). Replicas share the work
@@ -57,13 +61,22 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(config)
         if not settings.polled_queues:
             typer.echo("no queue has a poll: section; nothing to poll", err=True)
-        asyncio.run(run_poller(settings, _health_listen(health_host, health_port)))
+        asyncio.run(
+            run_poller(
+                settings,
+                _health_listen(health_host, health_port),
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+            )
+        )
 
     @app.command()
     def webhooks(
         config: ConfigOption = None,
         health_port: HealthPort = None,
         health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod
+        metrics_port: MetricsPort = None,
+        metrics_host: MetricsHost = None,
     ) -> None:
         """Receive push webhooks (POST /hooks/github, /hooks/gitlab, /hooks/gitea) on
         webhooks.listen, verify them with the configured secrets and ingest the matching
@@ -75,4 +88,11 @@ def register(app: typer.Typer) -> None:
         if settings.webhooks is None:
             typer.echo("error: the configuration has no webhooks: section", err=True)
             raise typer.Exit(EXIT_MISCONFIGURED)
-        asyncio.run(run_webhooks(settings, _health_listen(health_host, health_port)))
+        asyncio.run(
+            run_webhooks(
+                settings,
+                _health_listen(health_host, health_port),
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+            )
+        )

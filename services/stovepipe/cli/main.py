@@ -27,6 +27,7 @@ from stovepipe.cli import (
     preflight_command,
 )
 from stovepipe.cli.dlq_commands import dlq_app
+from stovepipe.cli.process_options import MetricsHost, MetricsPort
 
 app = typer.Typer(
     name="stovepipe",
@@ -162,26 +163,6 @@ HealthHost = Annotated[
 ]
 
 
-MetricsPort = Annotated[
-    int | None,
-    typer.Option(
-        help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: "
-        "telemetry.metrics_port; neither: no metrics server).",
-        envvar="STOVEPIPE_METRICS_PORT",
-        min=1,
-        max=65535,
-    ),
-]
-MetricsHost = Annotated[
-    str | None,
-    typer.Option(
-        help="Address the metrics port binds (default: telemetry.metrics_host).",
-        envvar="STOVEPIPE_METRICS_HOST",
-        show_default=False,
-    ),
-]
-
-
 def _health_listen(host: str, port: int | None) -> str | None:
     bracketed = f"[{host}]" if ":" in host and "[" not in host else host
     return f"{bracketed}:{port}" if port is not None else None
@@ -232,6 +213,8 @@ def console_command(
         str | None,
         typer.Option(help="host:port to serve on (default: console.listen from the config)."),
     ] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = None,
 ) -> None:
     """Serve the read-only web console, a client of the API (console.* in the config).
     Exit 2 when it cannot run as configured (unreadable TLS file or secret, login tokens
@@ -239,7 +222,11 @@ def console_command(
     from stovepipe.cli.loading import load_settings
     from stovepipe.console.process import run_console
 
-    asyncio.run(run_console(load_settings(config), listen))
+    asyncio.run(
+        run_console(
+            load_settings(config), listen, metrics_port=metrics_port, metrics_host=metrics_host
+        )
+    )
 
 
 @app.command()

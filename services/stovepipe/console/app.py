@@ -36,6 +36,7 @@ from stovepipe.console.access import COOKIE, Access
 from stovepipe.console.client import ApiUnavailable, ConsoleClient
 from stovepipe.console.live import KEEPALIVE_S, RESYNC, LiveFeed
 from stovepipe.redaction import redact
+from stovepipe.telemetry.metrics import CONSOLE_REQUEST_SECONDS, CONSOLE_REQUESTS
 from stovepipe.v1 import types_pb2
 
 HERE = Path(__file__).parent
@@ -45,9 +46,13 @@ MAX_FORM_REASON = 500
 
 @dataclass(frozen=True)
 class QueueInfo:
+    """What the console knows of a Queue from the configuration: its columns (projects),
+    its promotion ref's name, and its hook subscriptions (to name their deliveries)."""
+
     name: str
     projects: tuple[str, ...]
     promotion_ref: str | None
+    hooks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -70,11 +75,12 @@ templates.env.globals.update(
     stamp=views.stamp,
     labels=views.STATE_LABELS,
     fact_state=views.fact_state,
-    request_state_name=lambda v: _enum(types_pb2.RequestState, v, "REQUEST_STATE_"),
+    request_state_name=views.request_state_name,
     strategy_name=lambda v: _enum(types_pb2.BuildStrategy, v, "BUILD_STRATEGY_"),
     origin_name=lambda v: _enum(types_pb2.FactOrigin, v, "FACT_ORIGIN_"),
     redact=redact,
     urlencode=urlencode,
+    build_link=lambda r: r.build_id if r.build_id.startswith(("https://", "http://")) else "",
 )
 
 
@@ -124,6 +130,14 @@ def _unavailable(request: Request, exc: ApiUnavailable) -> Response:
     )
 
 
+def _refused(request: Request, exc: ApiUnavailable, title: str) -> Response:
+    """400 when the API refused what the URL asked for (a malformed page token or
+    commit), 502 for everything else."""
+    if "INVALID_ARGUMENT" in str(exc):
+        return _render(request, "error.html", {"title": title, "message": redact(str(exc))}, 400)
+    return _unavailable(request, exc)
+
+
 def _not_found(request: Request, message: str) -> Response:
     return _render(request, "error.html", {"title": "Not found", "message": message}, 404)
 
@@ -131,9 +145,7 @@ def _not_found(request: Request, message: str) -> Response:
 async def queues_page(request: Request) -> Response:
     state = _state(request)
     try:
-        summaries = await asyncio.gather(
-            *(views.summary(state.client, name) for name in state.queues)
-        )
+        summaries = await views.summaries(state.client, list(state.queues))
     except ApiUnavailable as exc:
         return _unavailable(request, exc)
     fragment = request.query_params.get("fragment") == "1"
@@ -158,11 +170,7 @@ async def grid_page(request: Request) -> Response:
             page_token=token,
         )
     except ApiUnavailable as exc:
-        if "INVALID_ARGUMENT" in str(exc):
-            return _render(
-                request, "error.html", {"title": "Bad page", "message": redact(str(exc))}, 400
-            )
-        return _unavailable(request, exc)
+        return _refused(request, exc, "Bad page")
     fragment = request.query_params.get("fragment") == "1"
     name = "_grid_table.html" if fragment else "grid.html"
     context = {"title": queue, "grid": grid, "page": token, "live": queue}
@@ -174,12 +182,15 @@ async def commit_page(request: Request) -> Response:
     queue = request.query_params.get("queue", "")
     uri = request.query_params.get("uri", "")
     request_id = request.query_params.get("request", "")
-    if queue not in state.queues or not uri:
+    info = state.queues.get(queue)
+    if info is None or not uri:
         return _not_found(request, "give a configured queue and a commit uri")
     try:
-        view = await views.commit(state.client, queue, uri, request_id)
+        view = await views.commit(
+            state.client, queue, uri, request_id, projects=info.projects, hooks=info.hooks
+        )
     except ApiUnavailable as exc:
-        return _unavailable(request, exc)
+        return _refused(request, exc, "Bad commit")
     context = {
         "title": f"{views.short(uri)} on {queue}",
         "view": view,
@@ -288,12 +299,34 @@ async def healthz(request: Request) -> Response:
 
 
 _PUBLIC = ("/login", "/healthz", "/static/")
+_ROUTES = ("/queues/", "/commit", "/revalidate", "/events", "/login", "/logout", "/healthz")
+
+
+def route_label(path: str) -> str:
+    """The metric label of a path: its page, never its Queue or commit (bounded)."""
+    if path == "/":
+        return "/"
+    if path.startswith("/static/"):
+        return "/static"
+    for route in _ROUTES:
+        if path == route or (route.endswith("/") and path.startswith(route)):
+            return route.rstrip("/")
+    return "other"
 
 
 class Guard(BaseHTTPMiddleware):
     """Sign-in (or the proxy's header) before any page; server time on every answer."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        response = await self._answer(request, call_next)
+        elapsed = time.perf_counter() - started
+        route = route_label(request.url.path)
+        CONSOLE_REQUESTS.labels(route, str(response.status_code)).inc()
+        CONSOLE_REQUEST_SECONDS.labels(route).observe(elapsed)
+        return response
+
+    async def _answer(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
         path = request.url.path
         if not path.startswith(_PUBLIC):

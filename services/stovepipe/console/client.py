@@ -2,14 +2,13 @@
 
 Every page is built from these calls, never from the database, so the console
 shows exactly what any other API client would see and needs no more rights
-than one. Keeping the calls in one module lets newer RPCs (a paged list of
-Requests, a Queue summary, build logs, hook deliveries) replace the probing
-below without touching the pages.
+than one. Lookups of something that may not exist (a Request, a build log, a
+hook delivery) answer None for NOT_FOUND; every other refusal is
+:class:`ApiUnavailable`, which the pages show as a 502.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,6 @@ from stovepipe.v1 import topics_pb2, types_pb2
 Metadata = tuple[tuple[str, str], ...]
 
 CALL_TIMEOUT_S = 10.0
-PROBE_AHEAD = 50
-"""At most this many Requests newer than the newest verdict are looked up (in flight)."""
 
 
 class ApiUnavailable(RuntimeError):
@@ -38,10 +35,10 @@ class Page:
     next_token: str
 
 
-def request_number(request_id: str) -> int | None:
-    """``n`` of ``request/<queue>/<n>`` (the ingest order within the Queue), else None."""
-    tail = request_id.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+@dataclass(frozen=True)
+class RequestPage:
+    entries: list[pb.HistoryEntry]
+    next_token: str
 
 
 class ConsoleClient:
@@ -105,42 +102,47 @@ class ConsoleClient:
         return Page(list(response.facts), response.next_page_token)
 
     async def request(self, request_id: str) -> types_pb2.Request | None:
-        """The Request, or None when the API knows no such id."""
+        """The Request with its transitions, or None when the API knows no such id."""
+        response = await self._found("GetRequest", pb.GetRequestRequest(request_id=request_id))
+        return None if response is None else response.request
+
+    async def list_requests(
+        self, queue: str, *, project: str = "", page_size: int = 50, page_token: str = ""
+    ) -> RequestPage:
+        """One page of the Queue's Requests, newest first, each with its verdict in ``project``."""
+        response: pb.ListRequestsResponse = await self._call(
+            "ListRequests",
+            pb.ListRequestsRequest(
+                queue=queue, project=project, page_size=page_size, page_token=page_token
+            ),
+        )
+        return RequestPage(list(response.entries), response.next_page_token)
+
+    async def list_queues(self) -> dict[str, pb.QueueSummary]:
+        """Every configured Queue at a glance, by name."""
+        response: pb.ListQueuesResponse = await self._call("ListQueues", pb.ListQueuesRequest())
+        return {q.queue: q for q in response.queues}
+
+    async def build_logs(self, request_id: str) -> list[pb.TargetLog]:
+        """The kept (redacted, bounded) logs of the Request's failed targets, every attempt."""
+        response = await self._found("GetBuildLog", pb.GetBuildLogRequest(request_id=request_id))
+        return [] if response is None else list(response.logs)
+
+    async def hook_delivery(self, delivery_id: str) -> pb.HookDelivery | None:
+        """One hook delivery by id, or None when there is no such delivery."""
+        response = await self._found("GetHookDelivery", pb.GetHookDeliveryRequest(id=delivery_id))
+        return None if response is None else response.delivery
+
+    async def _found(self, method: str, message: Any) -> Any:
+        """Like ``_call``, but NOT_FOUND answers None."""
         try:
-            response = await self._stub.GetRequest(
-                pb.GetRequestRequest(request_id=request_id),
-                metadata=self._metadata,
-                timeout=CALL_TIMEOUT_S,
+            return await getattr(self._stub, method)(
+                message, metadata=self._metadata, timeout=CALL_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 return None
-            raise ApiUnavailable(f"GetRequest: {exc.code().name}: {exc.details()}") from None
-        request: types_pb2.Request = response.request
-        return request
-
-    async def requests(self, queue: str, numbers: list[int]) -> dict[int, types_pb2.Request]:
-        """The Requests of ``queue`` with these ingest numbers that exist, concurrently."""
-        found = await asyncio.gather(*(self.request(f"request/{queue}/{n}") for n in numbers))
-        return {n: r for n, r in zip(numbers, found, strict=True) if r is not None}
-
-    async def newer_requests(self, queue: str, after: int) -> list[types_pb2.Request]:
-        """Requests ingested after number ``after``, oldest first (at most ``PROBE_AHEAD``).
-
-        Until the API lists Requests, the ingest numbers are probed in batches of ten.
-        Numbers are handed out in order but may skip one (an ingest that lost a race),
-        so only a batch with nothing in it ends the list.
-        """
-        out: list[types_pb2.Request] = []
-        n = after + 1
-        while len(out) < PROBE_AHEAD:
-            batch = list(range(n, n + 10))
-            found = await self.requests(queue, batch)
-            if not found:
-                break
-            out.extend(found[number] for number in batch if number in found)
-            n += 10
-        return out[:PROBE_AHEAD]
+            raise ApiUnavailable(f"{method}: {exc.code().name}: {exc.details()}") from None
 
     async def revalidate(
         self, queue: str, uri: str, *, flaky: bool, reason: str

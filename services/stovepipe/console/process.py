@@ -26,7 +26,7 @@ from stovepipe.console.access import Access
 from stovepipe.console.app import QueueInfo, create_app
 from stovepipe.console.client import ConsoleClient
 from stovepipe.grpcutil import ChannelSecurity
-from stovepipe.runtime.logs import configure_logging
+from stovepipe.telemetry.process import process_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,10 @@ def uvicorn_config(config: StovepipeConfig, listen: str | None = None) -> uvicor
     client = build_client(config)
     queues = [
         QueueInfo(
-            q.name, (), q.promotion_ref.removeprefix("refs/heads/") if q.promotion_ref else None
+            q.name,
+            tuple(q.project_names),
+            q.promotion_ref.removeprefix("refs/heads/") if q.promotion_ref else None,
+            tuple(h.name for h in q.hooks),
         )
         for q in config.queues
     ]
@@ -135,17 +138,25 @@ def uvicorn_config(config: StovepipeConfig, listen: str | None = None) -> uvicor
     )
 
 
-async def run_console(config: StovepipeConfig, listen: str | None = None) -> None:
-    """Serve until SIGTERM / Ctrl-C."""
-    configure_logging("console")
-    try:
-        settings = uvicorn_config(config, listen)
-    except ConsoleMisconfigured as exc:
-        _fail(str(exc))
-    server = uvicorn.Server(settings)
-    scheme = "https" if settings.is_ssl else "http"
-    print(f"console on {scheme}://{listen or config.console.listen}", flush=True)
-    await server.serve()
+async def run_console(
+    config: StovepipeConfig,
+    listen: str | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
+    """Serve until SIGTERM / Ctrl-C; with a metrics port (argument or
+    ``telemetry.metrics_port``), serve ``/metrics`` on it (a port of its own, so a
+    scrape never needs a console login)."""
+    with process_telemetry(config, "console", metrics_port=metrics_port, metrics_host=metrics_host):
+        try:
+            settings = uvicorn_config(config, listen)
+        except ConsoleMisconfigured as exc:
+            _fail(str(exc))
+        server = uvicorn.Server(settings)
+        scheme = "https" if settings.is_ssl else "http"
+        print(f"console on {scheme}://{listen or config.console.listen}", flush=True)
+        await server.serve()
 
 
 def _fail(message: str) -> NoReturn:

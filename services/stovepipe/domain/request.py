@@ -21,6 +21,8 @@ from stovepipe.domain.trigger import TriggerDetails, UpstreamGreen
 class RequestState(enum.StrEnum):
     ACCEPTED = "accepted"
     PROCESSING = "processing"
+    ANALYZING = "analyzing"
+    """Phase 2: the whole-repository build ended; projects still wait for their facts."""
     SUPERSEDED = "superseded"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -44,11 +46,19 @@ _LEGAL: dict[RequestState, frozenset[RequestState]] = {
             RequestState.SUPERSEDED,
             RequestState.FAILED,
             RequestState.CANCELLED,
+            RequestState.ANALYZING,
         }
     ),
     RequestState.PROCESSING: frozenset(
-        {RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED}
+        {
+            RequestState.SUCCEEDED,
+            RequestState.FAILED,
+            RequestState.CANCELLED,
+            RequestState.ANALYZING,
+        }
     ),
+    # Left only by record, once every project has its fact and the whole fact is written.
+    RequestState.ANALYZING: frozenset({RequestState.SUCCEEDED, RequestState.FAILED}),
 }
 
 
@@ -123,6 +133,8 @@ class Request:
     """What the trigger said about itself (the upstream commit, the push delivery)."""
     upstream_greens: tuple[UpstreamGreen, ...] = ()
     """The last green commit of every Queue this one ``depends_on``, read at ingest."""
+    title: str = ""
+    """The commit's title as SourceControl described it at ingest (empty when it could not)."""
 
     @property
     def request_id(self) -> RequestId:
@@ -206,3 +218,39 @@ def start_new_attempt(request: Request, *, now: datetime, reason: str) -> Reques
         base_uri=None,
         build_id=None,
     )
+
+
+def start_project_attempt(request: Request, *, now: datetime, reason: str) -> Request:
+    """Re-open a ``failed`` Request as attempt ``n + 1`` straight in ``analyzing``.
+
+    Re-validating one project of a commit rebuilds that project only: the
+    whole-repository build is not run again, so the Request skips admission and
+    takes no build slot. Its build is detached so that analyze cannot answer the
+    project from the very build whose verdict is being questioned; the other
+    projects' facts are carried into the new attempt by the caller.
+    """
+    if request.state is not RequestState.FAILED:
+        raise IllegalTransition(
+            f"{request.id} is {request.state}; only a failed request can be validated again"
+        )
+    return dataclasses.replace(
+        request,
+        state=RequestState.ANALYZING,
+        version=request.version + 1,
+        updated_at=now,
+        reason=reason,
+        attempt=request.attempt + 1,
+        build_id=None,
+    )
+
+
+def settled_state(outcome: RequestState, *, has_projects: bool) -> RequestState:
+    """Where a Request goes when its whole-repository build ends with ``outcome``.
+
+    With projects configured a succeeded or failed build is not the end: the
+    Request stays in flight (``analyzing``) until every project has its fact,
+    and record then settles it from the weighted verdict.
+    """
+    if has_projects and outcome in (RequestState.SUCCEEDED, RequestState.FAILED):
+        return RequestState.ANALYZING
+    return outcome

@@ -58,19 +58,31 @@ class Row:
     greenness: pb.GetGreennessResponse | None = None
 
 
-def demo_config(repo: Path, api_port: int) -> StovepipeConfig:
+DEMO_PROJECTS = (
+    {"name": "calc", "paths": ["src/**", "tests/**"], "targets": ["unit-tests"]},
+    {"name": "docs", "paths": ["README.md"], "targets": ["docs"]},
+)
+DEMO_HOOK = "audit-log"
+
+
+def demo_config(repo: Path, api_port: int, *, showcase: bool = False) -> StovepipeConfig:
+    """The demo's Queue. ``showcase`` (the console's browser tests and screenshot) adds
+    two projects, so the grid has project columns, and a ``log`` hook subscription, so
+    commits have hook deliveries to show."""
+    queue: dict[str, Any] = {
+        "name": QUEUE,
+        "source": {"repository": str(repo), "ref": "main"},
+        "build": {"targets": build_targets()},
+        "promotion_ref": PROMOTION_REF,
+    }
+    if showcase:
+        queue["projects"] = [dict(p) for p in DEMO_PROJECTS]
+        queue["hooks"] = [{"name": DEMO_HOOK, "kind": "log"}]
     return config_from_mapping(
         {
             "api": {"listen": f"127.0.0.1:{api_port}"},
             "workers": {"buildsignal_poll_interval_seconds": 0.2},
-            "queues": [
-                {
-                    "name": QUEUE,
-                    "source": {"repository": str(repo), "ref": "main"},
-                    "build": {"targets": build_targets()},
-                    "promotion_ref": PROMOTION_REF,
-                }
-            ],
+            "queues": [queue],
         },
         source="demo",
     )
@@ -245,9 +257,10 @@ class DemoHistory:
 
 @asynccontextmanager
 async def demo_history(workdir: Path, *, sandbox: bool = True) -> AsyncIterator[DemoHistory]:
-    """``stovepipe up`` on the demo's sample repository with its three commits validated."""
+    """``stovepipe up`` on the demo's sample repository (with the showcase's projects and
+    hook subscription) with its three commits validated."""
     repo = SampleRepo(workdir / "repo").init()
-    config = demo_config(repo.path, free_port())
+    config = demo_config(repo.path, free_port(), showcase=True)
     async with (
         embedded_stack(config, workdir / "state", Console(quiet=True), sandbox=sandbox) as stack,
         grpc.aio.insecure_channel(stack.api_address) as channel,

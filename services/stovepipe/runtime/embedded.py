@@ -281,11 +281,12 @@ def ingress_children(
     for name, command, needed, shown in wanted:
         if not needed:
             continue
-        health = addresses.next()
+        health, metrics = addresses.next(), addresses.next()
         host, port = health.rsplit(":", 1)
         argv = _cli(
-            command, "--config", str(config_path), "--health-port", port, "--health-host", host
-        )
+            command, "--config", str(config_path), "--health-port", port, "--health-host", host,
+            *_metrics_args(metrics),
+        )  # fmt: skip
         address = f"{shown} (health {health})" if shown else f"{health} (health)"
         children.append(
             ChildSpec(
@@ -295,6 +296,7 @@ def ingress_children(
                 env,
                 address,
                 functools.partial(grpc_serving, health),
+                metrics=metrics,
             )
         )
     return children
@@ -433,7 +435,11 @@ async def embedded_stack(
         console_listen = config.console.listen if explicit else addresses.next()
         scheme = "https" if console_tls(config) is not None else "http"
         console_url = f"{scheme}://{console_listen}"
-        console_argv = _cli("console", "--config", str(config_path), "--listen", console_listen)
+        console_metrics = addresses.next()
+        console_argv = _cli(
+            "console", "--config", str(config_path), "--listen", console_listen,
+            *_metrics_args(console_metrics),
+        )  # fmt: skip
         await supervisor.start_all(
             [
                 ChildSpec(
@@ -452,6 +458,7 @@ async def embedded_stack(
                     env,
                     console_url,
                     functools.partial(console_ready, console_url),
+                    metrics=console_metrics,
                 ),
                 *ingress_children(config, addresses, config_path, logs, env),
             ]

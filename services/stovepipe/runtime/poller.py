@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -46,6 +47,15 @@ from stovepipe.domain import TriggerKind
 from stovepipe.redaction import redact
 from stovepipe.stages.ports import Clock, utc_now
 from stovepipe.storage.poll_leases import NEVER, Note, PollLease, PollLeases
+from stovepipe.telemetry.metrics import (
+    POLLER_BACKOFF_SECONDS,
+    POLLER_CONSECUTIVE_FAILURES,
+    POLLER_INGESTS,
+    POLLER_LEASE_HELD,
+    POLLER_RESOLVE_SECONDS,
+    POLLER_RESOLVES,
+    POLLER_TICKS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +159,7 @@ class Poller:
             with contextlib.suppress(Exception):
                 await self._leases.release(self._holder, list(self._held), now=self._clock())
             self._held.clear()
+            self._export_leases()
 
     async def _keep_renewing(self, stop: asyncio.Event) -> None:
         """Three times per lease period: extend every held lease, and take the Queues
@@ -195,6 +206,11 @@ class Poller:
                 self._taken.update({name: taken.expires_at for name, taken in others.items()})
         except Exception as exc:  # storage down: held leases run out, polling stops
             log.warning("cannot acquire or renew poll leases: %s", redact(str(exc)))
+        self._export_leases()
+
+    def _export_leases(self) -> None:
+        for q in self._queues:
+            POLLER_LEASE_HELD.labels(q.name).set(1 if q.name in self._held else 0)
 
     async def _keep_polling(
         self, queue: QueueConfig, stop: asyncio.Event, first_done: asyncio.Event
@@ -241,21 +257,38 @@ class Poller:
         lease = self._lease_for(queue, tick)
         if lease is None or lease.not_before > self._clock():
             self.stats.skipped += 1
+            POLLER_TICKS.labels(queue.name, "not_held" if lease is None else "backing_off").inc()
             return
+        POLLER_TICKS.labels(queue.name, "polled").inc()
         self.stats.claims.append((queue.name, tick))
         try:
             async with self._in_flight:
                 self.stats.resolves += 1
-                head = await self._resolve_head(queue, self._tuning.resolve_timeout_s)
+                head = await self._timed_resolve(queue)
             if head != lease.head_uri or lease.failures:
                 if head != lease.head_uri:
                     trigger = TriggerKind.POLL if poll.every is not None else TriggerKind.SCHEDULE
                     await self._ingest(queue, head, trigger)
                     self.stats.ingests += 1
+                    POLLER_INGESTS.labels(queue.name, str(trigger)).inc()
                     log.info("poll %s: head %s ingested (%s)", queue.name, head, trigger)
                 self._note(queue.name, head_uri=head, failures=0, not_before=NEVER)
+            POLLER_BACKOFF_SECONDS.labels(queue.name).set(0)
+            POLLER_CONSECUTIVE_FAILURES.labels(queue.name).set(0)
         except Exception as exc:
             await self._back_off(queue, lease, exc)
+
+    async def _timed_resolve(self, queue: QueueConfig) -> str:
+        started = time.perf_counter()
+        try:
+            head = await self._resolve_head(queue, self._tuning.resolve_timeout_s)
+        except Exception:
+            POLLER_RESOLVES.labels(queue.name, "error").inc()
+            raise
+        finally:
+            POLLER_RESOLVE_SECONDS.labels(queue.name).observe(time.perf_counter() - started)
+        POLLER_RESOLVES.labels(queue.name, "ok").inc()
+        return head
 
     def _note(
         self,
@@ -282,6 +315,8 @@ class Poller:
         backoff = min(tuning.backoff_max_s, tuning.backoff_initial_s * 2 ** (failures - 1))
         backoff *= self._rng.uniform(0.8, 1.2)
         not_before = self._clock() + timedelta(seconds=backoff)
+        POLLER_BACKOFF_SECONDS.labels(queue.name).set(backoff)
+        POLLER_CONSECUTIVE_FAILURES.labels(queue.name).set(failures)
         error = redact(f"{type(exc).__name__}: {exc}")
         log.warning(
             "poll %s failed (%d in a row), next try in %.1fs: %s",

@@ -16,11 +16,11 @@ import socket
 
 from stovepipe.config import QueueConfig, StovepipeConfig
 from stovepipe.runtime.health import WorkerHealth
-from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
 from stovepipe.runtime.poller import Poller, PollerTuning
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage.poll_leases import PollLeases
+from stovepipe.telemetry.process import process_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,19 @@ async def run_poller(
     config: StovepipeConfig,
     health_listen: str | None = None,
     tuning: PollerTuning | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
 ) -> None:
-    """Poll until SIGTERM."""
-    configure_logging("poller")
+    """Poll until SIGTERM; with a metrics port (argument or ``telemetry.metrics_port``),
+    serve ``/metrics``."""
+    with process_telemetry(config, "poller", metrics_port=metrics_port, metrics_host=metrics_host):
+        await _poll(config, health_listen, tuning)
+
+
+async def _poll(
+    config: StovepipeConfig, health_listen: str | None, tuning: PollerTuning | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,8 +19,8 @@ from aiohttp import web
 from stovepipe.config import ConfigProblem, SecretUnavailable, StovepipeConfig, resolve_secret
 from stovepipe.config.webhooks import CodeHost
 from stovepipe.runtime.health import WorkerHealth
-from stovepipe.runtime.logs import configure_logging
 from stovepipe.runtime.pipeline import open_pipeline
+from stovepipe.telemetry.process import process_telemetry
 from stovepipe.webhooks.receiver import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,22 @@ def webhook_secrets(config: StovepipeConfig) -> dict[CodeHost, str]:
     return secrets
 
 
-async def run_webhooks(config: StovepipeConfig, health_listen: str | None = None) -> None:
-    """Serve deliveries until SIGTERM."""
-    configure_logging("webhooks")
+async def run_webhooks(
+    config: StovepipeConfig,
+    health_listen: str | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+) -> None:
+    """Serve deliveries until SIGTERM; with a metrics port (argument or
+    ``telemetry.metrics_port``), serve ``/metrics``."""
+    with process_telemetry(
+        config, "webhooks", metrics_port=metrics_port, metrics_host=metrics_host
+    ):
+        await _serve(config, health_listen)
+
+
+async def _serve(config: StovepipeConfig, health_listen: str | None) -> None:
     hooks = config.webhooks
     if hooks is None:
         log.error("cannot start: the configuration has no webhooks section")

@@ -57,6 +57,11 @@ from stovepipe.v1 import topics_pb2
 log = logging.getLogger(__name__)
 
 
+_ANALYZABLE = (RequestState.ANALYZING, RequestState.SUCCEEDED, RequestState.FAILED)
+"""``analyzing`` normally; settled states for Requests that ended before Phase 2's
+in-flight state existed (their whole fact was still deferred to the projects)."""
+
+
 def project_spec(project: ProjectConfig) -> ProjectSpec:
     return ProjectSpec(
         name=project.name,
@@ -75,9 +80,9 @@ class ProjectAnalyzer(StageBase):
             raise Retryable(f"{message.request_id} not found (not yet visible?)")
         if is_stale(message.request_attempt, request):
             return
-        if not request.terminal:
+        if request.state in (RequestState.ACCEPTED, RequestState.PROCESSING):
             raise Retryable(f"{request.id} is still {request.state}; nothing to analyze yet")
-        if request.state not in (RequestState.SUCCEEDED, RequestState.FAILED):
+        if request.state not in _ANALYZABLE:
             return
         config = self._queues.queue(request.queue)
         missing = [

@@ -43,8 +43,8 @@ class BuildTrigger(StageBase):
         if message.scope.project:
             await self._build_project(request, message.scope.project)
             return
-        if request.terminal:
-            return
+        if request.terminal or request.state is RequestState.ANALYZING:
+            return  # its whole-repository build has ended (a redelivery)
         if request.state is not RequestState.PROCESSING:
             raise NonRetryable(f"{request.id} is {request.state}; only admitted requests build")
         project = message.scope.project
@@ -70,7 +70,11 @@ class BuildTrigger(StageBase):
         )
 
     async def _build_project(self, request: Request, project: str) -> None:
-        if request.state not in (RequestState.SUCCEEDED, RequestState.FAILED):
+        if request.state not in (
+            RequestState.ANALYZING,
+            RequestState.SUCCEEDED,
+            RequestState.FAILED,
+        ):
             return  # superseded or cancelled: no verdict to refine
         if await self._store.get_fact_of_attempt(
             request.queue, request.uri, project, request.attempt

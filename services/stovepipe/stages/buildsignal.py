@@ -9,7 +9,8 @@ sweeper's ``stale_after`` (see ``stovepipe.stages.liveness`` for why), which
 tells the sweeper the build is still being followed. Once the runner reports a
 terminal state: store status and target graph, release the Request's build
 slot (a no-op when already released), stamp the Request's outcome (first
-writer wins), and publish to record. Each step recognises its own earlier
+writer wins; ``analyzing`` on a Queue with projects, which record settles once
+every project has its fact), and publish to record. Each step recognises its own earlier
 effect, so redelivery at any point converges on the same end state.
 
 buildsignal frees the slot but does not wake the Queue's waiting head: record
@@ -32,6 +33,7 @@ from stovepipe.domain import (
     Request,
     RequestState,
     TargetOutcome,
+    settled_state,
     transition,
 )
 from stovepipe.extensions.buildrunner.client import BuildReport
@@ -242,8 +244,9 @@ class BuildSignalPoller(StageBase):
             )
 
     async def _stamp_outcome(self, request: Request, build: Build) -> Request:
-        while not request.terminal:
-            outcome = _OUTCOME[build.status]
+        has_projects = bool(self._queues.queue(request.queue).projects)
+        while request.state in (RequestState.ACCEPTED, RequestState.PROCESSING):
+            outcome = settled_state(_OUTCOME[build.status], has_projects=has_projects)
             reason = f"build {build.build_id} {build.status}"
             if culprits := failed_targets(build):
                 reason += f": {culprits}"

@@ -6,7 +6,10 @@ call this one path. Steps: resolve the head through SourceControl (a pushed
 sha is a hint only, never the verdict's subject), read the last green commit
 of every Queue this one ``depends_on``, mint or find the Request for
 ``(queue, uri)``, advance the Queue's ``latest_request_id`` by CAS, publish to
-process.
+process. The commit's title (SourceControl's ``DescribeCommit``) is read
+alongside the upstream bookmarks and kept on the Request, so history and the
+console show it without asking SourceControl again; a SourceControl that cannot
+describe the commit costs the title, never the ingest.
 
 A crash after the Request is stored but before the publish leaves it
 ``accepted``; re-reporting the same head publishes again (the Request is
@@ -15,18 +18,31 @@ returned as a duplicate), and the sweeper re-drives it otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import grpc
+
+from stovepipe.config import QueueConfig
 from stovepipe.domain import Request, UpstreamGreen, validate_queue_name
 from stovepipe.domain.trigger import MAX_TRIGGER_LENGTH, TriggerKind, trigger_details
 from stovepipe.extensions.sourcecontrol.model import Ancestry
+from stovepipe.redaction import redact_line
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import process_message
 from stovepipe.stages.ports import queue_source
 
 __all__ = ["MAX_TRIGGER_LENGTH", "HeadIngester", "IngestResult"]
+
+log = logging.getLogger(__name__)
+
+MAX_TITLE_LENGTH = 200
+"""Characters of a commit title kept on the Request (the column holds 256)."""
+TITLE_TIMEOUT_S = 5.0
+"""How long ingest waits for a title before going on without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +89,9 @@ class HeadIngester(StageBase):
         uri = resolved_uri or await self._extensions.source_control(config).resolve_head(
             queue_source(config)
         )
-        upstream_greens = await self._upstream_greens(config.depends_on)
+        title, upstream_greens = await asyncio.gather(
+            self._title(config, uri), self._upstream_greens(config.depends_on)
+        )
         async with self._store.unit():  # the Request and the Queue's latest head together
             request, created = await self._store.create_request(
                 queue,
@@ -82,11 +100,23 @@ class HeadIngester(StageBase):
                 now=self._clock(),
                 trigger_details=pairs,
                 upstream_greens=upstream_greens,
+                title=title,
             )
             await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
             await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)
+
+    async def _title(self, config: QueueConfig, uri: str) -> str:
+        """The commit's title, redacted and bounded; empty when SourceControl cannot say."""
+        try:
+            info = await self._extensions.source_control(config).describe_commit(
+                queue_source(config), uri, timeout_s=TITLE_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("%s: no title for %s: %s", config.name, uri, exc.code().name)
+            return ""
+        return redact_line(info.title, MAX_TITLE_LENGTH)
 
     async def _upstream_greens(self, upstreams: tuple[str, ...]) -> tuple[UpstreamGreen, ...]:
         """The bookmark of every upstream Queue now: what this head will be built against."""

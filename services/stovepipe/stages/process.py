@@ -21,6 +21,10 @@ The sweeper re-drives a head whose wake-up was lost.
 A re-validation (attempt > 1 of an older head) skips coalescing: it was asked
 for by an operator about one commit, so it is neither superseded by newer heads
 nor supersedes anything. It still waits for a build slot, and builds in full.
+
+An ``analyzing`` Request (Phase 2: its build ended, projects still wait for
+their facts) that the sweeper re-drives goes to record, which hands it to
+analyze: the missing project facts and project builds are sent again.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from stovepipe.extensions.sourcecontrol.client import Ancestry
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.stages import queue_ops, topics
 from stovepipe.stages.base import StageBase
-from stovepipe.stages.messages import build_message, is_stale
+from stovepipe.stages.messages import build_message, is_stale, record_message
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import VersionMismatch
 from stovepipe.v1 import topics_pb2
@@ -71,6 +75,11 @@ class RequestAdmitter(StageBase):
             return
         if request.state is RequestState.PROCESSING:
             await self._publish_build(request)
+            return
+        if request.state is RequestState.ANALYZING:
+            # Re-driven by the sweeper: record hands it to analyze again, which
+            # re-sends whatever project fact or project build is still missing.
+            await self._publisher.publish(topics.RECORD, record_message(request))
             return
         if request.attempt > 1:
             if await self._take_slot(request) is not None:

@@ -12,7 +12,13 @@ Per project (Phase 2): a dead letter on a project-scoped path (build,
 buildsignal or record with a project scope) fails only that project closed: a
 broken fact with ``origin = fail_closed`` for it, then record for the project.
 A dead-lettered ``AnalyzeMessage`` does the same for every project still
-without a fact. Other projects keep their verdicts.
+without a fact. Other projects keep their verdicts. On a Queue with projects a
+whole-repository letter does not end the Request either: it goes ``analyzing``
+like a finished build (the projects get their facts or project builds), and any
+whole-repository record letter about an ``analyzing`` Request fails its
+missing projects closed, so the Request ends once record has every project's
+fact (other whole-repository letters about it re-send record, which re-drives
+analyze).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from stovepipe.domain import (
     Request,
     RequestState,
     ValidationFact,
+    settled_state,
     transition,
 )
 from stovepipe.failures import Retryable
@@ -37,6 +44,8 @@ from stovepipe.storage import AlreadyExists, VersionMismatch
 from stovepipe.v1 import topics_pb2
 
 log = logging.getLogger(__name__)
+
+_SETTLED = (RequestState.FAILED, RequestState.SUCCEEDED, RequestState.ANALYZING)
 
 
 class DeadLetterReconciler(StageBase):
@@ -59,8 +68,11 @@ class DeadLetterReconciler(StageBase):
         scope = getattr(message, "scope", None)
         project = str(getattr(scope, "project", "")) if scope is not None else ""
         per_project = project or isinstance(message, topics_pb2.AnalyzeMessage)
-        if per_project and request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
-            from_record = isinstance(message, topics_pb2.RecordMessage)
+        from_record = isinstance(message, topics_pb2.RecordMessage)
+        analyzing = request.state is RequestState.ANALYZING
+        if (per_project and request.state in _SETTLED) or (analyzing and from_record):
+            # A whole-repository record that cannot hand the Request to analyze is
+            # answered per project too: the Request ends once record has them all.
             await self._fail_projects_closed(request, project, reason, from_record)
             return
         if not request.terminal:
@@ -69,7 +81,7 @@ class DeadLetterReconciler(StageBase):
             )
             request = await self._fail(request, reason)
             await wake_queue(self._store, self._publisher, state, request.id)
-        if request.state in (RequestState.FAILED, RequestState.SUCCEEDED):
+        if request.state in _SETTLED:
             await self._publisher.publish(topics.RECORD, record_message(request))
 
     async def _fail_projects_closed(
@@ -107,15 +119,16 @@ class DeadLetterReconciler(StageBase):
             await self._publisher.publish(topics.RECORD, record_message(request, name))
 
     async def _fail(self, request: Request, reason: str) -> Request:
+        has_projects = bool(self._queues.queue(request.queue).projects)
         for _ in range(queue_ops.MAX_CAS_ATTEMPTS):
-            if request.terminal:
+            if request.terminal or request.state is RequestState.ANALYZING:
                 return request
             try:
                 return await self._store.update_request(
                     request,
                     transition(
                         request,
-                        RequestState.FAILED,
+                        settled_state(RequestState.FAILED, has_projects=has_projects),
                         now=self._clock(),
                         reason=f"fail closed: {reason}"[:500],
                     ),

@@ -23,7 +23,11 @@ deriving it from the project-scoped build), moves the project's bookmark and
 promotion ref and emits the project's event; the whole-repository message
 writes nothing until every project has its fact of this attempt (it hands the
 Request to analyze instead), and then writes the weighted degree
-(``project_ops.whole_repo_degree``) and carries on with steps 3-6.
+(``project_ops.whole_repo_degree``), settles the Request (``analyzing`` ->
+``succeeded`` when every project is green, else ``failed``) and carries on
+with steps 3-6. Until then the Request is visibly in flight: ``analyzing``
+counts as in flight in ``queues``, and the sweeper re-drives one that stopped
+moving.
 
 A message of an earlier attempt is skipped: after a re-validation only the
 current attempt writes. If the record message is lost, the sweeper repairs
@@ -39,6 +43,7 @@ from stovepipe.config import QueueConfig
 from stovepipe.domain import (
     BROKEN,
     GREEN,
+    Build,
     BuildStatus,
     FactOrigin,
     QueueState,
@@ -46,6 +51,7 @@ from stovepipe.domain import (
     RequestId,
     RequestState,
     ValidationFact,
+    transition,
 )
 from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.hooks.events import verdict_events
@@ -53,7 +59,7 @@ from stovepipe.stages import project_ops, queue_ops, topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import analyze_message, is_stale, record_message, wake_queue
 from stovepipe.stages.ports import queue_source
-from stovepipe.storage import AlreadyExists
+from stovepipe.storage import AlreadyExists, VersionMismatch
 from stovepipe.v1 import topics_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ class VerdictRecorder(StageBase):
             return
         if is_stale(message.request_attempt, request):
             return
-        if not request.terminal:
+        if not request.terminal and request.state is not RequestState.ANALYZING:
             raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
         if request.state is RequestState.CANCELLED:
             # No verdict to record, but its build slot was freed: wake the next head.
@@ -96,6 +102,7 @@ class VerdictRecorder(StageBase):
         async with self._store.unit():  # the fact and the bookmark it moves: one transaction
             fact = await self._create_or_adopt_fact(request, project, verdict)
             queue = await self._advance_bookmark(request, fact)
+        request = await self._settle(request, fact)
         took_bookmark = queue.last_green_request_id == request.id
         await wake_queue(self._store, self._publisher, queue, request.id)
         if took_bookmark:
@@ -107,6 +114,28 @@ class VerdictRecorder(StageBase):
             if answer.request_id == request.id:
                 _add_trigger(event.data, request)
             await self._publisher.publish(topics.HOOK, event)
+
+    async def _settle(self, request: Request, fact: ValidationFact) -> Request:
+        """End an ``analyzing`` Request once its whole-repository fact is durable:
+        succeeded when every project is green, failed otherwise. Until this write
+        the Request is visibly in flight (and the sweeper re-drives it if stuck)."""
+        for _ in range(queue_ops.MAX_CAS_ATTEMPTS):
+            if request.state is not RequestState.ANALYZING:
+                return request
+            outcome = RequestState.SUCCEEDED if fact.green else RequestState.FAILED
+            reason = request.reason
+            if fact.reason and fact.reason not in reason:
+                reason = f"{reason}; {fact.reason}" if reason else fact.reason
+            try:
+                return await self._store.update_request(
+                    request, transition(request, outcome, now=self._clock(), reason=reason)
+                )
+            except VersionMismatch:
+                reloaded = await self._store.get_request(request.id)
+                if reloaded is None:
+                    break
+                request = reloaded
+        raise Retryable(f"{request.id}: could not settle it after its verdict")
 
     async def _events(
         self, request: Request, fact: ValidationFact, took_bookmark: bool
@@ -231,16 +260,22 @@ class VerdictRecorder(StageBase):
     async def _verdict(self, request: Request) -> tuple[float, FactOrigin, str]:
         if request.state is RequestState.SUCCEEDED:
             return GREEN, FactOrigin.BUILD, request.reason
-        if request.state is not RequestState.FAILED:
+        if request.state is RequestState.ANALYZING:
+            # Its Queue lost its projects while it was analyzed: the build answers.
+            build = await self._build_of(request)
+            if build is not None and build.status is BuildStatus.SUCCEEDED:
+                return GREEN, FactOrigin.BUILD, request.reason
+        elif request.state is not RequestState.FAILED:
             raise NonRetryable(f"{request.id} ended {request.state}; it has no verdict")
-        build = (
-            await self._store.get_build(request.queue, request.build_id)
-            if request.build_id
-            else None
-        )
+        build = await self._build_of(request)
         if build is not None and build.status is BuildStatus.FAILED:
             return BROKEN, FactOrigin.BUILD, request.reason
         return BROKEN, FactOrigin.FAIL_CLOSED, request.reason
+
+    async def _build_of(self, request: Request) -> Build | None:
+        if not request.build_id:
+            return None
+        return await self._store.get_build(request.queue, request.build_id)
 
     async def _promote(self, request: Request) -> None:
         config = self._queues.queue(request.queue)

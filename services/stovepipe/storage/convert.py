@@ -85,6 +85,7 @@ def request_from_row(row: RowMapping) -> Request:
         attempt=row["attempt"],
         trigger_details=tuple(sorted((row["trigger_details"] or {}).items())),
         upstream_greens=_upstream_from_json(row["upstream_greens"]),
+        title=row["title"] or "",
     )
 
 
@@ -117,6 +118,7 @@ def request_values(r: Request) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "trigger_details": dict(r.trigger_details),
         "upstream_greens": _upstream_to_json(r.upstream_greens),
+        "title": r.title,
     }
 
 

@@ -227,6 +227,7 @@ class Store:
         now: datetime,
         trigger_details: TriggerDetails = (),
         upstream_greens: tuple[UpstreamGreen, ...] = (),
+        title: str = "",
     ) -> tuple[Request, bool]:
         """The Request for ``(queue, uri)`` and True, or the one already there and False.
 
@@ -252,6 +253,7 @@ class Store:
             trigger=trigger,
             trigger_details=trigger_details,
             upstream_greens=upstream_greens,
+            title=title,
         )
         row = convert.check_lengths(requests, convert.request_values(request))
         dedup = convert.check_lengths(
@@ -501,6 +503,21 @@ class Store:
             )
         )
         return convert.fact_from_row(row) if row else None
+
+    async def get_facts(
+        self, queue: str, uris: Sequence[str], project: str
+    ) -> dict[str, ValidationFact]:
+        """The authoritative fact of each of ``uris`` that has one in ``project``, by URI:
+        one query for a page of history instead of one per commit."""
+        if not uris:
+            return {}
+        c = validation_facts.c
+        rows = await self._all(
+            select(validation_facts).where(
+                c.queue == queue, c.uri.in_(list(uris)), c.project == project, _authoritative()
+            )
+        )
+        return {row["uri"]: convert.fact_from_row(row) for row in rows}
 
     async def get_fact_of_attempt(
         self, queue: str, uri: str, project: str, attempt: int

@@ -46,6 +46,7 @@ QUEUE = MAX_QUEUE_NAME_LENGTH
 NAME = 256
 URI = 1024
 STATE = 16
+TITLE = 256
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -116,6 +117,7 @@ requests = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("trigger_details", JSON),
     Column("upstream_greens", JSON),
+    Column("title", String(TITLE), nullable=False, server_default=""),
 )
 Index(None, requests.c.queue, requests.c.state)
 Index(None, requests.c.state, requests.c.updated_at)

@@ -89,6 +89,67 @@ API_REQUEST_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+POLLER_TICKS = Counter(
+    "stovepipe_poller_ticks",
+    "Ticks of a polled Queue, by what this replica did: polled, not_held (another "
+    "replica holds the Queue, or its lease is about to run out), backing_off.",
+    ["queue", "outcome"],
+)
+POLLER_RESOLVES = Counter(
+    "stovepipe_poller_resolve_head",
+    "ResolveHead calls of the poller, by result (ok, error).",
+    ["queue", "result"],
+)
+POLLER_RESOLVE_SECONDS = Histogram(
+    "stovepipe_poller_resolve_head_seconds",
+    "ResolveHead latency of the poller, successful or not.",
+    ["queue"],
+    buckets=_LATENCY_BUCKETS,
+)
+POLLER_INGESTS = Counter(
+    "stovepipe_poller_ingests",
+    "Heads the poller ingested because they moved, by trigger (poll, schedule).",
+    ["queue", "trigger"],
+)
+POLLER_LEASE_HELD = Gauge(
+    "stovepipe_poller_lease_held", "1 while this replica holds the Queue's poll lease.", ["queue"]
+)
+POLLER_BACKOFF_SECONDS = Gauge(
+    "stovepipe_poller_backoff_seconds",
+    "The backoff the Queue is in after consecutive poll failures (0 when healthy).",
+    ["queue"],
+)
+POLLER_CONSECUTIVE_FAILURES = Gauge(
+    "stovepipe_poller_consecutive_failures",
+    "Poll failures of the Queue in a row (0 after a success).",
+    ["queue"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "stovepipe_webhook_deliveries",
+    "Push deliveries received, by provider (github, gitlab, gitea; unknown for any "
+    "other path), outcome (ingested, ignored, bad_signature, malformed, too_large, "
+    "no_endpoint, failed) and HTTP status.",
+    ["provider", "outcome", "status"],
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "stovepipe_webhook_delivery_seconds",
+    "Time to answer a push delivery (ingest included), by provider.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+CONSOLE_REQUESTS = Counter(
+    "stovepipe_console_requests",
+    "Console HTTP requests by route (the page, not its query) and status.",
+    ["route", "status"],
+)
+CONSOLE_REQUEST_SECONDS = Histogram(
+    "stovepipe_console_request_seconds",
+    "Console server time by route (until the response starts; an event stream's "
+    "headers, not its life).",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 
 @dataclass
 class MetricsServer:

@@ -520,7 +520,9 @@ class QueueSummary(_message.Message):
     """Empty when no commit of this Queue was recorded green yet."""
     last_green_request_id: _builtins.str
     in_flight: _builtins.int
-    """Requests validating now (holding a build slot)."""
+    """Requests validating now: building (holding a build slot) or analyzing (Phase 2: their
+    projects still wait for facts).
+    """
     waiting: _builtins.int
     """Requests waiting for admission."""
     latest_request_id: _builtins.str
@@ -786,6 +788,7 @@ class RevalidateRequest(_message.Message):
     URI_FIELD_NUMBER: _builtins.int
     FLAKY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     uri: _builtins.str
     """The commit URI, as returned by Ingest or GetRequest, or a plain SHA (as in GetGreenness)."""
@@ -793,6 +796,10 @@ class RevalidateRequest(_message.Message):
     """Also re-validate a broken verdict from a real build (a suspected flake)."""
     reason: _builtins.str
     """Why, for the audit trail (kept, redacted, in the Request's reason)."""
+    project: _builtins.str
+    """Re-validate only this project of the commit (Phase 2): a project-scoped build, no
+    whole-repository build; the other projects keep their verdicts. Empty: the commit.
+    """
     def __init__(
         self,
         *,
@@ -800,10 +807,11 @@ class RevalidateRequest(_message.Message):
         uri: _builtins.str = ...,
         flaky: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        project: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["flaky", b"flaky", "queue", b"queue", "reason", b"reason", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flaky", b"flaky", "project", b"project", "queue", b"queue", "reason", b"reason", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stovepipe/v1/types.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x05Scope\x12\x0f\n\x07project\x18\x01 \x01(\t\"\xf1\x04\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.stovepipe.v1.RequestState\x12\x33\n\x0e\x62uild_strategy\x18\x05 \x01(\x0e\x32\x1b.stovepipe.v1.BuildStrategy\x12\x10\n\x08\x62\x61se_uri\x18\x06 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07trigger\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x03\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\r \x01(\x05\x12\x42\n\x0ftrigger_details\x18\x14 \x03(\x0b\x32).stovepipe.v1.Request.TriggerDetailsEntry\x12\x34\n\x0fupstream_greens\x18\x15 \x03(\x0b\x32\x1b.stovepipe.v1.UpstreamGreen\x12\x34\n\x0btransitions\x18\x1e \x03(\x0b\x32\x1f.stovepipe.v1.RequestTransition\x12\x15\n\rsuperseded_by\x18\x1f \x01(\t\x12\x19\n\x11superseded_by_uri\x18  \x01(\t\x1a\x35\n\x13TriggerDetailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\rUpstreamGreen\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x87\x01\n\x11RequestTransition\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.stovepipe.v1.RequestState\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x02\n\x0eValidationFact\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\x01\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06origin\x18\x07 \x01(\x0e\x32\x18.stovepipe.v1.FactOrigin\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x34\n\x0fupstream_greens\x18( \x03(\x0b\x32\x1b.stovepipe.v1.UpstreamGreen\x12\x1a\n\x12inherited_from_uri\x18\x14 \x01(\t*\xd9\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATE_ACCEPTED\x10\x01\x12\x1c\n\x18REQUEST_STATE_PROCESSING\x10\x02\x12\x1c\n\x18REQUEST_STATE_SUPERSEDED\x10\x03\x12\x1b\n\x17REQUEST_STATE_SUCCEEDED\x10\x04\x12\x18\n\x14REQUEST_STATE_FAILED\x10\x05\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x06*h\n\rBuildStrategy\x12\x1e\n\x1a\x42UILD_STRATEGY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42UILD_STRATEGY_FULL\x10\x01\x12\x1e\n\x1a\x42UILD_STRATEGY_INCREMENTAL\x10\x02*x\n\nFactOrigin\x12\x1b\n\x17\x46\x41\x43T_ORIGIN_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x41\x43T_ORIGIN_BUILD\x10\x01\x12\x1b\n\x17\x46\x41\x43T_ORIGIN_FAIL_CLOSED\x10\x02\x12\x19\n\x15\x46\x41\x43T_ORIGIN_INHERITED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stovepipe/v1/types.proto\x12\x0cstovepipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x05Scope\x12\x0f\n\x07project\x18\x01 \x01(\t\"\x81\x05\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.stovepipe.v1.RequestState\x12\x33\n\x0e\x62uild_strategy\x18\x05 \x01(\x0e\x32\x1b.stovepipe.v1.BuildStrategy\x12\x10\n\x08\x62\x61se_uri\x18\x06 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07trigger\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x03\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\r \x01(\x05\x12\x42\n\x0ftrigger_details\x18\x14 \x03(\x0b\x32).stovepipe.v1.Request.TriggerDetailsEntry\x12\x34\n\x0fupstream_greens\x18\x15 \x03(\x0b\x32\x1b.stovepipe.v1.UpstreamGreen\x12\x34\n\x0btransitions\x18\x1e \x03(\x0b\x32\x1f.stovepipe.v1.RequestTransition\x12\x15\n\rsuperseded_by\x18\x1f \x01(\t\x12\x19\n\x11superseded_by_uri\x18  \x01(\t\x12\x0e\n\x05title\x18\xa0\x01 \x01(\t\x1a\x35\n\x13TriggerDetailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\rUpstreamGreen\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x87\x01\n\x11RequestTransition\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.stovepipe.v1.RequestState\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x02\n\x0eValidationFact\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\x01\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06origin\x18\x07 \x01(\x0e\x32\x18.stovepipe.v1.FactOrigin\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12\x34\n\x0fupstream_greens\x18( \x03(\x0b\x32\x1b.stovepipe.v1.UpstreamGreen\x12\x1a\n\x12inherited_from_uri\x18\x14 \x01(\t*\xf6\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATE_ACCEPTED\x10\x01\x12\x1c\n\x18REQUEST_STATE_PROCESSING\x10\x02\x12\x1c\n\x18REQUEST_STATE_SUPERSEDED\x10\x03\x12\x1b\n\x17REQUEST_STATE_SUCCEEDED\x10\x04\x12\x18\n\x14REQUEST_STATE_FAILED\x10\x05\x12\x1b\n\x17REQUEST_STATE_CANCELLED\x10\x06\x12\x1b\n\x17REQUEST_STATE_ANALYZING\x10x*h\n\rBuildStrategy\x12\x1e\n\x1a\x42UILD_STRATEGY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42UILD_STRATEGY_FULL\x10\x01\x12\x1e\n\x1a\x42UILD_STRATEGY_INCREMENTAL\x10\x02*x\n\nFactOrigin\x12\x1b\n\x17\x46\x41\x43T_ORIGIN_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x41\x43T_ORIGIN_BUILD\x10\x01\x12\x1b\n\x17\x46\x41\x43T_ORIGIN_FAIL_CLOSED\x10\x02\x12\x19\n\x15\x46\x41\x43T_ORIGIN_INHERITED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUEST_TRIGGERDETAILSENTRY']._loaded_options = None
   _globals['_REQUEST_TRIGGERDETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_REQUESTSTATE']._serialized_start=1238
-  _globals['_REQUESTSTATE']._serialized_end=1455
-  _globals['_BUILDSTRATEGY']._serialized_start=1457
-  _globals['_BUILDSTRATEGY']._serialized_end=1561
-  _globals['_FACTORIGIN']._serialized_start=1563
-  _globals['_FACTORIGIN']._serialized_end=1683
+  _globals['_REQUESTSTATE']._serialized_start=1254
+  _globals['_REQUESTSTATE']._serialized_end=1500
+  _globals['_BUILDSTRATEGY']._serialized_start=1502
+  _globals['_BUILDSTRATEGY']._serialized_end=1606
+  _globals['_FACTORIGIN']._serialized_start=1608
+  _globals['_FACTORIGIN']._serialized_end=1728
   _globals['_SCOPE']._serialized_start=75
   _globals['_SCOPE']._serialized_end=99
   _globals['_REQUEST']._serialized_start=102
-  _globals['_REQUEST']._serialized_end=727
-  _globals['_REQUEST_TRIGGERDETAILSENTRY']._serialized_start=674
-  _globals['_REQUEST_TRIGGERDETAILSENTRY']._serialized_end=727
-  _globals['_UPSTREAMGREEN']._serialized_start=729
-  _globals['_UPSTREAMGREEN']._serialized_end=792
-  _globals['_REQUESTTRANSITION']._serialized_start=795
-  _globals['_REQUESTTRANSITION']._serialized_end=930
-  _globals['_VALIDATIONFACT']._serialized_start=933
-  _globals['_VALIDATIONFACT']._serialized_end=1235
+  _globals['_REQUEST']._serialized_end=743
+  _globals['_REQUEST_TRIGGERDETAILSENTRY']._serialized_start=690
+  _globals['_REQUEST_TRIGGERDETAILSENTRY']._serialized_end=743
+  _globals['_UPSTREAMGREEN']._serialized_start=745
+  _globals['_UPSTREAMGREEN']._serialized_end=808
+  _globals['_REQUESTTRANSITION']._serialized_start=811
+  _globals['_REQUESTTRANSITION']._serialized_end=946
+  _globals['_VALIDATIONFACT']._serialized_start=949
+  _globals['_VALIDATIONFACT']._serialized_end=1251
 # @@protoc_insertion_point(module_scope)

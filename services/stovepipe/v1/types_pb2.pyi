@@ -39,6 +39,11 @@ class _RequestStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequestS
     """Validation finished and the build failed, or the pipeline failed closed."""
     REQUEST_STATE_CANCELLED: _RequestState.ValueType  # 6
     """An operator or the runner cancelled the validation."""
+    REQUEST_STATE_ANALYZING: _RequestState.ValueType  # 120
+    """Phase 2: the whole-repository build ended and some project still waits for its
+    fact (a project-scoped build, or analyze). In flight; ends succeeded (every project
+    green) or failed.
+    """
 
 class RequestState(_RequestState, metaclass=_RequestStateEnumTypeWrapper):
     """RequestState is where one validation of one head stands."""
@@ -56,6 +61,11 @@ REQUEST_STATE_FAILED: RequestState.ValueType  # 5
 """Validation finished and the build failed, or the pipeline failed closed."""
 REQUEST_STATE_CANCELLED: RequestState.ValueType  # 6
 """An operator or the runner cancelled the validation."""
+REQUEST_STATE_ANALYZING: RequestState.ValueType  # 120
+"""Phase 2: the whole-repository build ended and some project still waits for its
+fact (a project-scoped build, or analyze). In flight; ends succeeded (every project
+green) or failed.
+"""
 Global___RequestState: _TypeAlias = RequestState  # noqa: Y015
 
 class _BuildStrategy:
@@ -176,6 +186,7 @@ class Request(_message.Message):
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
     SUPERSEDED_BY_URI_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id, `request/<queue>/<n>`, where n is the ingest order within the Queue."""
     queue: _builtins.str
@@ -198,6 +209,10 @@ class Request(_message.Message):
     """For a superseded Request: the id of the Request whose newer head superseded it."""
     superseded_by_uri: _builtins.str
     """For a superseded Request: the commit URI of that newer head."""
+    title: _builtins.str
+    """The commit's title (first line of its message) as SourceControl described it at
+    ingest; empty when it could not, or for Requests ingested before titles were kept.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -238,10 +253,11 @@ class Request(_message.Message):
         transitions: _abc.Iterable[Global___RequestTransition] | None = ...,
         superseded_by: _builtins.str = ...,
         superseded_by_uri: _builtins.str = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "superseded_by", b"superseded_by", "superseded_by_uri", b"superseded_by_uri", "transitions", b"transitions", "trigger", b"trigger", "trigger_details", b"trigger_details", "updated_at", b"updated_at", "upstream_greens", b"upstream_greens", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "base_uri", b"base_uri", "build_id", b"build_id", "build_strategy", b"build_strategy", "created_at", b"created_at", "id", b"id", "queue", b"queue", "reason", b"reason", "state", b"state", "superseded_by", b"superseded_by", "superseded_by_uri", b"superseded_by_uri", "title", b"title", "transitions", b"transitions", "trigger", b"trigger", "trigger_details", b"trigger_details", "updated_at", b"updated_at", "upstream_greens", b"upstream_greens", "uri", b"uri", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

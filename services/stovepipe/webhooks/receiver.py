@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from stovepipe.config.webhooks import CodeHost, WebhooksConfig
 from stovepipe.domain import TriggerKind
 from stovepipe.domain.trigger import PUSH_DELIVERY, PUSH_HOST, PUSH_SHA_HINT
 from stovepipe.redaction import redact
+from stovepipe.telemetry.metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 from stovepipe.webhooks.matching import queues_for
 from stovepipe.webhooks.payloads import MalformedPayload, Push, read_push
 from stovepipe.webhooks.signatures import verify
@@ -70,38 +72,50 @@ class WebhookReceiver:
         return web.json_response({"status": "serving"})
 
     async def _delivery(self, request: web.Request) -> web.Response:
+        """Answer one delivery and count it: provider (a configured host, else
+        ``unknown``: the path is the sender's choice), outcome and status."""
         host_name = request.match_info["host"]
+        provider = host_name if host_name in self._secrets else "unknown"
+        started = time.perf_counter()
+        outcome, response = await self._answer_delivery(request, host_name)
+        WEBHOOK_DELIVERY_SECONDS.labels(provider).observe(time.perf_counter() - started)
+        WEBHOOK_DELIVERIES.labels(provider, outcome, str(response.status)).inc()
+        return response
+
+    async def _answer_delivery(
+        self, request: web.Request, host_name: str
+    ) -> tuple[str, web.Response]:
         secret = self._secrets.get(host_name)  # type: ignore[call-overload]
         if secret is None:
-            return _answer(404, f"no webhook endpoint for {host_name!r}")
+            return "no_endpoint", _answer(404, f"no webhook endpoint for {host_name!r}")
         host: CodeHost = host_name  # type: ignore[assignment]
         limit = self._config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _answer(413, f"body larger than {limit} bytes")
+            return "too_large", _answer(413, f"body larger than {limit} bytes")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _answer(413, f"body larger than {limit} bytes")
+            return "too_large", _answer(413, f"body larger than {limit} bytes")
         if not verify(host, secret, request.headers, body):
             log.warning(
                 "webhook from %s (%s): missing or bad signature; refused",
                 host,
                 request.remote or "unknown peer",
             )
-            return _answer(401, "missing or bad signature")
+            return "bad_signature", _answer(401, "missing or bad signature")
         self.deliveries += 1
         try:
             push = read_push(host, request.headers, body)
         except MalformedPayload as exc:
-            return _answer(400, str(exc))
+            return "malformed", _answer(400, str(exc))
         if push is None:
-            return _answer(202, "ignored: not a branch push", status="ignored")
+            return "ignored", _answer(202, "ignored: not a branch push", status="ignored")
         matched = queues_for(push, self._queues)
         if not matched:
             log.info(
                 "webhook from %s: no queue follows %s %s", host, push.repository_names[0], push.ref
             )
-            return _answer(
+            return "ignored", _answer(
                 202, "ignored: no queue follows this repository and branch", status="ignored"
             )
         try:
@@ -112,8 +126,9 @@ class WebhookReceiver:
             log.warning(
                 "webhook from %s: ingest failed: %s", host, redact(f"{type(exc).__name__}: {exc}")
             )
-            return _answer(503, "could not ingest now; deliver again later")
-        return web.json_response({"status": "ingested", "requests": requests}, status=202)
+            return "failed", _answer(503, "could not ingest now; deliver again later")
+        answer = web.json_response({"status": "ingested", "requests": requests}, status=202)
+        return "ingested", answer
 
     async def _ingest_all(
         self, host: CodeHost, push: Push, queues: Sequence[QueueConfig]

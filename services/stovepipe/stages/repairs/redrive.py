@@ -5,7 +5,8 @@ nothing across a restart). Such a Request stays ``accepted`` or ``processing``
 and unchanged; after ``stale_after`` this repair republishes a
 ``ProcessMessage`` for it: process takes an ``accepted`` one through admission
 again and sends a ``processing`` one back to build, which, holding a build id,
-resumes polling without a second build.
+resumes polling without a second build; an ``analyzing`` one goes to record,
+which hands it to analyze for the project facts still missing.
 
 A build that buildsignal still follows is left alone: its Build row is touched
 at least once per heartbeat (``stovepipe.stages.liveness``). Before re-driving,
@@ -20,7 +21,7 @@ import dataclasses
 import logging
 from datetime import datetime
 
-from stovepipe.domain import Request
+from stovepipe.domain import Request, RequestState
 from stovepipe.stages import topics
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.messages import process_message
@@ -52,7 +53,19 @@ class UnfinishedRequestRedriver(StageBase):
         return redriven
 
     async def _build_followed(self, request: Request, cutoff: datetime) -> bool:
+        if request.state is RequestState.ANALYZING:
+            return await self._project_build_followed(request, cutoff)
         if not request.build_id:
             return False
         build = await self._store.get_build(request.queue, request.build_id)
         return build is not None and not build.status.terminal and build.updated_at > cutoff
+
+    async def _project_build_followed(self, request: Request, cutoff: datetime) -> bool:
+        """An ``analyzing`` Request waiting on a project build that buildsignal still
+        polls is moving, however long that build takes."""
+        config = self._queues.queue(request.queue)
+        for project in config.project_names:
+            build = await self._store.latest_project_build(request.queue, request.id, project)
+            if build is not None and not build.status.terminal and build.updated_at > cutoff:
+                return True
+        return False
