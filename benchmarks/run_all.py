@@ -60,6 +60,11 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
             ["throughput.py", "--queues", "100" if quick else "1000", "--extensions", "noop"],
         ),
         ("gate path", ["gate_path.py", "--seconds", seconds]),
+        (
+            "gate path, stovepipe api --processes 2",
+            ["gate_path.py", "--seconds", seconds, "--api-processes", "2"],
+        ),
+        ("git SourceControl per head", ["sourcecontrol_git.py", "--seconds", seconds]),
         ("idle stovepipe up", ["idle_cpu.py", "--window", "15" if quick else "30"]),
         ("WatchEvents streams", ["watch_streams.py"]),
         ("redaction linearity", ["redaction_linearity.py"]),

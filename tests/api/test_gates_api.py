@@ -204,10 +204,11 @@ async def test_last_green_says_when_a_force_push_dropped_it_and_on_branch_skips_
     assert last.uri == dropped_uri and last.reachable == pb.REACHABILITY_ON_BRANCH
     pipe.repo().force_push("main", base)  # drops both later commits
     pipe.repo().advance("main", {"src/b.py": "new"})
-    last = await served.stub.GetLastGreen(pb.GetLastGreenRequest(queue=Q))
-    assert last.uri == dropped_uri and last.reachable == pb.REACHABILITY_OFF_BRANCH
+    # on_branch resolves the head for the call, although a plain answer just cached it
     on_branch = await served.stub.GetLastGreen(pb.GetLastGreenRequest(queue=Q, on_branch=True))
     assert not on_branch.found and on_branch.bookmark_off_branch  # base was never validated
+    last = await served.stub.GetLastGreen(pb.GetLastGreenRequest(queue=Q))
+    assert last.uri == dropped_uri and last.reachable == pb.REACHABILITY_OFF_BRANCH
 
 
 async def test_on_branch_returns_the_newest_green_commit_still_on_the_branch(

@@ -10,7 +10,14 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Protocol
@@ -22,6 +29,7 @@ from stovepipe.api.auth import TokenAuthInterceptor
 from stovepipe.api.commits import resolve_commit
 from stovepipe.api.edge import RequestGuard
 from stovepipe.api.errors import guarded, guarded_stream
+from stovepipe.api.gate_cache import Bookmark, GateCache, GateCacheSettings, HeadUnknown
 from stovepipe.api.telemetry import ApiTelemetry
 from stovepipe.domain import (
     GREEN,
@@ -79,6 +87,8 @@ class EventFeed(Protocol):
     ``"beginning"`` or a cursor from an earlier item."""
 
     def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]: ...
+    def observe(self, observer: Callable[[str, str], None]) -> None: ...
+    def caught_up(self, within_s: float) -> bool: ...
 
 
 class ApiQueues(QueueDirectory, Protocol):
@@ -98,12 +108,14 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         ingester: HeadIngester,
         revalidator: Revalidator,
         events: EventFeed | None = None,
+        gate_cache: GateCacheSettings | None = None,
     ) -> None:
         self._store = store
         self._queues = queues
         self._ingester = ingester
         self._revalidator = revalidator
         self._events = events
+        self.gates = GateCache(store, ingester, events, gate_cache)
 
     async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
         return pb.PingResponse(
@@ -148,20 +160,12 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
     ) -> pb.GetLastGreenResponse:
         async def call() -> pb.GetLastGreenResponse:
             self._check_scope(request.queue, request.project)
+            bookmark = await self.gates.bookmark(request.queue, request.project)
+            if not bookmark.uri:
+                return pb.GetLastGreenResponse(found=False)
+            answer = _last_green_answer(bookmark)
             if request.project:
-                return await self._project_last_green(request.queue, request.project)
-            found = await self._store.get_last_green(request.queue)
-            if found is None:
-                return pb.GetLastGreenResponse(found=False)
-            queue, fact = found
-            if not queue.last_green_uri or not queue.last_green_request_id:
-                return pb.GetLastGreenResponse(found=False)
-            answer = pb.GetLastGreenResponse(
-                found=True,
-                uri=queue.last_green_uri,
-                request_id=queue.last_green_request_id,
-                fact=convert.fact_to_pb(fact) if fact else None,
-            )
+                return answer
             if request.on_branch:
                 return await self._last_green_on_branch(request.queue, request.project, answer)
             await self._stamp_reachability(request.queue, answer, strict=False)
@@ -569,12 +573,14 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         self, queue: str, answer: pb.GetLastGreenResponse, *, strict: bool
     ) -> None:
         """Set ``reachable`` and ``head_uri``; without ``strict`` a SourceControl failure
-        reads as UNKNOWN rather than failing the whole answer."""
+        reads as UNKNOWN rather than failing the whole answer. ``strict`` (an ``on_branch``
+        caller, who deploys on the answer) resolves the head now; otherwise a head up to
+        ``GateCacheSettings.head_max_age_s`` old is used (the answer names it)."""
         try:
-            head = await self._ingester.head(queue)
+            head = await self.gates.head(queue, fresh=strict)
             answer.head_uri = head
-            answer.reachable = _REACH[await self._ingester.on_branch(queue, answer.uri, head)]
-        except grpc.aio.AioRpcError:
+            answer.reachable = _REACH[await self.gates.ancestry(queue, answer.uri, head)]
+        except (grpc.aio.AioRpcError, HeadUnknown):
             if strict:
                 raise
             answer.reachable = pb.REACHABILITY_UNKNOWN
@@ -591,7 +597,7 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
         for fact in facts:
             if fact.degree != GREEN or fact.uri == bookmark.uri:
                 continue
-            if await self._ingester.on_branch(queue, fact.uri, head) is Ancestry.ANCESTOR:
+            if await self.gates.ancestry(queue, fact.uri, head) is Ancestry.ANCESTOR:
                 return pb.GetLastGreenResponse(
                     found=True,
                     uri=fact.uri,
@@ -602,18 +608,6 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                     bookmark_off_branch=True,
                 )
         return pb.GetLastGreenResponse(found=False, head_uri=head, bookmark_off_branch=True)
-
-    async def _project_last_green(self, queue: str, project: str) -> pb.GetLastGreenResponse:
-        bookmark = await self._store.get_project_bookmark(queue, project)
-        if bookmark is None or not bookmark.last_green_uri or not bookmark.last_green_request_id:
-            return pb.GetLastGreenResponse(found=False)
-        fact = await self._store.get_fact(queue, bookmark.last_green_uri, project)
-        return pb.GetLastGreenResponse(
-            found=True,
-            uri=bookmark.last_green_uri,
-            request_id=bookmark.last_green_request_id,
-            fact=convert.fact_to_pb(fact) if fact else None,
-        )
 
     def _check_scope(self, queue: str, project: str) -> None:
         """The Queue must exist; a project must be one of its own (``INVALID_ARGUMENT``
@@ -637,6 +631,15 @@ class StovepipeApi(pb_grpc.StovepipeServiceServicer):
                 raise InvalidInput(
                     f"no watched queue has project {project!r}; {_configured(tuple(known))}"
                 )
+
+
+def _last_green_answer(bookmark: Bookmark) -> pb.GetLastGreenResponse:
+    return pb.GetLastGreenResponse(
+        found=True,
+        uri=bookmark.uri,
+        request_id=bookmark.request_id,
+        fact=convert.fact_to_pb(bookmark.fact) if bookmark.fact else None,
+    )
 
 
 def _configured(names: Sequence[str]) -> str:
@@ -674,10 +677,12 @@ async def serve_api(
     tokens: Mapping[str, str] | None = None,
     credentials: grpc.ServerCredentials | None = None,
     options: Sequence[tuple[str, int]] = (),
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Start the API with health checking, reflection and (optional) token auth.
 
-    ``options`` are grpc server arguments (see :func:`connection_options`).
+    ``options`` are grpc server arguments (see :func:`connection_options`);
+    ``reuse_port`` shares the port with the other processes of an API group.
 
     Interceptors run in order: metrics (so refusals are counted too), the token
     check, then the request guard, so an unauthenticated caller learns nothing
@@ -698,6 +703,7 @@ async def serve_api(
         interceptors=interceptors,
         credentials=credentials,
         options=options,
+        reuse_port=reuse_port,
     )
 
 

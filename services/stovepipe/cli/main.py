@@ -155,8 +155,22 @@ def api(
     health_host: HealthHost = "0.0.0.0",  # noqa: S104 - a readiness probe reaches the pod's address
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            max=64,
+            help="API processes sharing the api.listen port (one core each). A second "
+            "installation on the same port is refused (exit 1). Process i serves /metrics "
+            "on the metrics port + i.",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the gRPC API (StovepipeService, health, reflection)."""
+    """Serve the gRPC API (StovepipeService, health, reflection).
+
+    Exit 1 when the port is taken (by another installation too), 2 when the API cannot
+    run as configured."""
     from stovepipe.cli.loading import load_settings
     from stovepipe.runtime.api_process import run_api
 
@@ -166,6 +180,8 @@ def api(
             health_listen(health_host, health_port),
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            processes=processes,
+            config_path=str(config) if config else None,
         )
     )
 

@@ -263,6 +263,12 @@ class ApiConfig(ConfigModel):
     """A connection older than this is asked to reconnect (0: never)."""
     max_connection_age_grace_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
     """How long calls in flight may finish after that request."""
+    gate_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
+    """How old a cached last-green bookmark may be when served (0: read storage every call).
+    It is served only while the event feed is caught up (``stovepipe.api.gate_cache``)."""
+    branch_head_max_age_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """How old the branch head behind a plain ``GetLastGreen``'s ``reachable`` may be
+    (``on_branch`` always resolves it for the call)."""
 
     @field_validator("tokens")
     @classmethod

@@ -4,7 +4,10 @@ Every Stovepipe server (the API and each reference extension) starts through
 here so they all answer `grpc.health.v1.Health` and reflection the same way,
 and all bind their port exclusively: grpc sets ``SO_REUSEPORT`` by default, with
 which a second server on a port already served binds too, reports ready, and
-silently shares (or steals) the first one's connections.
+silently shares (or steals) the first one's connections. The one exception is
+a member of an API group (``stovepipe api --processes N``), which shares its
+port with its siblings on purpose, under the port's lock
+(``stovepipe.runtime.listener_lock``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     serving: bool = True,
     options: Sequence[tuple[str, int]] = (),
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Bind ``address`` (``host:port``; port 0 picks a free one), register and start.
 
@@ -66,10 +70,18 @@ async def start_server(
     reported SERVING by the health service and listed by reflection. With
     ``serving=False`` they (and the server as a whole, ``""``) start NOT_SERVING
     until the caller sets them. ``options`` adds grpc channel arguments (keepalive,
-    connection age) to the server's own. Raises ``BindError`` (errno ``EADDRINUSE`` when
-    another process holds the port).
+    connection age) to the server's own; ``reuse_port`` lets processes that share one
+    port on purpose bind it together (``SO_REUSEPORT``). Raises ``BindError`` (errno
+    ``EADDRINUSE`` when another process holds the port).
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=[*SERVER_OPTIONS, *options])
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[
+            *(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"),
+            ("grpc.so_reuseport", int(reuse_port)),
+            *options,
+        ],
+    )
     for register in registrars:
         register(server)
     health_servicer = HealthServicer()

@@ -24,6 +24,16 @@ stream is ready: the reader is positioned, so any event recorded after it
 reaches the stream. A stream that passes an earlier cursor (or asks for the
 beginning) gets its own group-less reader starting there, so a reconnecting
 watcher misses nothing that is still on the topic; it then keeps reading live.
+
+*Observers* (the API's gate cache, :mod:`stovepipe.api.gate_cache`) are told the
+``(queue, project)`` of every record the live reader takes, before it is
+verified or served: telling costs nothing and a forged record can only make
+the observer read storage again. While an observer is registered the live
+reader runs without subscribers too, and starts again (after a pause) when
+the broker fails it. :meth:`EventFeed.caught_up` says whether the reader has
+taken every record the broker held at a fetch answered within the last
+``within_s`` seconds: what an observer needs to know that it missed nothing
+older than that.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,6 +63,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_SUBSCRIBERS = 256
 DEFAULT_MAX_PER_OWNER = 32
 QUEUE_DEPTH = 1000
+RESTART_PAUSE_S = 1.0
+"""How long the live reader waits before it starts again after a failure (observers only)."""
 
 MAX_CURSOR = 4096
 _CURSOR = re.compile(r"v1(?:;\d{1,6}=\d{1,19})*")
@@ -73,6 +86,8 @@ class SubscriberTooSlow(RuntimeError):
 
 
 Positions = Mapping[int, int]
+Observer = Callable[[str, str], None]
+"""Told ``(queue, project)`` of every record the live reader takes, before verification."""
 
 
 def encode_cursor(positions: Positions) -> str:
@@ -128,11 +143,44 @@ class EventFeed:
         self._reader: asyncio.Task[None] | None = None
         self._positioned = asyncio.Event()
         self._positions: dict[int, int] = {}
+        self._observers: list[Observer] = []
+        self._live_consumer: AIOKafkaConsumer | None = None
+        self._live_topic = ""
         self.dropped_unverified = 0
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    def observe(self, observer: Observer) -> None:
+        """Tell ``observer`` of every record from now on; keeps the live reader running."""
+        self._observers.append(observer)
+        self._ensure_reader()
+
+    def caught_up(self, within_s: float) -> bool:
+        """True when the live reader has taken every record the broker reported in a fetch
+        answered less than ``within_s`` ago, on every partition.
+
+        False while it is starting, failed, behind (records fetched but not yet
+        taken) or has not heard from the broker for longer than that.
+        """
+        consumer = self._live_consumer
+        if consumer is None or self._reader is None or self._reader.done():
+            return False
+        oldest_ms = (time.time() - within_s) * 1000
+        positions = self._positions
+        if not positions:
+            return False
+        for partition, position in positions.items():
+            tp = TopicPartition(self._live_topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+                polled = consumer.last_poll_timestamp(tp)
+            except AssertionError:  # no longer assigned: the reader is being replaced
+                return False
+            if highwater is None or polled is None or polled < oldest_ms or position < highwater:
+                return False
+        return True
 
     async def watch(self, owner: str = "", start: str = "") -> AsyncGenerator[FeedItem, None]:
         """A ready item, then every verified event with its cursor.
@@ -154,12 +202,7 @@ class EventFeed:
                 already = self._positioned.is_set() and self._reader is not None
                 snapshot = encode_cursor(self._positions) if already else ""
                 self._live.add(subscriber)
-                if self._reader is None or self._reader.done():
-                    self._positioned.clear()
-                    self._reader = asyncio.create_task(
-                        self._read(None, self._fan_out, self._on_live_positioned),
-                        name="event-feed",
-                    )
+                self._ensure_reader()
                 await self._positioned.wait()
                 yield FeedItem(None, snapshot or self._start_cursor)
             else:
@@ -193,11 +236,27 @@ class EventFeed:
             self._live.discard(subscriber)
             if private is not None:
                 await _cancel(private)
-            if not self._live:
+            if not self._live and not self._observers:
                 await self._stop_reader()
 
     async def close(self) -> None:
+        self._observers.clear()
         await self._stop_reader()
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._positioned.clear()
+            self._reader = asyncio.create_task(self._read_live(), name="event-feed")
+
+    async def _read_live(self) -> None:
+        """The live reader; with observers it starts again after a failure, since they
+        depend on it even when no stream is open."""
+        while True:
+            await self._read(None, self._fan_out, self._on_live_positioned)
+            if not self._observers:
+                return
+            await asyncio.sleep(RESTART_PAUSE_S)
+            self._positioned.clear()
 
     _start_cursor = "v1"
 
@@ -249,15 +308,23 @@ class EventFeed:
                         consumer.seek(tp, start[tp.partition])
             for tp in partitions:  # resolve the offsets now: "from here on" starts here
                 positions[tp.partition] = await consumer.position(tp)
-            if start is None:
+            live = start is None
+            if live:
                 self._positions = positions
+                self._live_consumer, self._live_topic = consumer, topic
             positioned(dict(positions))
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
                     for record in records:
+                        event = self._decoded(record)
+                        if live and event is not None:
+                            self._tell_observers(event)
                         positions[record.partition] = record.offset + 1
-                        event = await self._verified(record)
+                        if live and not self._live:
+                            continue  # observers only: nobody to serve, nothing to verify
+                        if event is not None:
+                            event = await self._verified(record, event)
                         if event is not None:
                             deliver(FeedItem(event, encode_cursor(positions)))
         except asyncio.CancelledError:
@@ -267,7 +334,16 @@ class EventFeed:
             positioned(dict(positions))
             deliver(exc)
         finally:
+            if self._live_consumer is consumer:
+                self._live_consumer = None
             await asyncio.wait_for(consumer.stop(), self._settings.close_timeout_s)
+
+    def _tell_observers(self, event: topics_pb2.HookEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event.data.queue, event.data.project)
+            except Exception:  # an observer's bug must not stop the feed for the streams
+                log.exception("event feed observer failed")
 
     def _fan_out(self, item: FeedItem | BaseException) -> None:
         for subscriber in list(self._live):
@@ -286,10 +362,8 @@ class EventFeed:
                 subscriber.events.get_nowait()
             subscriber.events.put_nowait(SubscriberTooSlow("the event stream fell behind"))
 
-    async def _verified(self, record: ConsumerRecord[bytes, bytes]) -> topics_pb2.HookEvent | None:
-        """The event with its facts re-read from storage, or ``None`` when storage disagrees
-        (or the event is of a type this feed cannot check)."""
-        where = f"topic={record.topic} partition={record.partition} offset={record.offset}"
+    def _decoded(self, record: ConsumerRecord[bytes, bytes]) -> topics_pb2.HookEvent | None:
+        """The record's event, or ``None`` (logged) for a record that is not one."""
         try:
             event: topics_pb2.HookEvent = decode(
                 HOOK,
@@ -298,9 +372,20 @@ class EventFeed:
                 declared_type=hdr.from_record(record.headers).get(hdr.PAYLOAD_TYPE),
             )
         except MalformedMessage as exc:
-            log.warning("not an event, skipped: %s: %s", where, short_reason(exc))
+            log.warning("not an event, skipped: %s: %s", _where(record), short_reason(exc))
             return None
-        return await verified_event(self._store, event, where, self)
+        return event
+
+    async def _verified(
+        self, record: ConsumerRecord[bytes, bytes], event: topics_pb2.HookEvent
+    ) -> topics_pb2.HookEvent | None:
+        """The event with its facts re-read from storage, or ``None`` when storage disagrees
+        (or the event is of a type this feed cannot check)."""
+        return await verified_event(self._store, event, _where(record), self)
+
+
+def _where(record: ConsumerRecord[bytes, bytes]) -> str:
+    return f"topic={record.topic} partition={record.partition} offset={record.offset}"
 
 
 async def _started(consumer: AIOKafkaConsumer) -> None:

@@ -237,7 +237,9 @@ class GetLastGreenResponse(_message.Message):
     uri: _builtins.str
     request_id: _builtins.str
     reachable: Global___Reachability.ValueType
-    """Whether `uri` is reachable from the Queue's head right now."""
+    """Whether `uri` is reachable from the Queue's head: resolved for this call with
+    on_branch, else at most api.branch_head_max_age_seconds old.
+    """
     head_uri: _builtins.str
     """The Queue's head URI the reachability was checked against."""
     bookmark_off_branch: _builtins.bool
