@@ -232,7 +232,8 @@ async def test_project_columns_titles_transitions_target_logs_and_hook_deliverie
     states = await page.locator("table.transitions tbody tr").evaluate_all(
         "rows => rows.map(r => [r.dataset.state, r.cells[0].textContent.trim()])"
     )
-    assert [s for s, _ in states] == ["accepted", "processing", "failed"]
+    # the demo configures projects: the Request waits in "analyzing" for their facts
+    assert [s for s, _ in states] == ["accepted", "processing", "analyzing", "failed"]
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", at) for _, at in states)
     trigger = await page.locator("table.trigger").inner_text()
     assert "demo" in trigger
