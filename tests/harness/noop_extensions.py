@@ -63,6 +63,7 @@ from stovepipe.extensions.buildrunner.errors import BuildNotFound, TargetNotFoun
 from stovepipe.extensions.buildrunner.feed import EndedFeed
 from stovepipe.extensions.buildrunner.servicer import SERVICE_NAME as RUNNER_SERVICE
 from stovepipe.extensions.buildrunner.servicer import BuildRunnerServicer
+from stovepipe.extensions.buildrunner.tracecontext import current_trace_context
 from stovepipe.extensions.sourcecontrol import Ancestry, CommitInfo, PromoteResult, QueueSource
 from stovepipe.extensions.sourcecontrol.errors import (
     InvalidArgument,
@@ -350,6 +351,7 @@ class NoopBuildRunner:
                 build_id=build_id,
                 state=BuildState.SUCCEEDED if self._builds[build_id].green else BuildState.FAILED,
                 idempotency_key=spec.idempotency_key,
+                trace_context=current_trace_context(),
             )
         )
         return build_id

@@ -30,6 +30,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from stovepipe.config import QueueConfig
 from stovepipe.domain import RequestId
@@ -136,9 +138,14 @@ class BuildWatcher:
         if message is None:
             log.debug("runner %s: ignoring the end of %s (not ours)", name, notice.build_id)
             return
-        # A failed publish breaks the stream (reopened with backoff); the build's
-        # polling settles it meanwhile.
-        await self._publisher.publish(topics.BUILDSIGNAL, message)
+        # The notice echoes the trace the build was triggered in: publishing inside it
+        # keeps the Request's trace one tree across the push. A failed publish breaks
+        # the stream (reopened with backoff); the build's polling settles it meanwhile.
+        token = otel_context.attach(propagate.extract(dict(notice.trace_context)))
+        try:
+            await self._publisher.publish(topics.BUILDSIGNAL, message)
+        finally:
+            otel_context.detach(token)
         self.forwarded += 1
 
 

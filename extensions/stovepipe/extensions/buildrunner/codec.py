@@ -22,6 +22,7 @@ from stovepipe.extensions.buildrunner.model import (
     TargetState,
     TriggerSpec,
 )
+from stovepipe.extensions.buildrunner.tracecontext import bounded
 
 _BUILD_STATES: dict[BuildState, pb.BuildState.ValueType] = {
     BuildState.PENDING: pb.BUILD_STATE_PENDING,
@@ -171,6 +172,7 @@ def encode_ended(ended: BuildEnded) -> pb.WatchBuildsResponse:
         build_id=ended.build_id,
         state=encode_build_state(ended.state),
         idempotency_key=ended.idempotency_key,
+        trace_context=dict(ended.trace_context),
     )
 
 
@@ -179,4 +181,5 @@ def decode_ended(notice: pb.WatchBuildsResponse) -> BuildEnded:
         build_id=notice.build_id,
         state=decode_build_state(notice.state),
         idempotency_key=notice.idempotency_key,
+        trace_context=bounded(notice.trace_context),
     )

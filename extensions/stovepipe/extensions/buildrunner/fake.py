@@ -38,6 +38,7 @@ from stovepipe.extensions.buildrunner.model import (
     verdict,
 )
 from stovepipe.extensions.buildrunner.selection import should_run
+from stovepipe.extensions.buildrunner.tracecontext import current_trace_context
 from stovepipe.extensions.buildrunner.validation import validate_trigger
 
 __all__ = ["FakeBuildRunner", "Outcome", "TargetScript"]
@@ -120,6 +121,7 @@ class _Build:
     state: BuildState
     message: str = ""
     announced: bool = False
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class FakeBuildRunner:
@@ -203,6 +205,7 @@ class FakeBuildRunner:
                     build_id=build.build_id,
                     state=build.state,
                     idempotency_key=build.spec.idempotency_key,
+                    trace_context=build.trace_context,
                 )
             )
 
@@ -276,6 +279,7 @@ class FakeBuildRunner:
             spec=spec,
             steps=steps,
             state=BuildState.PENDING,
+            trace_context=current_trace_context(),
         )
         if outcome.error is not None:
             for step in steps:

@@ -7,8 +7,8 @@ its own ``BuildStatus``) without a translation table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -137,6 +137,8 @@ class BuildEnded:
     build_id: str
     state: BuildState
     idempotency_key: str = ""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context the build was triggered in (telemetry only, may be empty)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -22,6 +22,7 @@ from stovepipe.extensions.buildrunner.codec import (
 )
 from stovepipe.extensions.buildrunner.contract import BuildRunner
 from stovepipe.extensions.buildrunner.errors import BuildRunnerError
+from stovepipe.extensions.buildrunner.tracecontext import callers_context
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["BuildRunnerService"].full_name
 
@@ -50,7 +51,8 @@ class BuildRunnerServicer(pb_grpc.BuildRunnerServiceServicer):
         pb_grpc.add_BuildRunnerServiceServicer_to_server(self, server)
 
     async def Trigger(self, request: pb.TriggerRequest, context: Context) -> pb.TriggerResponse:
-        build_id = await _answer(context, self._runner.trigger(decode_trigger(request)))
+        with callers_context(context.invocation_metadata()):
+            build_id = await _answer(context, self._runner.trigger(decode_trigger(request)))
         return pb.TriggerResponse(build_id=build_id)
 
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:

@@ -72,6 +72,7 @@ from stovepipe.extensions.buildrunner.model import (
     verdict,
 )
 from stovepipe.extensions.buildrunner.selection import should_run
+from stovepipe.extensions.buildrunner.tracecontext import current_trace_context
 from stovepipe.extensions.buildrunner.validation import validate_trigger
 from stovepipe.redaction import redact_line
 
@@ -195,6 +196,8 @@ class _Build:
     finished_at: float | None = None
     recorded: asyncio.Event = field(default_factory=asyncio.Event)
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+    trace_context: dict[str, str] = field(default_factory=dict)
+    """The trace the build was asked for in, echoed by its end notice (not persisted)."""
 
 
 async def _in_thread_to_the_end(function: Callable[..., _T], *args: object) -> _T:
@@ -266,7 +269,10 @@ class LocalBuildRunner:
                 return existing
         validate_trigger(spec)
         build = _Build(
-            build_id=f"build-{uuid.uuid4().hex}", spec=spec, targets=_fresh_targets(spec)
+            build_id=f"build-{uuid.uuid4().hex}",
+            spec=spec,
+            targets=_fresh_targets(spec),
+            trace_context=current_trace_context(),
         )
         self._register(build)
         await asyncio.shield(self._record_and_launch(build))
@@ -570,7 +576,10 @@ class LocalBuildRunner:
         build.state, build.message = state, message
         self._ended.publish(
             BuildEnded(
-                build_id=build.build_id, state=state, idempotency_key=build.spec.idempotency_key
+                build_id=build.build_id,
+                state=state,
+                idempotency_key=build.spec.idempotency_key,
+                trace_context=build.trace_context,
             )
         )
         _log.info("build %s %s%s", build.build_id, state.value, f": {message}" if message else "")
