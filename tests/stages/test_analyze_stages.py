@@ -187,3 +187,44 @@ async def test_a_superseded_head_gets_no_project_facts(store: Store) -> None:
     assert await _facts(pipe, older_uri) == {}
     assert set(await _facts(pipe, newer_uri)) == {"", "web", "api", "lib"}
     assert newer != older
+
+
+async def test_the_sweeper_promotes_a_projects_ref_left_behind_its_bookmark(
+    store: Store,
+) -> None:
+    """The project's bookmark moved, its Promote failed and the message was not retried:
+    an idle pass promotes that project's ref once, and never one already in place."""
+    from datetime import timedelta
+
+    from stovepipe.stages.sweep import StaleRequestSweeper
+
+    pipe = _pipe(store, inherit_unaffected=False)
+    real_promote = pipe.sc.promote
+    refused: list[str] = []
+
+    async def promote(source: Any, uri: str, ref: str, **kw: Any) -> Any:
+        if ref == "verified-web" and not refused:
+            refused.append(uri)
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down", None
+            )
+        return await real_promote(source, uri, ref, **kw)
+
+    pipe.sc.promote = promote  # type: ignore[method-assign,assignment]
+    _, uri = await _commit(pipe, ROOT, "root")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await pipe.drain()
+    await pipe.drain()  # the rest; the failed record message is gone
+    bookmark = await store.get_project_bookmark(Q, "web")
+    assert bookmark is not None and bookmark.last_green_uri == uri == refused[0]
+    assert pipe.repo().head("verified-web") is None
+
+    sweeper = StaleRequestSweeper(pipe.store, pipe.config, pipe.extensions, pipe.outbox, pipe.clock)
+    await sweeper.sweep_once(timedelta(minutes=5))
+    assert pipe.repo().head("verified-web") is None  # not idle yet: record may be under way
+    calls = len(pipe.sc.calls_to("promote"))
+    for _ in range(3):
+        pipe.clock.now += timedelta(minutes=10)
+        await sweeper.sweep_once(timedelta(minutes=5))
+    assert pipe.repo().head("verified-web") == uri.rsplit("@", 1)[-1]
+    assert len(pipe.sc.calls_to("promote")) == calls + 1  # once, then in place

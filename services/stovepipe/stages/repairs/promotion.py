@@ -16,6 +16,12 @@ note is durable, shared by every sweeper replica, and written by the same code
 that promotes. Its blind spot: a ref moved by hand outside Stovepipe is not
 noticed until the next green verdict promotes again.
 
+Projects with their own ``promotion_ref`` are mended the same way: the
+project's bookmark row notes ``promoted_uri``, and a project idle past the
+cutoff whose note differs from its last green is promoted again. (That note
+keeps no ref name: a ``promotion_ref`` renamed in the configuration is first
+put in place by the project's next green verdict.)
+
 Failures are classified per Queue (``stovepipe.failures``): a retryable one
 (SourceControl unavailable) waits for the next pass, a permanent one (the ref
 refused, the repository gone) is logged as an error for an operator, and
@@ -30,7 +36,7 @@ import logging
 from stovepipe.config import QueueConfig, UnknownQueue
 from stovepipe.domain import QueueState
 from stovepipe.failures import KNOWN_FAILURES, Verdict, classify, short_reason
-from stovepipe.stages import queue_ops
+from stovepipe.stages import project_ops, queue_ops
 from stovepipe.stages.base import StageBase
 from stovepipe.stages.ports import queue_source
 from stovepipe.stages.repairs.base import SweepPass
@@ -39,23 +45,61 @@ log = logging.getLogger(__name__)
 
 
 class PromotionRefRepair(StageBase):
-    """Promotes the bookmark of each idle Queue whose promotion ref is known to lag."""
+    """Promotes the bookmark of each idle Queue, and of each idle project, whose promotion
+    ref is known to lag."""
 
     async def repair(self, sweep: SweepPass) -> list[str]:
         promoted: list[str] = []
         for queue in await self._store.list_queues():
-            if queue.updated_at >= sweep.cutoff or not queue.last_green_request_id:
-                continue
             config = self._config(queue)
-            ref = config.promotion_ref if config is not None else None
-            if config is None or not ref or not queue.promotion_lags(ref):
+            if config is None:
                 continue
+            if await self._repair_queue(queue, config, sweep):
+                promoted.append(queue.last_green_request_id or "")
+            promoted.extend(await self._repair_projects(queue.name, config, sweep))
+        return promoted
+
+    async def _repair_queue(self, queue: QueueState, config: QueueConfig, sweep: SweepPass) -> bool:
+        ref = config.promotion_ref
+        if queue.updated_at >= sweep.cutoff or not queue.last_green_request_id:
+            return False
+        if not ref or not queue.promotion_lags(ref):
+            return False
+        try:
+            await self._promote(queue, config, ref)
+        except KNOWN_FAILURES as exc:
+            _log_failure(queue.name, ref, exc)
+            return False
+        return True
+
+    async def _repair_projects(
+        self, queue: str, config: QueueConfig, sweep: SweepPass
+    ) -> list[str]:
+        refs = {p.name: p.promotion_ref for p in config.projects if p.promotion_ref}
+        if not refs:
+            return []
+        promoted: list[str] = []
+        for bookmark in await self._store.list_project_bookmarks(queue):
+            ref = refs.get(bookmark.project)
+            uri = bookmark.last_green_uri
+            if ref is None or not uri or bookmark.updated_at >= sweep.cutoff:
+                continue
+            if bookmark.promoted_uri == uri:
+                continue  # in place: no call
+            where = f"{ref} (project {bookmark.project})"
             try:
-                await self._promote(queue, config, ref)
+                result = await self._extensions.source_control(config).promote(
+                    queue_source(config), uri, ref
+                )
+                await project_ops.note_promoted(
+                    self._store, queue, bookmark.project, uri, self._clock
+                )
             except KNOWN_FAILURES as exc:
-                _log_failure(queue, ref, exc)
+                _log_failure(queue, where, exc)
                 continue
-            promoted.append(queue.last_green_request_id)
+            if result.moved:
+                log.warning("%s: %s was behind the bookmark; moved to %s", queue, where, uri)
+            promoted.append(bookmark.last_green_request_id or "")
         return promoted
 
     def _config(self, queue: QueueState) -> QueueConfig | None:
@@ -74,18 +118,18 @@ class PromotionRefRepair(StageBase):
             log.warning("%s: %s was behind the bookmark; moved to %s", queue.name, ref, uri)
 
 
-def _log_failure(queue: QueueState, ref: str, exc: BaseException) -> None:
+def _log_failure(queue: str, ref: str, exc: BaseException) -> None:
     if classify(exc) is Verdict.RETRYABLE:
         log.warning(
             "%s: promoting %s failed; the next pass tries again: %s",
-            queue.name,
+            queue,
             ref,
             short_reason(exc),
         )
     else:
         log.error(
             "%s: promoting %s was refused; an operator must look: %s",
-            queue.name,
+            queue,
             ref,
             short_reason(exc),
         )
