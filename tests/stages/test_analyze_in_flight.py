@@ -259,6 +259,33 @@ async def test_a_history_rewrite_builds_in_full_and_inherits_nothing(store: Stor
     assert root != ahead
 
 
+async def test_a_project_never_inherits_from_a_commit_a_rewrite_dropped(store: Store) -> None:
+    """Every project is green at a commit that a force push then drops; the rewrite's
+    whole build errors, so no target answers. ``web`` is unaffected by the diff, but its
+    last green is no longer an ancestor: it gets a build of its own, never that verdict."""
+    pipe = _inheriting(store)
+    await _commit(pipe, ROOT, "base")
+    await pipe.drain()
+    dropped, _ = await _commit(pipe, {"lib/a": "2"}, "dropped by the rewrite")
+    await pipe.drain()
+    assert await _bookmarks(pipe) == {"web": dropped, "api": dropped, "lib": dropped}
+
+    repo = pipe.repo()
+    head = repo.head("main")
+    assert head is not None
+    rewritten = repo.commit({"api/a": "2b"}, parents=list(repo.get(head).parents), title="rw")
+    repo.force_push("main", rewritten)
+    uri = pipe.sc.uri(pipe.source(), rewritten)
+    pipe.runner.script(uri, Outcome.errored("checkout lost"))
+    rid = (await pipe.ingester.ingest(Q, "poller")).request.id
+    await pipe.drain(lose=frozenset({topics.ANALYZE}))
+    await pipe.handlers[topics.ANALYZE](topics_pb2.AnalyzeMessage(request_id=rid, queue=Q))
+    await pipe.drain(lose=frozenset({topics.BUILD}))
+
+    assert await _facts(pipe, uri) == {}  # nothing inherited, nothing guessed
+    assert await _state(pipe, rid) == (RequestState.ANALYZING, 1)  # waits for its builds
+
+
 async def test_coalesced_heads_get_no_project_facts_and_bookmarks_only_move_forward(
     store: Store,
 ) -> None:

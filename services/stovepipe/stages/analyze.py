@@ -46,6 +46,7 @@ from stovepipe.extensions.projectmapper import (
     ProjectVerdict,
     TargetResult,
 )
+from stovepipe.extensions.sourcecontrol import Ancestry
 from stovepipe.failures import Retryable
 from stovepipe.stages import topics
 from stovepipe.stages.base import StageBase
@@ -128,19 +129,20 @@ class ProjectAnalyzer(StageBase):
         """Projects grouped by the commit they are compared against: their own last green
         when it can be inherited from, else "" (nothing to inherit)."""
         groups: dict[str, list[ProjectConfig]] = defaultdict(list)
+        ancestry: dict[str, bool] = {}  # projects green at one commit cost one call
         for project in projects:
             base = ""
             if config.inherit_unaffected:
                 bookmark = await self._store.get_project_bookmark(request.queue, project.name)
-                if (
-                    bookmark is not None
-                    and bookmark.last_green_uri
-                    and bookmark.last_green_uri != request.uri
-                    and await self._extensions.source_control(config).is_ancestor(
-                        queue_source(config), bookmark.last_green_uri, request.uri
-                    )
-                ):
-                    base = bookmark.last_green_uri
+                green = bookmark.last_green_uri if bookmark is not None else None
+                if green and green != request.uri:
+                    if green not in ancestry:
+                        answer = await self._extensions.source_control(config).is_ancestor(
+                            queue_source(config), green, request.uri
+                        )
+                        ancestry[green] = answer is Ancestry.ANCESTOR
+                    if ancestry[green]:
+                        base = green
             groups[base].append(project)
         return groups
 
