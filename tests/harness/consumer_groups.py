@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.fault_stack import FaultStack
 from stovepipe.delays import DEFAULT_TIERS_S, tier_topic
@@ -76,27 +75,25 @@ class Takeover:
     """Peer -> group -> what it held once it had taken over."""
 
 
-def _read(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 async def survivors_took_over(stack: FaultStack, victim: str, timeout_s: float) -> Takeover:
     """Wait until, with ``victim`` down, its stage's other replicas hold every partition of
     every group of the stage (each exactly once); what moved. ``TimeoutError`` otherwise.
 
-    Call it after the victim is down and held down (``FaultStack.take_down``).
+    Call it after the victim is down and held down (``FaultStack.take_down``). Only each
+    replica's current start counts (:meth:`~harness.fault_stack.Child.current_log`): a
+    peer started again but not yet in its groups holds nothing, whatever it held before.
     """
     stage = stage_of(victim)
     groups = stage_groups(stack.kafka).get(stage, {})
     peers = [w for w in stack.workers if w != victim and stage_of(w) == stage]
-    takeover = Takeover(victim, held_in(_read(stack.children[victim].log_path)))
+    takeover = Takeover(victim, held_in(stack.children[victim].current_log()))
     wanted = {
         group: {(t, p) for t in topics for p in range(stack.partitions)}
         for group, topics in groups.items()
     }
 
     def covered() -> bool:
-        held = {peer: held_in(_read(stack.children[peer].log_path)) for peer in peers}
+        held = {peer: held_in(stack.children[peer].current_log()) for peer in peers}
         for group, partitions in wanted.items():
             shares = [held[peer].get(group, frozenset()) for peer in peers]
             together = [tp for share in shares for tp in share]

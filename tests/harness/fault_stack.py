@@ -208,10 +208,26 @@ class Child:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    log_start: int = 0
+    """Where the current start's output begins in ``log_path`` (every start appends)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    """Held while the child is started or killed: starting takes a while on a loaded
+    machine, and without it the keeper and :meth:`FaultStack.bring_up` could both start
+    the child, leaving a second process nobody has a handle to (it keeps its consumer
+    group share through every later kill)."""
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def current_log(self) -> str:
+        """What the current (or, once dead, the last) start has written: lines of an
+        earlier life say nothing about what this one holds."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(self.log_start)
+            return log_file.read().decode(errors="replace")
 
 
 class FaultStack:
@@ -487,6 +503,7 @@ class FaultStack:
         self.children[name] = Child(name, argv, logs / f"{name}.log")
 
     async def _spawn(self, child: Child) -> None:
+        child.log_start = child.log_path.stat().st_size if child.log_path.exists() else 0
         with child.log_path.open("ab") as log_file:
             child.process = await asyncio.create_subprocess_exec(
                 *child.argv,
@@ -503,18 +520,30 @@ class FaultStack:
         while True:
             await asyncio.sleep(0.5)
             for child in self.children.values():
-                if child.alive or child.name in self._held:
-                    continue
-                self.restarts[child.name] += 1
-                log.info(
-                    "restarting %s (exit %s)",
-                    child.name,
-                    child.process and child.process.returncode,
-                )
-                await self._spawn(child)
+                if child.alive or child.name in self._held or child.lock.locked():
+                    continue  # running, held down, or being started or killed right now
+                exit_code = child.process and child.process.returncode
+                if await self._start_if_down(child):
+                    self.restarts[child.name] += 1
+                    log.info("restarted %s (exit %s)", child.name, exit_code)
+
+    async def _start_if_down(self, child: Child) -> bool:
+        """Start ``child`` unless it runs or is held down; ``True`` if it was started.
+
+        Decided under the child's lock: whoever comes second finds it running.
+        """
+        async with child.lock:
+            if child.alive or child.name in self._held:
+                return False
+            await self._spawn(child)
+            return True
 
     async def kill(self, name: str) -> None:
         """``kill -9`` the child (and its process group: builds die with the runner)."""
+        async with self.children[name].lock:
+            await self._kill(name)
+
+    async def _kill(self, name: str) -> None:
         child = self.children[name]
         if child.process is not None:
             await kill(child.process)
@@ -556,15 +585,15 @@ class FaultStack:
         await self.wait_until(ready, timeout_s, f"{', '.join(wanted)} ready")
 
     async def take_down(self, name: str) -> None:
-        """Kill a child and keep it down until :meth:`bring_up`."""
-        self._held.add(name)
-        await self.kill(name)
+        """Kill a child and keep it down until :meth:`bring_up` (a start under way is
+        waited for and killed too)."""
+        async with self.children[name].lock:
+            self._held.add(name)
+            await self._kill(name)
 
     async def bring_up(self, name: str) -> None:
         self._held.discard(name)
-        child = self.children[name]
-        if not child.alive:
-            await self._spawn(child)
+        await self._start_if_down(self.children[name])
 
     async def restart_broker(self, down_s: float = 1.0) -> None:
         """Kill the broker and start an empty one on the same port."""
