@@ -173,10 +173,18 @@ async def test_up_exports_metrics_json_logs_and_one_trace_and_never_the_token(
         assert any(name == "stovepipe_consumer_lag_records" for name, _ in process)
         record = process
         assert (
-            _value(record, "stovepipe_verdicts_total", queue=QUEUE, result="green", origin="build")
+            _value(
+                record,
+                "stovepipe_verdicts_total",
+                queue=QUEUE,
+                project="",
+                result="green",
+                origin="build",
+            )
             == 1.0
         )
-        assert _value(record, "stovepipe_ingest_to_verdict_seconds_count", queue=QUEUE) == 1.0
+        count = "stovepipe_ingest_to_verdict_seconds_count"
+        assert _value(record, count, queue=QUEUE, project="") == 1.0
 
         def queue_gauges() -> bool:
             samples = _scrape(ports["api"])

@@ -487,12 +487,12 @@ class Store:
     async def _count_verdict(self, fact: ValidationFact) -> None:
         """Metrics of a verdict, counted here because this insert happens once per fact
         whichever stage (record, the dead-letter reconciler) produced it."""
-        origin = "fail_closed" if fact.origin is FactOrigin.FAIL_CLOSED else "build"
-        VERDICTS.labels(fact.queue, "green" if fact.green else "red", origin).inc()
+        result = "green" if fact.green else "red"
+        VERDICTS.labels(fact.queue, fact.project, result, fact.origin.value).inc()
         request = await self.get_request(fact.request_id)
         if request is not None:
             waited = (fact.created_at - request.created_at).total_seconds()
-            INGEST_TO_VERDICT_SECONDS.labels(fact.queue).observe(max(0.0, waited))
+            INGEST_TO_VERDICT_SECONDS.labels(fact.queue, fact.project).observe(max(0.0, waited))
 
     async def get_fact(self, queue: str, uri: str, project: str) -> ValidationFact | None:
         """The authoritative fact of a commit and scope (see ``domain.fact.outranks``)."""

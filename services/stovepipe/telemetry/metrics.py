@@ -70,14 +70,16 @@ HOOK_DELIVERIES = Gauge(
 )
 INGEST_TO_VERDICT_SECONDS = Histogram(
     "stovepipe_ingest_to_verdict_seconds",
-    "From a head being reported to its verdict being recorded.",
-    ["queue"],
+    "From a head being reported to its verdict being recorded, per scope (project empty: "
+    "the whole repository).",
+    ["queue", "project"],
     buckets=_VERDICT_BUCKETS,
 )
 VERDICTS = Counter(
     "stovepipe_verdicts",
-    "Verdicts recorded, by result (green, red) and origin (build, fail_closed).",
-    ["queue", "result", "origin"],
+    "Verdicts recorded, per scope (project empty: the whole repository), by result "
+    "(green, red) and origin (build, inherited, fail_closed).",
+    ["queue", "project", "result", "origin"],
 )
 API_REQUESTS = Counter(
     "stovepipe_api_requests", "API calls by method and gRPC status.", ["method", "code"]
