@@ -226,6 +226,16 @@ async def _bookmarks(pipe: Pipeline) -> dict[str, str]:
     return found
 
 
+def _rewrite_head(pipe: Pipeline) -> str:
+    """Force-push a commit that replaces the head (same parents, ``api/a`` changed); its URI."""
+    repo = pipe.repo()
+    head = repo.head("main")
+    assert head is not None
+    rewritten = repo.commit({"api/a": "2b"}, parents=list(repo.get(head).parents), title="rw")
+    repo.force_push("main", rewritten)
+    return pipe.sc.uri(pipe.source(), rewritten)
+
+
 async def test_a_history_rewrite_builds_in_full_and_inherits_nothing(store: Store) -> None:
     pipe = _inheriting(store)
     root, _ = await _commit(pipe, ROOT, "root")
@@ -237,12 +247,7 @@ async def test_a_history_rewrite_builds_in_full_and_inherits_nothing(store: Stor
     assert await _bookmarks(pipe) == {"web": ahead, "api": ahead, "lib": ahead}
 
     # force push: the bookmarked commit is no longer an ancestor of the new head
-    repo = pipe.repo()
-    head = repo.head("main")
-    assert head is not None
-    rewritten = repo.commit({"api/a": "2b"}, parents=list(repo.get(head).parents), title="rw")
-    repo.force_push("main", rewritten)
-    uri = pipe.sc.uri(pipe.source(), rewritten)
+    uri = _rewrite_head(pipe)
     pipe.runner.script(uri, Outcome.fail("web-test"))
     rid = (await pipe.ingester.ingest(Q, "poller")).request.id
     await pipe.drain()
@@ -270,12 +275,7 @@ async def test_a_project_never_inherits_from_a_commit_a_rewrite_dropped(store: S
     await pipe.drain()
     assert await _bookmarks(pipe) == {"web": dropped, "api": dropped, "lib": dropped}
 
-    repo = pipe.repo()
-    head = repo.head("main")
-    assert head is not None
-    rewritten = repo.commit({"api/a": "2b"}, parents=list(repo.get(head).parents), title="rw")
-    repo.force_push("main", rewritten)
-    uri = pipe.sc.uri(pipe.source(), rewritten)
+    uri = _rewrite_head(pipe)
     pipe.runner.script(uri, Outcome.errored("checkout lost"))
     rid = (await pipe.ingester.ingest(Q, "poller")).request.id
     await pipe.drain(lose=frozenset({topics.ANALYZE}))
