@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from harness.chaos_proxy import Fault
-from harness.fault_checks import assert_true_verdicts, settle, watching
+from harness.fault_checks import InvariantWatch, assert_true_verdicts, settle, watching
 from harness.fault_stack import FaultStack
 from stovepipe.domain import FactOrigin, Request, RequestState
 
@@ -78,19 +78,27 @@ async def test_kill9_analyze_while_it_asks_for_changed_files(stack: FaultStack) 
     assert stack.restarts["worker-analyze"] >= 1
 
 
+async def _green_then_building(
+    stack: FaultStack, watch: InvariantWatch, queue: str
+) -> tuple[str, str]:
+    """A green head settled, then a second green head whose whole build has started."""
+    first = await stack.push_and_ingest(queue, green=True)
+    await settle(stack, watch, [first])
+    second = await stack.push_and_ingest(queue, green=True)
+
+    async def whole_build_started() -> bool:
+        return bool((await _request(stack, second)).build_id)
+
+    await stack.wait_until(whole_build_started, 120, "the whole-repository build")
+    return first, second
+
+
 async def test_kill9_build_while_it_triggers_a_project_build(stack: FaultStack) -> None:
     queue = stack.queue_names[1]  # inherit_unaffected: false, so docs builds on its own
     origin = str(stack.repos[queue].origin)
     assert stack.store is not None
     async with watching(stack) as watch:
-        first = await stack.push_and_ingest(queue, green=True)
-        await settle(stack, watch, [first])
-        second = await stack.push_and_ingest(queue, green=True)
-
-        async def whole_build_started() -> bool:
-            return bool((await _request(stack, second)).build_id)
-
-        await stack.wait_until(whole_build_started, 120, "the whole-repository build")
+        first, second = await _green_then_building(stack, watch, queue)
         stack.runner_proxy.set_fault("Trigger", Fault.HOLD, only=origin)
 
         async def inside() -> bool:
@@ -121,14 +129,7 @@ async def test_operator_revalidates_one_project_with_the_cli(stack: FaultStack) 
     origin = str(stack.repos[queue].origin)
     assert stack.store is not None
     async with watching(stack) as watch:
-        first = await stack.push_and_ingest(queue, green=True)
-        await settle(stack, watch, [first])
-        second = await stack.push_and_ingest(queue, green=True)
-
-        async def whole_build_started() -> bool:
-            return bool((await _request(stack, second)).build_id)
-
-        await stack.wait_until(whole_build_started, 120, "the whole-repository build")
+        first, second = await _green_then_building(stack, watch, queue)
         stack.runner_proxy.set_fault("Trigger", Fault.NOT_FOUND, only=origin)
         await settle(stack, watch, [first, second], timeout_s=240)
         stack.runner_proxy.clear("Trigger")

@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,16 +94,16 @@ async def _ticks(live: Live, count: int) -> None:
         await live.bus.publish(HOOK, event)
 
 
-async def test_two_dispatchers_never_send_one_lane_twice_at_once(
-    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
-) -> None:
-    let_go = threading.Event()
-    held = WebhookReceiver(new_secret(), delay_s=0.05, hold=let_go).start()
-    flaky = WebhookReceiver(new_secret(), delay_s=0.05, fail_every=4).start()
-    hooks = [
-        webhook(tmp_path, "held", held, events="all", timeout_seconds=5),
-        webhook(tmp_path, "flaky", flaky, events="all", timeout_seconds=5),
-    ]
+@asynccontextmanager
+async def _two_dispatchers(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    migrated_pg_url: str,
+    live_kafka: dict[str, Any],
+    hooks: list[dict[str, Any]],
+) -> AsyncIterator[tuple[Live, list[Dispatcher]]]:
+    """A live stack without its own dispatcher, and two ``worker hooks`` processes on it,
+    both ready; the processes are stopped on the way out (the list stays readable)."""
     dispatchers: list[Dispatcher] = []
     try:
         async with live_stack(
@@ -116,9 +118,31 @@ async def test_two_dispatchers_never_send_one_lane_twice_at_once(
             config.write_text(
                 yaml.safe_dump(live.config.model_dump(mode="json", exclude_none=True))
             )
-            dispatchers = [Dispatcher(config, tmp_path / f"dispatcher-{n}.log") for n in (1, 2)]
+            for n in (1, 2):
+                dispatchers.append(Dispatcher(config, tmp_path / f"dispatcher-{n}.log"))
             for dispatcher in dispatchers:
                 await dispatcher.ready()
+            yield live, dispatchers
+    finally:
+        for dispatcher in dispatchers:
+            dispatcher.stop()
+
+
+async def test_two_dispatchers_never_send_one_lane_twice_at_once(
+    tmp_path: Path, kafka_bootstrap: str, migrated_pg_url: str, live_kafka: dict[str, Any]
+) -> None:
+    let_go = threading.Event()
+    held = WebhookReceiver(new_secret(), delay_s=0.05, hold=let_go).start()
+    flaky = WebhookReceiver(new_secret(), delay_s=0.05, fail_every=4).start()
+    hooks = [
+        webhook(tmp_path, "held", held, events="all", timeout_seconds=5),
+        webhook(tmp_path, "flaky", flaky, events="all", timeout_seconds=5),
+    ]
+    dispatchers: list[Dispatcher] = []
+    try:
+        async with _two_dispatchers(
+            tmp_path, kafka_bootstrap, migrated_pg_url, live_kafka, hooks
+        ) as (live, dispatchers):
             await step(live, LINEAR[0])  # a real verdict: recorded + became_green
             # taken in before the ticks, which come after them in event order
             await until(lambda: _count(live, "held", 2), timeout_s=120, what="the verdict's rows")
@@ -135,8 +159,6 @@ async def test_two_dispatchers_never_send_one_lane_twice_at_once(
         let_go.set()
         held.stop()
         flaky.stop()
-        for dispatcher in dispatchers:
-            dispatcher.stop()
     logs = "\n".join(d.log.read_text()[-2000:] for d in dispatchers)
     assert held.max_in_flight == 1, logs
     assert flaky.max_in_flight == 1, logs
@@ -159,21 +181,9 @@ async def test_a_claimed_delivery_waits_for_its_claim_not_for_a_restart(
     hooks = [webhook(tmp_path, "bot", receiver, events="transitions", timeout_seconds=5)]
     dispatchers: list[Dispatcher] = []
     try:
-        async with live_stack(
-            tmp_path,
-            kafka_bootstrap,
-            migrated_pg_url,
-            kafka=live_kafka,
-            hooks_dispatcher=False,
-            hooks=hooks,
-        ) as live:
-            config = tmp_path / "dispatcher.yaml"
-            config.write_text(
-                yaml.safe_dump(live.config.model_dump(mode="json", exclude_none=True))
-            )
-            dispatchers = [Dispatcher(config, tmp_path / f"dispatcher-{n}.log") for n in (1, 2)]
-            for dispatcher in dispatchers:
-                await dispatcher.ready()
+        async with _two_dispatchers(
+            tmp_path, kafka_bootstrap, migrated_pg_url, live_kafka, hooks
+        ) as (live, dispatchers):
             await step(live, LINEAR[0])
             await until(lambda: receiver.waiting == 1, timeout_s=120, what="the attempt, held")
             sender = await _sender(dispatchers)
@@ -184,8 +194,6 @@ async def test_a_claimed_delivery_waits_for_its_claim_not_for_a_restart(
     finally:
         let_go.set()
         receiver.stop()
-        for dispatcher in dispatchers:
-            dispatcher.stop()
     got = receiver.snapshot()
     assert len(got) == 2, "the delivery cut by kill -9 was not sent again exactly once"
     assert len({r.webhook_id for r in got}) == 1

@@ -403,11 +403,7 @@ def _history_row(entry: pb.HistoryEntry) -> list[str]:
         took = output.span(
             r.updated_at.ToDatetime().timestamp() - r.created_at.ToDatetime().timestamp()
         )
-    verdict = "-"
-    if entry.HasField("fact"):
-        verdict = (
-            "green" if entry.fact.degree == 0.0 else f"broken ({_origin_name(entry.fact.origin)})"
-        )
+    verdict = _verdict_text(entry.fact) if entry.HasField("fact") else "-"
     return [
         r.id,
         _short(r.uri),
@@ -419,6 +415,17 @@ def _history_row(entry: pb.HistoryEntry) -> list[str]:
         took or "-",
         output.when(r.created_at),
     ]
+
+
+def _verdict_text(fact: types_pb2.ValidationFact) -> str:
+    """``green``, ``green (inherited)``, ``broken (build)``, ``broken 0.5 (build)``: the
+    origin is shown wherever it is not a plain green build, and a partial degree (some
+    projects broken) as its number."""
+    origin = _origin_name(fact.origin)
+    if fact.degree == 0.0:
+        return "green" if origin == "build" else f"green ({origin})"
+    degree = "" if fact.degree == 1.0 else f" {fact.degree:g}"
+    return f"broken{degree} ({origin})"
 
 
 def _short(uri: str) -> str:
