@@ -30,13 +30,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import grpc
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
 from stovepipe.config import QueueConfig
 from stovepipe.domain import RequestId
 from stovepipe.domain.errors import InvalidInput
 from stovepipe.extensions.buildrunner.client import BuildEnded, BuildRunner
+from stovepipe.extensions.buildrunner.tracecontext import continued
 from stovepipe.stages import topics
 from stovepipe.stages.ports import Publisher
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -141,11 +140,8 @@ class BuildWatcher:
         # The notice echoes the trace the build was triggered in: publishing inside it
         # keeps the Request's trace one tree across the push. A failed publish breaks
         # the stream (reopened with backoff); the build's polling settles it meanwhile.
-        token = otel_context.attach(propagate.extract(dict(notice.trace_context)))
-        try:
+        with continued(notice.trace_context):
             await self._publisher.publish(topics.BUILDSIGNAL, message)
-        finally:
-            otel_context.detach(token)
         self.forwarded += 1
 
 

@@ -49,8 +49,14 @@ def callers_context(
     if trace.get_current_span().get_span_context().is_valid:
         yield
         return
-    text = {k: v for k, v in metadata or () if isinstance(v, str)}
-    token = otel_context.attach(propagate.extract(text))
+    with continued({k: v for k, v in metadata or () if isinstance(v, str)}):
+        yield
+
+
+@contextmanager
+def continued(carrier: Mapping[str, str]) -> Iterator[None]:
+    """Run the body in the trace context ``carrier`` holds (none: the body's own)."""
+    token = otel_context.attach(propagate.extract(dict(carrier)))
     try:
         yield
     finally:

@@ -31,7 +31,9 @@ bug and propagates.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 from stovepipe.config import QueueConfig, UnknownQueue
 from stovepipe.domain import QueueState
@@ -65,12 +67,16 @@ class PromotionRefRepair(StageBase):
             return False
         if not ref or not queue.promotion_lags(ref):
             return False
-        try:
-            await self._promote(queue, config, ref)
-        except KNOWN_FAILURES as exc:
-            _log_failure(queue.name, ref, exc)
-            return False
-        return True
+        uri = queue.last_green_uri or ""
+        return await self._promote(
+            config,
+            uri,
+            ref,
+            where=ref,
+            note=functools.partial(
+                queue_ops.note_promoted, self._store, queue.name, ref, uri, self._clock
+            ),
+        )
 
     async def _repair_projects(
         self, queue: str, config: QueueConfig, sweep: SweepPass
@@ -86,20 +92,17 @@ class PromotionRefRepair(StageBase):
                 continue
             if bookmark.promoted_uri == uri:
                 continue  # in place: no call
-            where = f"{ref} (project {bookmark.project})"
-            try:
-                result = await self._extensions.source_control(config).promote(
-                    queue_source(config), uri, ref
-                )
-                await project_ops.note_promoted(
-                    self._store, queue, bookmark.project, uri, self._clock
-                )
-            except KNOWN_FAILURES as exc:
-                _log_failure(queue, where, exc)
-                continue
-            if result.moved:
-                log.warning("%s: %s was behind the bookmark; moved to %s", queue, where, uri)
-            promoted.append(bookmark.last_green_request_id or "")
+            project = bookmark.project
+            if await self._promote(
+                config,
+                uri,
+                ref,
+                where=f"{ref} (project {project})",
+                note=functools.partial(
+                    project_ops.note_promoted, self._store, queue, project, uri, self._clock
+                ),
+            ):
+                promoted.append(bookmark.last_green_request_id or "")
         return promoted
 
     def _config(self, queue: QueueState) -> QueueConfig | None:
@@ -108,14 +111,28 @@ class PromotionRefRepair(StageBase):
         except UnknownQueue:
             return None  # a Queue removed from the configuration keeps its data, not its ref
 
-    async def _promote(self, queue: QueueState, config: QueueConfig, ref: str) -> None:
-        uri = queue.last_green_uri or ""
-        result = await self._extensions.source_control(config).promote(
-            queue_source(config), uri, ref
-        )
-        await queue_ops.note_promoted(self._store, queue.name, ref, uri, self._clock)
+    async def _promote(
+        self,
+        config: QueueConfig,
+        uri: str,
+        ref: str,
+        *,
+        where: str,
+        note: Callable[[], Awaitable[object]],
+    ) -> bool:
+        """Promote ``uri`` to ``ref`` and ``note`` where the ref now is; ``False`` (logged)
+        on a classified failure, which the next pass tries again or an operator sees."""
+        try:
+            result = await self._extensions.source_control(config).promote(
+                queue_source(config), uri, ref
+            )
+            await note()
+        except KNOWN_FAILURES as exc:
+            _log_failure(config.name, where, exc)
+            return False
         if result.moved:
-            log.warning("%s: %s was behind the bookmark; moved to %s", queue.name, ref, uri)
+            log.warning("%s: %s was behind the bookmark; moved to %s", config.name, where, uri)
+        return True
 
 
 def _log_failure(queue: str, ref: str, exc: BaseException) -> None:
