@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from harness.stages import Pipeline, queue_config
@@ -322,3 +323,29 @@ async def test_a_targets_network_setting_reaches_the_runner(store: Store) -> Non
     await pipe.drain()
     (spec,) = pipe.runner.triggers
     assert {t.name: t.network for t in spec.targets} == {"unit": False, "fetch": True}
+
+
+async def test_the_runner_gets_the_revision_ingest_described(pipe: Pipeline) -> None:
+    """Ingest describes the head once (for its title); the revision in that answer goes
+    to the runner with the build, so the runner does not ask SourceControl again."""
+    commit = pipe.repo().advance("main", {"src/a.py": "1"}, title="first")
+    request = (await pipe.ingester.ingest(Q, "test")).request
+    assert request.head_revision == commit
+    stored = await pipe.store.get_request(request.id)
+    assert stored is not None and stored.head_revision == commit
+    await pipe.drain()
+    (spec,) = pipe.runner.triggers
+    assert spec.head_revision == commit
+    assert len(pipe.sc.calls_to("describe_commit")) == 1
+
+
+async def test_a_head_ingest_could_not_describe_leaves_the_revision_to_the_runner(
+    pipe: Pipeline,
+) -> None:
+    pipe.repo().advance("main", {"src/a.py": "1"}, title="first")
+    pipe.sc.fail("describe_commit", grpc.StatusCode.UNAVAILABLE)
+    request = (await pipe.ingester.ingest(Q, "test")).request
+    assert (request.title, request.head_revision) == ("", "")
+    await pipe.drain()
+    (spec,) = pipe.runner.triggers
+    assert spec.head_revision == ""  # empty: the runner asks SourceControl itself

@@ -135,6 +135,9 @@ class Request:
     """The last green commit of every Queue this one ``depends_on``, read at ingest."""
     title: str = ""
     """The commit's title as SourceControl described it at ingest (empty when it could not)."""
+    head_revision: str = ""
+    """The VCS-native revision SourceControl gave for ``uri`` at ingest (empty when it
+    could not say): handed to the runner in ``Trigger`` so it need not ask again."""
 
     @property
     def request_id(self) -> RequestId:

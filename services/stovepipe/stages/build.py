@@ -116,6 +116,8 @@ class BuildTrigger(StageBase):
                 if scoped is None or scoped.owns_target(t.name)
             ),
             idempotency_key=idempotency_key(request, project),
+            # described at ingest: the runner need not ask SourceControl again
+            head_revision=request.head_revision,
         )
         return await runner.trigger(spec)
 

@@ -6,9 +6,10 @@ call this one path. Steps: resolve the head through SourceControl (a pushed
 sha is a hint only, never the verdict's subject), read the last green commit
 of every Queue this one ``depends_on``, mint or find the Request for
 ``(queue, uri)``, advance the Queue's ``latest_request_id`` by CAS, publish to
-process. The commit's title (SourceControl's ``DescribeCommit``) is read
-alongside the upstream bookmarks and kept on the Request, so history and the
-console show it without asking SourceControl again; a SourceControl that cannot
+process. The commit's title and revision (SourceControl's ``DescribeCommit``)
+are read alongside the upstream bookmarks and kept on the Request, so history
+and the console show the title, and the runner gets the revision with its
+build, without asking SourceControl again; a SourceControl that cannot
 describe the commit costs the title, never the ingest.
 
 A crash after the Request is stored but before the publish leaves it
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +45,9 @@ MAX_TITLE_LENGTH = 200
 """Characters of a commit title kept on the Request (the column holds 256)."""
 TITLE_TIMEOUT_S = 5.0
 """How long ingest waits for a title before going on without one."""
+_PLAIN_REVISION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._/+:@-]{0,255}")
+"""A revision kept for the runner: a bounded name without spaces or control characters
+(the column holds 256); anything else is not kept and the runner asks for it itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,8 @@ class HeadIngester(StageBase):
         uri = resolved_uri or await self._extensions.source_control(config).resolve_head(
             queue_source(config)
         )
-        title, upstream_greens = await asyncio.gather(
-            self._title(config, uri), self._upstream_greens(config.depends_on)
+        (title, head_revision), upstream_greens = await asyncio.gather(
+            self._describe(config, uri), self._upstream_greens(config.depends_on)
         )
         async with self._store.unit():  # the Request and the Queue's latest head together
             request, created = await self._store.create_request(
@@ -101,22 +106,27 @@ class HeadIngester(StageBase):
                 trigger_details=pairs,
                 upstream_greens=upstream_greens,
                 title=title,
+                head_revision=head_revision,
             )
             await queue_ops.advance_latest(self._store, queue, request.id, self._clock)
         if not request.terminal:
             await self._publisher.publish(topics.PROCESS, process_message(request))
         return IngestResult(request=request, duplicate=not created)
 
-    async def _title(self, config: QueueConfig, uri: str) -> str:
-        """The commit's title, redacted and bounded; empty when SourceControl cannot say."""
+    async def _describe(self, config: QueueConfig, uri: str) -> tuple[str, str]:
+        """The commit's title (redacted, bounded) and its VCS-native revision; both empty
+        when SourceControl cannot say. The revision goes to the runner with the build,
+        so describing the head once here spares the runner asking again; one it cannot
+        use (too long, or not a plain name) is dropped and the runner asks as before."""
         try:
             info = await self._extensions.source_control(config).describe_commit(
                 queue_source(config), uri, timeout_s=TITLE_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("%s: no title for %s: %s", config.name, uri, exc.code().name)
-            return ""
-        return redact_line(info.title, MAX_TITLE_LENGTH)
+            return "", ""
+        revision = info.revision if _PLAIN_REVISION.fullmatch(info.revision) else ""
+        return redact_line(info.title, MAX_TITLE_LENGTH), revision
 
     async def _upstream_greens(self, upstreams: tuple[str, ...]) -> tuple[UpstreamGreen, ...]:
         """The bookmark of every upstream Queue now: what this head will be built against."""

@@ -86,6 +86,7 @@ def request_from_row(row: RowMapping) -> Request:
         trigger_details=tuple(sorted((row["trigger_details"] or {}).items())),
         upstream_greens=_upstream_from_json(row["upstream_greens"]),
         title=row["title"] or "",
+        head_revision=row["head_revision"] or "",
     )
 
 
@@ -119,6 +120,7 @@ def request_values(r: Request) -> dict[str, Any]:
         "trigger_details": dict(r.trigger_details),
         "upstream_greens": _upstream_to_json(r.upstream_greens),
         "title": r.title,
+        "head_revision": r.head_revision,
     }
 
 

@@ -228,6 +228,7 @@ class Store:
         trigger_details: TriggerDetails = (),
         upstream_greens: tuple[UpstreamGreen, ...] = (),
         title: str = "",
+        head_revision: str = "",
     ) -> tuple[Request, bool]:
         """The Request for ``(queue, uri)`` and True, or the one already there and False.
 
@@ -254,6 +255,7 @@ class Store:
             trigger_details=trigger_details,
             upstream_greens=upstream_greens,
             title=title,
+            head_revision=head_revision,
         )
         row = convert.check_lengths(requests, convert.request_values(request))
         dedup = convert.check_lengths(

@@ -47,6 +47,7 @@ NAME = 256
 URI = 1024
 STATE = 16
 TITLE = 256
+REVISION = 256
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -118,6 +119,7 @@ requests = Table(
     Column("trigger_details", JSON),
     Column("upstream_greens", JSON),
     Column("title", String(TITLE), nullable=False, server_default=""),
+    Column("head_revision", String(REVISION), nullable=False, server_default=""),
 )
 Index(None, requests.c.queue, requests.c.state)
 Index(None, requests.c.state, requests.c.updated_at)
