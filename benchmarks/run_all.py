@@ -7,7 +7,7 @@ wherever the issue defines one (the machine is shared, so absolute times are
 read as context only). Nothing here is a test: a goal not met is reported, not
 failed.
 
-    .venv/bin/python benchmarks/run_all.py [--quick]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only TEXT ...]
 """
 
 from __future__ import annotations
@@ -86,9 +86,24 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke check")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the benchmarks whose title contains TEXT (repeatable)",
+    )
     args = parser.parse_args()
+    chosen = [
+        (title, argv)
+        for title, argv in runs(args.quick)
+        if not args.only or any(text in title for text in args.only)
+    ]
+    if not chosen:
+        titles = "\n  ".join(title for title, _ in runs(args.quick))
+        parser.error(f"no benchmark title contains {args.only}; the titles:\n  {titles}")
     rows: list[tuple[str, str, str, str]] = []
-    for title, argv in runs(args.quick):
+    for title, argv in chosen:
         print(f"\n=== {title}: {' '.join(argv)}", flush=True)
         done = subprocess.run(
             [sys.executable, str(HERE / argv[0]), *argv[1:]],

@@ -1,18 +1,25 @@
-"""``stovepipe dlq list|show|replay``: look at dead letters and send one back."""
+"""``stovepipe dlq list|show|replay``: look at dead letters and send one back.
+
+The broker client and the stage registry are imported inside the commands:
+every ``stovepipe`` process (extension servers, client verbs) builds this
+command group, and none of them but ``dlq`` needs Kafka to start.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from stovepipe.cli import output
-from stovepipe.messaging import KafkaSettings
-from stovepipe.runtime.dead_letters import DeadLetter, read_dead_letters, replay_dead_letter
+
+if TYPE_CHECKING:
+    from stovepipe.messaging import KafkaSettings
+    from stovepipe.runtime.dead_letters import DeadLetter
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 console = Console()
@@ -48,6 +55,8 @@ def list_(
     config: ConfigOption = None,
 ) -> None:
     """One line per dead letter: where it is, its Request, attempt and reason."""
+    from stovepipe.runtime.dead_letters import read_dead_letters
+
     letters = asyncio.run(read_dead_letters(_settings(config), stage))
     if json_out:
         output.emit_json({"dead_letters": [_letter_dict(letter) for letter in letters]})
@@ -88,6 +97,8 @@ def show(
     config: ConfigOption = None,
 ) -> None:
     """The decoded payload and headers of one dead letter (redacted)."""
+    from stovepipe.runtime.dead_letters import read_dead_letters
+
     letter = _find(asyncio.run(read_dead_letters(_settings(config))), topic, partition, offset)
     if json_out:
         output.emit_json(_letter_dict(letter))
@@ -100,6 +111,8 @@ def show(
 @dlq_app.command()
 def replay(topic: str, partition: int, offset: int, config: ConfigOption = None) -> None:
     """Send one dead letter back to its source topic as a fresh attempt."""
+    from stovepipe.runtime.dead_letters import read_dead_letters, replay_dead_letter
+
     settings = _settings(config)
     letter = _find(asyncio.run(read_dead_letters(settings)), topic, partition, offset)
     source = asyncio.run(replay_dead_letter(settings, letter))
