@@ -2,8 +2,12 @@
 
 Runs the whole pipeline in one process (real Tansu broker, real PostgreSQL
 unless --sqlite, real git and local-runner extensions over gRPC) with an
-instant build target (``true``), and reports p50/p99 of "Ingest called → fact
-readable" for heads driven one after another on each Queue.
+instant build target (``true``), and reports p50/p99 of "Ingest called → its
+verdict event received" for heads driven one after another on each Queue. The
+verdicts are awaited on one ``WatchEvents`` stream, as a downstream team would
+(polling ``GetGreenness`` every few milliseconds ran on the pipeline's own event
+loop and was a large share of its CPU); the event is one hop after the fact is
+written, so the floor counts that hop too.
 
 In the same run it times the floor's primitives: one produce → consume hop
 on the same broker, one single-row write transaction on the same database, one
@@ -37,16 +41,17 @@ from sqlalchemy import text
 from stovepipe.embedded import EmbeddedBroker
 from stovepipe.storage.engine import create_engine
 from stovepipe.storage.migrate import upgrade_async
-from stovepipe.v1 import stovepipe_service_pb2 as pb
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # the shared harness: tests/harness
+
+from verdict_watch import VerdictWatch  # noqa: E402
 
 from harness.git_repos import WorkRepo  # noqa: E402
 from harness.live import QUEUE, Live, live_stack  # noqa: E402
 from harness.postgres import PostgresCluster  # noqa: E402
 
-PIPELINE_HOPS = 4  # ingest→process→build→buildsignal→record; delay-tier polls come on top
+PIPELINE_HOPS = 5  # ingest→process→build→buildsignal→record, then record→the event feed
 FLOOR_WRITES = 4  # Request created, slot taken with the build, fact written, bookmark moved
 
 
@@ -64,18 +69,14 @@ def new_head(repo: WorkRepo, branch: str, n: int) -> None:
     repo.git("update-ref", f"refs/heads/{branch}", sha, tip)
 
 
-async def drive_queue(live: Live, queue: str, branch: str, heads: int, out: list[float]) -> None:
+async def drive_queue(
+    live: Live, verdicts: VerdictWatch, queue: str, branch: str, heads: int, out: list[float]
+) -> None:
     for n in range(heads):
         new_head(live.repo, branch, n)
         start = time.perf_counter()
         ingest = await live.ingest(queue)
-        while True:
-            greenness = await live.stub.GetGreenness(
-                pb.GetGreennessRequest(queue=queue, uri=ingest.uri)
-            )
-            if greenness.status == pb.GREENNESS_STATUS_RECORDED:
-                break
-            await asyncio.sleep(0.005)
+        await verdicts.recorded(live.stub, queue, ingest.uri)
         out.append(time.perf_counter() - start)
 
 
@@ -181,12 +182,19 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
                 (QUEUE if i == 0 else f"{QUEUE}-{i}", "main" if i == 0 else f"q{i}")
                 for i in range(queues)
             ]
-            warm: list[float] = []
-            await drive_queue(live, names[0][0], names[0][1], 1, warm)
-            latencies: list[float] = []
-            cpu0, began = cpu_now(), time.perf_counter()
-            await asyncio.gather(*(drive_queue(live, q, b, heads, latencies) for q, b in names))
-            wall, cpu = time.perf_counter() - began, cpu_now() - cpu0
+            verdicts = VerdictWatch(live.stub)
+            await verdicts.open()
+            try:
+                warm: list[float] = []
+                await drive_queue(live, verdicts, names[0][0], names[0][1], 1, warm)
+                latencies: list[float] = []
+                cpu0, began = cpu_now(), time.perf_counter()
+                await asyncio.gather(
+                    *(drive_queue(live, verdicts, q, b, heads, latencies) for q, b in names)
+                )
+                wall, cpu = time.perf_counter() - began, cpu_now() - cpu0
+            finally:
+                verdicts.close()
         # a copy of the repository, so the floor's worktrees never meet the pipeline's
         copy = tmp / "floor-repo"
         worktree, spawn = await asyncio.to_thread(worktree_and_spawn, live.repo.path, copy, 20)
@@ -205,7 +213,7 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
         f"heads              {len(latencies)} over {queues} queues ({heads} sequential heads each), wall {wall:.1f}s"
     )
     print(
-        f"ingest→fact        p50 {p50 * 1000:.0f} ms   p99 {p99 * 1000:.0f} ms   mean {statistics.mean(latencies) * 1000:.0f} ms"
+        f"ingest→verdict     p50 {p50 * 1000:.0f} ms   p99 {p99 * 1000:.0f} ms   mean {statistics.mean(latencies) * 1000:.0f} ms"
     )
     print(
         f"raw hop            p50 {h50 * 1000:.1f} ms   p99 {h99 * 1000:.1f} ms   ({len(hop)} samples)"

@@ -38,6 +38,7 @@ from pipeline_latency import (
     drive_queue,
     pct,
 )  # puts tests/ (the shared harness) on the path
+from verdict_watch import VerdictWatch
 
 from harness.live import QUEUE, live_stack
 from harness.postgres import PostgresCluster
@@ -68,7 +69,7 @@ def _receiver(port: int, ready: multiprocessing.synchronize.Event) -> None:
 async def run_phase(
     tmp: Path, bootstrap: str, database_url: str, queues: int, heads: int
 ) -> list[float]:
-    """Ingest → fact latencies of ``heads`` sequential heads on each of ``queues`` Queues."""
+    """Ingest → verdict event latencies of ``heads`` sequential heads on each of ``queues`` Queues."""
     targets = [{"name": "instant", "command": "true", "timeout_seconds": 60}]
     async with live_stack(tmp, bootstrap, database_url, queues=queues, targets=targets) as live:
         live.repo.commit({"README.md": "bench\n"}, "root")
@@ -78,10 +79,17 @@ async def run_phase(
             (QUEUE if i == 0 else f"{QUEUE}-{i}", "main" if i == 0 else f"q{i}")
             for i in range(queues)
         ]
-        warm: list[float] = []
-        await drive_queue(live, names[0][0], names[0][1], 1, warm)
-        latencies: list[float] = []
-        await asyncio.gather(*(drive_queue(live, q, b, heads, latencies) for q, b in names))
+        verdicts = VerdictWatch(live.stub)
+        await verdicts.open()
+        try:
+            warm: list[float] = []
+            await drive_queue(live, verdicts, names[0][0], names[0][1], 1, warm)
+            latencies: list[float] = []
+            await asyncio.gather(
+                *(drive_queue(live, verdicts, q, b, heads, latencies) for q, b in names)
+            )
+        finally:
+            verdicts.close()
     return latencies
 
 

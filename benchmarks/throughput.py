@@ -6,7 +6,11 @@ with ``--per-stage-workers``; ``--max-in-flight 1`` handles one record per
 partition at a time, the shape before issue 14's item 5) with ``--queues`` Queues on branches of one
 repository and an instant target (``true``), creates one new head on every
 branch, then ingests them all at once (``--inflight`` calls at a time) and waits
-until every head has a recorded verdict. Reports heads/s and, from
+until every head has a recorded verdict. It waits the way a downstream team
+would, on one ``WatchEvents`` stream opened before the first Ingest, so the
+API's CPU is the product's and not the benchmark's own polling (before,
+a ``GetGreenness`` every 0.5 s per head was most of the API's figure). Reports
+heads/s and, from
 ``/proc/<pid>/stat`` of every process of the tree, CPU milliseconds per head
 per process.
 
@@ -37,6 +41,7 @@ from typing import Any
 import grpc
 import yaml
 from proc_cpu import cpu_seconds, descendants, name_of
+from verdict_watch import VerdictWatch
 
 from stovepipe.runtime.processes import free_port
 from stovepipe.runtime.sample_repo import GIT_IDENTITY, SampleRepo, Step
@@ -206,21 +211,19 @@ async def run(args: argparse.Namespace) -> None:
             if servers is not None:
                 before_noop = cpu_seconds(servers.process.pid)
             gate = asyncio.Semaphore(args.inflight)
+            verdicts = VerdictWatch(stub)
+            await verdicts.open()
             began = time.perf_counter()
 
             async def one(queue: str) -> None:
                 async with gate:
                     ingest = await stub.Ingest(pb.IngestRequest(queue=queue, trigger="bench"))
-                while True:
-                    async with gate:
-                        answer = await stub.GetGreenness(
-                            pb.GetGreennessRequest(queue=queue, uri=ingest.uri)
-                        )
-                    if answer.status == pb.GREENNESS_STATUS_RECORDED:
-                        return
-                    await asyncio.sleep(0.5)  # the API's CPU includes these questions
+                await verdicts.recorded(stub, queue, ingest.uri)
 
-            await asyncio.gather(*(one(name) for name in names))
+            try:
+                await asyncio.gather(*(one(name) for name in names))
+            finally:
+                verdicts.close()
             wall = time.perf_counter() - began
             per = sorted(
                 ((name_of(pid), (cpu_seconds(pid) - before[pid]) / len(names)) for pid in pids),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
@@ -425,4 +426,35 @@ async def test_wait_for_greenness_shares_the_stream_caps_and_frees_its_place_at_
     finally:
         await channel.close(None)
         await server.stop(0)
+        await feed.close()
+
+
+async def test_an_idle_reader_fetches_slowly_stays_caught_up_and_speeds_up_on_an_event(
+    kafka_settings: KafkaSettings, sqlite_store: Store, producer: Bus
+) -> None:
+    """The idle-CPU regression of issue 14: the API's reader asked the broker ~50 times a
+    second for ever. Idle, it now waits ``IDLE_FETCH_WAIT_MS`` per fetch (not the stage
+    consumers' seconds, which would break the gate cache's caught-up rule); an event
+    makes it fast again."""
+    settings = dataclasses.replace(kafka_settings, idle_fetch_max_wait_ms=2_000, idle_after_s=0.4)
+    await sqlite_store.create_fact(_fact("uri-idle", 0.0))
+    feed = EventFeed(settings, sqlite_store)
+    feed.observe(lambda queue, project: None)  # as the gate cache does: the reader stays
+    try:
+        task, _ = await _collect(feed, 1)
+        pacer = feed._pacer
+
+        def wait_ms() -> int | None:
+            consumer = feed._live_consumer
+            return None if consumer is None else pacer.wait_ms(consumer)
+
+        await until(
+            lambda: wait_ms() == event_feed.IDLE_FETCH_WAIT_MS, what="the idle reader slowed"
+        )
+        await until(lambda: feed.caught_up(1.0), what="the idle reader caught up within 1 s")
+        await producer.publish(HOOK.name, _event("uri-idle", green=True, event_id="i1"))
+        served = await asyncio.wait_for(task, 30)
+        assert [e.id for e in served] == ["i1"]
+        assert wait_ms() == settings.fetch_max_wait_ms  # fast again after the event
+    finally:
         await feed.close()

@@ -1,10 +1,10 @@
 """``stovepipe up`` keeps its process tree alive: kill -9 of any child while heads flow.
 
 A user's ``stovepipe up`` (run through the CLI, on PostgreSQL given by
-``STOVEPIPE_DATABASE_URL`` with a password in it) validates forty commits of a
-real git repository whose true verdicts the test knows. Every child is killed
-with SIGKILL in turn while the heads are reported: the worker (``worker all``, the
-default; or, with ``--per-stage-workers``, each stage's worker), the API,
+``STOVEPIPE_DATABASE_URL`` with a password in it) validates at least forty
+commits of a real git repository whose true verdicts the test knows. Every
+child is killed with SIGKILL in turn while the heads are reported: the worker
+(``worker all``, the default; or, with ``--per-stage-workers``, each stage's worker), the API,
 the extension servers, and the console. ``stovepipe up`` must restart each one, stay up and
 answer Ping, settle every head, and never record a green verdict for a broken
 commit.
@@ -55,7 +55,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.timeout(420)
 
 CLI = [sys.executable, "-m", "stovepipe.cli.main"]
 QUEUE = "kill/main"
-HEADS_PER_KILL = 4
+HEADS = 40
+"""At least this many heads per run: each victim is killed after ``ceil(HEADS / victims)``
+new heads (4 each for the 11 children of ``worker all``, 3 each for the 16 of
+``--per-stage-workers``), so every kill meets heads in flight."""
 MAX_CONCURRENT = 2
 PASSWORD = "kill9-pw-never-shown"
 _NOT_WORKERS = ("api", "console", "ext git", "ext local-runner", "ext project-mapper", "ext hooks")
@@ -284,8 +287,9 @@ async def test_up_restarts_every_child_killed_while_heads_flow_and_no_verdict_li
         assert _mode(state / "stovepipe.effective.yaml") == 0o600
         assert _mode(state / "logs") == 0o700
 
+        heads_per_kill = -(-HEADS // len(victims))
         for victim in victims:
-            for _ in range(HEADS_PER_KILL):
+            for _ in range(heads_per_kill):
                 await _ingest(stub, heads, up)
             killed = _children(up.pid, api)[victim].pid
             os.kill(killed, signal.SIGKILL)

@@ -54,6 +54,7 @@ from stovepipe.failures import short_reason
 from stovepipe.hooks.events import BECAME_BROKEN, BECAME_GREEN, VERDICT_TYPES
 from stovepipe.messaging import HOOK, KafkaSettings, MalformedMessage, decode
 from stovepipe.messaging import headers as hdr
+from stovepipe.messaging.pacing import FetchPacer
 from stovepipe.storage import Store
 from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -64,6 +65,12 @@ DEFAULT_MAX_SUBSCRIBERS = 256
 DEFAULT_MAX_PER_OWNER = 32
 QUEUE_DEPTH = 1000
 RESTART_PAUSE_S = 1.0
+IDLE_FETCH_WAIT_MS = 250
+"""A feed reader's fetch wait after ``idle_after_s`` without an event (instead of the
+stage consumers' longer idle wait): few enough fetches that an idle API costs the
+broker and itself next to nothing (at ``fetch_max_wait_ms`` it asked ~50 times a
+second), and frequent enough that :meth:`EventFeed.caught_up` stays true for the
+gate cache, whose feed lag (``DEFAULT_FEED_LAG_S``, 1 s) is four of these waits."""
 """How long the live reader waits before it starts again after a failure (observers only)."""
 
 MAX_CURSOR = 4096
@@ -147,6 +154,11 @@ class EventFeed:
         self._live_consumer: AIOKafkaConsumer | None = None
         self._live_topic = ""
         self.dropped_unverified = 0
+        self._pacer = FetchPacer(
+            settings.fetch_max_wait_ms,
+            min(settings.idle_fetch_max_wait_ms, IDLE_FETCH_WAIT_MS),
+            settings.idle_after_s,
+        )
 
     @property
     def subscriber_count(self) -> int:
@@ -242,6 +254,7 @@ class EventFeed:
     async def close(self) -> None:
         self._observers.clear()
         await self._stop_reader()
+        self._pacer.close()
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
@@ -313,8 +326,11 @@ class EventFeed:
                 self._positions = positions
                 self._live_consumer, self._live_topic = consumer, topic
             positioned(dict(positions))
+            self._pacer.track(consumer)
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
+                if batch:
+                    self._pacer.active(consumer)
                 for records in batch.values():
                     for record in records:
                         event = self._decoded(record)
