@@ -159,6 +159,30 @@ def cpu_now() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+async def drive_queues(live: Live, queues: int, heads: int) -> tuple[list[float], float, float]:
+    """``heads`` sequential heads on each of ``queues`` Queues (after one warm-up head):
+    their latencies, the wall time and the CPU seconds (this process and children)."""
+    live.repo.commit({"README.md": "bench\n"}, "root")
+    for i in range(1, queues):
+        live.repo.git("branch", f"q{i}")
+    names = [
+        (QUEUE if i == 0 else f"{QUEUE}-{i}", "main" if i == 0 else f"q{i}") for i in range(queues)
+    ]
+    verdicts = VerdictWatch(live.stub)
+    await verdicts.open()
+    try:
+        warm: list[float] = []
+        await drive_queue(live, verdicts, names[0][0], names[0][1], 1, warm)
+        latencies: list[float] = []
+        cpu0, began = cpu_now(), time.perf_counter()
+        await asyncio.gather(
+            *(drive_queue(live, verdicts, q, b, heads, latencies) for q, b in names)
+        )
+        return latencies, time.perf_counter() - began, cpu_now() - cpu0
+    finally:
+        verdicts.close()
+
+
 async def main(queues: int, heads: int, use_sqlite: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="stovepipe-bench-"))
     cluster = None
@@ -175,26 +199,7 @@ async def main(queues: int, heads: int, use_sqlite: bool) -> None:
         async with live_stack(
             tmp, broker.bootstrap_servers, database_url, queues=queues, targets=targets
         ) as live:
-            live.repo.commit({"README.md": "bench\n"}, "root")
-            for i in range(1, queues):
-                live.repo.git("branch", f"q{i}")
-            names = [
-                (QUEUE if i == 0 else f"{QUEUE}-{i}", "main" if i == 0 else f"q{i}")
-                for i in range(queues)
-            ]
-            verdicts = VerdictWatch(live.stub)
-            await verdicts.open()
-            try:
-                warm: list[float] = []
-                await drive_queue(live, verdicts, names[0][0], names[0][1], 1, warm)
-                latencies: list[float] = []
-                cpu0, began = cpu_now(), time.perf_counter()
-                await asyncio.gather(
-                    *(drive_queue(live, verdicts, q, b, heads, latencies) for q, b in names)
-                )
-                wall, cpu = time.perf_counter() - began, cpu_now() - cpu0
-            finally:
-                verdicts.close()
+            latencies, wall, cpu = await drive_queues(live, queues, heads)
         # a copy of the repository, so the floor's worktrees never meet the pipeline's
         copy = tmp / "floor-repo"
         worktree, spawn = await asyncio.to_thread(worktree_and_spawn, live.repo.path, copy, 20)

@@ -35,12 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_latency import (
-    drive_queue,
+    drive_queues,
     pct,
 )  # puts tests/ (the shared harness) on the path
-from verdict_watch import VerdictWatch
 
-from harness.live import QUEUE, live_stack
+from harness.live import live_stack
 from harness.postgres import PostgresCluster
 from stovepipe.config.sections import TelemetryConfig
 from stovepipe.embedded import EmbeddedBroker
@@ -72,24 +71,7 @@ async def run_phase(
     """Ingest → verdict event latencies of ``heads`` sequential heads on each of ``queues`` Queues."""
     targets = [{"name": "instant", "command": "true", "timeout_seconds": 60}]
     async with live_stack(tmp, bootstrap, database_url, queues=queues, targets=targets) as live:
-        live.repo.commit({"README.md": "bench\n"}, "root")
-        for i in range(1, queues):
-            live.repo.git("branch", f"q{i}")
-        names = [
-            (QUEUE if i == 0 else f"{QUEUE}-{i}", "main" if i == 0 else f"q{i}")
-            for i in range(queues)
-        ]
-        verdicts = VerdictWatch(live.stub)
-        await verdicts.open()
-        try:
-            warm: list[float] = []
-            await drive_queue(live, verdicts, names[0][0], names[0][1], 1, warm)
-            latencies: list[float] = []
-            await asyncio.gather(
-                *(drive_queue(live, verdicts, q, b, heads, latencies) for q, b in names)
-            )
-        finally:
-            verdicts.close()
+        latencies, _, _ = await drive_queues(live, queues, heads)
     return latencies
 
 
