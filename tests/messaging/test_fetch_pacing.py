@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from harness.messaging import Inbox, process_message
-from stovepipe.messaging import PIPELINE_TOPICS, Bus, Delivery, KafkaSettings, ensure_topics
+from stovepipe.messaging import PIPELINE_TOPICS, Bus, Delivery, KafkaSettings, dlq, ensure_topics
 from stovepipe.messaging.pacing import FetchPacer
+from stovepipe.messaging.topics import BACKGROUND_FETCH_WAIT_MS, spec
 from stovepipe.testing import until
 
 pytestmark = pytest.mark.broker
@@ -109,3 +110,37 @@ async def test_pacing_is_off_when_the_idle_wait_is_not_longer(
 def test_the_idle_wait_is_never_shorter_than_the_busy_one() -> None:
     pacer = FetchPacer(busy_wait_ms=50, idle_wait_ms=10, idle_after_s=1.0)
     assert pacer.idle_wait_ms == 50 and not pacer.enabled
+
+
+async def test_a_dead_letter_consumer_waits_longer_than_a_stage_while_busy_and_idle_alike(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """Dead letters are off a head's path: their consumers ask the broker every
+    ``BACKGROUND_FETCH_WAIT_MS`` even while records flow (the reconciler's five
+    consumers asked every 20 ms in every worker), slow down further when idle, and
+    go back to their own wait, not the stage's, when a record arrives."""
+    settings = replace(kafka_settings, idle_fetch_max_wait_ms=2_000, idle_after_s=0.4)
+    dead_letters = spec(dlq(PROCESS))
+    await ensure_topics(settings, [*PIPELINE_TOPICS, dead_letters])
+    bus = Bus(settings)
+    stage_inbox, dlq_inbox = Inbox(), Inbox()
+    pacer = bus.consumer.pacer
+    stage = bus.consumer.subscribe(PROCESS, stage_inbox.handler, group="stage-wait")
+    background = bus.consumer.subscribe(dead_letters.name, dlq_inbox.handler, group="dlq-wait")
+    async with bus:
+        bus.consumer.pace(stage)
+        bus.consumer.pace(background)
+        stage_consumer = stage.consumer  # type: ignore[attr-defined]
+        dlq_consumer = background.consumer  # type: ignore[attr-defined]
+        assert pacer.wait_ms(stage_consumer) == settings.fetch_max_wait_ms
+        assert pacer.wait_ms(dlq_consumer) == BACKGROUND_FETCH_WAIT_MS
+
+        async def both_idle() -> bool:
+            return pacer.wait_ms(stage_consumer) == pacer.wait_ms(dlq_consumer) == 2_000
+
+        await until(both_idle, what="both consumers to slow down when idle")
+        await bus.publish(dead_letters.name, process_message(1))
+        await dlq_inbox.wait_for(1)
+        assert pacer.wait_ms(dlq_consumer) == BACKGROUND_FETCH_WAIT_MS
+    assert dead_letters.fetch_wait_ms == BACKGROUND_FETCH_WAIT_MS
+    assert spec(PROCESS).fetch_wait_ms is None  # the pipeline's hops keep the short wait

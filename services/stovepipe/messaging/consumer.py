@@ -81,6 +81,7 @@ class Consumer:
         self.failure_policy = failure_policy
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._flows: dict[int, Flow] = {}
+        self._fetch_waits: dict[int, int] = {}
         self.pacer = FetchPacer(
             settings.fetch_max_wait_ms, settings.idle_fetch_max_wait_ms, settings.idle_after_s
         )
@@ -103,6 +104,7 @@ class Consumer:
         binding = spec(topic)
         settings = self._settings
         group_id = settings.group(group)
+        fetch_wait_ms = max(settings.fetch_max_wait_ms, binding.fetch_wait_ms or 0)
 
         async def handle(record: Any, window: Window) -> bool:
             return await self._settle(binding, handler, record, flow_consumer[0], window)
@@ -124,7 +126,7 @@ class Consumer:
             group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=fetch_wait_ms,
             max_partition_fetch_bytes=transport_limit(settings),
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
@@ -145,6 +147,7 @@ class Consumer:
 
         subscriber(on_record, parser=_tolerant_parser, decoder=_undecoded)
         self._flows[id(subscriber)] = flow
+        self._fetch_waits[id(subscriber)] = fetch_wait_ms
         return subscriber
 
     def flow(self, subscriber: Subscription) -> Flow:
@@ -155,7 +158,7 @@ class Consumer:
         """Slow ``subscriber``'s fetches down while it is idle (call once it started)."""
         consumer = getattr(subscriber, "consumer", None)
         if consumer is not None:
-            self.pacer.track(consumer)
+            self.pacer.track(consumer, self._fetch_waits.get(id(subscriber)))
 
     async def drain(self, subscribers: list[Subscription] | None = None) -> None:
         """Let in-flight handlers finish for up to ``graceful_timeout_s`` and commit them.

@@ -50,6 +50,7 @@ class FetchPacer:
         self.idle_after_s = idle_after_s
         self._last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._handling: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._busy: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._timer: asyncio.TimerHandle | None = None
         self.ticks = 0
         """How often the idle check ran (tests wait on it instead of sleeping)."""
@@ -58,12 +59,15 @@ class FetchPacer:
     def enabled(self) -> bool:
         return self.idle_wait_ms > self.busy_wait_ms and self.idle_after_s > 0
 
-    def track(self, consumer: Any) -> None:
-        """Pace ``consumer`` from now on (a started aiokafka consumer; others are ignored)."""
+    def track(self, consumer: Any, busy_wait_ms: int | None = None) -> None:
+        """Pace ``consumer`` from now on (a started aiokafka consumer; others are ignored);
+        ``busy_wait_ms`` is its own wait while records flow, if not the pacer's."""
         if not self.enabled or _fetcher(consumer) is None:
             return
+        if busy_wait_ms is not None:
+            self._busy[consumer] = busy_wait_ms
         self._last[consumer] = time.monotonic()
-        self._set(consumer, self.busy_wait_ms)
+        self._set(consumer, self._busy_wait(consumer))
         self._arm()
 
     def active(self, consumer: Any) -> None:
@@ -74,7 +78,10 @@ class FetchPacer:
             self.track(consumer)
             return
         self._last[consumer] = time.monotonic()
-        self._set(consumer, self.busy_wait_ms)
+        self._set(consumer, self._busy_wait(consumer))
+
+    def _busy_wait(self, consumer: Any) -> int:
+        return self._busy.get(consumer, self.busy_wait_ms)
 
     @contextlib.contextmanager
     def handling(self, consumer: Any) -> Iterator[None]:
@@ -120,7 +127,7 @@ class FetchPacer:
         quiet_since = time.monotonic() - self.idle_after_s
         for consumer, last in list(self._last.items()):
             if last <= quiet_since and consumer not in self._handling:
-                self._set(consumer, self.idle_wait_ms)
+                self._set(consumer, max(self.idle_wait_ms, self._busy_wait(consumer)))
         if self._last:
             self._arm()
 

@@ -22,6 +22,14 @@ from stovepipe.v1 import topics_pb2
 
 DLQ_SUFFIX = ".dlq"
 POISON_SUFFIX = ".dlq.poison"
+BACKGROUND_FETCH_WAIT_MS = 500
+"""The fetch wait of a consumer whose records are off the path of a head (dead
+letters): a fail-closed verdict half a second later costs nobody anything, while
+asking the broker every 20 ms for records that almost never come costs every
+process that consumes them CPU for as long as any work flows."""
+EVENT_FETCH_WAIT_MS = 100
+"""The fetch wait of a consumer of verdict events (``upstream``): a dependent Queue
+learns of its upstream's new green commit up to this much later."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ class TopicSpec:
     payload: type[Message]
     key: Callable[[Any], str]
     required: tuple[str, ...] = ()
+    fetch_wait_ms: int | None = None
+    """How long a consumer's fetch may wait while records flow, when longer than
+    ``kafka.fetch_max_wait_ms``; ``None``: that setting. Against the embedded broker,
+    which answers a fetch only when its wait runs out, the wait is the latency of
+    the hop; the pipeline's own topics keep the setting's short one."""
 
 
 def _queue(message: topics_pb2.ProcessMessage) -> str:
@@ -79,6 +92,7 @@ HOOK: TopicSpec = TopicSpec(
     topics_pb2.HookEvent,
     _event_request_id,
     ("id", "data.request_id", "data.queue"),
+    EVENT_FETCH_WAIT_MS,
 )
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (PROCESS, BUILD, BUILDSIGNAL, RECORD, ANALYZE, HOOK)
@@ -96,7 +110,9 @@ def poison(name: str) -> str:
 
 
 def _dead_letters_of(topic: TopicSpec) -> TopicSpec:
-    return TopicSpec(dlq(topic.name), topic.payload, topic.key, topic.required)
+    return TopicSpec(
+        dlq(topic.name), topic.payload, topic.key, topic.required, BACKGROUND_FETCH_WAIT_MS
+    )
 
 
 BY_NAME: dict[str, TopicSpec] = {
