@@ -4,7 +4,9 @@ Everything runs on the real broker. Four layers are covered:
 
 * the ``Bus`` (what SIGTERM ends up calling): a handler that is running when
   the stop begins completes and is committed, and a consumer that takes over
-  the group applies every record exactly once; a handler that outlives the
+  the group applies every record the stop left uncommitted and none it
+  committed (records of other keys that finished beyond the committed frontier
+  come again: at least once); a handler that outlives the
   grace period is cancelled, stays uncommitted and is applied once after the
   restart;
 * real ``stovepipe worker`` processes (the fault stack: PostgreSQL, extensions
@@ -121,7 +123,12 @@ async def test_stop_lets_a_running_handler_finish_commits_it_and_a_restart_appli
     # partitions), which run meanwhile
     behind = [_message(n) for n in range(2, 5)]
     others = [_message(n, f"q{n}") for n in range(5, 11)]
-    landed = {(await first.publish(PROCESS, message)).partition for message in behind + others}
+    where: dict[str, tuple[int, int]] = {}  # request id -> (partition, offset)
+    for message in behind + others:
+        sent = await first.publish(PROCESS, message)
+        assert sent.partition is not None and sent.offset is not None
+        where[message.request_id] = (sent.partition, sent.offset)
+    landed = {partition for partition, _ in where.values()}
     assert landed == set(range(settings.partitions))
     later = behind + others
 
@@ -147,8 +154,19 @@ async def test_stop_lets_a_running_handler_finish_commits_it_and_a_restart_appli
             timeout_s=DEADLINE_S,
         )
     counts = Counter(applied)
-    assert set(counts) == {first_id, *(m.request_id for m in later)}
-    assert [name for name, n in counts.items() if n != 1] == []  # none twice, none lost
+    assert set(counts) == {first_id, *(m.request_id for m in later)}  # none lost
+    # Nothing the stop committed is applied again. A record of another key that
+    # completed beyond its partition's committed frontier (it ran beside the held
+    # record while that record's key-mates waited, and the stop left those unstarted)
+    # is delivered again after the restart: at least once, as the handlers expect.
+    twice = [name for name, n in counts.items() if n != 1]
+    assert all(n <= 2 for n in counts.values()), counts
+    beyond = [
+        name
+        for name in twice
+        if name != first_id and where[name][1] >= (committed[where[name][0]] or 0)
+    ]
+    assert twice == beyond, (twice, where, committed)
 
 
 async def test_a_handler_outliving_the_grace_period_is_cancelled_uncommitted_and_redelivered(
