@@ -301,3 +301,31 @@ async def test_stop_lets_an_in_flight_handler_finish_and_commits_it(
     assert payload == process_message(2)
     assert (delivery.partition, delivery.offset) == (after.partition, after.offset)
     assert placed(after) == (partition, offset + 1)
+
+
+async def test_a_record_reaches_its_handler_without_a_thread_hop(
+    kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastStream runs any plain function of its consume path in a worker thread; each
+    such hop costs two wake-ups of the event loop per record (issue 14's profile), so
+    the consume path is coroutines only. A sync parser or decoder fails here."""
+    import anyio.to_thread
+
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    bus = await _bus_for(kafka_settings)
+    inbox = Inbox()
+    bus.consumer.subscribe(PROCESS, inbox.add, group="no-thread-hop")
+    async with bus:
+        for n in range(5):
+            await bus.publish(PROCESS, process_message(n))
+        await inbox.wait_for(5)
+    received = sorted(p.SerializeToString() for p in inbox.payloads)
+    assert received == sorted(process_message(n).SerializeToString() for n in range(5))
+    assert hops == []

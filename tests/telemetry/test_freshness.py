@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
+from harness.db_round_trips import counting
 from harness.stages import Pipeline, queue_config
 from stovepipe.messaging import HOOK, encode
 from stovepipe.storage import Store
 from stovepipe.storage.hook_deliveries import HookDelivery, HookDeliveryStatus
-from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE, FreshnessMonitor
+from stovepipe.telemetry.freshness import EVENT_FRESH, EVENT_STALE, FreshnessMonitor, assess_all
 from stovepipe.v1 import topics_pb2
 
 pytestmark = pytest.mark.postgres
@@ -119,3 +120,52 @@ async def test_a_queue_without_an_objective_gets_gauges_and_no_events(store: Sto
     for state in ("delivered", "pending"):
         labels = {"queue": Q, "state": state}
         assert REGISTRY.get_sample_value("stovepipe_hook_deliveries", labels) == 1
+
+
+async def test_one_pass_reads_all_queues_in_two_statements_and_agrees_with_each_alone(
+    store: Store,
+) -> None:
+    """The monitor judges every configured Queue on a timer: per-Queue reads made a
+    thousand Queues cost four thousand reads a pass. The batched read must say what
+    the per-Queue reads say, for a Queue that is green with heads waiting, one that
+    never had a green head, and one never reported."""
+    green, waiting, silent = "fresh/green", "fresh/waiting", "fresh/silent"
+    pipe = Pipeline(
+        store,
+        [queue_config(n, promotion_ref=f"verified-{n[6:]}") for n in (green, waiting, silent)],
+    )
+    pipe.repo().advance("main", {"src/a.py": "1"}, title="one")
+    await pipe.ingester.ingest(green, "test")
+    await pipe.drain()
+    for n in (2, 3):
+        pipe.clock.now += timedelta(minutes=1)
+        pipe.repo().advance("main", {"src/a.py": str(n)}, title=f"change {n}")
+        await pipe.ingester.ingest(green, "test")
+        await pipe.ingester.ingest(waiting, "test")
+
+    expected = {}
+    for name in (green, waiting, silent):
+        state = await store.get_queue(name)
+        last = state.last_green_request_id if state else None
+        green_request = await store.get_request(last) if last else None
+        green_at = green_request.created_at if green_request else None
+        expected[name] = (
+            state,
+            green_at,
+            await store.count_requests_after(name, green_at),
+            await store.first_request_at(name),
+        )
+    assert expected[green][1] is not None and expected[green][2] == 2  # the fixture is as meant
+    assert expected[waiting][1] is None and expected[waiting][2] == 2
+    assert expected[silent] == (None, None, 0, None)
+
+    with counting(store) as trips:
+        standings = await store.standings([green, waiting, silent])
+    assert standings == expected
+    assert trips.transactions == 2 and trips.by_verb["SELECT"] == 2
+    now = pipe.clock.now + timedelta(hours=1)
+    judged = await assess_all(store, [green, waiting, silent], now)
+    first_at = expected[waiting][3]
+    assert first_at is not None
+    assert judged[waiting].last_green_age_s == (now - first_at).total_seconds()
+    assert judged[silent].last_green_age_s is None and judged[silent].commits_since_last_green == 0

@@ -2,11 +2,12 @@
 
 The product's own health signal: a last-known-good that silently stops moving
 while commits keep arriving is the failure a deployment gate cannot see.
-:func:`assess` reads storage for one Queue; :class:`FreshnessMonitor` does that
-for every configured Queue on a timer, exports the gauges, and — for Queues
-with a ``staleness:`` objective — announces the start of a staleness episode
-(``dev.stovepipe.queue.stale``) and its end (``dev.stovepipe.queue.fresh``) on
-``stovepipe.hook``, each exactly once (storage arbitrates between replicas).
+:func:`assess_all` reads storage for many Queues in two statements;
+:class:`FreshnessMonitor` does that for every configured Queue on a timer,
+exports the gauges, and — for Queues with a ``staleness:`` objective —
+announces the start of a staleness episode (``dev.stovepipe.queue.stale``) and
+its end (``dev.stovepipe.queue.fresh``) on ``stovepipe.hook``, each exactly
+once (storage arbitrates between replicas).
 
 The clock is injected, so the objective is testable without waiting hours.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -73,22 +74,24 @@ class Freshness:
 
 async def assess(store: Store, queue: str, now: datetime) -> Freshness:
     """Where ``queue`` stands at ``now``, read from storage."""
-    state = await store.get_queue(queue)
-    green_at: datetime | None = None
-    if state is not None and state.last_green_request_id:
-        green = await store.get_request(state.last_green_request_id)
-        green_at = green.created_at if green is not None else None
-    since = await store.count_requests_after(queue, green_at)
-    reference = green_at or await store.first_request_at(queue)
-    return Freshness(
-        queue=queue,
-        last_green_uri=state.last_green_uri if state else None,
-        last_green_request_id=state.last_green_request_id if state else None,
-        latest_request_id=state.latest_request_id if state else None,
-        last_green_age_s=(now - reference).total_seconds() if reference else None,
-        commits_since_last_green=since,
-        slots_in_use=state.in_flight_count if state else 0,
-    )
+    return (await assess_all(store, [queue], now))[queue]
+
+
+async def assess_all(store: Store, names: Sequence[str], now: datetime) -> dict[str, Freshness]:
+    """Where each Queue of ``names`` stands at ``now``: two reads for all of them."""
+    out: dict[str, Freshness] = {}
+    for queue, (state, green_at, since, first_at) in (await store.standings(names)).items():
+        reference = green_at or first_at
+        out[queue] = Freshness(
+            queue=queue,
+            last_green_uri=state.last_green_uri if state else None,
+            last_green_request_id=state.last_green_request_id if state else None,
+            latest_request_id=state.latest_request_id if state else None,
+            last_green_age_s=(now - reference).total_seconds() if reference else None,
+            commits_since_last_green=since,
+            slots_in_use=state.in_flight_count if state else 0,
+        )
+    return out
 
 
 def staleness_event(
@@ -142,8 +145,10 @@ class FreshnessMonitor:
     async def check(self) -> list[topics_pb2.HookEvent]:
         """One pass over the Queues; returns the events it announced."""
         announced: list[topics_pb2.HookEvent] = []
+        now = self._clock()
+        standings = await assess_all(self._store, self._config.queue_names, now)
         for queue in self._config.queues:
-            event = await self._check_queue(queue)
+            event = await self._check_queue(queue, standings[queue.name], now)
             if event is not None:
                 announced.append(event)
         configured = set(self._config.queue_names)
@@ -152,9 +157,9 @@ class FreshnessMonitor:
                 HOOK_DELIVERIES.labels(name, state).set(count)
         return announced
 
-    async def _check_queue(self, queue: QueueConfig) -> topics_pb2.HookEvent | None:
-        now = self._clock()
-        freshness = await assess(self._store, queue.name, now)
+    async def _check_queue(
+        self, queue: QueueConfig, freshness: Freshness, now: datetime
+    ) -> topics_pb2.HookEvent | None:
         QUEUE_SLOTS_IN_USE.labels(queue.name).set(freshness.slots_in_use)
         QUEUE_SLOTS_MAX.labels(queue.name).set(queue.max_concurrent)
         QUEUE_COMMITS_SINCE_LAST_GREEN.labels(queue.name).set(freshness.commits_since_last_green)
