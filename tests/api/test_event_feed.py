@@ -458,3 +458,33 @@ async def test_an_idle_reader_fetches_slowly_stays_caught_up_and_speeds_up_on_an
         assert wait_ms() == settings.fetch_max_wait_ms  # fast again after the event
     finally:
         await feed.close()
+
+
+async def test_a_served_event_takes_its_trigger_from_storage_in_one_read(
+    sqlite_store: Store,
+) -> None:
+    """The event says why its Request exists; only storage may. Every verdict event the
+    feed and the hooks serve is confirmed this way, so the check is one statement."""
+    from harness.db_round_trips import counting
+    from stovepipe.runtime.event_feed import verified_event
+
+    request, _ = await sqlite_store.create_request(
+        QUEUE,
+        "uri-why",
+        trigger="upstream",
+        now=datetime.now(UTC),
+        trigger_details=(("upstream_queue", "lib/main"),),
+    )
+    fact = dataclasses.replace(_fact("uri-why", 0.0), request_id=request.id)
+    await sqlite_store.create_fact(fact)
+    event = _event("uri-why", green=True, event_id="why")
+    event.data.request_id = request.id
+    event.data.trigger = "forged"
+    event.data.trigger_details["upstream_queue"] = "forged/main"
+    event.data.trigger_details["extra"] = "forged"
+    with counting(sqlite_store) as trips:
+        served = await verified_event(sqlite_store, event, "test")
+    assert served is not None
+    assert served.data.trigger == "upstream"
+    assert dict(served.data.trigger_details) == {"upstream_queue": "lib/main"}
+    assert trips.transactions == 1 and trips.by_verb["SELECT"] == 1

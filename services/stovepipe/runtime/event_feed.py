@@ -442,11 +442,12 @@ async def verified_event(
                     event.id[:64], event.type[:100], where)  # fmt: skip
         return None
     try:
-        fact = await store.get_fact_of_attempt(
+        found = await store.get_fact_of_attempt_and_trigger(
             data.queue, data.uri, data.project, max(data.attempt, 1)
         )
     except InvalidInput:
-        fact = None
+        found = None
+    fact, why = found if found is not None else (None, None)
     if fact is None or not _agrees(event, fact):
         if counts is not None:
             counts.dropped_unverified += 1
@@ -459,11 +460,11 @@ async def verified_event(
         )
         return None
     served = _from_fact(event, fact)
-    request = await store.get_request(fact.request_id)
-    if request is not None:  # why the Request exists, from storage too
-        served.data.trigger = request.trigger
+    if why is not None:  # why the Request exists, from storage too
+        trigger, details = why
+        served.data.trigger = trigger
         served.data.trigger_details.clear()
-        served.data.trigger_details.update(dict(request.trigger_details))
+        served.data.trigger_details.update(dict(details))
     return served
 
 

@@ -533,6 +533,29 @@ class Store:
         )
         return convert.fact_from_row(row) if row else None
 
+    async def get_fact_of_attempt_and_trigger(
+        self, queue: str, uri: str, project: str, attempt: int
+    ) -> tuple[ValidationFact, tuple[str, TriggerDetails] | None] | None:
+        """The fact of one attempt and why its Request exists (trigger and details;
+        ``None`` if the Request is gone), in one statement: the event feed confirms
+        every verdict event it serves this way."""
+        c = validation_facts.c
+        r = requests.c
+        row = await self._one(
+            select(validation_facts, r.trigger, r.trigger_details)
+            .select_from(
+                validation_facts.outerjoin(requests, and_(r.queue == c.queue, r.id == c.request_id))
+            )
+            .where(c.queue == queue, c.uri == uri, c.project == project, c.attempt == attempt)
+        )
+        if row is None:
+            return None
+        fact = convert.fact_from_row(row)
+        if row["trigger"] is None:
+            return fact, None
+        details: TriggerDetails = tuple(sorted((row["trigger_details"] or {}).items()))
+        return fact, (row["trigger"], details)
+
     async def list_fact_attempts(self, queue: str, uri: str, project: str) -> list[ValidationFact]:
         """Every attempt's fact for a commit and scope, oldest attempt first."""
         c = validation_facts.c
