@@ -91,19 +91,27 @@ async def wake_queue(store: Store, publisher: Publisher, queue: QueueState, free
     for a head that is already building would start a second poll chain beside
     the first, one more for every slot freed while it builds.
     """
-    latest = queue.latest_request_id
-    wake: list[topics_pb2.ProcessMessage] = []
     async with store.unit(read_only=True):  # both reads in one transaction; the publishes after it
-        if latest and latest != freed_by:
-            head = await store.get_request(latest)
-            if head is None or head.state is RequestState.ACCEPTED:  # None: not yet visible
-                wake.append(topics_pb2.ProcessMessage(request_id=latest, queue=queue.name))
-        waiting = await store.list_requests(
-            queue.name,
-            states=[RequestState.ACCEPTED],
-            limit=WAITING_REVALIDATIONS_LIMIT,
-            newest_first=False,
-        )
-    wake += [process_message(r) for r in waiting if r.attempt > 1 and r.id != freed_by]
+        wake = await wake_messages(store, queue, freed_by)
     for message in wake:
         await publisher.publish(topics.PROCESS, message)
+
+
+async def wake_messages(
+    store: Store, queue: QueueState, freed_by: str
+) -> list[topics_pb2.ProcessMessage]:
+    """What :func:`wake_queue` publishes, read but not sent: a stage that already holds
+    a unit reads it there and publishes after its commit."""
+    latest = queue.latest_request_id
+    wake: list[topics_pb2.ProcessMessage] = []
+    if latest and latest != freed_by:
+        head = await store.get_request(latest)
+        if head is None or head.state is RequestState.ACCEPTED:  # None: not yet visible
+            wake.append(topics_pb2.ProcessMessage(request_id=latest, queue=queue.name))
+    waiting = await store.list_requests(
+        queue.name,
+        states=[RequestState.ACCEPTED],
+        limit=WAITING_REVALIDATIONS_LIMIT,
+        newest_first=False,
+    )
+    return wake + [process_message(r) for r in waiting if r.attempt > 1 and r.id != freed_by]

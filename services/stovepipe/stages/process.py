@@ -66,12 +66,11 @@ class RequestAdmitter(StageBase):
     """Moves an ``accepted`` Request to ``superseded`` or ``processing``, or leaves it waiting."""
 
     async def __call__(self, message: topics_pb2.ProcessMessage) -> None:
-        request = await self._store.get_request(message.request_id)
+        # The Request's read, coalescing and the gate: one transaction. The
+        # strategy's RPC and every publish come after it.
+        async with self._store.unit():
+            request, gated = await self._read_coalesce_gate(message)
         if request is None:
-            raise Retryable(f"{message.request_id} not found (not yet visible?)")
-        if request.queue != message.queue:
-            raise NonRetryable(f"{request.id} belongs to {request.queue}, not {message.queue}")
-        if request.terminal or is_stale(message.request_attempt, request):
             return
         if request.state is RequestState.PROCESSING:
             await self._publish_build(request)
@@ -81,26 +80,38 @@ class RequestAdmitter(StageBase):
             # re-sends whatever project fact or project build is still missing.
             await self._publisher.publish(topics.RECORD, record_message(request))
             return
-        if request.attempt > 1:
-            if await self._take_slot(request) is not None:
-                await self._admit(request, REVALIDATION)
-            return
-        await self._coalesce_gate_admit(request)
-
-    async def _coalesce_gate_admit(self, request: Request) -> None:
-        async with self._store.unit():  # coalescing and the gate: one transaction
-            queue = await self._store.ensure_queue(request.queue)
-            if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
-                await self._supersede(request, queue.latest_request_id)
-                return
-            await self._supersede_older_waiting(request)
-            gated = await self._take_slot(request)
         if gated is None:
+            return
+        if request.attempt > 1:
+            await self._admit(request, REVALIDATION)
             return
         # A slot taken here and not followed by admission (SourceControl down)
         # stays with this accepted head: its redelivery finds it already held,
         # a newer head's coalescing releases it, a dead letter's reconciler too.
         await self._admit(request, await self._decide_strategy(request, gated.last_green_uri))
+
+    async def _read_coalesce_gate(
+        self, message: topics_pb2.ProcessMessage
+    ) -> tuple[Request | None, QueueState | None]:
+        """The Request to act on (``None``: nothing to do) and, for an ``accepted``
+        one, the Queue once it holds a build slot (``None``: superseded or waiting)."""
+        request = await self._store.get_request(message.request_id)
+        if request is None:
+            raise Retryable(f"{message.request_id} not found (not yet visible?)")
+        if request.queue != message.queue:
+            raise NonRetryable(f"{request.id} belongs to {request.queue}, not {message.queue}")
+        if request.terminal or is_stale(message.request_attempt, request):
+            return None, None
+        if request.state in (RequestState.PROCESSING, RequestState.ANALYZING):
+            return request, None
+        if request.attempt > 1:
+            return request, await self._take_slot(request)
+        queue = await self._store.ensure_queue(request.queue)
+        if queue.latest_request_id and is_newer(queue.latest_request_id, request.id):
+            await self._supersede(request, queue.latest_request_id)
+            return None, None
+        await self._supersede_older_waiting(request)
+        return request, await self._take_slot(request)
 
     async def _take_slot(self, request: Request) -> QueueState | None:
         """The Queue as it is once ``request`` holds a build slot; None when the gate is closed."""

@@ -38,6 +38,7 @@ it has stood still for ``stale_after``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from stovepipe.config import QueueConfig
 from stovepipe.domain import (
@@ -57,7 +58,13 @@ from stovepipe.failures import NonRetryable, Retryable
 from stovepipe.hooks.events import verdict_events
 from stovepipe.stages import project_ops, queue_ops, topics
 from stovepipe.stages.base import StageBase
-from stovepipe.stages.messages import analyze_message, is_stale, record_message, wake_queue
+from stovepipe.stages.messages import (
+    analyze_message,
+    is_stale,
+    record_message,
+    wake_messages,
+    wake_queue,
+)
 from stovepipe.stages.ports import queue_source
 from stovepipe.storage import AlreadyExists, VersionMismatch
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -65,54 +72,93 @@ from stovepipe.v1 import topics_pb2, types_pb2
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """A whole-repository verdict as committed, and what is sent about it afterwards."""
+
+    request: Request
+    took_bookmark: bool
+    wake: list[topics_pb2.ProcessMessage]
+    events: list[topics_pb2.HookEvent]
+
+
 class VerdictRecorder(StageBase):
     """Turns a settled Request into an immutable fact, a bookmark move and an event."""
 
     async def __call__(self, message: topics_pb2.RecordMessage) -> None:
-        request = await self._store.get_request(message.request_id)
-        if request is None:
-            raise Retryable(f"{message.request_id} not found (not yet visible?)")
-        if request.state is RequestState.SUPERSEDED:
+        # The common path (a whole-repository verdict) reads the Request, writes the
+        # fact and the bookmark, and reads what the wake-ups and the events are made
+        # of in one transaction; the publishes and Promote come after its commit.
+        async with self._store.unit():
+            request = await self._recordable(message)
+            if request is None:
+                return
+            config = self._queues.queue(request.queue)
+            project = message.scope.project
+            whole = request.state is not RequestState.CANCELLED and not project
+            verdict = await self._whole_verdict(request, config) if whole else None
+            recorded = await self._record(request, verdict) if verdict is not None else None
+        if recorded is not None:
+            await self._announce(recorded)
             return
-        if is_stale(message.request_attempt, request):
-            return
-        if not request.terminal and request.state is not RequestState.ANALYZING:
-            raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
         if request.state is RequestState.CANCELLED:
             # No verdict to record, but its build slot was freed: wake the next head.
             queue = await self._store.ensure_queue(request.queue)
             await wake_queue(self._store, self._publisher, queue, request.id)
             return
-        project = message.scope.project
-        config = self._queues.queue(request.queue)
         if project:
             await self._record_project(request, config, project)
             return
-        if config.projects:
-            facts = await self._project_facts(request, config)
-            if facts is None:
-                # Verdict deferred until every project has its fact; the slot is free now.
-                queue = await self._store.ensure_queue(request.queue)
-                await wake_queue(self._store, self._publisher, queue, request.id)
-                await self._publisher.publish(topics.ANALYZE, analyze_message(request))
-                return
-            verdict = project_ops.whole_repo_degree(config.projects, facts)
-        else:
-            verdict = await self._verdict(request)
-        async with self._store.unit():  # the fact and the bookmark it moves: one transaction
-            fact = await self._create_or_adopt_fact(request, project, verdict)
-            queue = await self._advance_bookmark(request, fact)
+        # Verdict deferred until every project has its fact; the slot is free now.
+        queue = await self._store.ensure_queue(request.queue)
+        await wake_queue(self._store, self._publisher, queue, request.id)
+        await self._publisher.publish(topics.ANALYZE, analyze_message(request))
+
+    async def _recordable(self, message: topics_pb2.RecordMessage) -> Request | None:
+        """The Request to record; ``None`` when there is nothing to do."""
+        request = await self._store.get_request(message.request_id)
+        if request is None:
+            raise Retryable(f"{message.request_id} not found (not yet visible?)")
+        if request.state is RequestState.SUPERSEDED:
+            return None
+        if is_stale(message.request_attempt, request):
+            return None
+        if not request.terminal and request.state is not RequestState.ANALYZING:
+            raise Retryable(f"{request.id} is still {request.state}; nothing to record yet")
+        return request
+
+    async def _whole_verdict(
+        self, request: Request, config: QueueConfig
+    ) -> tuple[float, FactOrigin, str] | None:
+        """The whole-repository verdict; ``None`` while a project still lacks its fact."""
+        if not config.projects:
+            return await self._verdict(request)
+        facts = await self._project_facts(request, config)
+        if facts is None:
+            return None
+        return project_ops.whole_repo_degree(config.projects, facts)
+
+    async def _record(self, request: Request, verdict: tuple[float, FactOrigin, str]) -> _Recorded:
+        """Steps 2-4 and the reads of step 6, inside the caller's transaction."""
+        fact = await self._create_or_adopt_fact(request, "", verdict)
+        queue = await self._advance_bookmark(request, fact)
         request = await self._settle(request, fact)
         took_bookmark = queue.last_green_request_id == request.id
-        await wake_queue(self._store, self._publisher, queue, request.id)
-        if took_bookmark:
-            await self._promote(request)
-        async with self._store.unit(read_only=True):  # the reads the events are made of
-            answer = await self._store.get_fact(request.queue, request.uri, project) or fact
-            events = await self._events(request, answer, took_bookmark)
-        for event in events:
-            if answer.request_id == request.id:
+        wake = await wake_messages(self._store, queue, request.id)
+        answer = await self._store.get_fact(request.queue, request.uri, "") or fact
+        events = await self._events(request, answer, took_bookmark)
+        if answer.request_id == request.id:
+            for event in events:
                 _add_trigger(event.data, request)
+        return _Recorded(request, took_bookmark, wake, events)
+
+    async def _announce(self, recorded: _Recorded) -> None:
+        """After the commit: wake the next heads, promote, publish the events."""
+        for wake in recorded.wake:
+            await self._publisher.publish(topics.PROCESS, wake)
+        if recorded.took_bookmark:
+            await self._promote(recorded.request)
+        for event in recorded.events:
             await self._publisher.publish(topics.HOOK, event)
 
     async def _settle(self, request: Request, fact: ValidationFact) -> Request:
