@@ -61,7 +61,7 @@ from stovepipe.messaging.codec import payload_type_name
 from stovepipe.messaging.headers import ATTEMPT, FAILURE_REASON, PAYLOAD_TYPE
 from stovepipe.runtime.delay_worker import run_delay_forwarder
 from stovepipe.runtime.registry import PIPELINE as PIPELINE_STAGES
-from stovepipe.runtime.registry import STAGES
+from stovepipe.runtime.registry import RECONCILE_GROUP, STAGES
 from stovepipe.testing import until
 from stovepipe.v1 import stovepipe_service_pb2 as pb
 from stovepipe.v1 import topics_pb2, types_pb2
@@ -415,7 +415,7 @@ async def scan(stack: FaultStack, topics: list[str] = SCANNED) -> Scan:
 
 CONSUMED_BY = {
     **{t.name: STAGE_OF[t.name] for t in STAGE_TOPICS},
-    **{dlq(t.name): f"reconcile-{STAGE_OF[t.name]}" for t in STAGE_TOPICS},
+    **{dlq(t.name): RECONCILE_GROUP for t in STAGE_TOPICS},
     **dict.fromkeys(TIERS, "delay"),
     HOOK: EVENT_READERS[0],
 }

@@ -21,7 +21,7 @@ from harness.fault_stack import FaultStack
 from stovepipe.delays import DEFAULT_TIERS_S, tier_topic
 from stovepipe.messaging import HOOK, KafkaSettings
 from stovepipe.messaging.assignment import ASSIGNMENT_LINE, parse_held
-from stovepipe.runtime.registry import PIPELINE, dead_letter_topics
+from stovepipe.runtime.registry import PIPELINE, RECONCILE_GROUP, dead_letter_topics
 
 Partition = tuple[str, int]
 
@@ -39,9 +39,9 @@ def stage_groups(settings: KafkaSettings) -> dict[str, dict[str, list[str]]]:
         for topic in stage.consumes:
             group = settings.group(topic.name.split(".", 1)[1])
             groups.setdefault(stage.name, {})[group] = [settings.topic(topic.name)]
-    for topic in dead_letter_topics():
-        group = settings.group(f"reconcile-{topic.name.split('.')[1]}")
-        groups.setdefault("reconcile", {})[group] = [settings.topic(topic.name)]
+    groups["reconcile"] = {
+        settings.group(RECONCILE_GROUP): [settings.topic(t.name) for t in dead_letter_topics()]
+    }
     groups["delay"] = {
         settings.group("delay"): [settings.topic(tier_topic(t)) for t in DEFAULT_TIERS_S]
     }

@@ -33,6 +33,7 @@ from stovepipe.v1 import topics_pb2
 pytestmark = pytest.mark.broker
 
 PROCESS = "stovepipe.process"
+BUILD = "stovepipe.build"
 
 
 async def _bus_for(settings: KafkaSettings, **kwargs: Any) -> Bus:
@@ -329,3 +330,63 @@ async def test_a_record_reaches_its_handler_without_a_thread_hop(
     received = sorted(p.SerializeToString() for p in inbox.payloads)
     assert received == sorted(process_message(n).SerializeToString() for n in range(5))
     assert hops == []
+
+
+async def test_topics_of_one_group_share_one_consumer_and_each_record_keeps_its_topic(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """The reconciler reads every dead-letter topic in one group: one consumer, one fetch
+    loop and one membership, each record decoded as its own topic's message type."""
+    bus = await _bus_for(kafka_settings)
+    inbox = Inbox()
+    subscriber = bus.consumer.subscribe([PROCESS, BUILD], inbox.add, group="two-topics")
+    async with bus:
+        consumer = cast(Any, subscriber).consumer
+        await until(
+            lambda: (
+                {tp.topic for tp in consumer.assignment()}
+                == {kafka_settings.topic(PROCESS), kafka_settings.topic(BUILD)}
+            ),
+            what="one consumer assigned both topics",
+        )
+        await bus.publish(PROCESS, process_message(1))
+        await bus.publish(BUILD, topics_pb2.BuildMessage(request_id="request/q/2", queue="q"))
+        await inbox.wait_for(2)
+    by_topic = {delivery.topic: payload for payload, delivery in inbox.items}
+    assert by_topic[kafka_settings.topic(PROCESS)] == process_message(1)
+    assert isinstance(by_topic[kafka_settings.topic(BUILD)], topics_pb2.BuildMessage)
+    assert by_topic[kafka_settings.topic(BUILD)].request_id == "request/q/2"
+
+
+async def test_stage_messaging_starts_one_consumer_per_group_and_routes_by_topic(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """``worker reconcile`` (and ``worker all``) consume every dead-letter topic in one
+    group: ``consuming`` must start one consumer for the group and hand each record to
+    its own topic's handler."""
+    from stovepipe.failures import OnFailure
+    from stovepipe.runtime.stage_messaging import StageMessaging
+
+    bus = await _bus_for(kafka_settings)
+    got: dict[str, list[Any]] = {PROCESS: [], BUILD: []}
+
+    def handler(topic: str) -> Any:
+        async def handle(payload: Any, _delivery: Delivery) -> None:
+            got[topic].append(payload)
+
+        return handle
+
+    rules = dict.fromkeys((PROCESS, BUILD), (OnFailure.PARK_UNREADABLE, None))
+    messaging = StageMessaging(bus, rules)
+    async with (
+        bus,
+        messaging.consuming(
+            [(PROCESS, "one-group", handler(PROCESS)), (BUILD, "one-group", handler(BUILD))]
+        ),
+    ):
+        assert len(bus.consumer._flows) == 1
+        await bus.publish(PROCESS, process_message(7))
+        await bus.publish(BUILD, topics_pb2.BuildMessage(request_id="request/q/8", queue="q"))
+        await until(lambda: len(got[PROCESS]) == 1 and len(got[BUILD]) == 1)
+    assert got[PROCESS] == [process_message(7)]
+    assert got[BUILD][0].request_id == "request/q/8"

@@ -155,3 +155,17 @@ def test_the_poll_period_must_fit_in_the_sweeper_window() -> None:
             },
             source="t",
         )
+
+
+def test_the_reconciler_reads_every_dead_letter_topic_in_one_group() -> None:
+    """One group, so one consumer in the process for all of them (``StageMessaging``
+    starts one consumer per group), not one fetch loop and membership per topic."""
+    from stovepipe.runtime.registry import RECONCILE_GROUP
+
+    class _Parts:
+        def dead_letter_reconciler(self) -> object:
+            return object()
+
+    consumptions = stage("reconcile").handlers(_Parts())  # type: ignore[misc, arg-type]
+    assert {c.group for c in consumptions} == {RECONCILE_GROUP}
+    assert [c.topic for c in consumptions] == list(dead_letter_topics())

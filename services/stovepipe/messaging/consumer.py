@@ -1,9 +1,9 @@
 """Subscribe handlers on FastStream's ``KafkaBroker`` with commit-after-success.
 
-Each subscription is one aiokafka consumer in its own group. Records are
-handled several at a time per partition, in order per key, and only the
-highest *contiguous* completed offset is committed (:mod:`.inflight`), so
-nothing is ever committed past a record still in flight. FastStream's
+Each subscription is one aiokafka consumer in its own group, for one topic or
+several. Records are handled several at a time per partition, in order per
+key, and only the highest *contiguous* completed offset is committed
+(:mod:`.inflight`), so nothing is ever committed past a record still in flight. FastStream's
 acknowledgement is set to ``MANUAL`` and this module owns it. When a handler
 raises, the :data:`FailurePolicy` decides; ``REDELIVER`` runs the record again
 after ``redelivery_pause_ms``, in place: its key's later records wait behind
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -88,25 +88,35 @@ class Consumer:
 
     def subscribe(
         self,
-        topic: str,
+        topic: str | Sequence[str],
         handler: DeliveryHandler,
         *,
         group: str,
         max_in_flight: int | None = None,
     ) -> Subscription:
-        """Consume the logical ``topic`` in consumer group ``group``; returns the subscriber.
+        """Consume the logical ``topic`` (or several) in consumer group ``group``; returns
+        the subscriber.
 
-        Up to ``max_in_flight`` records per partition are in flight at once
-        (default: the settings'), in order per key. Subscribe before the broker
-        starts, or ``await subscriber.start()`` afterwards. The topic is
-        declared with the configured partition count in case nobody created it yet.
+        Several topics share one consumer: one fetch loop, one heartbeat and one
+        group membership for all of them (the reconciler reads every dead-letter
+        topic this way). Up to ``max_in_flight`` records per partition are in
+        flight at once (default: the settings'), in order per key. Subscribe
+        before the broker starts, or ``await subscriber.start()`` afterwards.
+        The topics are declared with the configured partition count in case
+        nobody created them yet.
         """
-        binding = spec(topic)
+        names = [topic] if isinstance(topic, str) else list(topic)
+        if not names:
+            raise ValueError("subscribe needs at least one topic")
         settings = self._settings
+        bindings = {settings.topic(name): spec(name) for name in names}
         group_id = settings.group(group)
-        fetch_wait_ms = max(settings.fetch_max_wait_ms, binding.fetch_wait_ms or 0)
+        fetch_wait_ms = max(
+            settings.fetch_max_wait_ms, *(b.fetch_wait_ms or 0 for b in bindings.values())
+        )
 
         async def handle(record: Any, window: Window) -> bool:
+            binding = bindings[record.topic]
             return await self._settle(binding, handler, record, flow_consumer[0], window)
 
         flow = Flow(
@@ -118,10 +128,13 @@ class Consumer:
         )
         flow_consumer: list[Any] = [None]
         subscriber = self._broker.subscriber(
-            Topic(
-                settings.topic(topic),
-                num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
+            *(
+                Topic(
+                    physical,
+                    num_partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                )
+                for physical in bindings
             ),
             group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
@@ -139,7 +152,8 @@ class Consumer:
             consumer = message.consumer
             if not isinstance(consumer, AIOKafkaConsumer):
                 # the in-memory test broker: one at a time, inside publish
-                if await self._settle(binding, handler, message.raw_message, consumer, None):
+                record: Any = message.raw_message
+                if await self._settle(bindings[record.topic], handler, record, consumer, None):
                     await message.ack()
                 return
             flow_consumer[0] = consumer

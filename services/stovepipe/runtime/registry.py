@@ -142,6 +142,14 @@ def dead_letter_topics() -> tuple[TopicSpec, ...]:
     )
 
 
+RECONCILE_GROUP = "reconcile"
+"""The reconciler's consumer group, for every dead-letter topic. Until 2026-12 each
+topic had a group of its own (``reconcile-<stage>``); a reconciler of this version
+starts its group from the earliest retained dead letter, which is safe: a Request a
+letter already failed closed is only re-recorded, and an earlier attempt's letter is
+skipped."""
+
+
 def _reconcile_handlers(parts: Collaborators) -> Sequence[Consumption]:
     reconciler = parts.dead_letter_reconciler()
 
@@ -149,10 +157,9 @@ def _reconcile_handlers(parts: Collaborators) -> Sequence[Consumption]:
         reason = delivery.headers.get(FAILURE_REASON, "") or "dead-lettered"
         await reconciler.reconcile(message, reason)
 
-    return [
-        Consumption(topic, f"reconcile-{topic.name.split('.')[1]}", settle)
-        for topic in dead_letter_topics()
-    ]
+    # One group for every dead-letter topic, so one consumer reads them all: one
+    # fetch loop and one membership instead of one per topic.
+    return [Consumption(topic, RECONCILE_GROUP, settle) for topic in dead_letter_topics()]
 
 
 def _upstream_handlers(parts: Collaborators) -> Sequence[Consumption]:

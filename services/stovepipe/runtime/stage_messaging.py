@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 from google.protobuf.message import Message
@@ -76,18 +77,24 @@ class StageMessaging:
     async def consuming(
         self, subscriptions: Sequence[tuple[str, str, DeliveryHandler]]
     ) -> AsyncIterator[None]:
-        """Start one consumer per ``(topic, group, handler)`` at once; on exit, let
-        their in-flight records settle and commit, then stop them."""
-        for topic, group, _ in subscriptions:
+        """Start one consumer per consumer group of the ``(topic, group, handler)``
+        entries, all at once (the topics of one group share its consumer); on exit,
+        let their in-flight records settle and commit, then stop them."""
+        by_group: dict[str, dict[str, DeliveryHandler]] = {}
+        for topic, group, handler in subscriptions:
             self._stages.setdefault(topic, group)
+            by_group.setdefault(group, {})[topic] = instrumented(topic, group, handler)
         subscribers = [
             self.bus.consumer.subscribe(
-                topic,
-                instrumented(topic, group, handler),
+                list(handlers),
+                self._dispatch(handlers),
                 group=group,
-                max_in_flight=self._in_flight.get(topic),
+                max_in_flight=max(
+                    (n for t in handlers if (n := self._in_flight.get(t)) is not None),
+                    default=None,
+                ),
             )
-            for topic, group, handler in subscriptions
+            for group, handlers in by_group.items()
         ]
         await asyncio.gather(*(s.start() for s in subscribers))
         for subscriber in subscribers:
@@ -102,6 +109,17 @@ class StageMessaging:
                 asyncio.gather(*(s.stop() for s in subscribers)),
                 self.settings.graceful_timeout_s + 5,
             )
+
+    def _dispatch(self, handlers: Mapping[str, DeliveryHandler]) -> DeliveryHandler:
+        """The handler of a group's consumer: each record to its own topic's handler."""
+        if len(handlers) == 1:
+            return next(iter(handlers.values()))
+        by_physical = {self.settings.topic(topic): h for topic, h in handlers.items()}
+
+        async def dispatch(payload: Any, delivery: Delivery) -> None:
+            await by_physical[delivery.topic](payload, delivery)
+
+        return dispatch
 
     async def _to_tier(
         self,
