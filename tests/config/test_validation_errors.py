@@ -313,6 +313,8 @@ def test_kafka_timing_reaches_the_consumers_and_a_heartbeat_must_fit_the_session
         "heartbeat_interval_ms": 1_500,
         "graceful_timeout_seconds": 12.5,
         "redelivery_pause_ms": 250,
+        "idle_fetch_max_wait_ms": 300,
+        "idle_after_seconds": 2.5,
     }
     config = config_from_mapping({"kafka": timing, "queues": [queue()]}, "stovepipe.yaml")
     settings = kafka_settings(config, "stovepipe-test")
@@ -321,7 +323,14 @@ def test_kafka_timing_reaches_the_consumers_and_a_heartbeat_must_fit_the_session
         settings.heartbeat_interval_ms,
         settings.graceful_timeout_s,
         settings.redelivery_pause_ms,
-    ) == (6_000, 1_500, 12.5, 250)
+        settings.idle_fetch_max_wait_ms,
+        settings.idle_after_s,
+    ) == (6_000, 1_500, 12.5, 250, 300, 2.5)
+    plain = {"kafka": {"bootstrap_servers": "127.0.0.1:9092"}, "queues": [queue()]}
+    default = kafka_settings(config_from_mapping(plain, "y"), "stovepipe-test")
+    assert default.idle_after_s == 30.0
+    never = {"kafka": {**timing, "idle_after_seconds": 0}, "queues": [queue()]}
+    assert any("idle_after_seconds" in line for line in problems_of(never))
     slow_heart = {"kafka": {**timing, "heartbeat_interval_ms": 6_000}, "queues": [queue()]}
     assert any(
         "heartbeat_interval_ms (6000) must be below session_timeout_ms (6000)" in line

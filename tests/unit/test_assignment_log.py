@@ -47,8 +47,10 @@ def test_the_latest_line_per_group_counts() -> None:
 def test_every_consuming_stage_has_groups_and_only_sweeper_and_buildwatch_have_none() -> None:
     groups = stage_groups(KafkaSettings(bootstrap_servers="x:9092", topic_prefix="t."))
     assert set(groups) == set(STAGE_NAMES) - {"sweeper", "buildwatch"}
-    # one per retrying stage's dead letters: process, build, buildsignal, record, analyze
-    assert len(groups["reconcile"]) == 5
+    # one group reads every retrying stage's dead letters: process, build, buildsignal,
+    # record, analyze
+    (reconcile,) = groups["reconcile"].values()
+    assert len(reconcile) == 5
     assert stage_of("worker-buildsignal.2") == "buildsignal"
     assert stage_of("worker-delay") == "delay"
 

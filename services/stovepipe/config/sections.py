@@ -122,6 +122,7 @@ class KafkaConfig(ConfigModel):
     partitions: Annotated[int, Field(ge=1)] = 3
     fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
     idle_fetch_max_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 2_000
+    idle_after_seconds: Annotated[float, Field(gt=0, le=3_600)] = 30.0
     group_prefix: Annotated[NonBlank, AfterValidator(check_kafka_topic_part)] = "stovepipe"
     max_message_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     session_timeout_ms: Annotated[int, Field(ge=1_000, le=300_000)] = 10_000

@@ -115,6 +115,7 @@ def kafka_settings(config: StovepipeConfig, client_id: str) -> KafkaSettings:
         partitions=k.partitions,
         fetch_max_wait_ms=k.fetch_max_wait_ms,
         idle_fetch_max_wait_ms=k.idle_fetch_max_wait_ms,
+        idle_after_s=k.idle_after_seconds,
         max_message_bytes=k.max_message_bytes,
         group_prefix=k.group_prefix,
         session_timeout_ms=k.session_timeout_ms,
