@@ -199,6 +199,9 @@ def _config(tmp_path: Path, repo: SampleRepo, api: str) -> Path:
             "session_timeout_ms": 4_000,
             "heartbeat_interval_ms": 800,
             "graceful_timeout_seconds": 5,
+            # slow down 2 s after the last record, not 30: less CPU between kills
+            "idle_after_seconds": 2,
+            "idle_fetch_max_wait_ms": 200,
         },
         "workers": {
             "process": policy,

@@ -81,9 +81,17 @@ log = logging.getLogger(__name__)
 WORKERS = STAGE_NAMES
 """Worker processes, by the stage name ``stovepipe worker`` takes (from the registry)."""
 
-GROUP_TIMING = {"session_timeout_ms": 4_000, "heartbeat_interval_ms": 800}
+GROUP_TIMING = {
+    "session_timeout_ms": 4_000,
+    "heartbeat_interval_ms": 800,
+    "idle_after_seconds": 2,
+    "idle_fetch_max_wait_ms": 200,
+}
 """Consumer-group timing unless ``kafka`` says otherwise: Tansu completes a join after
-about half the session timeout, so a (re)started worker consumes within seconds."""
+about half the session timeout, so a (re)started worker consumes within seconds. A
+consumer slows to a 200 ms fetch wait 2 s after its last record: a fault test's heads
+come in bursts, and a dozen processes fetching every 20 ms for 30 s after each burst
+were a large share of the suite's CPU."""
 START_S = 120.0
 """Bound for each server of the stack to serve after its start. A server serves in a
 second or two; the bound is for a loaded two-core machine (the suite runs other

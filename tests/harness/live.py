@@ -144,6 +144,11 @@ def live_config(
                 "bootstrap_servers": bootstrap,
                 "topic_prefix": f"e{uuid.uuid4().hex[:8]}.",
                 "partitions": 2,
+                # the suite's stacks slow their fetches 2 s after the last record
+                # (the product waits 30 s): heads come in bursts, and fast fetches
+                # between them were CPU taken from the tests beside this one
+                "idle_after_seconds": 2,
+                "idle_fetch_max_wait_ms": 200,
                 **(kafka or {}),
             },
             "extensions": {
